@@ -1,0 +1,231 @@
+//! Cryptographic primitives: key and nonce newtypes, the two chunk ciphers
+//! (AES-256-GCM from ring, SM4-GCM from aes-gcm's generic GCM over `sm4`),
+//! the unkeyed checksum used for unencrypted objects, and the randomness source.
+//!
+//! Nothing here knows about objects or headers; `format` builds on it.
+
+mod sm4gcm;
+
+use std::fmt;
+
+use ring::aead::{self, Aad, LessSafeKey, UnboundKey};
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+pub use sm4gcm::Sm4Gcm;
+
+/// Length of every nonce we use (GCM's 96-bit IV).
+pub const NONCE_LEN: usize = 12;
+/// Length of every tag we store (GCM's full 128-bit tag, or a truncated SHA-256).
+pub const TAG_LEN: usize = 16;
+
+/// Failed authentication. Deliberately carries no detail: the caller knows
+/// which object and chunk it was opening and adds that context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("authentication failed")]
+pub struct IntegrityError;
+
+/// The data cipher of an object, as recorded in its header (FORMAT.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cipher {
+    /// No encryption: chunks carry a SHA-256 checksum instead of a GCM tag.
+    None,
+    Aes256Gcm,
+    Sm4Gcm,
+}
+
+impl Cipher {
+    pub fn key_len(self) -> usize {
+        match self {
+            Cipher::None => 0,
+            Cipher::Aes256Gcm => 32,
+            Cipher::Sm4Gcm => 16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cipher::None => "none",
+            Cipher::Aes256Gcm => "AES-256-GCM",
+            Cipher::Sm4Gcm => "SM4-GCM",
+        }
+    }
+}
+
+/// Secret key bytes (a data key, a master key version, a CMK version, the root
+/// key). Zeroized on drop; `Debug` never prints the bytes.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+pub struct SecretKey(Vec<u8>);
+
+impl SecretKey {
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        SecretKey(bytes.to_vec())
+    }
+
+    /// A fresh random key of `len` bytes.
+    pub fn random(len: usize) -> Self {
+        let mut k = vec![0u8; len];
+        fill_random(&mut k);
+        SecretKey(k)
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+/// A 96-bit GCM nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nonce(pub [u8; NONCE_LEN]);
+
+impl Nonce {
+    /// A fresh random nonce. Every chunk write draws one, so rewriting a chunk
+    /// in place never reuses a (key, nonce) pair (up to the 2^-32 birthday
+    /// bound after 2^32 writes under one data key; FORMAT.md §4).
+    pub fn random() -> Self {
+        let mut n = [0u8; NONCE_LEN];
+        fill_random(&mut n);
+        Nonce(n)
+    }
+}
+
+/// Fills `buf` from the operating system's CSPRNG.
+pub fn fill_random(buf: &mut [u8]) {
+    // SystemRandom reads getrandom(2); it fails only if the kernel cannot
+    // provide randomness at all, in which case no key we could make is safe.
+    #[allow(clippy::expect_used)]
+    SystemRandom::new()
+        .fill(buf)
+        .expect("the kernel's random number generator failed");
+}
+
+/// First 16 bytes of SHA-256 over the concatenation of `parts`.
+pub fn checksum16(parts: &[&[u8]]) -> [u8; TAG_LEN] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for p in parts {
+        ctx.update(p);
+    }
+    let d = ctx.finish();
+    let mut out = [0u8; TAG_LEN];
+    out.copy_from_slice(&d.as_ref()[..TAG_LEN]);
+    out
+}
+
+/// Constant-time comparison of two tags.
+pub fn tags_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A keyed AEAD (or the unkeyed checksum for `Cipher::None`) that seals and
+/// opens buffers in place with a detached tag.
+pub enum Aead {
+    None,
+    Aes(Box<LessSafeKey>),
+    Sm4(Box<Sm4Gcm>),
+}
+
+impl Aead {
+    /// Builds the AEAD for `cipher` from `key`. The key length must match
+    /// `cipher.key_len()`; a mismatch is a bug in the caller or a corrupt
+    /// header, reported as an integrity error.
+    pub fn new(cipher: Cipher, key: &SecretKey) -> Result<Self, IntegrityError> {
+        if key.len() != cipher.key_len() {
+            return Err(IntegrityError);
+        }
+        Ok(match cipher {
+            Cipher::None => Aead::None,
+            Cipher::Aes256Gcm => {
+                let k = UnboundKey::new(&aead::AES_256_GCM, key.expose())
+                    .map_err(|_| IntegrityError)?;
+                Aead::Aes(Box::new(LessSafeKey::new(k)))
+            }
+            Cipher::Sm4Gcm => Aead::Sm4(Box::new(Sm4Gcm::new(key.expose()))),
+        })
+    }
+
+    pub fn cipher(&self) -> Cipher {
+        match self {
+            Aead::None => Cipher::None,
+            Aead::Aes(_) => Cipher::Aes256Gcm,
+            Aead::Sm4(_) => Cipher::Sm4Gcm,
+        }
+    }
+
+    /// Encrypts `buf` in place and returns the tag.
+    pub fn seal(&self, nonce: &Nonce, ad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        match self {
+            Aead::None => checksum16(&[b"ssefs-plain-v1", ad, &nonce.0, buf]),
+            Aead::Aes(k) => {
+                // Sealing only fails for inputs longer than GCM's 64 GiB limit;
+                // chunks are at most CHUNK_SIZE bytes.
+                #[allow(clippy::expect_used)]
+                let tag = k
+                    .seal_in_place_separate_tag(
+                        aead::Nonce::assume_unique_for_key(nonce.0),
+                        Aad::from(ad),
+                        buf,
+                    )
+                    .expect("chunk within GCM length limit");
+                let mut out = [0u8; TAG_LEN];
+                out.copy_from_slice(tag.as_ref());
+                out
+            }
+            Aead::Sm4(k) => k.seal(nonce, ad, buf),
+        }
+    }
+
+    /// Decrypts `buf` in place if `tag` authenticates it. On failure the
+    /// contents of `buf` are unspecified and must not be used.
+    pub fn open(
+        &self,
+        nonce: &Nonce,
+        ad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), IntegrityError> {
+        match self {
+            Aead::None => {
+                let want = checksum16(&[b"ssefs-plain-v1", ad, &nonce.0, buf]);
+                if tags_equal(&want, tag) {
+                    Ok(())
+                } else {
+                    Err(IntegrityError)
+                }
+            }
+            Aead::Aes(k) => k
+                .open_in_place_separate_tag(
+                    aead::Nonce::assume_unique_for_key(nonce.0),
+                    Aad::from(ad),
+                    aead::Tag::from(*tag),
+                    buf,
+                    0..,
+                )
+                .map(|_| ())
+                .map_err(|_| {
+                    // ring leaves garbage in buf on failure; wipe it so no
+                    // caller can leak unauthenticated plaintext.
+                    buf.zeroize();
+                    IntegrityError
+                }),
+            Aead::Sm4(k) => k.open(nonce, ad, buf, tag).inspect_err(|_| buf.zeroize()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

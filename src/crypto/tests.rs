@@ -1,0 +1,114 @@
+use super::*;
+
+fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn nonce(s: &str) -> Nonce {
+    Nonce(hex(s).try_into().unwrap())
+}
+
+#[test]
+fn sm4_block_gbt_32907_example() {
+    use sm4::cipher::{Array, BlockCipherEncrypt, KeyInit};
+    let key = hex("0123456789abcdeffedcba9876543210");
+    let c = sm4::Sm4::new(&Array::try_from(&key[..]).unwrap());
+    let mut block = Array::try_from(&key[..]).unwrap();
+    c.encrypt_block(&mut block);
+    assert_eq!(block.to_vec(), hex("681edf34d206965e86b3e94f536e4246"));
+}
+
+/// McGrew & Viega, "The Galois/Counter Mode of Operation", test case 16
+/// (AES-256, 96-bit IV, 60-byte plaintext, 20-byte AAD).
+#[test]
+fn aes256gcm_nist_test_case_16() {
+    let key = SecretKey::from_bytes(&hex(
+        "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
+    ));
+    let a = Aead::new(Cipher::Aes256Gcm, &key).unwrap();
+    let ad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
+    let pt = hex(
+        "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72
+         1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+    );
+    let n = nonce("cafebabefacedbaddecaf888");
+    let mut buf = pt.clone();
+    let tag = a.seal(&n, &ad, &mut buf);
+    assert_eq!(
+        buf,
+        hex("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa
+             8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662")
+    );
+    assert_eq!(tag.to_vec(), hex("76fc6ece0f4e1768cddf8853bb2d551b"));
+    a.open(&n, &ad, &mut buf, &tag).unwrap();
+    assert_eq!(buf, pt);
+}
+
+/// RFC 8998, Appendix A.1 (SM4-GCM).
+#[test]
+fn sm4gcm_rfc8998_a1() {
+    let key = SecretKey::from_bytes(&hex("0123456789ABCDEFFEDCBA9876543210"));
+    let a = Aead::new(Cipher::Sm4Gcm, &key).unwrap();
+    let ad = hex("FEEDFACEDEADBEEFFEEDFACEDEADBEEFABADDAD2");
+    let pt = hex(
+        "AAAAAAAAAAAAAAAABBBBBBBBBBBBBBBBCCCCCCCCCCCCCCCCDDDDDDDDDDDDDDDD
+         EEEEEEEEEEEEEEEEFFFFFFFFFFFFFFFFEEEEEEEEEEEEEEEEAAAAAAAAAAAAAAAA",
+    );
+    let n = nonce("00001234567800000000ABCD");
+    let mut buf = pt.clone();
+    let tag = a.seal(&n, &ad, &mut buf);
+    assert_eq!(
+        buf,
+        hex("17F399F08C67D5EE19D0DC9969C4BB7D5FD46FD3756489069157B282BB200735
+             D82710CA5C22F0CCFA7CBF93D496AC15A56834CBCF98C397B4024A2691233B8D")
+    );
+    assert_eq!(tag.to_vec(), hex("83DE3541E4C2B58177E065A9BF7B62EC"));
+    a.open(&n, &ad, &mut buf, &tag).unwrap();
+    assert_eq!(buf, pt);
+}
+
+#[test]
+fn every_cipher_rejects_a_flipped_bit_in_data_ad_nonce_or_tag() {
+    for (cipher, len) in [(Cipher::None, 0), (Cipher::Aes256Gcm, 32), (Cipher::Sm4Gcm, 16)] {
+        let a = Aead::new(cipher, &SecretKey::random(len)).unwrap();
+        let n = Nonce::random();
+        let mut buf = b"attack at dawn, bring snacks".to_vec();
+        let tag = a.seal(&n, b"ad", &mut buf);
+        let sealed = buf.clone();
+
+        let mut b = sealed.clone();
+        b[3] ^= 1;
+        assert_eq!(a.open(&n, b"ad", &mut b, &tag), Err(IntegrityError), "{cipher:?} data");
+        let mut b = sealed.clone();
+        assert!(a.open(&n, b"ae", &mut b, &tag).is_err(), "{cipher:?} ad");
+        let mut b = sealed.clone();
+        let mut n2 = n;
+        n2.0[0] ^= 0x80;
+        assert!(a.open(&n2, b"ad", &mut b, &tag).is_err(), "{cipher:?} nonce");
+        let mut b = sealed.clone();
+        let mut t2 = tag;
+        t2[15] ^= 1;
+        assert!(a.open(&n, b"ad", &mut b, &t2).is_err(), "{cipher:?} tag");
+        let mut b = sealed.clone();
+        a.open(&n, b"ad", &mut b, &tag).unwrap();
+        assert_eq!(b, b"attack at dawn, bring snacks");
+    }
+}
+
+#[test]
+fn wrong_key_length_is_refused() {
+    assert!(Aead::new(Cipher::Aes256Gcm, &SecretKey::random(16)).is_err());
+    assert!(Aead::new(Cipher::Sm4Gcm, &SecretKey::random(32)).is_err());
+}
+
+#[test]
+fn secret_key_debug_never_prints_bytes() {
+    let k = SecretKey::from_bytes(&[0xAB; 32]);
+    let s = format!("{k:?}");
+    assert!(!s.to_lowercase().contains("ab, ") && !s.contains("171"), "{s}");
+    assert!(s.contains("redacted"));
+}

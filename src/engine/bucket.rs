@@ -1,0 +1,163 @@
+//! Buckets: top-level directories of the data directory, each with a
+//! settings file holding its default encryption rule.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Engine, BUCKET_SETTINGS};
+use crate::error::{Error, IoContext, OssCode, Result};
+use crate::kms::{Action, Principal};
+use crate::oss::{BucketName, SseConfig};
+
+/// What `.ssefs-bucket.toml` holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketSettings {
+    /// The default encryption rule (PutBucketEncryption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<SseConfig>,
+}
+
+/// Reads a bucket's settings; a missing file means defaults.
+pub(super) fn read_settings(bucket_dir: &Path) -> Result<BucketSettings> {
+    let p = bucket_dir.join(BUCKET_SETTINGS);
+    match fs::read_to_string(&p) {
+        Ok(s) => toml::from_str(&s).map_err(|e| {
+            Error::new(OssCode::InternalError, format!("bucket settings unreadable: {e}"))
+                .resource(p.display().to_string())
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BucketSettings::default()),
+        Err(e) => Err(Error::io(p.display(), e)),
+    }
+}
+
+impl Engine {
+    pub fn bucket_dir(&self, name: &BucketName) -> PathBuf {
+        self.data_dir.join(name.as_str())
+    }
+
+    /// The bucket's directory, or NoSuchBucket.
+    pub fn existing_bucket(&self, name: &BucketName) -> Result<PathBuf> {
+        let d = self.bucket_dir(name);
+        match fs::symlink_metadata(&d) {
+            Ok(m) if m.is_dir() => Ok(d),
+            _ => Err(Error::new(OssCode::NoSuchBucket, "The specified bucket does not exist.").resource(name.as_str())),
+        }
+    }
+
+    pub fn create_bucket(&self, name: &BucketName) -> Result<()> {
+        match fs::DirBuilder::new().mode(0o755).create(self.bucket_dir(name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::new(
+                OssCode::BucketAlreadyExists,
+                "The requested bucket name is not available.",
+            )
+            .resource(name.as_str())),
+            Err(e) => Err(Error::io(name, e)),
+        }
+    }
+
+    /// Buckets, sorted by name. Entries that are not valid bucket names
+    /// (the state directory, stray files) are not buckets.
+    pub fn list_buckets(&self) -> Result<Vec<BucketName>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.data_dir).ctx(self.data_dir.display())? {
+            let e = e.ctx(self.data_dir.display())?;
+            let Some(n) = e.file_name().to_str().and_then(|s| BucketName::parse(s).ok()) else {
+                continue;
+            };
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                out.push(n);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes an empty bucket (its settings file does not count).
+    pub fn delete_bucket(&self, name: &BucketName) -> Result<()> {
+        let d = self.existing_bucket(name)?;
+        let others = fs::read_dir(&d)
+            .ctx(d.display())?
+            .flatten()
+            .any(|e| e.file_name() != BUCKET_SETTINGS);
+        if others {
+            return Err(Error::new(OssCode::BucketNotEmpty, "The bucket you tried to delete is not empty.")
+                .resource(name.as_str()));
+        }
+        match fs::remove_file(d.join(BUCKET_SETTINGS)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(name, e)),
+        }
+        fs::remove_dir(&d).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOTEMPTY) => Error::new(OssCode::BucketNotEmpty, "The bucket you tried to delete is not empty.")
+                .resource(name.as_str()),
+            _ => Error::io(name, e),
+        })
+    }
+
+    /// Root, the data directory's owner, the bucket's owner, or a grant.
+    fn check_bucket_permission(&self, p: &Principal, name: &BucketName, dir: &Path, action: Action) -> Result<()> {
+        let owner = fs::metadata(dir).map(|m| m.uid()).ctx(dir.display())?;
+        if p.uid == owner || self.kms.policy().allows(p, action, &[name.as_str()]) {
+            Ok(())
+        } else {
+            Err(Error::new(
+                OssCode::AccessDenied,
+                format!("You have no right to access this bucket ({} required).", action.as_str()),
+            )
+            .resource(name.as_str()))
+        }
+    }
+
+    /// PutBucketEncryption. The rule is already validated (`SseConfig`); an
+    /// unknown CMK is accepted here and refused at the next write.
+    pub fn put_bucket_encryption(&self, p: &Principal, name: &BucketName, rule: &SseConfig) -> Result<()> {
+        let d = self.existing_bucket(name)?;
+        self.check_bucket_permission(p, name, &d, Action::OssPutBucketEncryption)?;
+        let mut s = read_settings(&d)?;
+        s.encryption = Some(rule.clone());
+        self.write_settings(&d, &s)
+    }
+
+    /// GetBucketEncryption: NoSuchServerSideEncryptionRule when there is none.
+    pub fn get_bucket_encryption(&self, p: &Principal, name: &BucketName) -> Result<SseConfig> {
+        let d = self.existing_bucket(name)?;
+        self.check_bucket_permission(p, name, &d, Action::OssGetBucketEncryption)?;
+        read_settings(&d)?.encryption.ok_or_else(|| {
+            Error::new(
+                OssCode::NoSuchServerSideEncryptionRule,
+                "The server side encryption configuration was not found",
+            )
+            .resource(name.as_str())
+        })
+    }
+
+    /// DeleteBucketEncryption: succeeds whether or not a rule exists (204).
+    pub fn delete_bucket_encryption(&self, p: &Principal, name: &BucketName) -> Result<()> {
+        let d = self.existing_bucket(name)?;
+        self.check_bucket_permission(p, name, &d, Action::OssDeleteBucketEncryption)?;
+        let mut s = read_settings(&d)?;
+        if s.encryption.is_none() {
+            return Ok(());
+        }
+        s.encryption = None;
+        self.write_settings(&d, &s)
+    }
+
+    /// The rule in force for new objects, without a permission check (used
+    /// when writing objects).
+    pub fn bucket_rule(&self, name: &BucketName) -> Result<Option<SseConfig>> {
+        Ok(read_settings(&self.existing_bucket(name)?)?.encryption)
+    }
+
+    fn write_settings(&self, dir: &Path, s: &BucketSettings) -> Result<()> {
+        let text = toml::to_string(s).map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
+        self.write_atomic(&dir.join(BUCKET_SETTINGS), text.as_bytes())
+    }
+}

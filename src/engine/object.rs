@@ -1,0 +1,251 @@
+//! Random-access reads and writes on one object's backend file: only the
+//! chunks a request touches are read, opened, sealed and written.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use crate::crypto::{Aead, SecretKey};
+use crate::error::{Error, IoContext, Result};
+use crate::format::{
+    backend_len, chunk_count, chunk_len, open_chunk, plaintext_len, seal_chunk, slot_offset,
+    Header, CHUNK_SIZE, HEADER_LEN, SLOT_SIZE,
+};
+
+/// An open object: its backend file, parsed header and keyed cipher.
+/// Reads take `&self` (positional reads, safe to share); writes take
+/// `&mut self`, so callers serialise them (the FUSE layer holds a lock per
+/// inode).
+pub struct ObjectFile {
+    file: File,
+    header: Header,
+    aead: Aead,
+    size: u64,
+    /// Shown in errors and logs: the bucket/key or backend path.
+    name: String,
+}
+
+impl ObjectFile {
+    /// Wraps an open backend file whose header has been parsed and whose data
+    /// key has been unwrapped. The size comes from the file length (§3.2); a
+    /// length no valid object has is rounded down to whole chunks, so that
+    /// reading the (now) last chunk fails authentication instead of returning
+    /// a guess.
+    pub fn new(file: File, header: Header, data_key: &SecretKey, name: String) -> Result<Self> {
+        let aead = Aead::new(header.cipher, data_key)
+            .map_err(|_| Error::integrity("data key does not fit the header's cipher").resource(&name))?;
+        let len = file.metadata().ctx(&name)?.len();
+        let size = plaintext_len(len).unwrap_or_else(|| {
+            let body = len.saturating_sub(HEADER_LEN as u64);
+            body / SLOT_SIZE as u64 * CHUNK_SIZE as u64
+        });
+        Ok(ObjectFile {
+            file,
+            header,
+            aead,
+            size,
+            name,
+        })
+    }
+
+    /// Writes `header` at offset 0 of an empty or to-be-replaced file and
+    /// truncates it to an empty object.
+    pub fn create(file: File, header: Header, data_key: &SecretKey, name: String) -> Result<Self> {
+        file.set_len(0).ctx(&name)?;
+        file.write_all_at(&header.encode(), 0).ctx(&name)?;
+        Self::new(file, header, data_key, name)
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    fn last_index(&self) -> Option<u64> {
+        chunk_count(self.size).checked_sub(1)
+    }
+
+    fn integrity_err(&self, index: u64) -> Error {
+        Error::integrity(format!("chunk {index} failed authentication")).resource(&self.name)
+    }
+
+    /// Reads the sealed slots of chunks `first..=last` in one positional read.
+    fn read_slots(&self, first: u64, last: u64) -> Result<Vec<u8>> {
+        let start = slot_offset(first);
+        let end = slot_offset(last + 1).min(backend_len(self.size));
+        let mut buf = vec![0u8; (end - start) as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self
+                .file
+                .read_at(&mut buf[done..], start + done as u64)
+                .ctx(&self.name)?;
+            if n == 0 {
+                // The file is shorter than its own length said a moment ago:
+                // truncated underneath us.
+                return Err(self.integrity_err(first + (done / SLOT_SIZE) as u64));
+            }
+            done += n;
+        }
+        Ok(buf)
+    }
+
+    /// Opens one chunk's plaintext (of its current length).
+    fn load_chunk(&self, index: u64) -> Result<Vec<u8>> {
+        let mut slot = self.read_slots(index, index)?;
+        let last = Some(index) == self.last_index();
+        let plain = open_chunk(&self.aead, &self.header.object_id, index, last, &mut slot)
+            .map_err(|_| self.integrity_err(index))?;
+        Ok(plain.to_vec())
+    }
+
+    /// Reads up to `buf.len()` bytes at `off`; returns how many were read
+    /// (short only at the end of the object).
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
+        if off >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let end = (off + buf.len() as u64).min(self.size);
+        let first = off / CHUNK_SIZE as u64;
+        let last = (end - 1) / CHUNK_SIZE as u64;
+        let mut slots = self.read_slots(first, last)?;
+        let object_last = self.last_index();
+        let mut out = 0usize;
+        for (i, slot) in slots.chunks_mut(SLOT_SIZE).enumerate() {
+            let index = first + i as u64;
+            let plain = open_chunk(
+                &self.aead,
+                &self.header.object_id,
+                index,
+                Some(index) == object_last,
+                slot,
+            )
+            .map_err(|_| self.integrity_err(index))?;
+            let chunk_start = index * CHUNK_SIZE as u64;
+            let from = (off.max(chunk_start) - chunk_start) as usize;
+            let to = (end.min(chunk_start + plain.len() as u64) - chunk_start) as usize;
+            buf[out..out + (to - from)].copy_from_slice(&plain[from..to]);
+            out += to - from;
+        }
+        Ok(out)
+    }
+
+    /// Writes `data` at `off`, growing the object if needed. Touches only the
+    /// chunks in the range, plus the old last chunk when the object grows
+    /// past it (it is sealed again as a full, non-last chunk). Chunks skipped
+    /// over by a write past the end stay holes.
+    pub fn write_at(&mut self, off: u64, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = off
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| Error::io(&self.name, std::io::Error::from_raw_os_error(libc::EFBIG)))?;
+        let old_size = self.size;
+        let new_size = old_size.max(end);
+        let old_last = self.last_index();
+        let new_last = (new_size - 1) / CHUNK_SIZE as u64;
+        let first = off / CHUNK_SIZE as u64;
+        let last_w = (end - 1) / CHUNK_SIZE as u64;
+
+        let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
+        // The old last chunk stops being last: seal it again, padded to a
+        // full chunk, unless the write itself rewrites it below.
+        if let Some(ol) = old_last {
+            if new_last > ol && ol < first {
+                let mut plain = self.load_chunk(ol)?;
+                plain.resize(CHUNK_SIZE, 0);
+                let mut slot = Vec::with_capacity(SLOT_SIZE);
+                seal_chunk(&self.aead, &self.header.object_id, ol, false, &plain, &mut slot);
+                runs.push((ol, slot));
+            }
+        }
+
+        let mut sealed = Vec::with_capacity(((last_w - first + 1) as usize) * SLOT_SIZE);
+        let mut scratch = Vec::with_capacity(CHUNK_SIZE);
+        for index in first..=last_w {
+            let chunk_start = index * CHUNK_SIZE as u64;
+            let len = chunk_len(new_size, index);
+            let from = off.max(chunk_start);
+            let to = end.min(chunk_start + len as u64);
+            let piece = &data[(from - off) as usize..(to - off) as usize];
+            let is_last = index == new_last;
+            if from == chunk_start && piece.len() == len {
+                // Whole chunk overwritten: nothing to read.
+                seal_chunk(&self.aead, &self.header.object_id, index, is_last, piece, &mut sealed);
+                continue;
+            }
+            scratch.clear();
+            if chunk_start < old_size {
+                scratch.extend_from_slice(&self.load_chunk(index)?);
+            }
+            scratch.resize(len, 0);
+            let at = (from - chunk_start) as usize;
+            scratch[at..at + piece.len()].copy_from_slice(piece);
+            seal_chunk(&self.aead, &self.header.object_id, index, is_last, &scratch, &mut sealed);
+        }
+        runs.push((first, sealed));
+
+        for (index, bytes) in &runs {
+            self.file
+                .write_all_at(bytes, slot_offset(*index))
+                .ctx(&self.name)?;
+        }
+        self.size = new_size;
+        Ok(())
+    }
+
+    /// Sets the object's size. Shrinking seals the new last chunk again (cut,
+    /// marked last) and then cuts the file; growing is a write of one zero
+    /// byte at the new end, which leaves the chunks in between as holes.
+    pub fn set_len(&mut self, new_size: u64) -> Result<()> {
+        let old_size = self.size;
+        if new_size == old_size {
+            return Ok(());
+        }
+        if new_size > old_size {
+            return self.write_at(new_size - 1, &[0]);
+        }
+        if new_size > 0 {
+            let k = (new_size - 1) / CHUNK_SIZE as u64;
+            let mut plain = self.load_chunk(k)?;
+            plain.truncate(chunk_len(new_size, k));
+            let mut slot = Vec::with_capacity(SLOT_SIZE);
+            seal_chunk(&self.aead, &self.header.object_id, k, true, &plain, &mut slot);
+            self.file.write_all_at(&slot, slot_offset(k)).ctx(&self.name)?;
+        }
+        self.file.set_len(backend_len(new_size)).ctx(&self.name)?;
+        self.size = new_size;
+        Ok(())
+    }
+
+    /// fsync (or fdatasync) the backend file.
+    pub fn sync(&self, data_only: bool) -> Result<()> {
+        if data_only {
+            self.file.sync_data().ctx(&self.name)
+        } else {
+            self.file.sync_all().ctx(&self.name)
+        }
+    }
+
+    /// Authenticates every chunk (for `ssefs verify` and copies).
+    pub fn verify(&self) -> Result<()> {
+        let mut buf = vec![0u8; 64 * CHUNK_SIZE];
+        let mut off = 0;
+        while off < self.size {
+            let n = self.read_at(off, &mut buf)?;
+            off += n as u64;
+        }
+        Ok(())
+    }
+}

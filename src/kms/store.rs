@@ -1,0 +1,483 @@
+//! The on-disk keystore, `STATE_DIR/keystore.toml`: its format, the sealing
+//! of every key under the root key, validation at load, and atomic
+//! writes serialized across processes by an flock on `keystore.lock`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::metadata::{KeyCreator, KeyOrigin, KeyState};
+use crate::crypto::{Aead, Cipher, IntegrityError, Nonce, SecretKey, NONCE_LEN, TAG_LEN};
+use crate::error::{Error, IoContext, OssCode, Result};
+
+pub(super) const KEYSTORE_FILE: &str = "keystore.toml";
+const LOCK_FILE: &str = "keystore.lock";
+const TMP_FILE: &str = "keystore.toml.tmp";
+pub(super) const FORMAT_VERSION: u32 = 1;
+/// Every key the keystore holds (master versions, CMK versions) is 32 bytes.
+pub(super) const KEY_LEN: usize = 32;
+
+/// The whole keystore file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Store {
+    pub version: u32,
+    pub root: RootSection,
+    #[serde(default)]
+    pub master: Vec<MasterEntry>,
+    #[serde(default)]
+    pub cmk: Vec<CmkEntry>,
+    /// Alias name -> CMK id.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RootSection {
+    /// A fixed marker sealed under the root key (hex).
+    pub check: String,
+    /// Present when the root key is derived from a passphrase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kdf: Option<KdfParams>,
+}
+
+/// Argon2id parameters; not secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KdfParams {
+    pub algorithm: String,
+    pub salt: String,
+    pub m_cost_kib: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MasterEntry {
+    pub version: u32,
+    /// Unix seconds.
+    pub created: u64,
+    /// nonce || ciphertext || tag, hex.
+    pub sealed: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CmkEntry {
+    pub id: Uuid,
+    pub description: String,
+    pub origin: KeyOrigin,
+    pub state: KeyState,
+    pub creator: KeyCreator,
+    pub created: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_date: Option<u64>,
+    /// Oldest first; the last is the primary version.
+    #[serde(default)]
+    pub versions: Vec<VersionEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VersionEntry {
+    pub version: u32,
+    pub created: u64,
+    pub sealed: String,
+}
+
+impl CmkEntry {
+    /// Deleted: its pending deletion date has passed. Such a key behaves as
+    /// if it did not exist until the next write purges it.
+    pub fn is_gone(&self, now: u64) -> bool {
+        self.state == KeyState::PendingDeletion && self.deletion_date.is_some_and(|d| d <= now)
+    }
+
+    pub fn primary(&self) -> Option<&VersionEntry> {
+        self.versions.last()
+    }
+
+    pub fn version(&self, v: u32) -> Option<&VersionEntry> {
+        self.versions.iter().find(|e| e.version == v)
+    }
+}
+
+/// Associated data binding a sealed master version to its place.
+pub(super) fn master_ad(version: u32) -> Vec<u8> {
+    let mut ad = b"ssefs-master".to_vec();
+    ad.extend_from_slice(&version.to_le_bytes());
+    ad
+}
+
+/// Associated data binding a sealed CMK version to its key and place.
+pub(super) fn cmk_ad(id: &Uuid, version: u32) -> Vec<u8> {
+    let mut ad = b"ssefs-cmk".to_vec();
+    ad.extend_from_slice(id.as_bytes());
+    ad.extend_from_slice(&version.to_le_bytes());
+    ad
+}
+
+impl Store {
+    pub fn new(check: String, kdf: Option<KdfParams>) -> Self {
+        Store {
+            version: FORMAT_VERSION,
+            root: RootSection { check, kdf },
+            master: Vec::new(),
+            cmk: Vec::new(),
+            aliases: BTreeMap::new(),
+        }
+    }
+
+    pub fn newest_master(&self) -> Option<&MasterEntry> {
+        self.master.iter().max_by_key(|m| m.version)
+    }
+
+    /// Adds a master version with fresh material; returns its number.
+    pub fn add_master_version(&mut self, root: &SecretKey, now: u64) -> u32 {
+        let version = self.newest_master().map_or(1, |m| m.version + 1);
+        let material = SecretKey::random(KEY_LEN);
+        self.master.push(MasterEntry {
+            version,
+            created: now,
+            sealed: seal(root, &master_ad(version), material.expose()),
+        });
+        version
+    }
+
+    pub fn cmk(&self, id: &Uuid) -> Option<&CmkEntry> {
+        self.cmk.iter().find(|k| &k.id == id)
+    }
+
+    pub fn cmk_mut(&mut self, id: &Uuid) -> Option<&mut CmkEntry> {
+        self.cmk.iter_mut().find(|k| &k.id == id)
+    }
+
+    /// The aliases naming `id`, sorted.
+    pub fn aliases_of(&self, id: &Uuid) -> Vec<String> {
+        self.aliases
+            .iter()
+            .filter(|(_, v)| *v == id)
+            .map(|(a, _)| a.clone())
+            .collect()
+    }
+
+    /// Drops keys whose deletion date has passed, with their aliases.
+    pub fn purge_expired(&mut self, now: u64) {
+        let gone: BTreeSet<Uuid> = self
+            .cmk
+            .iter()
+            .filter(|k| k.is_gone(now))
+            .map(|k| k.id)
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for id in &gone {
+            tracing::info!(key_id = %id, "purging CMK whose deletion date has passed");
+        }
+        self.cmk.retain(|k| !gone.contains(&k.id));
+        self.aliases.retain(|_, id| !gone.contains(id));
+    }
+
+    /// Checks structure and that every sealed entry authenticates under
+    /// `root` (whose check value the caller has already verified).
+    pub fn verify(&self, root: &SecretKey, path: &Path) -> Result<()> {
+        if self.version != FORMAT_VERSION {
+            return Err(Error::new(
+                OssCode::InternalError,
+                format!(
+                    "keystore {} has format version {}; this ssefs reads version {FORMAT_VERSION}",
+                    path.display(),
+                    self.version
+                ),
+            )
+            .resource(path.display().to_string()));
+        }
+        let bad = |why: String| corrupt(path, why);
+        if self.master.is_empty() {
+            return Err(bad("no master key version".into()));
+        }
+        let mut seen = BTreeSet::new();
+        for m in &self.master {
+            if !seen.insert(m.version) || m.version == 0 {
+                return Err(bad(format!("master key version {} repeated or 0", m.version)));
+            }
+            check_sealed(root, &master_ad(m.version), &m.sealed)
+                .map_err(|_| bad(format!("master key version {} fails to authenticate", m.version)))?;
+        }
+        let mut ids = BTreeSet::new();
+        for k in &self.cmk {
+            if !ids.insert(k.id) {
+                return Err(bad(format!("CMK {} appears twice", k.id)));
+            }
+            let has_material = !k.versions.is_empty();
+            let consistent = match k.state {
+                KeyState::Enabled | KeyState::Disabled => has_material,
+                KeyState::PendingImport => !has_material,
+                KeyState::PendingDeletion => k.deletion_date.is_some(),
+            };
+            if !consistent || (k.state != KeyState::PendingDeletion && k.deletion_date.is_some()) {
+                return Err(bad(format!("CMK {} has an inconsistent state", k.id)));
+            }
+            let mut prev = 0;
+            for v in &k.versions {
+                if v.version <= prev {
+                    return Err(bad(format!("CMK {} versions out of order", k.id)));
+                }
+                prev = v.version;
+                check_sealed(root, &cmk_ad(&k.id, v.version), &v.sealed).map_err(|_| {
+                    bad(format!(
+                        "CMK {} version {} fails to authenticate",
+                        k.id, v.version
+                    ))
+                })?;
+            }
+        }
+        for (alias, id) in &self.aliases {
+            if !ids.contains(id) {
+                return Err(bad(format!("alias {alias} names a missing CMK {id}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_sealed(root: &SecretKey, ad: &[u8], sealed: &str) -> Result<(), IntegrityError> {
+    let k = open_sealed(root, ad, sealed)?;
+    if k.len() != KEY_LEN {
+        return Err(IntegrityError);
+    }
+    Ok(())
+}
+
+pub(super) fn corrupt(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::new(
+        OssCode::InternalError,
+        format!("keystore {} is corrupt: {why}", path.display()),
+    )
+    .resource(path.display().to_string())
+}
+
+/// AES-256-GCM seal of `plain` under `root` with a fresh nonce; returns
+/// hex(nonce || ciphertext || tag).
+pub(super) fn seal(root: &SecretKey, ad: &[u8], plain: &[u8]) -> String {
+    // The root key is always 32 bytes (checked when loaded or derived).
+    #[allow(clippy::expect_used)]
+    let aead = Aead::new(Cipher::Aes256Gcm, root).expect("root key is 32 bytes");
+    let nonce = Nonce::random();
+    let mut buf = zeroize::Zeroizing::new(plain.to_vec());
+    let tag = aead.seal(&nonce, ad, &mut buf);
+    let mut out = Vec::with_capacity(NONCE_LEN + buf.len() + TAG_LEN);
+    out.extend_from_slice(&nonce.0);
+    out.extend_from_slice(&buf);
+    out.extend_from_slice(&tag);
+    hex_encode(&out)
+}
+
+/// Opens what `seal` made; the plaintext comes back zeroizing.
+pub(super) fn open_sealed(
+    root: &SecretKey,
+    ad: &[u8],
+    sealed: &str,
+) -> Result<SecretKey, IntegrityError> {
+    let raw = hex_decode(sealed).ok_or(IntegrityError)?;
+    if raw.len() < NONCE_LEN + TAG_LEN {
+        return Err(IntegrityError);
+    }
+    let aead = Aead::new(Cipher::Aes256Gcm, root)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&raw[..NONCE_LEN]);
+    let mut tag = [0u8; TAG_LEN];
+    tag.copy_from_slice(&raw[raw.len() - TAG_LEN..]);
+    let mut buf = zeroize::Zeroizing::new(raw[NONCE_LEN..raw.len() - TAG_LEN].to_vec());
+    aead.open(&Nonce(nonce), ad, &mut buf, &tag)?;
+    Ok(SecretKey::from_bytes(&buf))
+}
+
+pub(super) fn hex_encode(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Lowercase hex only (what `hex_encode` writes).
+pub(super) fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let b = s.as_bytes();
+    if b.len() % 2 != 0 {
+        return None;
+    }
+    b.chunks_exact(2)
+        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
+        .collect()
+}
+
+/// Identifies one version of the keystore file: every write replaces the
+/// file (new inode) and gives it a strictly newer mtime, so a changed file
+/// always has a different stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Self {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        }
+    }
+}
+
+pub(super) fn keystore_path(dir: &Path) -> PathBuf {
+    dir.join(KEYSTORE_FILE)
+}
+
+/// The current stamp of the keystore file.
+pub(super) fn stamp(dir: &Path) -> Result<Stamp> {
+    let path = keystore_path(dir);
+    fs::metadata(&path)
+        .map(|m| Stamp::of(&m))
+        .map_err(|e| read_error(&path, e))
+}
+
+fn read_error(path: &Path, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        Error::new(
+            OssCode::KmsServiceNotEnabled,
+            format!(
+                "no keystore at {}: the KMS is not initialized (run `ssefs kms init`)",
+                path.display()
+            ),
+        )
+        .resource(path.display().to_string())
+    } else {
+        Error::io(format!("reading keystore {}", path.display()), e)
+            .resource(path.display().to_string())
+    }
+}
+
+/// Reads and parses the keystore (without verifying seals).
+pub(super) fn read(dir: &Path) -> Result<(Store, Stamp)> {
+    let path = keystore_path(dir);
+    let mut f = File::open(&path).map_err(|e| read_error(&path, e))?;
+    // Stamp from the opened file so stamp and content always agree.
+    let meta = f.metadata().map_err(|e| read_error(&path, e))?;
+    let mut text = String::new();
+    f.read_to_string(&mut text).map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidData => corrupt(&path, "not UTF-8"),
+        _ => read_error(&path, e),
+    })?;
+    let store: Store = toml::from_str(&text).map_err(|e| corrupt(&path, e))?;
+    Ok((store, Stamp::of(&meta)))
+}
+
+/// Whether a keystore file exists in `dir`.
+pub(super) fn exists(dir: &Path) -> Result<bool> {
+    let path = keystore_path(dir);
+    match fs::symlink_metadata(&path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(format!("checking {}", path.display()), e)),
+    }
+}
+
+/// The exclusive lock every writer holds; released on drop.
+pub(super) struct WriteLock {
+    _lock: Flock<File>,
+}
+
+pub(super) fn lock(dir: &Path) -> Result<WriteLock> {
+    let path = dir.join(LOCK_FILE);
+    let ctx = || format!("locking {}", path.display());
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .ctx(ctx())?;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusive) {
+            Ok(lock) => return Ok(WriteLock { _lock: lock }),
+            Err((f, Errno::EINTR)) => file = f,
+            Err((_, errno)) => return Err(Error::io(ctx(), io::Error::from(errno))),
+        }
+    }
+}
+
+/// Replaces the keystore with `store`: temp file (0600), fsync, rename,
+/// fsync the directory. The caller holds the write lock.
+pub(super) fn write(dir: &Path, _lock: &WriteLock, store: &Store) -> Result<Stamp> {
+    let path = keystore_path(dir);
+    let tmp = dir.join(TMP_FILE);
+    let ctx = || format!("writing keystore {}", path.display());
+    let text = toml::to_string(store)
+        .map_err(|e| Error::new(OssCode::InternalError, format!("{}: {e}", ctx())))?;
+
+    // A temp file left by a crashed writer may have any mode; start afresh
+    // so ours is created 0600.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(ctx(), e)),
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .ctx(ctx())?;
+    f.write_all(text.as_bytes()).ctx(ctx())?;
+
+    // Strictly newer mtime than the file we replace, whatever the clock's
+    // granularity, so readers' stamps always see the change.
+    let now = SystemTime::now();
+    let mtime = match fs::metadata(&path) {
+        Ok(m) => {
+            let prev = UNIX_EPOCH
+                + Duration::new(m.mtime().max(0) as u64, m.mtime_nsec().clamp(0, 999_999_999) as u32);
+            if now > prev {
+                now
+            } else {
+                prev + Duration::from_nanos(1)
+            }
+        }
+        Err(_) => now,
+    };
+    f.set_modified(mtime).ctx(ctx())?;
+    f.sync_all().ctx(ctx())?;
+    let meta = f.metadata().ctx(ctx())?;
+    drop(f);
+
+    fs::rename(&tmp, &path).ctx(ctx())?;
+    File::open(dir).and_then(|d| d.sync_all()).ctx(ctx())?;
+    Ok(Stamp::of(&meta))
+}
