@@ -9,3 +9,6 @@ pub mod crypto;
 pub mod error;
 pub mod format;
 pub mod oss;
+pub mod cli;
+pub mod engine;
+pub mod kms;

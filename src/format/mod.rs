@@ -6,7 +6,7 @@ mod chunk;
 mod header;
 
 pub use chunk::{chunk_ad, open_chunk, seal_chunk};
-pub use header::{Header, Method, HEADER_LEN};
+pub use header::{Header, KeyWrap, Method, HEADER_LEN};
 
 /// Plaintext bytes per chunk (§5: chosen by measurement).
 pub const CHUNK_SIZE: usize = 16 * 1024;
@@ -59,4 +59,4 @@ pub fn chunk_len(plain: u64, index: u64) -> usize {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,23 +3,42 @@
 //! root key. Also the permission policy (who may use which key / manage which
 //! bucket rule).
 //!
-//! INTERFACE CONTRACT (the engine and CLI are written against this; keep the
-//! signatures, fill in the bodies, add private items freely):
+//! The data path (`encryptor`, `decryptor`) is here; key management (what
+//! `ssefs kms ...` calls) is in `manage`; the file format in `store`.
 
-use std::path::{Path, PathBuf};
-
-use crate::crypto::{IntegrityError, SecretKey};
-use crate::error::Result;
-
+mod manage;
+mod metadata;
+mod names;
 pub mod policy;
+mod rootkey;
+mod store;
 
-pub use policy::{Action, Policy, Principal};
+use std::fmt;
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::crypto::{Aead, Cipher, IntegrityError, Nonce, SecretKey, NONCE_LEN, TAG_LEN};
+use crate::error::{Error, IoContext, OssCode, Result};
+
+pub use metadata::{rfc3339, KeyCreator, KeyMetadata, KeyOrigin, KeyState, MasterInfo};
+pub use policy::{Action, Policy, Principal, NOBODY_UID};
+
+use names::KeyRef;
+use store::{Stamp, Store};
 
 /// 16-byte key identifier as stored in object headers: all zero for the
 /// SSE-OSS master keyring, else the CMK's UUID bytes.
 pub type KeyId = [u8; 16];
 pub const MASTER_KEY_ID: KeyId = [0u8; 16];
 pub const DEFAULT_KEY_ALIAS: &str = "alias/acs/oss";
+const DEFAULT_KEY_DESCRIPTION: &str = "default managed key of OSS";
+const SECS_PER_DAY: u64 = 86_400;
 
 /// Where the root key comes from.
 #[derive(Debug, Clone)]
@@ -40,37 +59,460 @@ pub enum WrapTarget {
 }
 
 /// A key-encryption key handle: one version of the master key or of a CMK.
-/// Holds the material privately; zeroized on drop.
-pub struct Kek { /* key_id, version, material */ }
-
-impl Kek {
-    pub fn key_id(&self) -> KeyId { todo!() }
-    pub fn version(&self) -> u32 { todo!() }
-    /// AES-256-GCM seal of `data_key` with a fresh random nonce and `ad`:
-    /// returns (nonce, ciphertext of data_key.len() bytes, tag).
-    pub fn wrap(&self, ad: &[u8], data_key: &SecretKey) -> ([u8; 12], Vec<u8>, [u8; 16]) { todo!() }
-    pub fn unwrap(&self, ad: &[u8], nonce: &[u8; 12], ct: &[u8], tag: &[u8; 16]) -> Result<SecretKey, IntegrityError> { todo!() }
+/// Holds the material privately; zeroized on drop (by `SecretKey`).
+pub struct Kek {
+    key_id: KeyId,
+    version: u32,
+    /// Always `store::KEY_LEN` bytes: only `unseal_key` makes a Kek.
+    material: SecretKey,
 }
 
-pub struct Kms { /* ... */ }
+impl Kek {
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn aead(&self) -> Aead {
+        // Invariant: the material is 32 bytes (see the field), so building
+        // an AES-256-GCM key cannot fail.
+        #[allow(clippy::expect_used)]
+        Aead::new(Cipher::Aes256Gcm, &self.material).expect("KEK material is 32 bytes")
+    }
+
+    /// AES-256-GCM seal of `data_key` with a fresh random nonce and `ad`:
+    /// returns (nonce, ciphertext of data_key.len() bytes, tag).
+    pub fn wrap(&self, ad: &[u8], data_key: &SecretKey) -> ([u8; 12], Vec<u8>, [u8; 16]) {
+        let nonce = Nonce::random();
+        let mut buf = Zeroizing::new(data_key.expose().to_vec());
+        let tag = self.aead().seal(&nonce, ad, &mut buf);
+        (nonce.0, buf.to_vec(), tag)
+    }
+
+    pub fn unwrap(
+        &self,
+        ad: &[u8],
+        nonce: &[u8; 12],
+        ct: &[u8],
+        tag: &[u8; 16],
+    ) -> Result<SecretKey, IntegrityError> {
+        let mut buf = Zeroizing::new(ct.to_vec());
+        self.aead().open(&Nonce(*nonce), ad, &mut buf, tag)?;
+        Ok(SecretKey::from_bytes(&buf))
+    }
+}
+
+impl fmt::Debug for Kek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kek")
+            .field("key_id", &Kms::key_id_string(&self.key_id))
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+// Compile-time guarantee that the contract's sizes agree with crypto's.
+const _: () = assert!(NONCE_LEN == 12 && TAG_LEN == 16);
+
+/// The parsed keystore and the file version it came from.
+struct Cached {
+    stamp: Stamp,
+    store: Arc<Store>,
+}
+
+/// The key service of one data directory. Send + Sync: share it via `Arc`.
+pub struct Kms {
+    dir: PathBuf,
+    keystore: PathBuf,
+    root: SecretKey,
+    policy: Policy,
+    cache: RwLock<Cached>,
+}
 
 impl Kms {
     /// Creates `state_dir` (mode 0700) with an empty keystore and one master
     /// key version. With `RootKeySource::File` the file is created (random,
     /// 0600) if it does not exist. Fails if a keystore already exists.
-    pub fn init(state_dir: &Path, root: &RootKeySource) -> Result<()> { todo!() }
+    pub fn init(state_dir: &Path, root: &RootKeySource) -> Result<()> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .ctx(format!("creating {}", state_dir.display()))?;
+        let lock = store::lock(state_dir)?;
+        let path = store::keystore_path(state_dir);
+        if store::exists(state_dir)? {
+            return Err(Error::new(
+                OssCode::InvalidParameter,
+                format!("a keystore already exists at {}", path.display()),
+            )
+            .resource(path.display().to_string()));
+        }
+        let (key, kdf) = rootkey::create(root)?;
+        let mut s = Store::new(rootkey::check_value(&key), kdf);
+        s.add_master_version(&key, now_secs());
+        store::write(state_dir, &lock, &s)?;
+        tracing::info!(keystore = %path.display(), "initialized keystore");
+        Ok(())
+    }
+
     /// Opens an existing keystore; a wrong root key is a clear error.
-    pub fn open(state_dir: &Path, root: &RootKeySource, policy: Policy) -> Result<Kms> { todo!() }
-    pub fn policy(&self) -> &Policy { todo!() }
+    pub fn open(state_dir: &Path, root: &RootKeySource, policy: Policy) -> Result<Kms> {
+        let keystore = store::keystore_path(state_dir);
+        let (s, stamp) = store::read(state_dir)?;
+        s.check_version(&keystore)?;
+        let root = rootkey::load(root, s.root.kdf.as_ref(), &keystore)?;
+        rootkey::verify_check(&root, &s.root.check, &keystore)?;
+        s.verify(&root, &keystore)?;
+        Ok(Kms {
+            dir: state_dir.to_path_buf(),
+            keystore,
+            root,
+            policy,
+            cache: RwLock::new(Cached {
+                stamp,
+                store: Arc::new(s),
+            }),
+        })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
 
     /// For writing a new object: resolves `target`, checks that the key is
     /// usable and that `p` holds kms:GenerateDataKey on it (SSE-OSS needs no
     /// permission), auto-rotates the master key when it is older than the
     /// configured period, creates the default managed key on first use.
-    pub fn encryptor(&self, p: &Principal, target: &WrapTarget) -> Result<Kek> { todo!() }
+    pub fn encryptor(&self, p: &Principal, target: &WrapTarget) -> Result<Kek> {
+        match target {
+            WrapTarget::Master => self.master_encryptor(),
+            WrapTarget::Cmk(key_ref) => {
+                let shown = key_ref.as_deref().unwrap_or(DEFAULT_KEY_ALIAS);
+                // Anonymous requests are refused before any lookup, so they
+                // learn nothing about which keys exist.
+                if p.is_anonymous() {
+                    return Err(Error::access_denied_kms().key(shown));
+                }
+                let (s, id) = match key_ref {
+                    Some(r) => {
+                        let s = self.snapshot()?;
+                        let id = resolve(&s, r, now_secs())?;
+                        (s, id)
+                    }
+                    None => self.default_key()?,
+                };
+                let k = s.cmk(&id).ok_or_else(|| key_not_found(shown))?;
+                self.authorize(&s, p, Action::KmsGenerateDataKey, &id, shown)?;
+                require_enabled(k.state, shown)?;
+                let v = k.primary().ok_or_else(|| {
+                    Error::new(
+                        OssCode::RejectedPendingImport,
+                        "The key material is not imported",
+                    )
+                    .key(shown)
+                })?;
+                self.unseal_key(
+                    id.into_bytes(),
+                    v.version,
+                    &store::cmk_ad(&id, v.version),
+                    &v.sealed,
+                )
+                .map_err(|e| e.key(shown))
+            }
+        }
+    }
+
     /// For reading: the KEK for (`key_id`, `version`), checking state and
     /// kms:Decrypt for CMKs.
-    pub fn decryptor(&self, p: &Principal, key_id: &KeyId, version: u32) -> Result<Kek> { todo!() }
+    pub fn decryptor(&self, p: &Principal, key_id: &KeyId, version: u32) -> Result<Kek> {
+        if *key_id == MASTER_KEY_ID {
+            let s = self.snapshot()?;
+            let m = s
+                .master
+                .iter()
+                .find(|m| m.version == version)
+                .ok_or_else(|| {
+                    Error::new(
+                        OssCode::InternalError,
+                        format!("master key version {version} not found"),
+                    )
+                })?;
+            return self.unseal_key(
+                MASTER_KEY_ID,
+                version,
+                &store::master_ad(version),
+                &m.sealed,
+            );
+        }
+        let id = Uuid::from_bytes(*key_id);
+        let shown = id.hyphenated().to_string();
+        if p.is_anonymous() {
+            return Err(Error::access_denied_kms().key(shown));
+        }
+        let s = self.snapshot()?;
+        let k = s
+            .cmk(&id)
+            .filter(|k| !k.is_gone(now_secs()))
+            .ok_or_else(|| key_not_found(&shown))?;
+        self.authorize(&s, p, Action::KmsDecrypt, &id, &shown)?;
+        require_enabled(k.state, &shown)?;
+        let v = k.version(version).ok_or_else(|| {
+            Error::new(
+                OssCode::InternalError,
+                format!("version {version} of key {shown} not found"),
+            )
+            .key(&shown)
+        })?;
+        self.unseal_key(*key_id, version, &store::cmk_ad(&id, version), &v.sealed)
+            .map_err(|e| e.key(shown))
+    }
+
     /// The CMK's canonical id string (UUID) for headers shown to users.
-    pub fn key_id_string(key_id: &KeyId) -> String { todo!() }
+    pub fn key_id_string(key_id: &KeyId) -> String {
+        Uuid::from_bytes(*key_id).hyphenated().to_string()
+    }
+
+    /// The directory holding the keystore.
+    pub fn state_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn master_encryptor(&self) -> Result<Kek> {
+        let s = self.snapshot()?;
+        let newest = s.newest_master().ok_or_else(|| self.no_master())?;
+        if !self.rotation_due(newest.created, now_secs()) {
+            return self.master_kek(newest.version, &newest.sealed);
+        }
+        // Re-check under the lock: another thread or process may have
+        // rotated already.
+        self.modify(|s, now| {
+            let due = s
+                .newest_master()
+                .is_none_or(|m| self.rotation_due(m.created, now));
+            if due {
+                let v = s.add_master_version(&self.root, now);
+                tracing::info!(
+                    version = v,
+                    "rotated the SSE-OSS master key (period elapsed)"
+                );
+            }
+            let m = s.newest_master().ok_or_else(|| self.no_master())?;
+            self.master_kek(m.version, &m.sealed)
+        })
+    }
+
+    fn master_kek(&self, version: u32, sealed: &str) -> Result<Kek> {
+        self.unseal_key(MASTER_KEY_ID, version, &store::master_ad(version), sealed)
+    }
+
+    fn no_master(&self) -> Error {
+        store::corrupt(&self.keystore, "no master key version")
+    }
+
+    fn rotation_due(&self, created: u64, now: u64) -> bool {
+        let days = u64::from(self.policy.master_rotation_days());
+        days != 0 && now.saturating_sub(created) >= days * SECS_PER_DAY
+    }
+
+    /// The default managed key's id, creating the key on first use.
+    fn default_key(&self) -> Result<(Arc<Store>, Uuid)> {
+        let s = self.snapshot()?;
+        if let Some(id) = default_key_in(&s, now_secs()) {
+            return Ok((s, id));
+        }
+        // Created under the write lock after re-reading the file, so two
+        // racing threads or processes make exactly one default key.
+        let id = self.modify(|s, now| {
+            if let Some(id) = default_key_in(s, now) {
+                return Ok(id);
+            }
+            let id = new_key_id(s);
+            let material = SecretKey::random(store::KEY_LEN);
+            s.cmk.push(store::CmkEntry {
+                id,
+                description: DEFAULT_KEY_DESCRIPTION.to_string(),
+                origin: KeyOrigin::AliyunKms,
+                state: KeyState::Enabled,
+                creator: KeyCreator::Oss,
+                created: now,
+                deletion_date: None,
+                versions: vec![store::VersionEntry {
+                    version: 1,
+                    created: now,
+                    sealed: store::seal(&self.root, &store::cmk_ad(&id, 1), material.expose()),
+                }],
+            });
+            s.aliases.insert(DEFAULT_KEY_ALIAS.to_string(), id);
+            tracing::info!(key_id = %id, "created the default managed key {DEFAULT_KEY_ALIAS}");
+            Ok(id)
+        })?;
+        Ok((self.snapshot()?, id))
+    }
+
+    /// Refuses `p` unless the policy grants `action` on the key `id` (named
+    /// by its id or any of its aliases).
+    fn authorize(
+        &self,
+        s: &Store,
+        p: &Principal,
+        action: Action,
+        id: &Uuid,
+        shown: &str,
+    ) -> Result<()> {
+        let id_str = id.hyphenated().to_string();
+        let aliases = s.aliases_of(id);
+        let mut names: Vec<&str> = vec![&id_str];
+        names.extend(aliases.iter().map(String::as_str));
+        if self.policy.allows(p, action, &names) {
+            Ok(())
+        } else {
+            Err(Error::access_denied_kms().key(shown))
+        }
+    }
+
+    fn unseal_key(&self, key_id: KeyId, version: u32, ad: &[u8], sealed: &str) -> Result<Kek> {
+        // Every entry authenticated when the store was loaded; failing now
+        // means the cached store and the root key disagree, which is a bug.
+        match store::open_sealed(&self.root, ad, sealed) {
+            Ok(material) if material.len() == store::KEY_LEN => Ok(Kek {
+                key_id,
+                version,
+                material,
+            }),
+            _ => Err(store::corrupt(
+                &self.keystore,
+                format!(
+                    "key {} version {version} fails to authenticate",
+                    Kms::key_id_string(&key_id)
+                ),
+            )),
+        }
+    }
+
+    /// The current keystore, reloaded first if another writer replaced the
+    /// file since we last read it.
+    fn snapshot(&self) -> Result<Arc<Store>> {
+        let stamp = store::stamp(&self.dir)?;
+        {
+            let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            if c.stamp == stamp {
+                return Ok(Arc::clone(&c.store));
+            }
+        }
+        let (s, stamp) = store::read(&self.dir)?;
+        self.verify(&s)?;
+        let s = Arc::new(s);
+        // The cache only ever holds a verified store, so a panic elsewhere
+        // while it was locked cannot have left it half-updated.
+        let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        *c = Cached {
+            stamp,
+            store: Arc::clone(&s),
+        };
+        Ok(s)
+    }
+
+    fn verify(&self, s: &Store) -> Result<()> {
+        s.check_version(&self.keystore)?;
+        rootkey::verify_check(&self.root, &s.root.check, &self.keystore)?;
+        s.verify(&self.root, &self.keystore)
+    }
+
+    /// Applies `f` to the current keystore under the write lock and writes
+    /// the result. Keys past their deletion date are purged first. Nothing
+    /// is written if `f` fails.
+    fn modify<T>(&self, f: impl FnOnce(&mut Store, u64) -> Result<T>) -> Result<T> {
+        let lock = store::lock(&self.dir)?;
+        let (mut s, _) = store::read(&self.dir)?;
+        self.verify(&s)?;
+        let now = now_secs();
+        s.purge_expired(now);
+        let out = f(&mut s, now)?;
+        let stamp = store::write(&self.dir, &lock, &s)?;
+        let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        *c = Cached {
+            stamp,
+            store: Arc::new(s),
+        };
+        drop(c);
+        drop(lock);
+        Ok(out)
+    }
+
+    /// Test hook: edit the stored keystore directly (e.g. to age a key).
+    #[cfg(test)]
+    fn edit_store_for_test(&self, f: impl FnOnce(&mut Store, &SecretKey)) -> Result<()> {
+        self.modify(|s, _| {
+            f(s, &self.root);
+            Ok(())
+        })
+    }
 }
+
+/// The id of the default managed key, if it exists.
+fn default_key_in(s: &Store, now: u64) -> Option<Uuid> {
+    s.aliases
+        .get(DEFAULT_KEY_ALIAS)
+        .and_then(|id| s.cmk(id))
+        .filter(|k| !k.is_gone(now))
+        .map(|k| k.id)
+}
+
+/// Resolves a key ref (UUID or alias) to an existing, not deleted CMK id.
+fn resolve(s: &Store, key_ref: &str, now: u64) -> Result<Uuid> {
+    let live = |id: &Uuid| s.cmk(id).filter(|k| !k.is_gone(now)).map(|k| k.id);
+    match names::parse_key_ref(key_ref)? {
+        KeyRef::Id(id) => live(&id).ok_or_else(|| key_not_found(key_ref)),
+        KeyRef::Alias(a) => s.aliases.get(a).and_then(live).ok_or_else(|| {
+            Error::new(OssCode::AliasNotFound, "The specified alias is not found").key(key_ref)
+        }),
+    }
+}
+
+fn key_not_found(key_ref: &str) -> Error {
+    Error::new(
+        OssCode::KeyNotFound,
+        "The specified parameter KMS keyId is not found",
+    )
+    .key(key_ref)
+}
+
+/// The data path needs an Enabled key.
+fn require_enabled(state: KeyState, shown: &str) -> Result<()> {
+    let (code, msg) = match state {
+        KeyState::Enabled => return Ok(()),
+        KeyState::Disabled => (OssCode::RejectedDisabled, "The specified key is disabled"),
+        KeyState::PendingDeletion => (
+            OssCode::RejectedPendingDeletion,
+            "The specified key is pending deletion",
+        ),
+        KeyState::PendingImport => (
+            OssCode::RejectedPendingImport,
+            "The specified key is pending import of its key material",
+        ),
+    };
+    Err(Error::new(code, msg).key(shown))
+}
+
+/// A fresh v4 id not used by any CMK (nor the all-zero master id).
+fn new_key_id(s: &Store) -> Uuid {
+    loop {
+        let id = Uuid::new_v4();
+        if s.cmk(&id).is_none() {
+            return id;
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests;

@@ -27,9 +27,11 @@ pub(super) fn parse_key_ref(s: &str) -> Result<KeyRef<'_>> {
     // are only ever shown hyphenated, so accept only that (36 chars).
     match Uuid::try_parse(s) {
         Ok(u) if s.len() == 36 => Ok(KeyRef::Id(u)),
-        _ => Err(
-            Error::new(OssCode::InvalidParameter, "the specified key id is malformed").key(s),
-        ),
+        _ => Err(Error::new(
+            OssCode::InvalidParameter,
+            "the specified key id is malformed",
+        )
+        .key(s)),
     }
 }
 

@@ -281,7 +281,10 @@ impl Policy {
                 match User::from_name(name) {
                     Ok(Some(u)) => uids.push(u.uid.as_raw()),
                     Ok(None) => {
-                        return Err(invalid(origin, format!("grant #{n}: unknown user {name:?}")))
+                        return Err(invalid(
+                            origin,
+                            format!("grant #{n}: unknown user {name:?}"),
+                        ))
                     }
                     Err(e) => {
                         return Err(invalid(

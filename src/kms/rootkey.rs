@@ -114,7 +114,9 @@ fn derive(passphrase: &str, params: &KdfParams) -> Result<SecretKey> {
     if params.algorithm != "argon2id" {
         return Err(bad(format!("unknown algorithm {:?}", params.algorithm)));
     }
-    if params.m_cost_kib > MAX_M_COST_KIB || params.t_cost > MAX_T_COST || params.p_cost > MAX_P_COST
+    if params.m_cost_kib > MAX_M_COST_KIB
+        || params.t_cost > MAX_T_COST
+        || params.p_cost > MAX_P_COST
     {
         return Err(bad("cost out of range".to_string()));
     }

@@ -188,9 +188,8 @@ impl Store {
         self.aliases.retain(|_, id| !gone.contains(id));
     }
 
-    /// Checks structure and that every sealed entry authenticates under
-    /// `root` (whose check value the caller has already verified).
-    pub fn verify(&self, root: &SecretKey, path: &Path) -> Result<()> {
+    /// Refuses a keystore written by a newer ssefs.
+    pub fn check_version(&self, path: &Path) -> Result<()> {
         if self.version != FORMAT_VERSION {
             return Err(Error::new(
                 OssCode::InternalError,
@@ -202,6 +201,13 @@ impl Store {
             )
             .resource(path.display().to_string()));
         }
+        Ok(())
+    }
+
+    /// Checks structure and that every sealed entry authenticates under
+    /// `root` (whose check value the caller has already verified).
+    pub fn verify(&self, root: &SecretKey, path: &Path) -> Result<()> {
+        self.check_version(path)?;
         let bad = |why: String| corrupt(path, why);
         if self.master.is_empty() {
             return Err(bad("no master key version".into()));
@@ -209,10 +215,17 @@ impl Store {
         let mut seen = BTreeSet::new();
         for m in &self.master {
             if !seen.insert(m.version) || m.version == 0 {
-                return Err(bad(format!("master key version {} repeated or 0", m.version)));
+                return Err(bad(format!(
+                    "master key version {} repeated or 0",
+                    m.version
+                )));
             }
-            check_sealed(root, &master_ad(m.version), &m.sealed)
-                .map_err(|_| bad(format!("master key version {} fails to authenticate", m.version)))?;
+            check_sealed(root, &master_ad(m.version), &m.sealed).map_err(|_| {
+                bad(format!(
+                    "master key version {} fails to authenticate",
+                    m.version
+                ))
+            })?;
         }
         let mut ids = BTreeSet::new();
         for k in &self.cmk {
@@ -463,7 +476,10 @@ pub(super) fn write(dir: &Path, _lock: &WriteLock, store: &Store) -> Result<Stam
     let mtime = match fs::metadata(&path) {
         Ok(m) => {
             let prev = UNIX_EPOCH
-                + Duration::new(m.mtime().max(0) as u64, m.mtime_nsec().clamp(0, 999_999_999) as u32);
+                + Duration::new(
+                    m.mtime().max(0) as u64,
+                    m.mtime_nsec().clamp(0, 999_999_999) as u32,
+                );
             if now > prev {
                 now
             } else {

@@ -1,0 +1,331 @@
+//! The `ssefs` command line. Parses arguments with clap, opens the engine and
+//! prints results; all logic lives in the engine and the KMS.
+
+mod kms;
+
+use std::fs::File;
+use std::io::{self, BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use crate::engine::{default_root_key, Engine};
+use crate::error::{Error, IoContext, OssCode, Result};
+use crate::kms::{Principal, RootKeySource};
+use crate::oss::{split_object_path, BucketName, SseConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "ssefs", version, about = "OSS-style server-side encryption for local storage", long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// The data directory [default: $SSEFS_DATA_DIR, else /var/lib/ssefs for
+    /// root, else $XDG_DATA_HOME/ssefs]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The root key file [default: $CREDENTIALS_DIRECTORY/root.key under
+    /// systemd, else DATA_DIR/.ssefs/root.key]
+    #[arg(long, global = true, value_name = "PATH", env = "SSEFS_ROOT_KEY")]
+    pub root_key: Option<PathBuf>,
+    /// Derive the root key from the passphrase in this file (first line)
+    /// instead of a key file; $SSEFS_PASSPHRASE works too.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create the data directory, its keystore and a random root key.
+    Init {
+        /// Derive the root key from a passphrase (Argon2id) instead of a key
+        /// file: read from --passphrase-file, $SSEFS_PASSPHRASE, or stdin.
+        #[arg(long)]
+        passphrase: bool,
+    },
+    /// Buckets and their default encryption rule.
+    #[command(subcommand)]
+    Bucket(BucketCmd),
+    /// Objects: put, get, head, copy.
+    #[command(subcommand)]
+    Object(ObjectCmd),
+    /// The built-in KMS: master keys, customer master keys, aliases.
+    #[command(subcommand)]
+    Kms(kms::KmsCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BucketCmd {
+    /// Create a bucket (3-63 lowercase letters, digits and hyphens).
+    Create { name: String },
+    /// List buckets.
+    List,
+    /// Delete an empty bucket.
+    Delete { name: String },
+    /// The bucket's default encryption rule.
+    #[command(subcommand)]
+    Encryption(EncryptionCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EncryptionCmd {
+    /// PutBucketEncryption: set the default encryption rule.
+    Put {
+        name: String,
+        /// AES256, SM4 or KMS
+        #[arg(long)]
+        algorithm: String,
+        /// CMK id or alias (KMS only; empty or absent: the default managed key)
+        #[arg(long)]
+        kms_key_id: Option<String>,
+        /// SM4 (KMS only)
+        #[arg(long)]
+        kms_data_encryption: Option<String>,
+    },
+    /// GetBucketEncryption: print the rule (fails with NoSuchServerSideEncryptionRule if none).
+    Get { name: String },
+    /// DeleteBucketEncryption: remove the rule; existing objects are untouched.
+    Delete { name: String },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SseArgs {
+    /// x-oss-server-side-encryption: AES256, SM4 or KMS
+    #[arg(long)]
+    pub sse: Option<String>,
+    /// x-oss-server-side-encryption-key-id: CMK id or alias (KMS only)
+    #[arg(long)]
+    pub sse_key_id: Option<String>,
+    /// x-oss-server-side-data-encryption: SM4 (KMS only)
+    #[arg(long)]
+    pub sse_data_encryption: Option<String>,
+}
+
+impl SseArgs {
+    fn parse(&self) -> Result<Option<SseConfig>> {
+        SseConfig::object_headers(
+            self.sse.as_deref(),
+            self.sse_key_id.as_deref(),
+            self.sse_data_encryption.as_deref(),
+        )
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ObjectCmd {
+    /// PutObject: upload FILE ("-" for stdin) as BUCKET/KEY.
+    Put {
+        path: String,
+        file: PathBuf,
+        #[command(flatten)]
+        sse: SseArgs,
+    },
+    /// GetObject: write BUCKET/KEY to FILE, or to stdout.
+    Get { path: String, file: Option<PathBuf> },
+    /// HeadObject: print size and encryption headers.
+    Head { path: String },
+    /// CopyObject: SRC and DST are BUCKET/KEY; SRC = DST re-encrypts in place.
+    Copy {
+        src: String,
+        dst: String,
+        #[command(flatten)]
+        sse: SseArgs,
+    },
+}
+
+/// The default data directory for this user.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SSEFS_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/ssefs");
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("ssefs")
+}
+
+impl GlobalArgs {
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+
+    /// The root key source: a passphrase when one is offered, else the key
+    /// file (explicit, systemd credential, or the default path).
+    pub fn root_source(&self, data_dir: &Path, ask: bool) -> Result<RootKeySource> {
+        if let Some(f) = &self.passphrase_file {
+            let text = Zeroizing::new(std::fs::read_to_string(f).ctx(f.display())?);
+            let line = text.lines().next().unwrap_or("").to_owned();
+            return Ok(RootKeySource::Passphrase(Zeroizing::new(line)));
+        }
+        if let Ok(p) = std::env::var("SSEFS_PASSPHRASE") {
+            return Ok(RootKeySource::Passphrase(Zeroizing::new(p)));
+        }
+        if ask {
+            let mut line = Zeroizing::new(String::new());
+            eprint!("passphrase: ");
+            io::stdin().lock().read_line(&mut line).ctx("stdin")?;
+            let p = line.trim_end_matches(['\n', '\r']).to_owned();
+            return Ok(RootKeySource::Passphrase(Zeroizing::new(p)));
+        }
+        Ok(match &self.root_key {
+            Some(p) => RootKeySource::File(p.clone()),
+            None => default_root_key(data_dir),
+        })
+    }
+
+    pub fn open_engine(&self) -> Result<Engine> {
+        let dir = self.data_dir();
+        Engine::open(&dir, &self.root_source(&dir, false)?)
+    }
+}
+
+fn out(s: &str) -> Result<()> {
+    let mut o = io::stdout().lock();
+    o.write_all(s.as_bytes()).and_then(|_| o.flush()).ctx("stdout")
+}
+
+/// Runs one parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init { passphrase } => {
+            let dir = g.data_dir();
+            let src = g.root_source(&dir, passphrase)?;
+            if passphrase && !matches!(src, RootKeySource::Passphrase(_)) {
+                return Err(Error::new(OssCode::InvalidArgument, "no passphrase given"));
+            }
+            Engine::init(&dir, &src)?;
+            let where_ = match &src {
+                RootKeySource::File(p) => format!("root key: {}", p.display()),
+                RootKeySource::Passphrase(_) => "root key: derived from the passphrase (Argon2id)".into(),
+            };
+            out(&format!("initialised {}\n{where_}\n", dir.display()))
+        }
+        Command::Bucket(b) => bucket(g, b),
+        Command::Object(o) => object(g, o),
+        Command::Kms(k) => kms::run(g, k),
+    }
+}
+
+fn bucket(g: &GlobalArgs, cmd: BucketCmd) -> Result<()> {
+    let e = g.open_engine()?;
+    let p = Principal::current();
+    match cmd {
+        BucketCmd::Create { name } => e.create_bucket(&BucketName::parse(&name)?),
+        BucketCmd::List => {
+            let list: String = e.list_buckets()?.iter().map(|b| format!("{b}\n")).collect();
+            out(&list)
+        }
+        BucketCmd::Delete { name } => e.delete_bucket(&BucketName::parse(&name)?),
+        BucketCmd::Encryption(EncryptionCmd::Put {
+            name,
+            algorithm,
+            kms_key_id,
+            kms_data_encryption,
+        }) => {
+            let b = BucketName::parse(&name)?;
+            let rule = SseConfig::bucket_rule(&algorithm, kms_key_id.as_deref(), kms_data_encryption.as_deref())
+                .map_err(|e| e.resource(b.as_str()))?;
+            e.put_bucket_encryption(&p, &b, &rule)
+        }
+        BucketCmd::Encryption(EncryptionCmd::Get { name }) => {
+            let rule = e.get_bucket_encryption(&p, &BucketName::parse(&name)?)?;
+            out(&rule.describe_rule())
+        }
+        BucketCmd::Encryption(EncryptionCmd::Delete { name }) => {
+            e.delete_bucket_encryption(&p, &BucketName::parse(&name)?)
+        }
+    }
+}
+
+fn object(g: &GlobalArgs, cmd: ObjectCmd) -> Result<()> {
+    let p = Principal::current();
+    match cmd {
+        ObjectCmd::Put { path, file, sse } => {
+            // Validate everything before touching anything.
+            let (b, k) = split_object_path(&path)?;
+            let over = sse.parse().map_err(|e| e.resource(&path))?;
+            let e = g.open_engine()?;
+            let info = if file.as_os_str() == "-" {
+                e.put_object(&p, &b, &k, &mut io::stdin().lock(), over.as_ref())?
+            } else {
+                let mut f = File::open(&file).ctx(file.display())?;
+                e.put_object(&p, &b, &k, &mut f, over.as_ref())?
+            };
+            out(&info.header_lines())
+        }
+        ObjectCmd::Get { path, file } => {
+            let (b, k) = split_object_path(&path)?;
+            let e = g.open_engine()?;
+            match file {
+                None => e.get_object(&p, &b, &k, &mut io::stdout().lock()).map(|_| ()),
+                Some(f) => {
+                    // Into a temp file beside the target, renamed when
+                    // complete: a failed read leaves no partial file.
+                    let tmp = f.with_extension("ssefs-partial");
+                    let res = (|| {
+                        let mut w = io::BufWriter::new(File::create(&tmp).ctx(tmp.display())?);
+                        e.get_object(&p, &b, &k, &mut w)?;
+                        w.into_inner()
+                            .map_err(|e| Error::io(tmp.display(), e.into_error()))?
+                            .sync_all()
+                            .ctx(tmp.display())?;
+                        std::fs::rename(&tmp, &f).ctx(f.display())
+                    })();
+                    if res.is_err() {
+                        let _ = std::fs::remove_file(&tmp);
+                    }
+                    res
+                }
+            }
+        }
+        ObjectCmd::Head { path } => {
+            let (b, k) = split_object_path(&path)?;
+            out(&g.open_engine()?.head_object(&b, &k)?.header_lines())
+        }
+        ObjectCmd::Copy { src, dst, sse } => {
+            let (sb, sk) = split_object_path(&src)?;
+            let (db, dk) = split_object_path(&dst)?;
+            let over = sse.parse().map_err(|e| e.resource(&dst))?;
+            let info = g
+                .open_engine()?
+                .copy_object(&p, (&sb, &sk), (&db, &dk), over.as_ref())?;
+            out(&info.header_lines())
+        }
+    }
+}
+
+/// Entry point of the binary: one line on stderr and a non-zero exit per error.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging("warn");
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::debug!(code = e.code.as_str(), "command failed");
+            eprintln!("ssefs: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// tracing to stderr; RUST_LOG overrides `default`.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}

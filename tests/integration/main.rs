@@ -1,0 +1,4 @@
+//! Integration tests: the built `ssefs` binary, driven as a user would.
+
+mod cli;
+mod util;
