@@ -5,10 +5,12 @@
 //! and permissions), `oss` (rules, names and error codes as OSS defines
 //! them), `engine` (buckets and objects on the backend), `cli`.
 
+pub mod cli;
 pub mod crypto;
+pub mod engine;
 pub mod error;
 pub mod format;
-pub mod oss;
-pub mod cli;
-pub mod engine;
+pub mod fs;
+pub mod fuse;
 pub mod kms;
+pub mod oss;

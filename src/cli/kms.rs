@@ -90,12 +90,19 @@ pub fn run(g: &GlobalArgs, cmd: KmsCmd) -> Result<()> {
             origin,
         } => {
             let origin: KeyOrigin = origin.parse()?;
-            out(&k.create_key(description.as_deref(), origin, alias.as_deref())?.to_string())
+            out(&k
+                .create_key(description.as_deref(), origin, alias.as_deref())?
+                .to_string())
         }
         KmsCmd::ListKeys => {
             let mut s = String::new();
             for m in k.list_keys()? {
-                s.push_str(&format!("{}\t{}\t{}\n", m.key_id, m.state.as_str(), m.aliases.join(",")));
+                s.push_str(&format!(
+                    "{}\t{}\t{}\n",
+                    m.key_id,
+                    m.state.as_str(),
+                    m.aliases.join(",")
+                ));
             }
             out(&s)
         }
@@ -123,7 +130,11 @@ pub fn run(g: &GlobalArgs, cmd: KmsCmd) -> Result<()> {
         }
         KmsCmd::RotateMaster => out(&format!("master key version {}\n", k.rotate_master()?)),
         KmsCmd::ListMaster => {
-            let s: String = k.master_versions()?.iter().map(|m| format!("{m}\n")).collect();
+            let s: String = k
+                .master_versions()?
+                .iter()
+                .map(|m| format!("{m}\n"))
+                .collect();
             out(&s)
         }
     }

@@ -59,6 +59,19 @@ pub enum Command {
     /// The built-in KMS: master keys, customer master keys, aliases.
     #[command(subcommand)]
     Kms(kms::KmsCmd),
+    /// Mount the data directory: buckets appear as directories, objects as
+    /// files. Creates the data directory and root key on first use.
+    Mount {
+        mountpoint: PathBuf,
+        /// Mount options: allow_other, allow_root, ro, default_permissions,
+        /// threads=N (FUSE worker threads, default 4)
+        #[arg(short = 'o', value_name = "OPTIONS")]
+        options: Vec<String>,
+        /// Stay in the foreground (for systemd); default: run in the
+        /// background and return once the mount answers.
+        #[arg(long, short = 'f')]
+        foreground: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,7 +205,9 @@ impl GlobalArgs {
 
 fn out(s: &str) -> Result<()> {
     let mut o = io::stdout().lock();
-    o.write_all(s.as_bytes()).and_then(|_| o.flush()).ctx("stdout")
+    o.write_all(s.as_bytes())
+        .and_then(|_| o.flush())
+        .ctx("stdout")
 }
 
 /// Runs one parsed command.
@@ -208,13 +223,40 @@ pub fn run(cli: Cli) -> Result<()> {
             Engine::init(&dir, &src)?;
             let where_ = match &src {
                 RootKeySource::File(p) => format!("root key: {}", p.display()),
-                RootKeySource::Passphrase(_) => "root key: derived from the passphrase (Argon2id)".into(),
+                RootKeySource::Passphrase(_) => {
+                    "root key: derived from the passphrase (Argon2id)".into()
+                }
             };
             out(&format!("initialised {}\n{where_}\n", dir.display()))
         }
         Command::Bucket(b) => bucket(g, b),
         Command::Object(o) => object(g, o),
         Command::Kms(k) => kms::run(g, k),
+        Command::Mount {
+            mountpoint,
+            options,
+            foreground,
+        } => {
+            let opts = crate::fuse::MountOpts::parse(&options)?;
+            let dir = g.data_dir();
+            if foreground {
+                let root = g.root_source(&dir, false)?;
+                crate::fuse::run_foreground(&dir, &root, &mountpoint, &opts, || {})
+            } else {
+                let mut args = vec!["--data-dir".to_owned(), dir.display().to_string()];
+                if let Some(k) = &g.root_key {
+                    args.extend(["--root-key".to_owned(), k.display().to_string()]);
+                }
+                if let Some(f) = &g.passphrase_file {
+                    args.extend(["--passphrase-file".to_owned(), f.display().to_string()]);
+                }
+                args.extend(["mount".to_owned(), mountpoint.display().to_string()]);
+                for o in &options {
+                    args.extend(["-o".to_owned(), o.clone()]);
+                }
+                crate::fuse::spawn_background(&dir, &mountpoint, &args)
+            }
+        }
     }
 }
 
@@ -235,8 +277,12 @@ fn bucket(g: &GlobalArgs, cmd: BucketCmd) -> Result<()> {
             kms_data_encryption,
         }) => {
             let b = BucketName::parse(&name)?;
-            let rule = SseConfig::bucket_rule(&algorithm, kms_key_id.as_deref(), kms_data_encryption.as_deref())
-                .map_err(|e| e.resource(b.as_str()))?;
+            let rule = SseConfig::bucket_rule(
+                &algorithm,
+                kms_key_id.as_deref(),
+                kms_data_encryption.as_deref(),
+            )
+            .map_err(|e| e.resource(b.as_str()))?;
             e.put_bucket_encryption(&p, &b, &rule)
         }
         BucketCmd::Encryption(EncryptionCmd::Get { name }) => {
@@ -269,7 +315,9 @@ fn object(g: &GlobalArgs, cmd: ObjectCmd) -> Result<()> {
             let (b, k) = split_object_path(&path)?;
             let e = g.open_engine()?;
             match file {
-                None => e.get_object(&p, &b, &k, &mut io::stdout().lock()).map(|_| ()),
+                None => e
+                    .get_object(&p, &b, &k, &mut io::stdout().lock())
+                    .map(|_| ()),
                 Some(f) => {
                     // Into a temp file beside the target, renamed when
                     // complete: a failed read leaves no partial file.
@@ -309,7 +357,11 @@ fn object(g: &GlobalArgs, cmd: ObjectCmd) -> Result<()> {
 /// Entry point of the binary: one line on stderr and a non-zero exit per error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging("warn");
+    init_logging(if matches!(cli.command, Command::Mount { .. }) {
+        "info"
+    } else {
+        "warn"
+    });
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -327,5 +379,6 @@ pub fn init_logging(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
         .try_init();
 }

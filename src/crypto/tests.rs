@@ -40,8 +40,10 @@ fn aes256gcm_nist_test_case_16() {
     let tag = a.seal(&n, &ad, &mut buf);
     assert_eq!(
         buf,
-        hex("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa
-             8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662")
+        hex(
+            "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa
+             8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662"
+        )
     );
     assert_eq!(tag.to_vec(), hex("76fc6ece0f4e1768cddf8853bb2d551b"));
     a.open(&n, &ad, &mut buf, &tag).unwrap();
@@ -63,8 +65,10 @@ fn sm4gcm_rfc8998_a1() {
     let tag = a.seal(&n, &ad, &mut buf);
     assert_eq!(
         buf,
-        hex("17F399F08C67D5EE19D0DC9969C4BB7D5FD46FD3756489069157B282BB200735
-             D82710CA5C22F0CCFA7CBF93D496AC15A56834CBCF98C397B4024A2691233B8D")
+        hex(
+            "17F399F08C67D5EE19D0DC9969C4BB7D5FD46FD3756489069157B282BB200735
+             D82710CA5C22F0CCFA7CBF93D496AC15A56834CBCF98C397B4024A2691233B8D"
+        )
     );
     assert_eq!(tag.to_vec(), hex("83DE3541E4C2B58177E065A9BF7B62EC"));
     a.open(&n, &ad, &mut buf, &tag).unwrap();
@@ -73,7 +77,11 @@ fn sm4gcm_rfc8998_a1() {
 
 #[test]
 fn every_cipher_rejects_a_flipped_bit_in_data_ad_nonce_or_tag() {
-    for (cipher, len) in [(Cipher::None, 0), (Cipher::Aes256Gcm, 32), (Cipher::Sm4Gcm, 16)] {
+    for (cipher, len) in [
+        (Cipher::None, 0),
+        (Cipher::Aes256Gcm, 32),
+        (Cipher::Sm4Gcm, 16),
+    ] {
         let a = Aead::new(cipher, &SecretKey::random(len)).unwrap();
         let n = Nonce::random();
         let mut buf = b"attack at dawn, bring snacks".to_vec();
@@ -82,13 +90,20 @@ fn every_cipher_rejects_a_flipped_bit_in_data_ad_nonce_or_tag() {
 
         let mut b = sealed.clone();
         b[3] ^= 1;
-        assert_eq!(a.open(&n, b"ad", &mut b, &tag), Err(IntegrityError), "{cipher:?} data");
+        assert_eq!(
+            a.open(&n, b"ad", &mut b, &tag),
+            Err(IntegrityError),
+            "{cipher:?} data"
+        );
         let mut b = sealed.clone();
         assert!(a.open(&n, b"ae", &mut b, &tag).is_err(), "{cipher:?} ad");
         let mut b = sealed.clone();
         let mut n2 = n;
         n2.0[0] ^= 0x80;
-        assert!(a.open(&n2, b"ad", &mut b, &tag).is_err(), "{cipher:?} nonce");
+        assert!(
+            a.open(&n2, b"ad", &mut b, &tag).is_err(),
+            "{cipher:?} nonce"
+        );
         let mut b = sealed.clone();
         let mut t2 = tag;
         t2[15] ^= 1;
@@ -109,6 +124,9 @@ fn wrong_key_length_is_refused() {
 fn secret_key_debug_never_prints_bytes() {
     let k = SecretKey::from_bytes(&[0xAB; 32]);
     let s = format!("{k:?}");
-    assert!(!s.to_lowercase().contains("ab, ") && !s.contains("171"), "{s}");
+    assert!(
+        !s.to_lowercase().contains("ab, ") && !s.contains("171"),
+        "{s}"
+    );
     assert!(s.contains("redacted"));
 }

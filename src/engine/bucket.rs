@@ -27,8 +27,11 @@ pub(super) fn read_settings(bucket_dir: &Path) -> Result<BucketSettings> {
     let p = bucket_dir.join(BUCKET_SETTINGS);
     match fs::read_to_string(&p) {
         Ok(s) => toml::from_str(&s).map_err(|e| {
-            Error::new(OssCode::InternalError, format!("bucket settings unreadable: {e}"))
-                .resource(p.display().to_string())
+            Error::new(
+                OssCode::InternalError,
+                format!("bucket settings unreadable: {e}"),
+            )
+            .resource(p.display().to_string())
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BucketSettings::default()),
         Err(e) => Err(Error::io(p.display(), e)),
@@ -45,12 +48,19 @@ impl Engine {
         let d = self.bucket_dir(name);
         match fs::symlink_metadata(&d) {
             Ok(m) if m.is_dir() => Ok(d),
-            _ => Err(Error::new(OssCode::NoSuchBucket, "The specified bucket does not exist.").resource(name.as_str())),
+            _ => Err(Error::new(
+                OssCode::NoSuchBucket,
+                "The specified bucket does not exist.",
+            )
+            .resource(name.as_str())),
         }
     }
 
     pub fn create_bucket(&self, name: &BucketName) -> Result<()> {
-        match fs::DirBuilder::new().mode(0o755).create(self.bucket_dir(name)) {
+        match fs::DirBuilder::new()
+            .mode(0o755)
+            .create(self.bucket_dir(name))
+        {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::new(
                 OssCode::BucketAlreadyExists,
@@ -67,7 +77,11 @@ impl Engine {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.data_dir).ctx(self.data_dir.display())? {
             let e = e.ctx(self.data_dir.display())?;
-            let Some(n) = e.file_name().to_str().and_then(|s| BucketName::parse(s).ok()) else {
+            let Some(n) = e
+                .file_name()
+                .to_str()
+                .and_then(|s| BucketName::parse(s).ok())
+            else {
                 continue;
             };
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
@@ -86,8 +100,11 @@ impl Engine {
             .flatten()
             .any(|e| e.file_name() != BUCKET_SETTINGS);
         if others {
-            return Err(Error::new(OssCode::BucketNotEmpty, "The bucket you tried to delete is not empty.")
-                .resource(name.as_str()));
+            return Err(Error::new(
+                OssCode::BucketNotEmpty,
+                "The bucket you tried to delete is not empty.",
+            )
+            .resource(name.as_str()));
         }
         match fs::remove_file(d.join(BUCKET_SETTINGS)) {
             Ok(()) => {}
@@ -95,21 +112,33 @@ impl Engine {
             Err(e) => return Err(Error::io(name, e)),
         }
         fs::remove_dir(&d).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOTEMPTY) => Error::new(OssCode::BucketNotEmpty, "The bucket you tried to delete is not empty.")
-                .resource(name.as_str()),
+            Some(libc::ENOTEMPTY) => Error::new(
+                OssCode::BucketNotEmpty,
+                "The bucket you tried to delete is not empty.",
+            )
+            .resource(name.as_str()),
             _ => Error::io(name, e),
         })
     }
 
     /// Root, the data directory's owner, the bucket's owner, or a grant.
-    fn check_bucket_permission(&self, p: &Principal, name: &BucketName, dir: &Path, action: Action) -> Result<()> {
+    fn check_bucket_permission(
+        &self,
+        p: &Principal,
+        name: &BucketName,
+        dir: &Path,
+        action: Action,
+    ) -> Result<()> {
         let owner = fs::metadata(dir).map(|m| m.uid()).ctx(dir.display())?;
         if p.uid == owner || self.kms.policy().allows(p, action, &[name.as_str()]) {
             Ok(())
         } else {
             Err(Error::new(
                 OssCode::AccessDenied,
-                format!("You have no right to access this bucket ({} required).", action.as_str()),
+                format!(
+                    "You have no right to access this bucket ({} required).",
+                    action.as_str()
+                ),
             )
             .resource(name.as_str()))
         }
@@ -117,7 +146,12 @@ impl Engine {
 
     /// PutBucketEncryption. The rule is already validated (`SseConfig`); an
     /// unknown CMK is accepted here and refused at the next write.
-    pub fn put_bucket_encryption(&self, p: &Principal, name: &BucketName, rule: &SseConfig) -> Result<()> {
+    pub fn put_bucket_encryption(
+        &self,
+        p: &Principal,
+        name: &BucketName,
+        rule: &SseConfig,
+    ) -> Result<()> {
         let d = self.existing_bucket(name)?;
         self.check_bucket_permission(p, name, &d, Action::OssPutBucketEncryption)?;
         let mut s = read_settings(&d)?;
@@ -157,7 +191,8 @@ impl Engine {
     }
 
     fn write_settings(&self, dir: &Path, s: &BucketSettings) -> Result<()> {
-        let text = toml::to_string(s).map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
+        let text =
+            toml::to_string(s).map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
         self.write_atomic(&dir.join(BUCKET_SETTINGS), text.as_bytes())
     }
 }

@@ -113,7 +113,8 @@ impl Engine {
             )
             .resource(data_dir.display().to_string()));
         }
-        let owner = std::os::unix::fs::MetadataExt::uid(&fs::metadata(data_dir).ctx(data_dir.display())?);
+        let owner =
+            std::os::unix::fs::MetadataExt::uid(&fs::metadata(data_dir).ctx(data_dir.display())?);
         let policy = Policy::load(&state.join("config.toml"), owner)?;
         let kms = Kms::open(&state, root, policy)?;
         let engine = Engine {
@@ -207,7 +208,11 @@ impl Engine {
 
     /// The encryption a new object gets: its override, else the bucket rule
     /// in force now, else none.
-    pub fn effective_sse(&self, bucket_dir: &Path, over: Option<&SseConfig>) -> Result<Option<SseConfig>> {
+    pub fn effective_sse(
+        &self,
+        bucket_dir: &Path,
+        over: Option<&SseConfig>,
+    ) -> Result<Option<SseConfig>> {
         match over {
             Some(o) => Ok(Some(o.clone())),
             None => Ok(bucket::read_settings(bucket_dir)?.encryption),
@@ -216,7 +221,11 @@ impl Engine {
 
     /// A header for a new object encrypted per `sse`, with its fresh data
     /// key. KMS permission and key state are checked here, at write time.
-    pub fn new_header(&self, p: &Principal, sse: Option<&SseConfig>) -> Result<(Header, SecretKey)> {
+    pub fn new_header(
+        &self,
+        p: &Principal,
+        sse: Option<&SseConfig>,
+    ) -> Result<(Header, SecretKey)> {
         let Some(cfg) = sse else {
             return Ok((Header::new_plain(), SecretKey::from_bytes(&[])));
         };
@@ -274,18 +283,22 @@ impl Engine {
         let Some(v) = xattr::get(path, OsStr::new(OVERRIDE_XATTR)).ctx(path.display())? else {
             return Ok(None);
         };
-        let s = String::from_utf8(v)
-            .map_err(|_| Error::integrity("encryption override is not UTF-8").resource(path.display().to_string()))?;
-        toml::from_str(&s)
-            .map(Some)
-            .map_err(|e| Error::integrity(format!("encryption override unreadable: {e}")).resource(path.display().to_string()))
+        let s = String::from_utf8(v).map_err(|_| {
+            Error::integrity("encryption override is not UTF-8")
+                .resource(path.display().to_string())
+        })?;
+        toml::from_str(&s).map(Some).map_err(|e| {
+            Error::integrity(format!("encryption override unreadable: {e}"))
+                .resource(path.display().to_string())
+        })
     }
 
     /// Records (or with `None` removes) an object's encryption override.
     pub fn write_override(path: &Path, over: Option<&SseConfig>) -> Result<()> {
         match over {
             Some(o) => {
-                let s = toml::to_string(o).map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
+                let s = toml::to_string(o)
+                    .map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
                 xattr::set(path, OsStr::new(OVERRIDE_XATTR), s.as_bytes(), 0).ctx(path.display())
             }
             None => match xattr::remove(path, OsStr::new(OVERRIDE_XATTR)) {

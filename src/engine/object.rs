@@ -31,8 +31,9 @@ impl ObjectFile {
     /// reading the (now) last chunk fails authentication instead of returning
     /// a guess.
     pub fn new(file: File, header: Header, data_key: &SecretKey, name: String) -> Result<Self> {
-        let aead = Aead::new(header.cipher, data_key)
-            .map_err(|_| Error::integrity("data key does not fit the header's cipher").resource(&name))?;
+        let aead = Aead::new(header.cipher, data_key).map_err(|_| {
+            Error::integrity("data key does not fit the header's cipher").resource(&name)
+        })?;
         let len = file.metadata().ctx(&name)?.len();
         let size = plaintext_len(len).unwrap_or_else(|| {
             let body = len.saturating_sub(HEADER_LEN as u64);
@@ -166,7 +167,14 @@ impl ObjectFile {
                 let mut plain = self.load_chunk(ol)?;
                 plain.resize(CHUNK_SIZE, 0);
                 let mut slot = Vec::with_capacity(SLOT_SIZE);
-                seal_chunk(&self.aead, &self.header.object_id, ol, false, &plain, &mut slot);
+                seal_chunk(
+                    &self.aead,
+                    &self.header.object_id,
+                    ol,
+                    false,
+                    &plain,
+                    &mut slot,
+                );
                 runs.push((ol, slot));
             }
         }
@@ -182,7 +190,14 @@ impl ObjectFile {
             let is_last = index == new_last;
             if from == chunk_start && piece.len() == len {
                 // Whole chunk overwritten: nothing to read.
-                seal_chunk(&self.aead, &self.header.object_id, index, is_last, piece, &mut sealed);
+                seal_chunk(
+                    &self.aead,
+                    &self.header.object_id,
+                    index,
+                    is_last,
+                    piece,
+                    &mut sealed,
+                );
                 continue;
             }
             scratch.clear();
@@ -192,7 +207,14 @@ impl ObjectFile {
             scratch.resize(len, 0);
             let at = (from - chunk_start) as usize;
             scratch[at..at + piece.len()].copy_from_slice(piece);
-            seal_chunk(&self.aead, &self.header.object_id, index, is_last, &scratch, &mut sealed);
+            seal_chunk(
+                &self.aead,
+                &self.header.object_id,
+                index,
+                is_last,
+                &scratch,
+                &mut sealed,
+            );
         }
         runs.push((first, sealed));
 
@@ -221,8 +243,17 @@ impl ObjectFile {
             let mut plain = self.load_chunk(k)?;
             plain.truncate(chunk_len(new_size, k));
             let mut slot = Vec::with_capacity(SLOT_SIZE);
-            seal_chunk(&self.aead, &self.header.object_id, k, true, &plain, &mut slot);
-            self.file.write_all_at(&slot, slot_offset(k)).ctx(&self.name)?;
+            seal_chunk(
+                &self.aead,
+                &self.header.object_id,
+                k,
+                true,
+                &plain,
+                &mut slot,
+            );
+            self.file
+                .write_all_at(&slot, slot_offset(k))
+                .ctx(&self.name)?;
         }
         self.file.set_len(backend_len(new_size)).ctx(&self.name)?;
         self.size = new_size;

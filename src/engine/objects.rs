@@ -2,8 +2,8 @@
 //! Each new object is written to a temp file, fsynced and renamed into place,
 //! so a reader or a crash sees the old object or the new one, never a mix.
 
-use std::fs::{self, File, OpenOptions};
 use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -90,7 +90,12 @@ impl Engine {
         let name = format!("{bucket}/{}", key.as_str());
         match fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => {}
-            _ => return Err(Error::new(OssCode::NoSuchKey, "The specified key does not exist.").resource(name)),
+            _ => {
+                return Err(
+                    Error::new(OssCode::NoSuchKey, "The specified key does not exist.")
+                        .resource(name),
+                )
+            }
         }
         let f = File::open(&path).ctx(&name)?;
         Ok((path, f))
@@ -148,8 +153,14 @@ impl Engine {
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).ctx(&name)?;
         }
-        if fs::symlink_metadata(&dest).map(|m| m.is_dir()).unwrap_or(false) {
-            return Err(Error::new(OssCode::InvalidObjectName, "a directory exists at this key").resource(name));
+        if fs::symlink_metadata(&dest)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
+            return Err(
+                Error::new(OssCode::InvalidObjectName, "a directory exists at this key")
+                    .resource(name),
+            );
         }
         let sse = self.effective_sse(&dir, over)?;
         let mut fill = |b: &mut [u8]| read_full(src, b).ctx(&name);
@@ -161,7 +172,13 @@ impl Engine {
     }
 
     /// GetObject: streams the plaintext to `dst`; returns the byte count.
-    pub fn get_object(&self, p: &Principal, bucket: &BucketName, key: &ObjectKey, dst: &mut dyn Write) -> Result<u64> {
+    pub fn get_object(
+        &self,
+        p: &Principal,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        dst: &mut dyn Write,
+    ) -> Result<u64> {
         let (_, f) = self.existing_object(bucket, key)?;
         let name = format!("{bucket}/{}", key.as_str());
         let obj = self.open_object(p, f, name.clone())?;
@@ -185,8 +202,9 @@ impl Engine {
         let name = format!("{bucket}/{}", key.as_str());
         let h = Engine::read_header(&f, &name)?;
         let len = fs::metadata(&path).ctx(&name)?.len();
-        let size = crate::format::plaintext_len(len)
-            .ok_or_else(|| Error::integrity("object length is not valid (truncated?)").resource(&name))?;
+        let size = crate::format::plaintext_len(len).ok_or_else(|| {
+            Error::integrity("object length is not valid (truncated?)").resource(&name)
+        })?;
         Ok(ObjectInfo::from_header(&h, size))
     }
 
@@ -270,8 +288,14 @@ fn copy_posix_attrs(from: &Path, to: &Path) -> io::Result<()> {
         }
     }
     let times = [
-        libc::timespec { tv_sec: m.atime(), tv_nsec: m.atime_nsec() },
-        libc::timespec { tv_sec: m.mtime(), tv_nsec: m.mtime_nsec() },
+        libc::timespec {
+            tv_sec: m.atime(),
+            tv_nsec: m.atime_nsec(),
+        },
+        libc::timespec {
+            tv_sec: m.mtime(),
+            tv_nsec: m.mtime_nsec(),
+        },
     ];
     let c = std::ffi::CString::new(to.as_os_str().as_bytes())
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;

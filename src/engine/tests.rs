@@ -18,7 +18,11 @@ use crate::oss::{BucketName, ObjectKey};
 /// An ObjectFile on a temp file with a random data key (no KMS involved).
 fn temp_object(cipher: Cipher) -> (tempfile::NamedTempFile, ObjectFile, SecretKey) {
     let tmp = tempfile::NamedTempFile::new().unwrap();
-    let f = OpenOptions::new().read(true).write(true).open(tmp.path()).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(tmp.path())
+        .unwrap();
     let (h, key) = if cipher == Cipher::None {
         (Header::new_plain(), SecretKey::from_bytes(&[]))
     } else {
@@ -36,7 +40,11 @@ fn temp_object(cipher: Cipher) -> (tempfile::NamedTempFile, ObjectFile, SecretKe
 
 /// Opens the object again from its file, as a later process would.
 fn reopen(tmp: &tempfile::NamedTempFile, key: &SecretKey) -> ObjectFile {
-    let f = OpenOptions::new().read(true).write(true).open(tmp.path()).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(tmp.path())
+        .unwrap();
     let h = Engine::read_header(&f, "test").unwrap();
     ObjectFile::new(f, h, key, "test".into()).unwrap()
 }
@@ -53,7 +61,11 @@ fn env() -> Env {
     let root = RootKeySource::File(dir.path().join("root.key"));
     Engine::init(&data, &root).unwrap();
     let engine = Engine::open(&data, &root).unwrap();
-    Env { _dir: dir, engine, data }
+    Env {
+        _dir: dir,
+        engine,
+        data,
+    }
 }
 
 fn b(s: &str) -> BucketName {
@@ -69,7 +81,9 @@ fn rule(a: &str, key: Option<&str>, data: Option<&str>) -> SseConfig {
 }
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 fn root() -> Principal {
@@ -77,8 +91,15 @@ fn root() -> Principal {
 }
 
 impl Env {
-    fn put(&self, bucket: &str, key: &str, data: &[u8], over: Option<&SseConfig>) -> Result<ObjectInfo> {
-        self.engine.put_object(&root(), &b(bucket), &k(key), &mut &data[..], over)
+    fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: &[u8],
+        over: Option<&SseConfig>,
+    ) -> Result<ObjectInfo> {
+        self.engine
+            .put_object(&root(), &b(bucket), &k(key), &mut &data[..], over)
     }
     fn get_as(&self, p: &Principal, bucket: &str, key: &str) -> Result<Vec<u8>> {
         let mut v = Vec::new();
@@ -105,7 +126,11 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let max = 5 * CHUNK_SIZE as u64;
     prop_oneof![
-        (0..max, prop::collection::vec(any::<u8>(), 1..2 * CHUNK_SIZE)).prop_map(|(o, d)| Op::Write(o, d)),
+        (
+            0..max,
+            prop::collection::vec(any::<u8>(), 1..2 * CHUNK_SIZE)
+        )
+            .prop_map(|(o, d)| Op::Write(o, d)),
         (0..max, 1usize..3 * CHUNK_SIZE).prop_map(|(o, l)| Op::Read(o, l)),
         (0..max).prop_map(Op::Truncate),
     ]
@@ -138,7 +163,10 @@ fn run_model(cipher: Cipher, ops: &[Op]) -> std::result::Result<(), TestCaseErro
         }
         prop_assert_eq!(o.size(), model.len() as u64);
         let file_len = fs::metadata(tmp.path()).unwrap().len();
-        prop_assert_eq!(crate::format::plaintext_len(file_len), Some(model.len() as u64));
+        prop_assert_eq!(
+            crate::format::plaintext_len(file_len),
+            Some(model.len() as u64)
+        );
     }
     // Everything reads back, and every chunk authenticates.
     let mut all = vec![0u8; model.len()];
@@ -178,10 +206,15 @@ fn a_one_byte_write_touches_one_chunk() {
     o.write_at(2 * CHUNK_SIZE as u64 + 5, &[0xEE]).unwrap();
     let after = fs::read(tmp.path()).unwrap();
     assert_eq!(before.len(), after.len());
-    let changed: Vec<usize> = (0..before.len()).filter(|&i| before[i] != after[i]).collect();
+    let changed: Vec<usize> = (0..before.len())
+        .filter(|&i| before[i] != after[i])
+        .collect();
     let (lo, hi) = (slot_offset(2) as usize, slot_offset(3) as usize);
     assert!(!changed.is_empty());
-    assert!(changed.iter().all(|&i| (lo..hi).contains(&i)), "bytes outside chunk 2 changed");
+    assert!(
+        changed.iter().all(|&i| (lo..hi).contains(&i)),
+        "bytes outside chunk 2 changed"
+    );
 }
 
 #[test]
@@ -301,13 +334,19 @@ fn swapping_chunks_within_and_between_objects_is_detected() {
         let mut mixed = good.clone();
         mixed[slot(1)].copy_from_slice(&theirs[slot(1)]);
         fs::write(&path, &mixed).unwrap();
-        assert_integrity_error(e.get("bkt", name), &format!("{name} chunk from another object"));
+        assert_integrity_error(
+            e.get("bkt", name),
+            &format!("{name} chunk from another object"),
+        );
 
         // Another object's header over ours: the object ids differ.
         let mut hdr = good.clone();
         hdr[..HEADER_LEN].copy_from_slice(&theirs[..HEADER_LEN]);
         fs::write(&path, &hdr).unwrap();
-        assert_integrity_error(e.get("bkt", name), &format!("{name} header from another object"));
+        assert_integrity_error(
+            e.get("bkt", name),
+            &format!("{name} header from another object"),
+        );
         fs::write(&path, &good).unwrap();
     }
 }
@@ -320,11 +359,17 @@ fn encrypted_backend_bytes_hold_no_plaintext() {
     for (name, sse) in methods().into_iter().skip(1) {
         e.put("bkt", name, &secret, sse.as_ref()).unwrap();
         let raw = fs::read(e.path("bkt", name)).unwrap();
-        assert!(!raw.windows(18).any(|w| w == &secret[..18]), "{name} leaks plaintext");
+        assert!(
+            !raw.windows(18).any(|w| w == &secret[..18]),
+            "{name} leaks plaintext"
+        );
     }
     e.put("bkt", "plain", &secret, None).unwrap();
     let raw = fs::read(e.path("bkt", "plain")).unwrap();
-    assert!(raw.windows(18).any(|w| w == &secret[..18]), "unencrypted objects are stored in clear");
+    assert!(
+        raw.windows(18).any(|w| w == &secret[..18]),
+        "unencrypted objects are stored in clear"
+    );
 }
 
 // ------------------------------------------------------ OSS semantics
@@ -335,14 +380,30 @@ fn precedence_override_beats_rule_beats_nothing() {
     e.engine.create_bucket(&b("bkt")).unwrap();
     let info = e.put("bkt", "a", b"x", None).unwrap();
     assert_eq!(info.algorithm, None);
-    e.engine.put_bucket_encryption(&root(), &b("bkt"), &rule("SM4", None, None)).unwrap();
-    assert_eq!(e.put("bkt", "b", b"x", None).unwrap().algorithm, Some(SseAlgorithm::Sm4));
+    e.engine
+        .put_bucket_encryption(&root(), &b("bkt"), &rule("SM4", None, None))
+        .unwrap();
+    assert_eq!(
+        e.put("bkt", "b", b"x", None).unwrap().algorithm,
+        Some(SseAlgorithm::Sm4)
+    );
     let over = rule("AES256", None, None);
-    assert_eq!(e.put("bkt", "c", b"x", Some(&over)).unwrap().algorithm, Some(SseAlgorithm::Aes256));
+    assert_eq!(
+        e.put("bkt", "c", b"x", Some(&over)).unwrap().algorithm,
+        Some(SseAlgorithm::Aes256)
+    );
     // Existing objects keep what they were stored with.
-    assert_eq!(e.engine.head_object(&b("bkt"), &k("a")).unwrap().algorithm, None);
-    e.engine.delete_bucket_encryption(&root(), &b("bkt")).unwrap();
-    assert_eq!(e.engine.head_object(&b("bkt"), &k("b")).unwrap().algorithm, Some(SseAlgorithm::Sm4));
+    assert_eq!(
+        e.engine.head_object(&b("bkt"), &k("a")).unwrap().algorithm,
+        None
+    );
+    e.engine
+        .delete_bucket_encryption(&root(), &b("bkt"))
+        .unwrap();
+    assert_eq!(
+        e.engine.head_object(&b("bkt"), &k("b")).unwrap().algorithm,
+        Some(SseAlgorithm::Sm4)
+    );
     assert_eq!(e.put("bkt", "d", b"x", None).unwrap().algorithm, None);
     for key in ["a", "b", "c", "d"] {
         assert_eq!(e.get("bkt", key).unwrap(), b"x");
@@ -353,12 +414,20 @@ fn precedence_override_beats_rule_beats_nothing() {
 fn get_bucket_encryption_without_rule_is_no_such_rule() {
     let e = env();
     e.engine.create_bucket(&b("bkt")).unwrap();
-    let err = e.engine.get_bucket_encryption(&root(), &b("bkt")).unwrap_err();
+    let err = e
+        .engine
+        .get_bucket_encryption(&root(), &b("bkt"))
+        .unwrap_err();
     assert_eq!(err.code, OssCode::NoSuchServerSideEncryptionRule);
     assert_eq!(err.errno(), libc::ENODATA);
     let r = rule("KMS", Some("alias/x"), Some("SM4"));
-    e.engine.put_bucket_encryption(&root(), &b("bkt"), &r).unwrap();
-    assert_eq!(e.engine.get_bucket_encryption(&root(), &b("bkt")).unwrap(), r);
+    e.engine
+        .put_bucket_encryption(&root(), &b("bkt"), &r)
+        .unwrap();
+    assert_eq!(
+        e.engine.get_bucket_encryption(&root(), &b("bkt")).unwrap(),
+        r
+    );
 }
 
 #[test]
@@ -369,15 +438,25 @@ fn copy_over_itself_reencrypts_under_the_current_rule_and_keeps_content() {
     e.put("bkt", "o", &data, None).unwrap();
     xattr::set(&e.path("bkt", "o"), OsStr::new("user.meta"), b"kept", 0).unwrap();
     let before = fs::read(e.path("bkt", "o")).unwrap();
-    e.engine.put_bucket_encryption(&root(), &b("bkt"), &rule("KMS", None, Some("SM4"))).unwrap();
-    let info = e.engine.copy_object(&root(), (&b("bkt"), &k("o")), (&b("bkt"), &k("o")), None).unwrap();
+    e.engine
+        .put_bucket_encryption(&root(), &b("bkt"), &rule("KMS", None, Some("SM4")))
+        .unwrap();
+    let info = e
+        .engine
+        .copy_object(&root(), (&b("bkt"), &k("o")), (&b("bkt"), &k("o")), None)
+        .unwrap();
     assert_eq!(info.algorithm, Some(SseAlgorithm::Kms));
     assert!(info.data_sm4);
     let default = e.engine.kms().default_key_id().unwrap().unwrap();
     assert_eq!(info.key_id.as_deref(), Some(default.to_string().as_str()));
     assert_ne!(fs::read(e.path("bkt", "o")).unwrap(), before);
     assert_eq!(e.get("bkt", "o").unwrap(), data);
-    assert_eq!(xattr::get(&e.path("bkt", "o"), OsStr::new("user.meta")).unwrap().unwrap(), b"kept");
+    assert_eq!(
+        xattr::get(&e.path("bkt", "o"), OsStr::new("user.meta"))
+            .unwrap()
+            .unwrap(),
+        b"kept"
+    );
 }
 
 #[test]
@@ -385,7 +464,9 @@ fn an_unknown_cmk_is_accepted_in_a_rule_and_refused_at_the_next_write() {
     let e = env();
     e.engine.create_bucket(&b("bkt")).unwrap();
     let missing = "0b9f2b4e-7a1c-4c7e-9a55-0d6a2f3e4b5c";
-    e.engine.put_bucket_encryption(&root(), &b("bkt"), &rule("KMS", Some(missing), None)).unwrap();
+    e.engine
+        .put_bucket_encryption(&root(), &b("bkt"), &rule("KMS", Some(missing), None))
+        .unwrap();
     let err = e.put("bkt", "o", b"data", None).unwrap_err();
     assert_eq!(err.code, OssCode::KeyNotFound);
     assert_eq!(err.errno(), libc::ENOKEY);
@@ -406,7 +487,9 @@ fn every_key_state_governs_reads_and_writes() {
     let e = env();
     e.engine.create_bucket(&b("bkt")).unwrap();
     let kms = e.engine.kms();
-    let key = kms.create_key(Some("test"), KeyOrigin::AliyunKms, Some("alias/app")).unwrap();
+    let key = kms
+        .create_key(Some("test"), KeyOrigin::AliyunKms, Some("alias/app"))
+        .unwrap();
     let id = key.key_id.to_string();
     let over = rule("KMS", Some("alias/app"), None);
     let info = e.put("bkt", "o", b"hello", Some(&over)).unwrap();
@@ -414,9 +497,15 @@ fn every_key_state_governs_reads_and_writes() {
 
     kms.disable_key(&id).unwrap();
     let err = e.get("bkt", "o").unwrap_err();
-    assert_eq!((err.code, err.errno()), (OssCode::RejectedDisabled, libc::EKEYREVOKED));
+    assert_eq!(
+        (err.code, err.errno()),
+        (OssCode::RejectedDisabled, libc::EKEYREVOKED)
+    );
     assert_eq!(err.key_id.as_deref(), Some(id.as_str()));
-    assert_eq!(e.put("bkt", "p", b"x", Some(&over)).unwrap_err().code, OssCode::RejectedDisabled);
+    assert_eq!(
+        e.put("bkt", "p", b"x", Some(&over)).unwrap_err().code,
+        OssCode::RejectedDisabled
+    );
     kms.enable_key(&id).unwrap();
     assert_eq!(e.get("bkt", "o").unwrap(), b"hello");
 
@@ -428,7 +517,10 @@ fn every_key_state_governs_reads_and_writes() {
 
     kms.schedule_key_deletion(&id, 7).unwrap();
     let err = e.get("bkt", "o").unwrap_err();
-    assert_eq!((err.code, err.errno()), (OssCode::RejectedPendingDeletion, libc::EKEYREVOKED));
+    assert_eq!(
+        (err.code, err.errno()),
+        (OssCode::RejectedPendingDeletion, libc::EKEYREVOKED)
+    );
     kms.cancel_key_deletion(&id).unwrap();
     assert_eq!(e.get("bkt", "o").unwrap(), b"hello");
 
@@ -436,8 +528,12 @@ fn every_key_state_governs_reads_and_writes() {
     let ext_id = ext.key_id.to_string();
     let over_ext = rule("KMS", Some(&ext_id), None);
     let err = e.put("bkt", "x", b"x", Some(&over_ext)).unwrap_err();
-    assert_eq!((err.code, err.errno()), (OssCode::RejectedPendingImport, libc::EKEYREVOKED));
-    kms.import_key_material(&ext_id, SecretKey::random(32)).unwrap();
+    assert_eq!(
+        (err.code, err.errno()),
+        (OssCode::RejectedPendingImport, libc::EKEYREVOKED)
+    );
+    kms.import_key_material(&ext_id, SecretKey::random(32))
+        .unwrap();
     e.put("bkt", "x", b"byok", Some(&over_ext)).unwrap();
     assert_eq!(e.get("bkt", "x").unwrap(), b"byok");
 }
@@ -462,15 +558,22 @@ fn kms_permissions_apply_to_reads_and_writes() {
     let e = env();
     e.engine.create_bucket(&b("bkt")).unwrap();
     let kms = e.engine.kms();
-    kms.create_key(None, KeyOrigin::AliyunKms, Some("alias/team")).unwrap();
+    kms.create_key(None, KeyOrigin::AliyunKms, Some("alias/team"))
+        .unwrap();
     let over = rule("KMS", Some("alias/team"), None);
     e.put("bkt", "o", b"secret", Some(&over)).unwrap();
     let alice = Principal::new(1000, 1000);
     let err = e.get_as(&alice, "bkt", "o").unwrap_err();
-    assert_eq!((err.code, err.errno()), (OssCode::AccessDenied, libc::EACCES));
+    assert_eq!(
+        (err.code, err.errno()),
+        (OssCode::AccessDenied, libc::EACCES)
+    );
     assert_eq!(err.message, "This request is forbidden by kms");
     let nobody = Principal::new(crate::kms::NOBODY_UID, crate::kms::NOBODY_UID);
-    assert_eq!(e.get_as(&nobody, "bkt", "o").unwrap_err().message, "This request is forbidden by kms");
+    assert_eq!(
+        e.get_as(&nobody, "bkt", "o").unwrap_err().message,
+        "This request is forbidden by kms"
+    );
     let err = e
         .engine
         .put_object(&alice, &b("bkt"), &k("p"), &mut &b"x"[..], Some(&over))
@@ -478,7 +581,13 @@ fn kms_permissions_apply_to_reads_and_writes() {
     assert_eq!(err.code, OssCode::AccessDenied);
     // SSE-OSS needs no KMS permission.
     e.engine
-        .put_object(&alice, &b("bkt"), &k("p"), &mut &b"x"[..], Some(&rule("AES256", None, None)))
+        .put_object(
+            &alice,
+            &b("bkt"),
+            &k("p"),
+            &mut &b"x"[..],
+            Some(&rule("AES256", None, None)),
+        )
         .unwrap();
 }
 
@@ -495,25 +604,50 @@ fn granted_users_may_use_keys_and_bucket_owners_may_manage_rules() {
     .unwrap();
     let e = Engine::open(&data, &root_src).unwrap();
     e.create_bucket(&b("bkt")).unwrap();
-    e.kms().create_key(None, KeyOrigin::AliyunKms, Some("alias/team")).unwrap();
-    e.kms().create_key(None, KeyOrigin::AliyunKms, Some("alias/other")).unwrap();
+    e.kms()
+        .create_key(None, KeyOrigin::AliyunKms, Some("alias/team"))
+        .unwrap();
+    e.kms()
+        .create_key(None, KeyOrigin::AliyunKms, Some("alias/other"))
+        .unwrap();
     let alice = Principal::new(1000, 1000);
     let team = rule("KMS", Some("alias/team"), None);
-    e.put_object(&alice, &b("bkt"), &k("o"), &mut &b"ok"[..], Some(&team)).unwrap();
+    e.put_object(&alice, &b("bkt"), &k("o"), &mut &b"ok"[..], Some(&team))
+        .unwrap();
     let mut out = Vec::new();
     e.get_object(&alice, &b("bkt"), &k("o"), &mut out).unwrap();
     assert_eq!(out, b"ok");
     let other = rule("KMS", Some("alias/other"), None);
-    let err = e.put_object(&alice, &b("bkt"), &k("p"), &mut &b"no"[..], Some(&other)).unwrap_err();
+    let err = e
+        .put_object(&alice, &b("bkt"), &k("p"), &mut &b"no"[..], Some(&other))
+        .unwrap_err();
     assert_eq!(err.code, OssCode::AccessDenied);
 
     // Bucket rules: alice is neither owner nor granted; a gid-2000 user may read it.
-    let err = e.put_bucket_encryption(&alice, &b("bkt"), &team).unwrap_err();
-    assert_eq!((err.code, err.errno()), (OssCode::AccessDenied, libc::EACCES));
-    assert_eq!(e.get_bucket_encryption(&root(), &b("bkt")).unwrap_err().code, OssCode::NoSuchServerSideEncryptionRule);
+    let err = e
+        .put_bucket_encryption(&alice, &b("bkt"), &team)
+        .unwrap_err();
+    assert_eq!(
+        (err.code, err.errno()),
+        (OssCode::AccessDenied, libc::EACCES)
+    );
+    assert_eq!(
+        e.get_bucket_encryption(&root(), &b("bkt"))
+            .unwrap_err()
+            .code,
+        OssCode::NoSuchServerSideEncryptionRule
+    );
     let bob = Principal::new(1001, 2000);
-    assert_eq!(e.get_bucket_encryption(&bob, &b("bkt")).unwrap_err().code, OssCode::NoSuchServerSideEncryptionRule);
-    assert_eq!(e.delete_bucket_encryption(&bob, &b("bkt")).unwrap_err().code, OssCode::AccessDenied);
+    assert_eq!(
+        e.get_bucket_encryption(&bob, &b("bkt")).unwrap_err().code,
+        OssCode::NoSuchServerSideEncryptionRule
+    );
+    assert_eq!(
+        e.delete_bucket_encryption(&bob, &b("bkt"))
+            .unwrap_err()
+            .code,
+        OssCode::AccessDenied
+    );
     // The bucket's owner may.
     std::os::unix::fs::chown(data.join("bkt"), Some(1000), None).unwrap();
     e.put_bucket_encryption(&alice, &b("bkt"), &team).unwrap();
@@ -525,14 +659,25 @@ fn buckets_are_created_listed_and_deleted_when_empty() {
     let e = env();
     e.engine.create_bucket(&b("one")).unwrap();
     e.engine.create_bucket(&b("two")).unwrap();
-    assert_eq!(e.engine.create_bucket(&b("one")).unwrap_err().code, OssCode::BucketAlreadyExists);
+    assert_eq!(
+        e.engine.create_bucket(&b("one")).unwrap_err().code,
+        OssCode::BucketAlreadyExists
+    );
     assert_eq!(e.engine.list_buckets().unwrap(), vec![b("one"), b("two")]);
-    e.engine.put_bucket_encryption(&root(), &b("one"), &rule("AES256", None, None)).unwrap();
+    e.engine
+        .put_bucket_encryption(&root(), &b("one"), &rule("AES256", None, None))
+        .unwrap();
     e.put("one", "dir/obj", b"x", None).unwrap();
-    assert_eq!(e.engine.delete_bucket(&b("one")).unwrap_err().code, OssCode::BucketNotEmpty);
+    assert_eq!(
+        e.engine.delete_bucket(&b("one")).unwrap_err().code,
+        OssCode::BucketNotEmpty
+    );
     fs::remove_file(e.path("one", "dir/obj")).unwrap();
     fs::remove_dir(e.path("one", "dir")).unwrap();
     e.engine.delete_bucket(&b("one")).unwrap();
     assert_eq!(e.engine.list_buckets().unwrap(), vec![b("two")]);
-    assert_eq!(e.engine.delete_bucket(&b("one")).unwrap_err().code, OssCode::NoSuchBucket);
+    assert_eq!(
+        e.engine.delete_bucket(&b("one")).unwrap_err().code,
+        OssCode::NoSuchBucket
+    );
 }

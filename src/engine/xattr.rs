@@ -31,9 +31,8 @@ pub fn get(path: &Path, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
         }
         let mut buf = vec![0u8; len as usize];
         // SAFETY: buf is writable for buf.len() bytes.
-        let got = unsafe {
-            libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
+        let got =
+            unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if got < 0 {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
@@ -54,7 +53,13 @@ pub fn set(path: &Path, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()
     let n = cname(name)?;
     // SAFETY: valid strings; value is readable for value.len() bytes.
     let r = unsafe {
-        libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), flags)
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
     };
     if r < 0 {
         Err(io::Error::last_os_error())

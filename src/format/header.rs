@@ -117,8 +117,15 @@ impl Header {
         }
         let ad = self.encode();
         let n = self.cipher.key_len();
-        kek.unwrap(&ad[..AD_LEN], &self.wrap_nonce, &self.wrapped_key[..n], &self.wrap_tag)
-            .map_err(|_| Error::integrity("object header failed authentication (wrong key or tampered header)"))
+        kek.unwrap(
+            &ad[..AD_LEN],
+            &self.wrap_nonce,
+            &self.wrapped_key[..n],
+            &self.wrap_tag,
+        )
+        .map_err(|_| {
+            Error::integrity("object header failed authentication (wrong key or tampered header)")
+        })
     }
 
     pub fn encode(&self) -> [u8; HEADER_LEN] {
@@ -189,7 +196,11 @@ impl Header {
             return Err(bad("reserved bytes set"));
         }
         let key_len = cipher.key_len();
-        let zero_from = if method == Method::None { 52 } else { 64 + key_len };
+        let zero_from = if method == Method::None {
+            52
+        } else {
+            64 + key_len
+        };
         let zero_to = if method == Method::None { 112 } else { 96 };
         if b[zero_from..zero_to].iter().any(|&x| x != 0) {
             return Err(bad("padding bytes set"));

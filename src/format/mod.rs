@@ -34,7 +34,9 @@ pub fn plaintext_len(file_len: u64) -> Option<u64> {
     let rem = body % SLOT_SIZE as u64;
     match rem {
         0 => Some(full * CHUNK_SIZE as u64),
-        r if r > CHUNK_OVERHEAD as u64 => Some(full * CHUNK_SIZE as u64 + r - CHUNK_OVERHEAD as u64),
+        r if r > CHUNK_OVERHEAD as u64 => {
+            Some(full * CHUNK_SIZE as u64 + r - CHUNK_OVERHEAD as u64)
+        }
         _ => None,
     }
 }
@@ -43,7 +45,11 @@ pub fn plaintext_len(file_len: u64) -> Option<u64> {
 pub fn backend_len(plain: u64) -> u64 {
     let full = plain / CHUNK_SIZE as u64;
     let rem = plain % CHUNK_SIZE as u64;
-    let last = if rem == 0 { 0 } else { rem + CHUNK_OVERHEAD as u64 };
+    let last = if rem == 0 {
+        0
+    } else {
+        rem + CHUNK_OVERHEAD as u64
+    };
     HEADER_LEN as u64 + full * SLOT_SIZE as u64 + last
 }
 

@@ -25,7 +25,13 @@ impl KeyWrap for FixedKek {
         let tag = a.seal(&Nonce(self.nonce), ad, &mut ct);
         (self.nonce, ct, tag)
     }
-    fn unwrap(&self, ad: &[u8], n: &[u8; 12], ct: &[u8], tag: &[u8; 16]) -> Result<SecretKey, IntegrityError> {
+    fn unwrap(
+        &self,
+        ad: &[u8],
+        n: &[u8; 12],
+        ct: &[u8],
+        tag: &[u8; 16],
+    ) -> Result<SecretKey, IntegrityError> {
         let a = Aead::new(Cipher::Aes256Gcm, &self.key).unwrap();
         let mut b = ct.to_vec();
         a.open(&Nonce(*n), ad, &mut b, tag)?;
@@ -43,7 +49,10 @@ fn hex(b: &[u8]) -> String {
 
 fn unhex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// The inputs of the test vectors in FORMAT.md §6.
@@ -103,22 +112,38 @@ fn build(v: &Vector) -> (Vec<u8>, FixedKek) {
 
 #[test]
 fn test_vectors_match_the_files_and_the_spec() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/FORMAT.md")).unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/FORMAT.md")).unwrap();
     let doc_hex: String = doc.chars().filter(|c| !c.is_whitespace()).collect();
     for v in vectors() {
         let path = format!("{}/tests/vectors/{}", env!("CARGO_MANIFEST_DIR"), v.file);
         let want = unhex(&std::fs::read_to_string(&path).unwrap());
         let (built, kek) = build(&v);
-        assert_eq!(hex(&built), hex(&want), "{} differs from the spec's construction", v.file);
-        assert!(doc_hex.contains(&hex(&want)), "FORMAT.md does not show {}", v.file);
+        assert_eq!(
+            hex(&built),
+            hex(&want),
+            "{} differs from the spec's construction",
+            v.file
+        );
+        assert!(
+            doc_hex.contains(&hex(&want)),
+            "FORMAT.md does not show {}",
+            v.file
+        );
 
         // And the reader decodes it.
         let h = Header::parse(&want).unwrap();
-        assert_eq!((h.method, h.cipher, h.key_version), (v.method, v.cipher, v.version));
+        assert_eq!(
+            (h.method, h.cipher, h.key_version),
+            (v.method, v.cipher, v.version)
+        );
         let dk = h.unwrap_data_key(&kek).unwrap();
         assert_eq!(dk.expose(), &seq(0x40, v.cipher.key_len())[..]);
         let aead = Aead::new(h.cipher, &dk).unwrap();
-        assert_eq!(plaintext_len(want.len() as u64), Some(PLAINTEXT.len() as u64));
+        assert_eq!(
+            plaintext_len(want.len() as u64),
+            Some(PLAINTEXT.len() as u64)
+        );
         let mut slot = want[HEADER_LEN..].to_vec();
         let plain = open_chunk(&aead, &h.object_id, 0, true, &mut slot).unwrap();
         assert_eq!(plain, PLAINTEXT);
@@ -149,7 +174,10 @@ fn every_header_byte_is_checked() {
             // Either parsing refuses it, or (bytes the checksum covers cannot
             // all be caught without the key) the key unwrap does.
             if let Ok(parsed) = Header::parse(&h) {
-                assert!(parsed.unwrap_data_key(&kek).is_err(), "byte {i} bit {bit:#x} undetected");
+                assert!(
+                    parsed.unwrap_data_key(&kek).is_err(),
+                    "byte {i} bit {bit:#x} undetected"
+                );
             }
         }
     }
@@ -189,7 +217,10 @@ fn rewriting_a_chunk_gives_different_ciphertext() {
 fn a_zero_slot_is_a_hole_only_when_not_last() {
     let a = Aead::new(Cipher::Aes256Gcm, &SecretKey::random(32)).unwrap();
     let mut z = vec![0u8; SLOT_SIZE];
-    assert_eq!(open_chunk(&a, &[0; 16], 0, false, &mut z).unwrap(), &vec![0u8; CHUNK_SIZE][..]);
+    assert_eq!(
+        open_chunk(&a, &[0; 16], 0, false, &mut z).unwrap(),
+        &vec![0u8; CHUNK_SIZE][..]
+    );
     assert!(open_chunk(&a, &[0; 16], 0, true, &mut vec![0u8; SLOT_SIZE]).is_err());
     assert!(open_chunk(&a, &[0; 16], 0, false, &mut vec![0u8; 100]).is_err());
 }

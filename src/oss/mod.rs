@@ -75,8 +75,7 @@ fn parse_data_encryption(s: &str) -> Result<()> {
 /// exists is the KMS's business, at use time (an unknown CMK is accepted in a
 /// bucket rule and refused at the next write).
 fn parse_key_ref(s: &str) -> Result<String> {
-    let bad = s.len() > MAX_KEY_ID_LEN
-        || s.chars().any(|c| c.is_whitespace() || c.is_control());
+    let bad = s.len() > MAX_KEY_ID_LEN || s.chars().any(|c| c.is_whitespace() || c.is_control());
     if bad {
         return Err(Error::new(
             OssCode::InvalidArgument,
@@ -271,9 +270,9 @@ impl ObjectKey {
 
 /// Splits `BUCKET/KEY`.
 pub fn split_object_path(s: &str) -> Result<(BucketName, ObjectKey)> {
-    let (b, k) = s.split_once('/').ok_or_else(|| {
-        Error::new(OssCode::InvalidObjectName, "expected BUCKET/KEY").resource(s)
-    })?;
+    let (b, k) = s
+        .split_once('/')
+        .ok_or_else(|| Error::new(OssCode::InvalidObjectName, "expected BUCKET/KEY").resource(s))?;
     Ok((BucketName::parse(b)?, ObjectKey::parse(k)?))
 }
 

@@ -1,4 +1,5 @@
 //! Integration tests: the built `ssefs` binary, driven as a user would.
 
 mod cli;
+mod mount;
 mod util;

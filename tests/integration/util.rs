@@ -1,8 +1,8 @@
 //! Shared helpers: a temp data directory and a runner for the binary.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::io::Write;
 
 pub struct DataDir {
     pub tmp: tempfile::TempDir,
@@ -32,9 +32,22 @@ impl Run {
     /// Asserts failure with `code` in a single stderr line.
     #[track_caller]
     pub fn fails_with(self, code: &str) -> Run {
-        assert_ne!(self.status, 0, "command unexpectedly succeeded: {}", self.stdout);
-        assert!(self.stderr.contains(code), "stderr lacks {code}: {}", self.stderr);
-        assert_eq!(self.stderr.trim_end().lines().count(), 1, "one line expected: {}", self.stderr);
+        assert_ne!(
+            self.status, 0,
+            "command unexpectedly succeeded: {}",
+            self.stdout
+        );
+        assert!(
+            self.stderr.contains(code),
+            "stderr lacks {code}: {}",
+            self.stderr
+        );
+        assert_eq!(
+            self.stderr.trim_end().lines().count(),
+            1,
+            "one line expected: {}",
+            self.stderr
+        );
         self
     }
 }
@@ -52,7 +65,9 @@ impl DataDir {
     }
 
     pub fn uninit() -> DataDir {
-        DataDir { tmp: tempfile::tempdir().unwrap() }
+        DataDir {
+            tmp: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn data(&self) -> PathBuf {

@@ -1,0 +1,602 @@
+//! The filesystem core: POSIX operations on buckets and objects, testable
+//! without a mount. The FUSE adapter (`crate::fuse`) only translates kernel
+//! requests into these calls and results back into replies.
+//!
+//! Inodes are the backend's own: each known inode is held as an O_PATH
+//! descriptor, so renames and hard links need no path bookkeeping. The mount
+//! root is the data directory; its entries are buckets; below a bucket
+//! everything is an ordinary POSIX tree whose regular files are objects.
+
+mod io;
+mod sys;
+mod xattrs;
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::engine::{Engine, BUCKET_SETTINGS, STATE_DIR};
+use crate::error::{Error, OssCode, Result};
+use crate::format::{plaintext_len, HEADER_LEN};
+use crate::kms::Principal;
+use crate::oss::{BucketName, RESERVED_PREFIX};
+
+pub use io::OpenObject;
+
+/// FUSE's root inode number.
+pub const ROOT_INO: u64 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDev,
+    BlockDev,
+}
+
+impl Kind {
+    fn from_mode(mode: u32) -> Kind {
+        match mode & libc::S_IFMT {
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            libc::S_IFCHR => Kind::CharDev,
+            libc::S_IFBLK => Kind::BlockDev,
+            _ => Kind::File,
+        }
+    }
+}
+
+/// What `stat` shows for an inode. Regular files show their plaintext size.
+#[derive(Debug, Clone, Copy)]
+pub struct Attr {
+    pub ino: u64,
+    pub size: u64,
+    pub blocks: u64,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub kind: Kind,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    pub blksize: u32,
+}
+
+fn ts(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+/// Where an inode sits in the namespace.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// The mount root: the data directory.
+    Root,
+    /// A bucket's top directory.
+    Bucket(Arc<BucketName>),
+    /// Anything below a bucket.
+    InBucket(Arc<BucketName>),
+}
+
+impl Role {
+    pub fn bucket(&self) -> Option<&Arc<BucketName>> {
+        match self {
+            Role::Root => None,
+            Role::Bucket(b) | Role::InBucket(b) => Some(b),
+        }
+    }
+}
+
+struct Node {
+    fd: Arc<OwnedFd>,
+    role: Role,
+    lookups: u64,
+    /// The shared open object while any handle of this inode is open.
+    open: Option<(Arc<OpenObject>, u32)>,
+}
+
+enum Handle {
+    File(Arc<OpenObject>),
+    Dir(Vec<(u64, Kind, OsString)>),
+}
+
+/// Mount-wide settings the core needs.
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    pub read_only: bool,
+}
+
+pub struct Fs {
+    engine: Arc<Engine>,
+    opts: FsOptions,
+    root_backend_ino: u64,
+    nodes: Mutex<HashMap<u64, Node>>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    running_as_root: bool,
+    /// Backend inode -> FUSE inode, for objects whose backend file was
+    /// replaced by a re-encryption while the kernel knows the old number.
+    aliases: Mutex<HashMap<u64, u64>>,
+}
+
+fn os_err(e: std::io::Error) -> Error {
+    let mut err = Error::new(OssCode::InternalError, e.to_string());
+    err.os_errno = Some(e.raw_os_error().unwrap_or(libc::EIO));
+    err
+}
+
+pub(crate) fn errno(n: i32) -> Error {
+    os_err(std::io::Error::from_raw_os_error(n))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain maps that stay consistent
+    // (every update is a single insert/remove), so poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The principal a request runs as: its uid and gid, plus the supplementary
+/// groups of the calling process (for grants by gid).
+pub fn principal(uid: u32, gid: u32, pid: u32) -> Principal {
+    let mut p = Principal::new(uid, gid);
+    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        if let Some(line) = s.lines().find(|l| l.starts_with("Groups:")) {
+            p.groups = line[7..]
+                .split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect();
+        }
+    }
+    p
+}
+
+impl Fs {
+    pub fn new(engine: Arc<Engine>, opts: FsOptions) -> Result<Fs> {
+        let dir = engine.data_dir().to_path_buf();
+        let fd = sys::open_path(libc::AT_FDCWD, dir.as_os_str()).map_err(os_err)?;
+        let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            ROOT_INO,
+            Node {
+                fd: Arc::new(fd),
+                role: Role::Root,
+                lookups: 1,
+                open: None,
+            },
+        );
+        Ok(Fs {
+            engine,
+            opts,
+            root_backend_ino: st.st_ino,
+            nodes: Mutex::new(nodes),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            aliases: Mutex::new(HashMap::new()),
+            running_as_root: nix::unistd::geteuid().is_root(),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Backend inode number to FUSE inode number (the root is always 1).
+    fn fuse_ino(&self, backend: u64) -> u64 {
+        if let Some(&ino) = lock(&self.aliases).get(&backend) {
+            return ino;
+        }
+        if backend == self.root_backend_ino {
+            ROOT_INO
+        } else if backend == ROOT_INO {
+            self.root_backend_ino
+        } else {
+            backend
+        }
+    }
+
+    fn node(&self, ino: u64) -> Result<(Arc<OwnedFd>, Role)> {
+        let nodes = lock(&self.nodes);
+        let n = nodes.get(&ino).ok_or_else(|| errno(libc::ESTALE))?;
+        Ok((n.fd.clone(), n.role.clone()))
+    }
+
+    fn attr_of(&self, st: &libc::stat) -> Attr {
+        let kind = Kind::from_mode(st.st_mode);
+        let size = if kind == Kind::File {
+            let len = st.st_size as u64;
+            plaintext_len(len).unwrap_or_else(|| {
+                // Not a valid length: show what whole chunks there are; reads
+                // of the damaged tail fail with EIO.
+                let body = len.saturating_sub(HEADER_LEN as u64);
+                body / crate::format::SLOT_SIZE as u64 * crate::format::CHUNK_SIZE as u64
+            })
+        } else {
+            st.st_size as u64
+        };
+        Attr {
+            ino: self.fuse_ino(st.st_ino),
+            size,
+            blocks: st.st_blocks as u64,
+            atime: ts(st.st_atime, st.st_atime_nsec),
+            mtime: ts(st.st_mtime, st.st_mtime_nsec),
+            ctime: ts(st.st_ctime, st.st_ctime_nsec),
+            kind,
+            perm: (st.st_mode & 0o7777) as u16,
+            nlink: st.st_nlink as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev as u32,
+            blksize: 4096,
+        }
+    }
+
+    /// Names that are not part of the namespace: the state directory at the
+    /// root, anything not a bucket name at the root, reserved names below.
+    fn hidden(role: &Role, name: &OsStr) -> bool {
+        match role {
+            Role::Root => name
+                .to_str()
+                .map(|s| BucketName::parse(s).is_err())
+                .unwrap_or(true),
+            _ => name.as_bytes().starts_with(RESERVED_PREFIX.as_bytes()),
+        }
+    }
+
+    /// The role of a child of a node with role `parent`.
+    fn child_role(parent: &Role, name: &OsStr) -> Result<Role> {
+        Ok(match parent {
+            Role::Root => {
+                let s = name.to_str().ok_or_else(|| errno(libc::ENOENT))?;
+                Role::Bucket(Arc::new(
+                    BucketName::parse(s).map_err(|_| errno(libc::ENOENT))?,
+                ))
+            }
+            Role::Bucket(b) | Role::InBucket(b) => Role::InBucket(b.clone()),
+        })
+    }
+
+    /// Registers (or re-counts) the inode `name` in `parent_fd` and returns its attr.
+    fn remember(&self, parent_fd: RawFd, parent_role: &Role, name: &OsStr) -> Result<Attr> {
+        let fd = sys::open_path(parent_fd, name).map_err(os_err)?;
+        let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        let role = Self::child_role(parent_role, name)?;
+        if matches!(role, Role::Bucket(_)) && Kind::from_mode(st.st_mode) != Kind::Dir {
+            return Err(errno(libc::ENOENT));
+        }
+        let attr = self.attr_of(&st);
+        let mut nodes = lock(&self.nodes);
+        nodes
+            .entry(attr.ino)
+            .and_modify(|n| n.lookups += 1)
+            .or_insert(Node {
+                fd: Arc::new(fd),
+                role,
+                lookups: 1,
+                open: None,
+            });
+        Ok(attr)
+    }
+
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
+        let (pfd, prole) = self.node(parent)?;
+        if Self::hidden(&prole, name) {
+            return Err(errno(libc::ENOENT));
+        }
+        self.remember(pfd.as_raw_fd(), &prole, name)
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let mut nodes = lock(&self.nodes);
+        if let Some(node) = nodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(n);
+            if node.lookups == 0 && node.open.is_none() {
+                nodes.remove(&ino);
+            }
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        let (fd, _) = self.node(ino)?;
+        let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        Ok(self.attr_of(&st))
+    }
+
+    /// Gives a newly created inode to the requesting user, as a kernel
+    /// filesystem would (the daemon itself runs as root).
+    fn give_to(&self, parent_fd: RawFd, name: &OsStr, uid: u32, gid: u32) -> Result<()> {
+        if !self.running_as_root {
+            return Ok(());
+        }
+        // Inherit the group of a setgid directory.
+        let pst = sys::stat_fd(parent_fd).map_err(os_err)?;
+        let gid = if pst.st_mode & libc::S_ISGID != 0 {
+            pst.st_gid
+        } else {
+            gid
+        };
+        let fd = sys::open_path(parent_fd, name).map_err(os_err)?;
+        sys::chown_fd(fd.as_raw_fd(), Some(uid), Some(gid)).map_err(os_err)
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.opts.read_only {
+            Err(errno(libc::EROFS))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Checks a name for creation under `role`.
+    fn check_new_name(role: &Role, name: &OsStr) -> Result<()> {
+        if name.len() > 255 {
+            return Err(errno(libc::ENAMETOOLONG));
+        }
+        match role {
+            Role::Root => Err(errno(libc::EPERM)),
+            _ if name.as_bytes().starts_with(RESERVED_PREFIX.as_bytes()) => Err(errno(libc::EPERM)),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, uid: u32, gid: u32) -> Result<Attr> {
+        self.writable()?;
+        let (pfd, prole) = self.node(parent)?;
+        if let Role::Root = prole {
+            // mkdir at the root creates a bucket.
+            let s = name.to_str().ok_or_else(|| errno(libc::EINVAL))?;
+            BucketName::parse(s).map_err(|e| {
+                tracing::warn!(code = e.code.as_str(), path = s, "{}", e.message);
+                errno(libc::EINVAL)
+            })?;
+        } else {
+            Self::check_new_name(&prole, name)?;
+        }
+        sys::mkdir_at(pfd.as_raw_fd(), name, mode).map_err(os_err)?;
+        self.give_to(pfd.as_raw_fd(), name, uid, gid)?;
+        self.remember(pfd.as_raw_fd(), &prole, name)
+    }
+
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+        p: &Principal,
+    ) -> Result<Attr> {
+        self.writable()?;
+        let (pfd, prole) = self.node(parent)?;
+        Self::check_new_name(&prole, name)?;
+        if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 {
+            let (_, attr) = self.create_object(parent, name, mode & 0o7777, libc::O_RDWR, p)?;
+            return Ok(attr);
+        }
+        sys::mknod_at(pfd.as_raw_fd(), name, mode, rdev as u64).map_err(os_err)?;
+        self.give_to(pfd.as_raw_fd(), name, p.uid, p.gid)?;
+        self.remember(pfd.as_raw_fd(), &prole, name)
+    }
+
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        target: &Path,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
+        self.writable()?;
+        let (pfd, prole) = self.node(parent)?;
+        Self::check_new_name(&prole, name)?;
+        sys::symlink_at(target.as_os_str(), pfd.as_raw_fd(), name).map_err(os_err)?;
+        self.give_to(pfd.as_raw_fd(), name, uid, gid)?;
+        self.remember(pfd.as_raw_fd(), &prole, name)
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let (fd, _) = self.node(ino)?;
+        sys::readlink_fd(fd.as_raw_fd()).map_err(os_err)
+    }
+
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.writable()?;
+        let (pfd, prole) = self.node(parent)?;
+        if Self::hidden(&prole, name) || matches!(prole, Role::Root) {
+            return Err(errno(if matches!(prole, Role::Root) {
+                libc::EPERM
+            } else {
+                libc::ENOENT
+            }));
+        }
+        sys::unlink_at(pfd.as_raw_fd(), name, 0).map_err(os_err)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.writable()?;
+        let (pfd, prole) = self.node(parent)?;
+        if Self::hidden(&prole, name) {
+            return Err(errno(libc::ENOENT));
+        }
+        if let Role::Root = prole {
+            // A bucket: empty apart from its settings file.
+            let s = name.to_str().ok_or_else(|| errno(libc::ENOENT))?;
+            let b = BucketName::parse(s).map_err(|_| errno(libc::ENOENT))?;
+            return self.engine.delete_bucket(&b).map_err(|e| match e.code {
+                OssCode::BucketNotEmpty => errno(libc::ENOTEMPTY),
+                _ => e,
+            });
+        }
+        sys::unlink_at(pfd.as_raw_fd(), name, libc::AT_REMOVEDIR).map_err(os_err)
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        self.writable()?;
+        let (pfd, prole) = self.node(parent)?;
+        let (nfd, nrole) = self.node(newparent)?;
+        if matches!(prole, Role::Root) || matches!(nrole, Role::Root) {
+            return Err(errno(libc::EPERM));
+        }
+        if prole.bucket() != nrole.bucket() {
+            // Objects do not move between buckets: each bucket has its own
+            // rule. `mv` falls back to copy + delete, which re-encrypts
+            // under the destination's rule, as OSS CopyObject does.
+            return Err(errno(libc::EXDEV));
+        }
+        if Self::hidden(&prole, name) {
+            return Err(errno(libc::ENOENT));
+        }
+        Self::check_new_name(&nrole, newname)?;
+        sys::rename_at(pfd.as_raw_fd(), name, nfd.as_raw_fd(), newname, flags).map_err(os_err)
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<Attr> {
+        self.writable()?;
+        let (fd, role) = self.node(ino)?;
+        let (nfd, nrole) = self.node(newparent)?;
+        Self::check_new_name(&nrole, newname)?;
+        if role.bucket() != nrole.bucket() || matches!(role, Role::Bucket(_) | Role::Root) {
+            return Err(errno(if matches!(role, Role::InBucket(_)) {
+                libc::EXDEV
+            } else {
+                libc::EPERM
+            }));
+        }
+        sys::link_fd(fd.as_raw_fd(), nfd.as_raw_fd(), newname).map_err(os_err)?;
+        self.remember(nfd.as_raw_fd(), &nrole, newname)
+    }
+
+    pub fn chmod(&self, ino: u64, mode: u32) -> Result<()> {
+        self.writable()?;
+        let (fd, _) = self.node(ino)?;
+        sys::chmod_fd(fd.as_raw_fd(), mode & 0o7777).map_err(os_err)
+    }
+
+    pub fn chown(&self, ino: u64, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        self.writable()?;
+        let (fd, _) = self.node(ino)?;
+        sys::chown_fd(fd.as_raw_fd(), uid, gid).map_err(os_err)
+    }
+
+    pub fn utimens(
+        &self,
+        ino: u64,
+        atime: Option<libc::timespec>,
+        mtime: Option<libc::timespec>,
+    ) -> Result<()> {
+        self.writable()?;
+        let (fd, _) = self.node(ino)?;
+        let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        let link = Kind::from_mode(st.st_mode) == Kind::Symlink;
+        sys::utimens_fd(fd.as_raw_fd(), link, atime, mtime).map_err(os_err)
+    }
+
+    pub fn statfs(&self) -> Result<libc::statvfs> {
+        let (fd, _) = self.node(ROOT_INO)?;
+        sys::statvfs_fd(fd.as_raw_fd()).map_err(os_err)
+    }
+
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let (fd, role) = self.node(ino)?;
+        let dir = sys::proc_path(fd.as_raw_fd());
+        let mut entries = vec![
+            (ino, Kind::Dir, OsString::from(".")),
+            (ino, Kind::Dir, OsString::from("..")),
+        ];
+        for e in std::fs::read_dir(&dir).map_err(os_err)? {
+            let e = e.map_err(os_err)?;
+            let name = e.file_name();
+            if Self::hidden(&role, &name) {
+                continue;
+            }
+            let (bino, kind) = match e.metadata() {
+                Ok(m) => {
+                    use std::os::unix::fs::MetadataExt;
+                    (m.ino(), Kind::from_mode(m.mode()))
+                }
+                Err(_) => continue, // removed meanwhile
+            };
+            if matches!(role, Role::Root) && kind != Kind::Dir {
+                continue;
+            }
+            entries.push((self.fuse_ino(bino), kind, name));
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, Handle::Dir(entries));
+        Ok(fh)
+    }
+
+    /// Directory entries from `offset` on; `add` returns true when the
+    /// reply buffer is full.
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, u64, Kind, &OsStr) -> bool,
+    ) -> Result<()> {
+        let handles = lock(&self.handles);
+        let Some(Handle::Dir(entries)) = handles.get(&fh) else {
+            return Err(errno(libc::EBADF));
+        };
+        for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+            if add(*ino, i as u64 + 1, *kind, name) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        lock(&self.handles).remove(&fh);
+    }
+
+    pub fn fsyncdir(&self, ino: u64) -> Result<()> {
+        let (fd, _) = self.node(ino)?;
+        File::open(sys::proc_path(fd.as_raw_fd()))
+            .and_then(|d| d.sync_all())
+            .map_err(os_err)
+    }
+
+    /// The object's display name for logs and errors: bucket/key.
+    fn display_name(&self, fd: RawFd) -> String {
+        let p = std::fs::read_link(sys::proc_path(fd)).unwrap_or_default();
+        p.strip_prefix(self.engine.data_dir())
+            .map(|r| r.display().to_string())
+            .unwrap_or_else(|_| p.display().to_string())
+    }
+
+    fn bucket_dir(&self, b: &BucketName) -> std::path::PathBuf {
+        self.engine.data_dir().join(b.as_str())
+    }
+}
+
+/// True for names that must never be shown or created at the data
+/// directory's root or in a bucket (used by tests).
+pub fn is_internal_name(name: &str) -> bool {
+    name == STATE_DIR || name == BUCKET_SETTINGS || name.starts_with(RESERVED_PREFIX)
+}

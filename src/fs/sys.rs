@@ -1,0 +1,226 @@
+//! Thin, safe wrappers over the *at(2) system calls the filesystem core
+//! uses on backend inodes, which it holds as O_PATH descriptors.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+fn cstr(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// The /proc path that reopens an O_PATH descriptor's inode.
+pub fn proc_path(fd: RawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{fd}"))
+}
+
+/// The backend path of the inode behind `fd` (for calls that must not
+/// follow symlinks, which the /proc magic link would not be resolved by).
+pub fn real_path(fd: RawFd) -> io::Result<PathBuf> {
+    std::fs::read_link(proc_path(fd))
+}
+
+pub fn proc_cpath(fd: RawFd) -> CString {
+    // A formatted number never contains NUL.
+    #[allow(clippy::expect_used)]
+    CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL in a number")
+}
+
+/// An O_PATH descriptor of `name` in `dir`, not following symlinks.
+pub fn open_path(dir: RawFd, name: &OsStr) -> io::Result<OwnedFd> {
+    let n = cstr(name)?;
+    // SAFETY: valid C string; the returned fd is owned below.
+    let fd = check(unsafe {
+        libc::openat(
+            dir,
+            n.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens `name` in `dir` with `flags` and `mode`.
+pub fn open_at(dir: RawFd, name: &OsStr, flags: i32, mode: u32) -> io::Result<File> {
+    let n = cstr(name)?;
+    // SAFETY: valid C string.
+    let fd = check(unsafe {
+        libc::openat(
+            dir,
+            n.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Reopens an O_PATH descriptor's inode with real access `flags`.
+pub fn reopen(fd: RawFd, flags: i32) -> io::Result<File> {
+    let p = proc_cpath(fd);
+    // SAFETY: valid C string.
+    let f = check(unsafe {
+        libc::open(
+            p.as_ptr(),
+            (flags & !libc::O_CREAT & !libc::O_EXCL & !libc::O_TRUNC) | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { File::from_raw_fd(f) })
+}
+
+pub fn stat_fd(fd: RawFd) -> io::Result<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: empty path with AT_EMPTY_PATH stats fd itself; st is written.
+    check(unsafe {
+        libc::fstatat(
+            fd,
+            c"".as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    // SAFETY: fstatat succeeded and filled st.
+    Ok(unsafe { st.assume_init() })
+}
+
+pub fn mkdir_at(dir: RawFd, name: &OsStr, mode: u32) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: valid string.
+    check(unsafe { libc::mkdirat(dir, n.as_ptr(), mode as libc::mode_t) }).map(|_| ())
+}
+
+pub fn mknod_at(dir: RawFd, name: &OsStr, mode: u32, rdev: u64) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: valid string.
+    check(unsafe { libc::mknodat(dir, n.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) })
+        .map(|_| ())
+}
+
+pub fn symlink_at(target: &OsStr, dir: RawFd, name: &OsStr) -> io::Result<()> {
+    let t = cstr(target)?;
+    let n = cstr(name)?;
+    // SAFETY: valid strings.
+    check(unsafe { libc::symlinkat(t.as_ptr(), dir, n.as_ptr()) }).map(|_| ())
+}
+
+pub fn readlink_fd(fd: RawFd) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: empty path reads the link fd refers to (O_PATH|O_NOFOLLOW).
+    let n = unsafe { libc::readlinkat(fd, c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+pub fn unlink_at(dir: RawFd, name: &OsStr, flags: i32) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: valid string.
+    check(unsafe { libc::unlinkat(dir, n.as_ptr(), flags) }).map(|_| ())
+}
+
+pub fn rename_at(
+    from_dir: RawFd,
+    from: &OsStr,
+    to_dir: RawFd,
+    to: &OsStr,
+    flags: u32,
+) -> io::Result<()> {
+    let f = cstr(from)?;
+    let t = cstr(to)?;
+    // SAFETY: valid strings; renameat2 via syscall for portability of libc versions.
+    check(unsafe { libc::renameat2(from_dir, f.as_ptr(), to_dir, t.as_ptr(), flags) }).map(|_| ())
+}
+
+/// Hard-links the inode behind an O_PATH descriptor as `name` in `dir`.
+pub fn link_fd(fd: RawFd, dir: RawFd, name: &OsStr) -> io::Result<()> {
+    let p = proc_cpath(fd);
+    let n = cstr(name)?;
+    // SAFETY: valid strings; AT_SYMLINK_FOLLOW resolves the /proc magic link.
+    check(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            dir,
+            n.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+    .map(|_| ())
+}
+
+pub fn chown_fd(fd: RawFd, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    let u = uid.unwrap_or(u32::MAX);
+    let g = gid.unwrap_or(u32::MAX);
+    // SAFETY: empty path with AT_EMPTY_PATH changes fd's inode itself.
+    check(unsafe {
+        libc::fchownat(
+            fd,
+            c"".as_ptr(),
+            u,
+            g,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(|_| ())
+}
+
+pub fn chmod_fd(fd: RawFd, mode: u32) -> io::Result<()> {
+    let p = proc_cpath(fd);
+    // SAFETY: valid string. Symlinks never get here (their mode is fixed).
+    check(unsafe { libc::chmod(p.as_ptr(), mode as libc::mode_t) }).map(|_| ())
+}
+
+/// utimensat on the inode behind `fd`; `None` leaves a time unchanged.
+pub fn utimens_fd(
+    fd: RawFd,
+    is_symlink: bool,
+    atime: Option<libc::timespec>,
+    mtime: Option<libc::timespec>,
+) -> io::Result<()> {
+    let omit = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_OMIT,
+    };
+    let ts = [atime.unwrap_or(omit), mtime.unwrap_or(omit)];
+    if is_symlink {
+        // The /proc link would follow the symlink; AT_EMPTY_PATH on the
+        // O_PATH descriptor changes the link itself (Linux >= 5.8).
+        // SAFETY: empty path, two timespecs.
+        return check(unsafe {
+            libc::utimensat(
+                fd,
+                c"".as_ptr(),
+                ts.as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })
+        .map(|_| ());
+    }
+    let p = proc_cpath(fd);
+    // SAFETY: valid string and two timespecs.
+    check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), ts.as_ptr(), 0) }).map(|_| ())
+}
+
+pub fn statvfs_fd(fd: RawFd) -> io::Result<libc::statvfs> {
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: st is written on success.
+    check(unsafe { libc::fstatvfs(fd, st.as_mut_ptr()) })?;
+    // SAFETY: succeeded.
+    Ok(unsafe { st.assume_init() })
+}

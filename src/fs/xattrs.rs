@@ -1,0 +1,425 @@
+//! Extended attributes. The three OSS names choose encryption: on a bucket
+//! directory they are the bucket's rule (Put/Get/DeleteBucketEncryption), on
+//! a file they show how the object is stored and set a per-object override
+//! (which re-encrypts the object). Other names are stored on the backend
+//! file unchanged, like `x-oss-meta-*`.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use super::{errno, lock, os_err, sys, Fs, Kind, Role};
+use crate::engine::Engine;
+use crate::error::{Error, OssCode, Result};
+use crate::format::Method;
+use crate::kms::{Kms, Principal};
+use crate::oss::{SseAlgorithm, SseConfig};
+
+pub const XA_SSE: &str = "user.oss.server-side-encryption";
+pub const XA_KEY: &str = "user.oss.server-side-encryption-key-id";
+pub const XA_DATA: &str = "user.oss.server-side-data-encryption";
+const INTERNAL_PREFIX: &[u8] = b"user.ssefs.";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OssName {
+    Sse,
+    Key,
+    Data,
+}
+
+fn oss_name(name: &OsStr) -> Option<OssName> {
+    match name.as_bytes() {
+        b if b == XA_SSE.as_bytes() => Some(OssName::Sse),
+        b if b == XA_KEY.as_bytes() => Some(OssName::Key),
+        b if b == XA_DATA.as_bytes() => Some(OssName::Data),
+        _ => None,
+    }
+}
+
+fn value_str(v: &[u8]) -> Result<&str> {
+    std::str::from_utf8(v)
+        .map_err(|_| Error::new(OssCode::InvalidArgument, "the value is not valid UTF-8"))
+}
+
+/// Reads one field of a configuration as its xattr value.
+fn field(cfg: Option<&SseConfig>, n: OssName) -> Result<Vec<u8>> {
+    let v = cfg.and_then(|c| match n {
+        OssName::Sse => Some(c.algorithm.as_str().to_owned()),
+        OssName::Key => c.kms_key_id.clone(),
+        OssName::Data => c.kms_data_sm4.then(|| "SM4".to_owned()),
+    });
+    v.map(String::into_bytes)
+        .ok_or_else(|| errno(libc::ENODATA))
+}
+
+/// A configuration with one field set from an xattr value (the other two
+/// kept where they still apply), validated as OSS validates a rule.
+fn with_field(cur: Option<&SseConfig>, n: OssName, v: &str) -> Result<SseConfig> {
+    let cur_kms = cur.filter(|c| c.algorithm == SseAlgorithm::Kms);
+    let key = cur_kms.and_then(|c| c.kms_key_id.as_deref());
+    let data = cur_kms.filter(|c| c.kms_data_sm4).map(|_| "SM4");
+    match n {
+        OssName::Sse => {
+            let keep = v == "KMS";
+            SseConfig::bucket_rule(v, key.filter(|_| keep), data.filter(|_| keep))
+        }
+        OssName::Key => match cur {
+            Some(c) => SseConfig::bucket_rule(c.algorithm.as_str(), Some(v), data),
+            None => Err(Error::new(
+                OssCode::InvalidArgument,
+                "KMSMasterKeyID is not applicable if the default sse algorithm is not KMS.",
+            )),
+        },
+        OssName::Data => match cur {
+            Some(c) => SseConfig::bucket_rule(c.algorithm.as_str(), key, Some(v)),
+            None => Err(Error::new(
+                OssCode::InvalidArgument,
+                "set user.oss.server-side-encryption first: the rule needs an SSEAlgorithm",
+            )),
+        },
+    }
+}
+
+/// The configuration without one field; `None` when removing the algorithm.
+fn without_field(cur: &SseConfig, n: OssName) -> Result<Option<SseConfig>> {
+    let mut c = cur.clone();
+    match n {
+        OssName::Sse => return Ok(None),
+        OssName::Key if c.kms_key_id.is_some() => c.kms_key_id = None,
+        OssName::Data if c.kms_data_sm4 => c.kms_data_sm4 = false,
+        _ => return Err(errno(libc::ENODATA)),
+    }
+    Ok(Some(c))
+}
+
+// Plain xattrs on the backend inode, through its /proc path (which follows
+// to the inode; symlinks hold no user xattrs on Linux).
+
+fn backend_get(path: &CString, name: &OsStr) -> std::io::Result<Vec<u8>> {
+    let n = CString::new(name.as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    loop {
+        // SAFETY: valid strings; size query.
+        let len = unsafe { libc::getxattr(path.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+        if len < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; len as usize];
+        // SAFETY: buf writable for its length.
+        let got = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                n.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if got < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ERANGE) {
+                continue;
+            }
+            return Err(e);
+        }
+        buf.truncate(got as usize);
+        return Ok(buf);
+    }
+}
+
+fn backend_set(path: &CString, name: &OsStr, v: &[u8], flags: i32) -> std::io::Result<()> {
+    let n = CString::new(name.as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: valid strings and buffer.
+    let r = unsafe { libc::setxattr(path.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), flags) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn backend_remove(path: &CString, name: &OsStr) -> std::io::Result<()> {
+    let n = CString::new(name.as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: valid strings.
+    let r = unsafe { libc::removexattr(path.as_ptr(), n.as_ptr()) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn backend_list(path: &CString) -> std::io::Result<Vec<u8>> {
+    loop {
+        // SAFETY: size query.
+        let len = unsafe { libc::listxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
+        if len < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; len as usize];
+        // SAFETY: buf writable.
+        let got = unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if got < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ERANGE) {
+                continue;
+            }
+            return Err(e);
+        }
+        buf.truncate(got as usize);
+        return Ok(buf);
+    }
+}
+
+/// What the inode is, for xattr purposes.
+enum Target {
+    Root,
+    Bucket(Arc<crate::oss::BucketName>),
+    Object,
+    Dir,
+    Other,
+}
+
+impl Fs {
+    fn xattr_target(
+        &self,
+        ino: u64,
+    ) -> Result<(Target, std::os::fd::RawFd, Arc<std::os::fd::OwnedFd>)> {
+        let (fd, role) = self.node(ino)?;
+        let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        let t = match (&role, Kind::from_mode(st.st_mode)) {
+            (Role::Root, _) => Target::Root,
+            (Role::Bucket(b), _) => Target::Bucket(b.clone()),
+            (_, Kind::File) => Target::Object,
+            (_, Kind::Dir) => Target::Dir,
+            _ => Target::Other,
+        };
+        Ok((t, fd.as_raw_fd(), fd))
+    }
+
+    /// How the object is stored now, as HeadObject reports it.
+    fn stored_sse(&self, fd: std::os::fd::RawFd) -> Result<Option<SseConfig>> {
+        let f: File = sys::reopen(fd, libc::O_RDONLY).map_err(os_err)?;
+        if f.metadata().map_err(os_err)?.len() == 0 {
+            return Ok(None);
+        }
+        let h = Engine::read_header(&f, &self.display_name(fd))?;
+        Ok(match h.method {
+            Method::None => None,
+            Method::Oss => Some(SseConfig {
+                algorithm: if h.cipher == crate::crypto::Cipher::Sm4Gcm {
+                    SseAlgorithm::Sm4
+                } else {
+                    SseAlgorithm::Aes256
+                },
+                kms_key_id: None,
+                kms_data_sm4: false,
+            }),
+            Method::Kms => Some(SseConfig {
+                algorithm: SseAlgorithm::Kms,
+                kms_key_id: Some(Kms::key_id_string(&h.key_id)),
+                kms_data_sm4: h.cipher == crate::crypto::Cipher::Sm4Gcm,
+            }),
+        })
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &OsStr, p: &Principal) -> Result<Vec<u8>> {
+        let (t, fd, _keep) = self.xattr_target(ino)?;
+        if let Some(n) = oss_name(name) {
+            return match t {
+                Target::Bucket(b) => match self.engine.get_bucket_encryption(p, &b) {
+                    Ok(rule) => field(Some(&rule), n),
+                    Err(e) if e.code == OssCode::NoSuchServerSideEncryptionRule => {
+                        Err(errno(libc::ENODATA))
+                    }
+                    Err(e) => Err(e),
+                },
+                Target::Object => field(self.stored_sse(fd)?.as_ref(), n),
+                _ => Err(errno(libc::ENOTSUP)),
+            };
+        }
+        if name.as_bytes().starts_with(INTERNAL_PREFIX) {
+            return Err(errno(libc::ENODATA));
+        }
+        if matches!(t, Target::Other) {
+            return Err(errno(libc::ENODATA));
+        }
+        backend_get(&sys::proc_cpath(fd), name).map_err(os_err)
+    }
+
+    pub fn listxattr(&self, ino: u64, p: &Principal) -> Result<Vec<u8>> {
+        let (t, fd, _keep) = self.xattr_target(ino)?;
+        let cfg = match &t {
+            Target::Bucket(b) => self.engine.get_bucket_encryption(p, b).ok(),
+            Target::Object => self.stored_sse(fd).unwrap_or(None),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        for (n, s) in [
+            (OssName::Sse, XA_SSE),
+            (OssName::Key, XA_KEY),
+            (OssName::Data, XA_DATA),
+        ] {
+            if field(cfg.as_ref(), n).is_ok() {
+                out.extend_from_slice(s.as_bytes());
+                out.push(0);
+            }
+        }
+        if matches!(t, Target::Other) {
+            return Ok(out);
+        }
+        let raw = backend_list(&sys::proc_cpath(fd)).map_err(os_err)?;
+        for n in raw.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            if !n.starts_with(INTERNAL_PREFIX) {
+                out.extend_from_slice(n);
+                out.push(0);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn setxattr(
+        &self,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        p: &Principal,
+    ) -> Result<()> {
+        self.writable()?;
+        let (t, fd, _keep) = self.xattr_target(ino)?;
+        if let Some(n) = oss_name(name) {
+            return match t {
+                Target::Bucket(b) => {
+                    let v = value_str(value).map_err(|e| e.resource(b.as_str()))?;
+                    let cur = self.engine.bucket_rule(&b)?;
+                    let rule =
+                        with_field(cur.as_ref(), n, v).map_err(|e| e.resource(b.as_str()))?;
+                    self.engine.put_bucket_encryption(p, &b, &rule)
+                }
+                Target::Object => {
+                    let name = self.display_name(fd);
+                    let v = value_str(value).map_err(|e| e.resource(&name))?;
+                    let cur = self.current_object_sse(fd)?;
+                    let over = with_field(cur.as_ref(), n, v).map_err(|e| e.resource(&name))?;
+                    self.apply_override(ino, Some(&over), Some(&over), p)
+                }
+                _ => Err(errno(libc::ENOTSUP)),
+            };
+        }
+        if name.as_bytes().starts_with(INTERNAL_PREFIX) {
+            return Err(errno(libc::EPERM));
+        }
+        if matches!(t, Target::Other) {
+            return Err(errno(libc::EPERM));
+        }
+        backend_set(&sys::proc_cpath(fd), name, value, flags).map_err(os_err)
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &OsStr, p: &Principal) -> Result<()> {
+        self.writable()?;
+        let (t, fd, _keep) = self.xattr_target(ino)?;
+        if let Some(n) = oss_name(name) {
+            return match t {
+                Target::Bucket(b) => {
+                    let cur = self
+                        .engine
+                        .bucket_rule(&b)?
+                        .ok_or_else(|| errno(libc::ENODATA))?;
+                    match without_field(&cur, n)? {
+                        None => self.engine.delete_bucket_encryption(p, &b),
+                        Some(rule) => self.engine.put_bucket_encryption(p, &b, &rule),
+                    }
+                }
+                Target::Object => {
+                    let cur = self
+                        .current_object_sse(fd)?
+                        .ok_or_else(|| errno(libc::ENODATA))?;
+                    match without_field(&cur, n)? {
+                        // Back to the bucket's current rule.
+                        None => {
+                            let (_, role) = self.node(ino)?;
+                            let b = role.bucket().ok_or_else(|| errno(libc::EPERM))?.clone();
+                            let rule = self.engine.bucket_rule(&b)?;
+                            self.apply_override(ino, rule.as_ref(), None, p)
+                        }
+                        Some(over) => self.apply_override(ino, Some(&over), Some(&over), p),
+                    }
+                }
+                _ => Err(errno(libc::ENOTSUP)),
+            };
+        }
+        if name.as_bytes().starts_with(INTERNAL_PREFIX) {
+            return Err(errno(libc::EPERM));
+        }
+        if matches!(t, Target::Other) {
+            return Err(errno(libc::EPERM));
+        }
+        backend_remove(&sys::proc_cpath(fd), name).map_err(os_err)
+    }
+
+    /// The override if one is set, else how the object is stored.
+    fn current_object_sse(&self, fd: std::os::fd::RawFd) -> Result<Option<SseConfig>> {
+        match Engine::read_override(&sys::real_path(fd).map_err(os_err)?)? {
+            Some(o) => Ok(Some(o)),
+            None => self.stored_sse(fd),
+        }
+    }
+
+    /// Stores the object anew under `sse`, recording `over` as its override:
+    /// an empty object just gets a new header; a non-empty one is
+    /// re-encrypted into a temp file that is renamed over it (atomic). The
+    /// inode number the kernel knows is kept.
+    fn apply_override(
+        &self,
+        ino: u64,
+        sse: Option<&SseConfig>,
+        over: Option<&SseConfig>,
+        p: &Principal,
+    ) -> Result<()> {
+        let (fd, role) = self.node(ino)?;
+        let backend_path = std::fs::read_link(sys::proc_path(fd.as_raw_fd())).map_err(os_err)?;
+        let name = self.display_name(fd.as_raw_fd());
+        let size = self.getattr(ino)?.size;
+        // The open object (if any) is locked for the whole change so no
+        // write slips in between the copy and the rename.
+        let open = lock(&self.nodes)
+            .get(&ino)
+            .and_then(|n| n.open.as_ref().map(|(o, _)| o.clone()));
+        let mut guard = open.as_ref().map(|o| o.write_lock());
+        if size == 0 {
+            let (header, key) = self
+                .engine
+                .new_header(p, sse)
+                .map_err(|e| e.resource(&name))?;
+            Engine::write_override(&backend_path, over)?;
+            let f = sys::reopen(fd.as_raw_fd(), libc::O_RDWR).map_err(os_err)?;
+            crate::engine::ObjectFile::create(f, header, &key, name.clone())?;
+            if let Some(g) = guard.as_mut() {
+                self.refill(fd.as_raw_fd(), g, &name, p)?;
+            }
+            return Ok(());
+        }
+        self.engine
+            .reencrypt_path(p, &backend_path, &name, sse, over)?;
+        // The backend inode changed; keep the kernel's inode number for it.
+        let new_fd =
+            Arc::new(sys::open_path(libc::AT_FDCWD, backend_path.as_os_str()).map_err(os_err)?);
+        let st = sys::stat_fd(new_fd.as_raw_fd()).map_err(os_err)?;
+        {
+            let mut nodes = lock(&self.nodes);
+            if let Some(n) = nodes.get_mut(&ino) {
+                n.fd = new_fd.clone();
+                n.role = role;
+            }
+            lock(&self.aliases).insert(st.st_ino, ino);
+        }
+        if let Some(g) = guard.as_mut() {
+            self.refill(new_fd.as_raw_fd(), g, &name, p)?;
+        }
+        Ok(())
+    }
+}

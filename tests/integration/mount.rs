@@ -1,0 +1,809 @@
+//! The filesystem through real FUSE mounts.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::util::{bin, DataDir};
+
+/// A mounted data directory; unmounted on drop.
+pub struct Mount {
+    pub d: DataDir,
+    pub mnt: PathBuf,
+}
+
+fn is_mounted(p: &Path) -> bool {
+    let canon = p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(canon.to_str().unwrap()))
+}
+
+impl Mount {
+    pub fn new(opts: &[&str]) -> Mount {
+        let d = DataDir::uninit();
+        let mnt = d.path("mnt");
+        fs::create_dir(&mnt).unwrap();
+        let m = Mount { d, mnt };
+        m.mount(opts);
+        m
+    }
+
+    pub fn mount(&self, opts: &[&str]) {
+        let mut args = vec!["mount", self.mnt.to_str().unwrap()];
+        for o in opts {
+            args.push("-o");
+            args.push(o);
+        }
+        self.d.run(&args).ok();
+        assert!(
+            is_mounted(&self.mnt),
+            "not mounted after ssefs mount returned"
+        );
+    }
+
+    pub fn unmount(&self) {
+        let st = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.mnt)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let t = Instant::now();
+        while is_mounted(&self.mnt) && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Let the daemon finish its exit path.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    pub fn backend(&self, rel: &str) -> PathBuf {
+        self.d.data().join(rel)
+    }
+
+    pub fn getfattr(&self, rel: &str, name: &str) -> Result<String, i32> {
+        xattr_get(&self.p(rel), name)
+    }
+
+    pub fn setfattr(&self, rel: &str, name: &str, v: &str) -> Result<(), i32> {
+        xattr_set(&self.p(rel), name, v.as_bytes())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.mnt)
+                .status();
+        }
+    }
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap()
+}
+
+pub fn xattr_get(p: &Path, name: &str) -> Result<String, i32> {
+    let mut buf = vec![0u8; 4096];
+    let n = CString::new(name).unwrap();
+    let r = unsafe {
+        libc::getxattr(
+            cpath(p).as_ptr(),
+            n.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if r < 0 {
+        return Err(last_errno());
+    }
+    buf.truncate(r as usize);
+    Ok(String::from_utf8(buf).unwrap())
+}
+
+pub fn xattr_set(p: &Path, name: &str, v: &[u8]) -> Result<(), i32> {
+    let n = CString::new(name).unwrap();
+    let r = unsafe { libc::setxattr(cpath(p).as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+    if r < 0 {
+        Err(last_errno())
+    } else {
+        Ok(())
+    }
+}
+
+pub fn xattr_remove(p: &Path, name: &str) -> Result<(), i32> {
+    let n = CString::new(name).unwrap();
+    let r = unsafe { libc::removexattr(cpath(p).as_ptr(), n.as_ptr()) };
+    if r < 0 {
+        Err(last_errno())
+    } else {
+        Ok(())
+    }
+}
+
+fn xattr_list(p: &Path) -> Vec<String> {
+    let mut buf = vec![0u8; 8192];
+    let r = unsafe { libc::listxattr(cpath(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(r >= 0);
+    buf.truncate(r as usize);
+    buf.split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+fn errno_of(e: std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
+}
+
+const SSE: &str = "user.oss.server-side-encryption";
+const KEY: &str = "user.oss.server-side-encryption-key-id";
+const DATA: &str = "user.oss.server-side-data-encryption";
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+// ----------------------------------------------------------------- namespace
+
+#[test]
+fn mount_creates_the_data_dir_and_the_root_lists_buckets() {
+    let m = Mount::new(&[]);
+    assert!(m.d.data().join(".ssefs/keystore.toml").exists());
+    assert_eq!(
+        fs::read_dir(&m.mnt).unwrap().count(),
+        0,
+        ".ssefs must not show"
+    );
+    fs::create_dir(m.p("bucket-one")).unwrap();
+    assert_eq!(
+        errno_of(fs::create_dir(m.p("Bad_Name")).unwrap_err()),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno_of(fs::create_dir(m.p("ab")).unwrap_err()),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno_of(File::create(m.p("file-at-root")).unwrap_err()),
+        libc::EPERM
+    );
+    let names: Vec<_> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec!["bucket-one"]);
+    assert_eq!(m.d.run(&["bucket", "list"]).ok().stdout, "bucket-one\n");
+    fs::write(m.p("bucket-one/x"), b"x").unwrap();
+    assert_eq!(
+        errno_of(fs::remove_dir(m.p("bucket-one")).unwrap_err()),
+        libc::ENOTEMPTY
+    );
+    fs::remove_file(m.p("bucket-one/x")).unwrap();
+    fs::remove_dir(m.p("bucket-one")).unwrap();
+    assert!(!m.backend("bucket-one").exists());
+}
+
+#[test]
+fn posix_tree_under_a_bucket() {
+    let m = Mount::new(&[]);
+    fs::create_dir_all(m.p("bkt/a/b")).unwrap();
+    fs::write(m.p("bkt/a/b/f"), b"data").unwrap();
+    // Symlinks.
+    std::os::unix::fs::symlink("b/f", m.p("bkt/a/link")).unwrap();
+    assert_eq!(fs::read_link(m.p("bkt/a/link")).unwrap(), Path::new("b/f"));
+    assert_eq!(fs::read(m.p("bkt/a/link")).unwrap(), b"data");
+    // Hard links share the inode.
+    fs::hard_link(m.p("bkt/a/b/f"), m.p("bkt/a/hard")).unwrap();
+    let (s1, s2) = (
+        fs::metadata(m.p("bkt/a/b/f")).unwrap(),
+        fs::metadata(m.p("bkt/a/hard")).unwrap(),
+    );
+    assert_eq!(s1.ino(), s2.ino());
+    assert_eq!(s1.nlink(), 2);
+    fs::write(m.p("bkt/a/hard"), b"via the other name").unwrap();
+    assert_eq!(fs::read(m.p("bkt/a/b/f")).unwrap(), b"via the other name");
+    // Fifos and sockets.
+    let fifo = cpath(&m.p("bkt/fifo"));
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    assert!(fs::symlink_metadata(m.p("bkt/fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo_like());
+    let _sock = std::os::unix::net::UnixListener::bind(m.p("bkt/sock")).unwrap();
+    assert!(fs::symlink_metadata(m.p("bkt/sock")).is_ok());
+    // chmod, chown, utimens.
+    fs::set_permissions(m.p("bkt/a/b/f"), fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(
+        fs::metadata(m.p("bkt/a/b/f")).unwrap().mode() & 0o777,
+        0o640
+    );
+    std::os::unix::fs::chown(m.p("bkt/a/b/f"), Some(1234), Some(5678)).unwrap();
+    let md = fs::metadata(m.p("bkt/a/b/f")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1234, 5678));
+    let f = File::options().write(true).open(m.p("bkt/a/b/f")).unwrap();
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
+        .unwrap();
+    assert_eq!(
+        fs::metadata(m.p("bkt/a/b/f")).unwrap().mtime(),
+        1_000_000_000
+    );
+    // statfs answers.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(cpath(&m.mnt).as_ptr(), &mut st) }, 0);
+    assert!(st.f_blocks > 0);
+    // Reserved names are refused.
+    assert_eq!(
+        errno_of(File::create(m.p("bkt/.ssefs-x")).unwrap_err()),
+        libc::EPERM
+    );
+}
+
+trait FifoLike {
+    fn is_fifo_like(&self) -> bool;
+}
+impl FifoLike for fs::FileType {
+    fn is_fifo_like(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        self.is_fifo()
+    }
+}
+
+fn renameat2(m: &Mount, a: &str, b: &str, flags: u32) -> Result<(), i32> {
+    let (pa, pb) = (cpath(&m.p(a)), cpath(&m.p(b)));
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            pa.as_ptr(),
+            libc::AT_FDCWD,
+            pb.as_ptr(),
+            flags,
+        )
+    };
+    if r < 0 {
+        Err(last_errno())
+    } else {
+        Ok(())
+    }
+}
+
+#[test]
+fn rename_plain_over_noreplace_and_exchange() {
+    let m = Mount::new(&[]);
+    fs::create_dir_all(m.p("bkt/d")).unwrap();
+    fs::create_dir(m.p("other")).unwrap();
+    fs::write(m.p("bkt/a"), b"A").unwrap();
+    fs::write(m.p("bkt/b"), b"B").unwrap();
+    renameat2(&m, "bkt/a", "bkt/b", libc::RENAME_NOREPLACE).unwrap_err();
+    assert_eq!(
+        renameat2(&m, "bkt/a", "bkt/b", libc::RENAME_NOREPLACE),
+        Err(libc::EEXIST)
+    );
+    renameat2(&m, "bkt/a", "bkt/b", libc::RENAME_EXCHANGE).unwrap();
+    assert_eq!(fs::read(m.p("bkt/a")).unwrap(), b"B");
+    assert_eq!(fs::read(m.p("bkt/b")).unwrap(), b"A");
+    fs::rename(m.p("bkt/a"), m.p("bkt/b")).unwrap();
+    assert_eq!(fs::read(m.p("bkt/b")).unwrap(), b"B");
+    assert!(!m.p("bkt/a").exists());
+    fs::rename(m.p("bkt/b"), m.p("bkt/d/moved")).unwrap();
+    assert_eq!(fs::read(m.p("bkt/d/moved")).unwrap(), b"B");
+    // Between buckets: EXDEV (mv falls back to copy, which re-encrypts).
+    assert_eq!(
+        errno_of(fs::rename(m.p("bkt/d/moved"), m.p("other/x")).unwrap_err()),
+        libc::EXDEV
+    );
+}
+
+#[test]
+fn truncate_append_sparse_and_large_files() {
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    m.setfattr("bkt", SSE, "AES256").unwrap();
+    let data = pattern(100_000, 1);
+    fs::write(m.p("bkt/f"), &data).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.p("bkt/f"))
+        .unwrap();
+    f.set_len(40_000).unwrap();
+    assert_eq!(fs::metadata(m.p("bkt/f")).unwrap().len(), 40_000);
+    f.set_len(70_000).unwrap();
+    let got = fs::read(m.p("bkt/f")).unwrap();
+    assert_eq!(&got[..40_000], &data[..40_000]);
+    assert!(got[40_000..].iter().all(|&b| b == 0));
+    // O_APPEND
+    let mut a = OpenOptions::new().append(true).open(m.p("bkt/f")).unwrap();
+    a.write_all(b"tail").unwrap();
+    drop(a);
+    let got = fs::read(m.p("bkt/f")).unwrap();
+    assert_eq!(got.len(), 70_004);
+    assert_eq!(&got[70_000..], b"tail");
+    // Sparse, past 4 GiB: holes read as zeros, backend stays small.
+    let far = (4u64 << 30) + 777;
+    f.write_all_at(b"far", far).unwrap();
+    let mut buf = [9u8; 8];
+    f.read_exact_at(&mut buf, far - 5).unwrap();
+    assert_eq!(&buf, b"\0\0\0\0\0far");
+    let mut mid = vec![1u8; 65536];
+    f.read_exact_at(&mut mid, 2 << 30).unwrap();
+    assert!(mid.iter().all(|&b| b == 0));
+    assert_eq!(fs::metadata(m.p("bkt/f")).unwrap().len(), far + 3);
+    assert!(fs::metadata(m.backend("bkt/f")).unwrap().blocks() < 4096);
+    // fallocate grows.
+    let g = File::create(m.p("bkt/g")).unwrap();
+    let r = unsafe { libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(&g), 0, 50_000) };
+    assert_eq!(r, 0);
+    assert_eq!(g.metadata().unwrap().len(), 50_000);
+    g.sync_all().unwrap();
+    g.sync_data().unwrap();
+}
+
+#[test]
+fn shared_writable_mmap() {
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    m.setfattr("bkt", SSE, "SM4").unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(m.p("bkt/map"))
+        .unwrap();
+    f.set_len(3 * 4096).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            3 * 4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        let s = std::slice::from_raw_parts_mut(p as *mut u8, 3 * 4096);
+        s[5000..5005].copy_from_slice(b"mmap!");
+        assert_eq!(libc::msync(p, 3 * 4096, libc::MS_SYNC), 0);
+        libc::munmap(p, 3 * 4096);
+    }
+    drop(f);
+    let got = fs::read(m.p("bkt/map")).unwrap();
+    assert_eq!(&got[5000..5005], b"mmap!");
+    // And it is encrypted on disk.
+    let raw = fs::read(m.backend("bkt/map")).unwrap();
+    assert!(!raw.windows(5).any(|w| w == b"mmap!"));
+}
+
+// ------------------------------------------------------------------ xattrs
+
+#[test]
+fn bucket_rule_through_xattrs_follows_the_reference() {
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    assert_eq!(m.getfattr("bkt", SSE), Err(libc::ENODATA));
+    m.setfattr("bkt", SSE, "KMS").unwrap();
+    m.setfattr("bkt", DATA, "SM4").unwrap();
+    m.setfattr("bkt", KEY, "alias/not-yet").unwrap();
+    assert_eq!(m.getfattr("bkt", SSE).unwrap(), "KMS");
+    assert_eq!(m.getfattr("bkt", KEY).unwrap(), "alias/not-yet");
+    assert_eq!(m.getfattr("bkt", DATA).unwrap(), "SM4");
+    let mut l = xattr_list(&m.p("bkt"));
+    l.sort();
+    assert_eq!(
+        l,
+        vec![SSE, KEY, DATA]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+            .tap_sort()
+    );
+    // The CLI sees the same rule.
+    let cli = m.d.run(&["bucket", "encryption", "get", "bkt"]).ok().stdout;
+    assert!(cli.contains("KMSMasterKeyID: alias/not-yet"), "{cli}");
+    // Invalid values: EINVAL, rule unchanged.
+    let settings = fs::read(m.backend("bkt/.ssefs-bucket.toml")).unwrap();
+    for (name, v) in [
+        (SSE, "DES"),
+        (SSE, "kms"),
+        (SSE, " KMS"),
+        (SSE, ""),
+        (DATA, "AES256"),
+    ] {
+        assert_eq!(
+            m.setfattr("bkt", name, v),
+            Err(libc::EINVAL),
+            "{name}={v:?}"
+        );
+    }
+    assert_eq!(
+        xattr_set(&m.p("bkt"), SSE, &[0xff, 0xfe]),
+        Err(libc::EINVAL)
+    );
+    assert_eq!(
+        fs::read(m.backend("bkt/.ssefs-bucket.toml")).unwrap(),
+        settings
+    );
+    // Switching to AES256 drops the key id (it would be InvalidArgument).
+    m.setfattr("bkt", SSE, "AES256").unwrap();
+    assert_eq!(m.getfattr("bkt", KEY), Err(libc::ENODATA));
+    assert_eq!(m.setfattr("bkt", KEY, "alias/x"), Err(libc::EINVAL));
+    xattr_remove(&m.p("bkt"), SSE).unwrap();
+    assert_eq!(m.getfattr("bkt", SSE), Err(libc::ENODATA));
+    // Other directories: ENOTSUP. The root too.
+    fs::create_dir(m.p("bkt/sub")).unwrap();
+    assert_eq!(m.setfattr("bkt/sub", SSE, "AES256"), Err(libc::ENOTSUP));
+    assert_eq!(m.getfattr("bkt/sub", SSE), Err(libc::ENOTSUP));
+    assert_eq!(xattr_get(&m.mnt, SSE), Err(libc::ENOTSUP));
+}
+
+trait TapSort {
+    fn tap_sort(self) -> Self;
+}
+impl TapSort for Vec<String> {
+    fn tap_sort(mut self) -> Self {
+        self.sort();
+        self
+    }
+}
+
+#[test]
+fn setfattr_and_getfattr_tools_work() {
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    let st = Command::new("setfattr")
+        .args(["-n", SSE, "-v", "SM4"])
+        .arg(m.p("bkt"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = Command::new("getfattr")
+        .args(["--only-values", "-n", SSE])
+        .arg(m.p("bkt"))
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"SM4");
+    let st = Command::new("setfattr")
+        .args(["-n", SSE, "-v", "BOGUS"])
+        .arg(m.p("bkt"))
+        .output()
+        .unwrap();
+    assert!(!st.status.success());
+    assert!(String::from_utf8_lossy(&st.stderr).contains("Invalid argument"));
+    let st = Command::new("setfattr")
+        .args(["-x", SSE])
+        .arg(m.p("bkt"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = Command::new("getfattr")
+        .args(["-n", SSE])
+        .arg(m.p("bkt"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn objects_show_how_they_are_stored_and_rules_apply_at_creation() {
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    fs::write(m.p("bkt/plain"), b"p").unwrap();
+    assert_eq!(m.getfattr("bkt/plain", SSE), Err(libc::ENODATA));
+    m.setfattr("bkt", SSE, "KMS").unwrap();
+    fs::write(m.p("bkt/kms"), b"k").unwrap();
+    let id = m.getfattr("bkt/kms", KEY).unwrap();
+    assert_eq!(id.len(), 36, "the default CMK's id, not its alias: {id}");
+    let aliases = m.d.run(&["kms", "list-aliases"]).ok().stdout;
+    assert!(
+        aliases.contains(&format!("alias/acs/oss\t{id}")),
+        "{aliases}"
+    );
+    assert_eq!(m.getfattr("bkt/kms", SSE).unwrap(), "KMS");
+    // A rule change never touches existing objects.
+    m.setfattr("bkt", SSE, "SM4").unwrap();
+    assert_eq!(m.getfattr("bkt/kms", SSE).unwrap(), "KMS");
+    assert_eq!(m.getfattr("bkt/plain", SSE), Err(libc::ENODATA));
+    // O_TRUNC + write is a new upload under the current rule.
+    fs::write(m.p("bkt/kms"), b"rewritten").unwrap();
+    assert_eq!(m.getfattr("bkt/kms", SSE).unwrap(), "SM4");
+    assert_eq!(m.getfattr("bkt/kms", KEY), Err(libc::ENODATA));
+    // chmod, rename, link, utimens and xattrs do not change encryption.
+    fs::set_permissions(m.p("bkt/kms"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::rename(m.p("bkt/kms"), m.p("bkt/renamed")).unwrap();
+    fs::hard_link(m.p("bkt/renamed"), m.p("bkt/linked")).unwrap();
+    m.setfattr("bkt/renamed", "user.note", "meta").unwrap();
+    m.setfattr("bkt", SSE, "AES256").unwrap();
+    assert_eq!(m.getfattr("bkt/renamed", SSE).unwrap(), "SM4");
+    assert_eq!(m.getfattr("bkt/linked", SSE).unwrap(), "SM4");
+    assert_eq!(m.getfattr("bkt/renamed", "user.note").unwrap(), "meta");
+    assert_eq!(fs::read(m.p("bkt/renamed")).unwrap(), b"rewritten");
+    let l = xattr_list(&m.p("bkt/renamed"));
+    assert!(
+        l.contains(&SSE.to_string()) && l.contains(&"user.note".to_string()),
+        "{l:?}"
+    );
+    assert!(!l.iter().any(|n| n.starts_with("user.ssefs")), "{l:?}");
+}
+
+#[test]
+fn setfattr_on_a_file_overrides_and_reencrypts_atomically() {
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    m.setfattr("bkt", SSE, "AES256").unwrap();
+    // Empty file: decides how data about to be written is encrypted.
+    File::create(m.p("bkt/empty")).unwrap();
+    m.setfattr("bkt/empty", SSE, "SM4").unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(m.p("bkt/empty"))
+        .unwrap()
+        .write_all(b"sm4 data")
+        .unwrap();
+    assert_eq!(m.getfattr("bkt/empty", SSE).unwrap(), "SM4");
+
+    // Non-empty: re-encrypted, content unchanged, attributes kept.
+    let data = pattern(200_000, 4);
+    fs::write(m.p("bkt/f"), &data).unwrap();
+    m.setfattr("bkt/f", "user.keep", "yes").unwrap();
+    fs::set_permissions(m.p("bkt/f"), fs::Permissions::from_mode(0o604)).unwrap();
+    let ino = fs::metadata(m.p("bkt/f")).unwrap().ino();
+    let before = fs::read(m.backend("bkt/f")).unwrap();
+    let mut open = File::open(m.p("bkt/f")).unwrap();
+    m.setfattr("bkt/f", SSE, "KMS").unwrap();
+    m.setfattr("bkt/f", DATA, "SM4").unwrap();
+    assert_eq!(m.getfattr("bkt/f", SSE).unwrap(), "KMS");
+    assert_eq!(m.getfattr("bkt/f", DATA).unwrap(), "SM4");
+    assert_ne!(fs::read(m.backend("bkt/f")).unwrap(), before);
+    assert_eq!(fs::read(m.p("bkt/f")).unwrap(), data);
+    let md = fs::metadata(m.p("bkt/f")).unwrap();
+    assert_eq!(md.ino(), ino, "the inode number stays");
+    assert_eq!(md.mode() & 0o777, 0o604);
+    assert_eq!(m.getfattr("bkt/f", "user.keep").unwrap(), "yes");
+    // A handle opened before still reads the same content.
+    let mut got = Vec::new();
+    open.seek(SeekFrom::Start(0)).unwrap();
+    open.read_to_end(&mut got).unwrap();
+    assert_eq!(got, data);
+    // The override survives truncate-and-rewrite.
+    fs::write(m.p("bkt/f"), b"again").unwrap();
+    assert_eq!(m.getfattr("bkt/f", SSE).unwrap(), "KMS");
+    // setfattr -x: back to the bucket's current rule.
+    xattr_remove(&m.p("bkt/f"), SSE).unwrap();
+    assert_eq!(m.getfattr("bkt/f", SSE).unwrap(), "AES256");
+    assert_eq!(fs::read(m.p("bkt/f")).unwrap(), b"again");
+    // Invalid overrides: EINVAL, nothing changes.
+    let raw = fs::read(m.backend("bkt/f")).unwrap();
+    assert_eq!(m.setfattr("bkt/f", SSE, "aes256"), Err(libc::EINVAL));
+    assert_eq!(
+        m.setfattr("bkt/f", KEY, "alias/x"),
+        Err(libc::EINVAL),
+        "key id needs KMS"
+    );
+    assert_eq!(fs::read(m.backend("bkt/f")).unwrap(), raw);
+    // Unknown CMK: ENOKEY, nothing changes.
+    m.setfattr("bkt/f", SSE, "KMS").unwrap();
+    let raw = fs::read(m.backend("bkt/f")).unwrap();
+    assert_eq!(m.setfattr("bkt/f", KEY, "alias/missing"), Err(libc::ENOKEY));
+    assert_eq!(fs::read(m.backend("bkt/f")).unwrap(), raw);
+}
+
+#[test]
+fn encrypted_backend_bytes_hold_no_plaintext_and_everything_persists() {
+    let m = Mount::new(&[]);
+    let marker = b"PLAINTEXT-MARKER-do-not-leak-0123456789".repeat(3000);
+    for (b, alg) in [
+        ("aes", "AES256"),
+        ("sm4", "SM4"),
+        ("kms", "KMS"),
+        ("none", ""),
+    ] {
+        fs::create_dir(m.p(b)).unwrap();
+        if !alg.is_empty() {
+            m.setfattr(b, SSE, alg).unwrap();
+        }
+        fs::write(m.p(&format!("{b}/obj")), &marker).unwrap();
+        m.setfattr(&format!("{b}/obj"), "user.meta", "m").unwrap();
+        let raw = fs::read(m.backend(&format!("{b}/obj"))).unwrap();
+        let leaks = raw.windows(24).any(|w| w == &marker[..24]);
+        assert_eq!(leaks, alg.is_empty(), "bucket {b}");
+    }
+    m.unmount();
+    m.mount(&[]);
+    for (b, alg) in [
+        ("aes", "AES256"),
+        ("sm4", "SM4"),
+        ("kms", "KMS"),
+        ("none", ""),
+    ] {
+        let p = format!("{b}/obj");
+        assert_eq!(fs::read(m.p(&p)).unwrap(), marker);
+        assert_eq!(m.getfattr(&p, "user.meta").unwrap(), "m");
+        if alg.is_empty() {
+            assert_eq!(m.getfattr(b, SSE), Err(libc::ENODATA));
+        } else {
+            assert_eq!(m.getfattr(b, SSE).unwrap(), alg);
+            assert_eq!(m.getfattr(&p, SSE).unwrap(), alg);
+        }
+    }
+}
+
+// ------------------------------------------------------------------ errors
+
+#[test]
+fn kms_errors_reach_the_caller_with_their_errno() {
+    let m = Mount::new(&["allow_other"]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    m.d.run(&["kms", "create-key", "--alias", "alias/app"]).ok();
+    m.setfattr("bkt", SSE, "KMS").unwrap();
+    m.setfattr("bkt", KEY, "alias/app").unwrap();
+    fs::write(m.p("bkt/doc"), b"secret doc").unwrap();
+    fs::set_permissions(m.p("bkt/doc"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(m.p("bkt"), fs::Permissions::from_mode(0o777)).unwrap();
+
+    // Disabled with the CLI while mounted: EKEYREVOKED, without a remount.
+    m.d.run(&["kms", "disable-key", "alias/app"]).ok();
+    assert_eq!(
+        errno_of(File::open(m.p("bkt/doc")).unwrap_err()),
+        libc::EKEYREVOKED
+    );
+    assert_eq!(
+        errno_of(File::create(m.p("bkt/new")).unwrap_err()),
+        libc::EKEYREVOKED
+    );
+    assert!(
+        !m.backend("bkt/new").exists(),
+        "a refused create leaves nothing"
+    );
+    m.d.run(&["kms", "enable-key", "alias/app"]).ok();
+    assert_eq!(fs::read(m.p("bkt/doc")).unwrap(), b"secret doc");
+
+    // Pending deletion: EKEYREVOKED.
+    m.d.run(&[
+        "kms",
+        "schedule-key-deletion",
+        "alias/app",
+        "--pending-days",
+        "7",
+    ])
+    .ok();
+    assert_eq!(
+        errno_of(File::open(m.p("bkt/doc")).unwrap_err()),
+        libc::EKEYREVOKED
+    );
+    m.d.run(&["kms", "cancel-key-deletion", "alias/app"]).ok();
+
+    // A rule naming a key that does not exist: ENOKEY at the next write.
+    m.d.run(&[
+        "bucket",
+        "encryption",
+        "put",
+        "bkt",
+        "--algorithm",
+        "KMS",
+        "--kms-key-id",
+        "0b9f2b4e-7a1c-4c7e-9a55-0d6a2f3e4b5c",
+    ])
+    .ok();
+    assert_eq!(
+        errno_of(File::create(m.p("bkt/other")).unwrap_err()),
+        libc::ENOKEY
+    );
+
+    // The anonymous user (nobody) is refused by KMS: EACCES.
+    let out = Command::new("cat")
+        .arg(m.p("bkt/doc"))
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Logged once, with the OSS code, the path and the key id.
+    let log = fs::read_to_string(m.d.data().join(".ssefs/mount.log")).unwrap();
+    assert!(
+        log.contains("Rejected.Disabled") && log.contains("bkt/doc"),
+        "{log}"
+    );
+    assert!(log.contains("KeyNotFound") && log.contains("0b9f2b4e-7a1c-4c7e-9a55-0d6a2f3e4b5c"));
+    assert!(log.contains("AccessDenied"));
+}
+
+#[test]
+fn tampered_backend_reads_fail_with_eio() {
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    m.setfattr("bkt", SSE, "AES256").unwrap();
+    fs::write(m.p("bkt/t"), pattern(50_000, 2)).unwrap();
+    m.unmount();
+    let raw = m.backend("bkt/t");
+    let f = OpenOptions::new().write(true).open(&raw).unwrap();
+    f.write_all_at(&[0x55], 20_000).unwrap();
+    drop(f);
+    m.mount(&[]);
+    let mut buf = Vec::new();
+    let err = File::open(m.p("bkt/t"))
+        .unwrap()
+        .read_to_end(&mut buf)
+        .unwrap_err();
+    assert_eq!(errno_of(err), libc::EIO);
+    let log = fs::read_to_string(m.d.data().join(".ssefs/mount.log")).unwrap();
+    assert!(
+        log.contains("DataIntegrityError") && log.contains("bkt/t"),
+        "{log}"
+    );
+}
+
+// --------------------------------------------------------------- lifecycle
+
+#[test]
+fn a_dead_mount_is_cleaned_up_and_sigterm_unmounts() {
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    fs::write(m.p("bkt/f"), b"survives").unwrap();
+    let pid = daemon_pid(&m);
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        errno_of(fs::metadata(m.p("bkt")).unwrap_err()),
+        libc::ENOTCONN
+    );
+    m.mount(&[]);
+    assert_eq!(fs::read(m.p("bkt/f")).unwrap(), b"survives");
+    let pid = daemon_pid(&m);
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let t = Instant::now();
+    while is_mounted(&m.mnt) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!is_mounted(&m.mnt), "SIGTERM did not unmount");
+}
+
+fn daemon_pid(m: &Mount) -> i32 {
+    let want = m.mnt.to_str().unwrap().to_owned();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmd
+            .split(|&b| b == 0)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        if args.iter().any(|a| a == "--foreground") && args.iter().any(|a| a == &want) {
+            if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
+                if !stat.contains(") Z ") {
+                    return pid;
+                }
+            }
+        }
+    }
+    panic!("daemon not found for {want} (binary {:?})", bin());
+}
