@@ -279,33 +279,25 @@ impl Engine {
     }
 
     /// An object's persisted encryption override, if any.
-    pub fn read_override(path: &Path) -> Result<Option<SseConfig>> {
-        let Some(v) = xattr::get(path, OsStr::new(OVERRIDE_XATTR)).ctx(path.display())? else {
+    pub fn read_override(file: &File, name: &str) -> Result<Option<SseConfig>> {
+        let Some(v) = xattr::fget(file, OsStr::new(OVERRIDE_XATTR)).ctx(name)? else {
             return Ok(None);
         };
-        let s = String::from_utf8(v).map_err(|_| {
-            Error::integrity("encryption override is not UTF-8")
-                .resource(path.display().to_string())
-        })?;
-        toml::from_str(&s).map(Some).map_err(|e| {
-            Error::integrity(format!("encryption override unreadable: {e}"))
-                .resource(path.display().to_string())
-        })
+        let s = String::from_utf8(v)
+            .map_err(|_| Error::integrity("encryption override is not UTF-8").resource(name))?;
+        toml::from_str(&s)
+            .map(Some)
+            .map_err(|e| Error::integrity(format!("encryption override unreadable: {e}")).resource(name))
     }
 
     /// Records (or with `None` removes) an object's encryption override.
-    pub fn write_override(path: &Path, over: Option<&SseConfig>) -> Result<()> {
+    pub fn write_override(file: &File, name: &str, over: Option<&SseConfig>) -> Result<()> {
         match over {
             Some(o) => {
-                let s = toml::to_string(o)
-                    .map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
-                xattr::set(path, OsStr::new(OVERRIDE_XATTR), s.as_bytes(), 0).ctx(path.display())
+                let s = toml::to_string(o).map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
+                xattr::fset(file, OsStr::new(OVERRIDE_XATTR), s.as_bytes()).ctx(name)
             }
-            None => match xattr::remove(path, OsStr::new(OVERRIDE_XATTR)) {
-                Ok(()) => Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
-                Err(e) => Err(Error::io(path.display(), e)),
-            },
+            None => xattr::fremove(file, OsStr::new(OVERRIDE_XATTR)).ctx(name),
         }
     }
 }

@@ -124,8 +124,8 @@ impl Engine {
                 }
                 obj.write_at(obj.size(), &buf[..n])?;
             }
+            Engine::write_override(obj.file(), name, over)?;
             obj.sync(false)?;
-            Engine::write_override(&tmp, over)?;
             Ok(ObjectInfo::from_header(obj.header(), obj.size()))
         })();
         match result {

@@ -122,3 +122,63 @@ pub fn copy_user(from: &Path, to: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The value of `name` on an open file, or `None` when it does not exist.
+pub fn fget(file: &std::fs::File, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let n = cname(name)?;
+    loop {
+        // SAFETY: valid name; null buffer with size 0 asks for the length.
+        let len = unsafe { libc::fgetxattr(fd, n.as_ptr(), std::ptr::null_mut(), 0) };
+        if len < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENODATA) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let mut buf = vec![0u8; len as usize];
+        // SAFETY: buf is writable for buf.len() bytes.
+        let got = unsafe { libc::fgetxattr(fd, n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if got < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ERANGE) => continue,
+                Some(libc::ENODATA) => return Ok(None),
+                _ => return Err(e),
+            }
+        }
+        buf.truncate(got as usize);
+        return Ok(Some(buf));
+    }
+}
+
+/// Sets `name` on an open file.
+pub fn fset(file: &std::fs::File, name: &OsStr, value: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let n = cname(name)?;
+    // SAFETY: valid name; value readable for its length.
+    let r = unsafe { libc::fsetxattr(file.as_raw_fd(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Removes `name` from an open file; a missing attribute is not an error.
+pub fn fremove(file: &std::fs::File, name: &OsStr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let n = cname(name)?;
+    // SAFETY: valid name.
+    let r = unsafe { libc::fremovexattr(file.as_raw_fd(), n.as_ptr()) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENODATA) {
+            return Ok(());
+        }
+        return Err(e);
+    }
+    Ok(())
+}

@@ -50,11 +50,10 @@ impl Fs {
         &self,
         st: &mut ObjState,
         bucket_dir: &std::path::Path,
-        path: &std::path::Path,
         name: &str,
         p: &Principal,
     ) -> Result<()> {
-        let over = Engine::read_override(path)?;
+        let over = Engine::read_override(&st.file, name)?;
         let sse = self.engine.effective_sse(bucket_dir, over.as_ref())?;
         let (header, key) = self
             .engine
@@ -98,8 +97,7 @@ impl Fs {
                 name.to_string_lossy()
             );
             let mut st = ObjState { file, obj: None };
-            let path = sys::real_path(st.file.as_raw_fd()).map_err(os_err)?;
-            self.new_upload(&mut st, &self.bucket_dir(&bucket), &path, &display, p)?;
+            self.new_upload(&mut st, &self.bucket_dir(&bucket), &display, p)?;
             let attr = self.remember(pfd.as_raw_fd(), &prole, name)?;
             let open = Arc::new(OpenObject {
                 state: RwLock::new(st),
@@ -219,8 +217,7 @@ impl Fs {
         let Some(bucket) = role.bucket() else {
             return Err(errno(libc::EPERM));
         };
-        let path = sys::real_path(st.file.as_raw_fd()).map_err(os_err)?;
-        self.new_upload(st, &self.bucket_dir(bucket), &path, name, p)
+        self.new_upload(st, &self.bucket_dir(bucket), name, p)
     }
 
     /// Sets the size. Truncation to zero is a new upload (new data key, the

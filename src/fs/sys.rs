@@ -25,12 +25,6 @@ pub fn proc_path(fd: RawFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{fd}"))
 }
 
-/// The backend path of the inode behind `fd` (for calls that must not
-/// follow symlinks, which the /proc magic link would not be resolved by).
-pub fn real_path(fd: RawFd) -> io::Result<PathBuf> {
-    std::fs::read_link(proc_path(fd))
-}
-
 pub fn proc_cpath(fd: RawFd) -> CString {
     // A formatted number never contains NUL.
     #[allow(clippy::expect_used)]

@@ -363,7 +363,8 @@ impl Fs {
 
     /// The override if one is set, else how the object is stored.
     fn current_object_sse(&self, fd: std::os::fd::RawFd) -> Result<Option<SseConfig>> {
-        match Engine::read_override(&sys::real_path(fd).map_err(os_err)?)? {
+        let f = sys::reopen(fd, libc::O_RDONLY).map_err(os_err)?;
+        match Engine::read_override(&f, &self.display_name(fd))? {
             Some(o) => Ok(Some(o)),
             None => self.stored_sse(fd),
         }
@@ -395,8 +396,8 @@ impl Fs {
                 .engine
                 .new_header(p, sse)
                 .map_err(|e| e.resource(&name))?;
-            Engine::write_override(&backend_path, over)?;
             let f = sys::reopen(fd.as_raw_fd(), libc::O_RDWR).map_err(os_err)?;
+            Engine::write_override(&f, &name, over)?;
             crate::engine::ObjectFile::create(f, header, &key, name.clone())?;
             if let Some(g) = guard.as_mut() {
                 self.refill(fd.as_raw_fd(), g, &name, p)?;

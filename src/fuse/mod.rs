@@ -182,6 +182,9 @@ pub fn run_foreground(
     sigs.thread_block()
         .map_err(|e| Error::new(OssCode::InternalError, format!("sigmask: {e}")))?;
 
+    // Modes of new inodes arrive with the caller's umask already applied;
+    // the daemon's own umask must not strip them again.
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let engine = Arc::new(Engine::open_or_init(data_dir, root)?);
     let fs = Arc::new(Fs::new(
         engine,

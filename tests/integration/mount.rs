@@ -807,3 +807,22 @@ fn daemon_pid(m: &Mount) -> i32 {
     }
     panic!("daemon not found for {want} (binary {:?})", bin());
 }
+
+/// pjdfstest rename::write_access_required_subdir: the daemon's own umask
+/// stripped group/other bits from new directories and files.
+#[test]
+fn regression_new_inode_modes_are_not_masked_by_the_daemon_umask() {
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg("umask 0 && mkdir \"$1/d\" && touch \"$1/f\" && mkfifo \"$1/p\"")
+        .arg("sh")
+        .arg(m.p("bkt"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(fs::metadata(m.p("bkt/d")).unwrap().mode() & 0o777, 0o777);
+    assert_eq!(fs::metadata(m.p("bkt/f")).unwrap().mode() & 0o777, 0o666);
+    assert_eq!(fs::symlink_metadata(m.p("bkt/p")).unwrap().mode() & 0o777, 0o666);
+}

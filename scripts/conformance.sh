@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# POSIX conformance and data-integrity stress on a real ssefs mount:
+# pjdfstest in an AES256 bucket, then fsx (50,000 operations each) in an
+# AES256, an SM4, a KMS and an unencrypted bucket.
+# Usage: scripts/conformance.sh [SSEFS_BINARY]   (default: target/release/ssefs)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+bin=${1:-$here/../target/release/ssefs}
+bin=$(realpath "$bin")
+ops=${FSX_OPS:-50000}
+
+work=$(mktemp -d /tmp/ssefs-conformance.XXXXXX)
+chmod 755 "$work"   # pjdfstest switches to unprivileged users
+mnt=$work/mnt
+mkdir "$mnt"
+export SSEFS_DATA_DIR=$work/data
+cleanup() {
+  fusermount3 -u "$mnt" 2>/dev/null || true
+  sleep 0.5
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin" mount "$mnt" -o allow_other
+for b in aes256 sm4 kms plain; do mkdir "$mnt/$b"; done
+setfattr -n user.oss.server-side-encryption -v AES256 "$mnt/aes256"
+setfattr -n user.oss.server-side-encryption -v SM4 "$mnt/sm4"
+setfattr -n user.oss.server-side-encryption -v KMS "$mnt/kms"
+chmod 777 "$mnt/aes256"
+
+"$here/pjdfstest.sh" "$mnt/aes256"
+
+seed=1
+for b in aes256 sm4 kms plain; do
+  printf 'fsx in the %s bucket: ' "$b"
+  FSX_SEED=$seed "$here/fsx.sh" "$mnt/$b/fsx.bin" "$ops" | tail -n 1
+  seed=$((seed + 1))
+done
+echo "conformance: pjdfstest and fsx passed"
