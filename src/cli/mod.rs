@@ -64,7 +64,8 @@ pub enum Command {
     Mount {
         mountpoint: PathBuf,
         /// Mount options: allow_other, allow_root, ro, default_permissions,
-        /// threads=N (FUSE worker threads, default 4)
+        /// threads=N (FUSE worker threads, default 4), cache_mb=N (decrypted
+        /// chunk cache, default 64)
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,
         /// Stay in the foreground (for systemd); default: run in the
@@ -239,6 +240,12 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             let opts = crate::fuse::MountOpts::parse(&options)?;
             let dir = g.data_dir();
+            // Create a missing mount point (but leave a dead mount, which
+            // stats as ENOTCONN, to the stale-mount cleanup).
+            if matches!(std::fs::metadata(&mountpoint), Err(e) if e.kind() == io::ErrorKind::NotFound)
+            {
+                std::fs::create_dir_all(&mountpoint).ctx(mountpoint.display())?;
+            }
             if foreground {
                 let root = g.root_source(&dir, false)?;
                 crate::fuse::run_foreground(&dir, &root, &mountpoint, &opts, || {})

@@ -13,6 +13,7 @@
 //! ```
 
 mod bucket;
+mod cache;
 mod object;
 mod objects;
 pub mod xattr;
@@ -31,6 +32,7 @@ use crate::kms::{Kek, Kms, Policy, Principal, RootKeySource, WrapTarget};
 use crate::oss::{SseAlgorithm, SseConfig};
 
 pub use bucket::BucketSettings;
+pub use cache::ChunkCache;
 pub use object::ObjectFile;
 pub use objects::ObjectInfo;
 
@@ -59,6 +61,8 @@ pub fn default_root_key(data_dir: &Path) -> RootKeySource {
 pub struct Engine {
     data_dir: PathBuf,
     kms: Kms,
+    /// Decrypted chunks shared by open objects (the mount sets one).
+    cache: Option<std::sync::Arc<ChunkCache>>,
 }
 
 impl KeyWrap for Kek {
@@ -120,6 +124,7 @@ impl Engine {
         let engine = Engine {
             data_dir: data_dir.to_path_buf(),
             kms,
+            cache: None,
         };
         engine.remove_stale_temps();
         Ok(engine)
@@ -132,6 +137,16 @@ impl Engine {
             Self::init(data_dir, root)?;
         }
         Self::open(data_dir, root)
+    }
+
+    /// Keeps up to `bytes` of decrypted chunks in memory for open objects.
+    pub fn with_cache(mut self, bytes: usize) -> Self {
+        self.cache = Some(std::sync::Arc::new(ChunkCache::new(bytes)));
+        self
+    }
+
+    pub fn cache(&self) -> Option<std::sync::Arc<ChunkCache>> {
+        self.cache.clone()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -257,7 +272,7 @@ impl Engine {
     pub fn open_object(&self, p: &Principal, file: File, name: String) -> Result<ObjectFile> {
         let header = Self::read_header(&file, &name)?;
         let key = self.unwrap_key(p, &header).map_err(|e| e.resource(&name))?;
-        ObjectFile::new(file, header, &key, name)
+        Ok(ObjectFile::new(file, header, &key, name)?.with_cache(self.cache.clone()))
     }
 
     /// The data key of an object, checking key state and permission.
@@ -285,16 +300,17 @@ impl Engine {
         };
         let s = String::from_utf8(v)
             .map_err(|_| Error::integrity("encryption override is not UTF-8").resource(name))?;
-        toml::from_str(&s)
-            .map(Some)
-            .map_err(|e| Error::integrity(format!("encryption override unreadable: {e}")).resource(name))
+        toml::from_str(&s).map(Some).map_err(|e| {
+            Error::integrity(format!("encryption override unreadable: {e}")).resource(name)
+        })
     }
 
     /// Records (or with `None` removes) an object's encryption override.
     pub fn write_override(file: &File, name: &str, over: Option<&SseConfig>) -> Result<()> {
         match over {
             Some(o) => {
-                let s = toml::to_string(o).map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
+                let s = toml::to_string(o)
+                    .map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
                 xattr::fset(file, OsStr::new(OVERRIDE_XATTR), s.as_bytes()).ctx(name)
             }
             None => xattr::fremove(file, OsStr::new(OVERRIDE_XATTR)).ctx(name),

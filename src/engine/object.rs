@@ -3,7 +3,9 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
+use super::cache::ChunkCache;
 use crate::crypto::{Aead, SecretKey};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
@@ -22,6 +24,7 @@ pub struct ObjectFile {
     size: u64,
     /// Shown in errors and logs: the bucket/key or backend path.
     name: String,
+    cache: Option<Arc<ChunkCache>>,
 }
 
 impl ObjectFile {
@@ -45,7 +48,31 @@ impl ObjectFile {
             aead,
             size,
             name,
+            cache: None,
         })
+    }
+
+    /// Uses `cache` for decrypted chunks.
+    pub fn with_cache(mut self, cache: Option<Arc<ChunkCache>>) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    fn cached(&self, index: u64) -> Option<Arc<Vec<u8>>> {
+        self.cache.as_ref()?.get(&self.header.object_id, index)
+    }
+
+    fn remember(&self, index: u64, plain: &[u8]) {
+        if let Some(c) = &self.cache {
+            c.put(&self.header.object_id, index, plain.to_vec());
+        }
+    }
+
+    /// Seals `plain` as chunk `index`, appends the slot to `out`, and keeps
+    /// the cache coherent.
+    fn seal(&self, index: u64, last: bool, plain: &[u8], out: &mut Vec<u8>) {
+        seal_chunk(&self.aead, &self.header.object_id, index, last, plain, out);
+        self.remember(index, plain);
     }
 
     /// Writes `header` at offset 0 of an empty or to-be-replaced file and
@@ -103,15 +130,20 @@ impl ObjectFile {
 
     /// Opens one chunk's plaintext (of its current length).
     fn load_chunk(&self, index: u64) -> Result<Vec<u8>> {
+        if let Some(c) = self.cached(index) {
+            return Ok(c.as_ref().clone());
+        }
         let mut slot = self.read_slots(index, index)?;
         let last = Some(index) == self.last_index();
         let plain = open_chunk(&self.aead, &self.header.object_id, index, last, &mut slot)
             .map_err(|_| self.integrity_err(index))?;
+        self.remember(index, plain);
         Ok(plain.to_vec())
     }
 
     /// Reads up to `buf.len()` bytes at `off`; returns how many were read
-    /// (short only at the end of the object).
+    /// (short only at the end of the object). Chunks in the cache are not
+    /// read again; the others are read in one positional read and opened.
     pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
         if off >= self.size || buf.is_empty() {
             return Ok(0);
@@ -119,19 +151,37 @@ impl ObjectFile {
         let end = (off + buf.len() as u64).min(self.size);
         let first = off / CHUNK_SIZE as u64;
         let last = (end - 1) / CHUNK_SIZE as u64;
-        let mut slots = self.read_slots(first, last)?;
+        let hits: Vec<Option<Arc<Vec<u8>>>> = (first..=last).map(|i| self.cached(i)).collect();
+        let misses: Vec<u64> = (first..=last)
+            .filter(|i| hits[(i - first) as usize].is_none())
+            .collect();
+        let mut slots = match (misses.first(), misses.last()) {
+            (Some(&lo), Some(&hi)) => Some((lo, self.read_slots(lo, hi)?)),
+            _ => None,
+        };
         let object_last = self.last_index();
         let mut out = 0usize;
-        for (i, slot) in slots.chunks_mut(SLOT_SIZE).enumerate() {
-            let index = first + i as u64;
-            let plain = open_chunk(
-                &self.aead,
-                &self.header.object_id,
-                index,
-                Some(index) == object_last,
-                slot,
-            )
-            .map_err(|_| self.integrity_err(index))?;
+        for index in first..=last {
+            let opened;
+            let plain: &[u8] = match &hits[(index - first) as usize] {
+                Some(c) => c,
+                None => {
+                    let (lo, bytes) = slots.as_mut().ok_or_else(|| self.integrity_err(index))?;
+                    let at = (index - *lo) as usize * SLOT_SIZE;
+                    let to = (at + SLOT_SIZE).min(bytes.len());
+                    let slot = &mut bytes[at..to];
+                    opened = open_chunk(
+                        &self.aead,
+                        &self.header.object_id,
+                        index,
+                        Some(index) == object_last,
+                        slot,
+                    )
+                    .map_err(|_| self.integrity_err(index))?;
+                    self.remember(index, opened);
+                    opened
+                }
+            };
             let chunk_start = index * CHUNK_SIZE as u64;
             let from = (off.max(chunk_start) - chunk_start) as usize;
             let to = (end.min(chunk_start + plain.len() as u64) - chunk_start) as usize;
@@ -167,14 +217,7 @@ impl ObjectFile {
                 let mut plain = self.load_chunk(ol)?;
                 plain.resize(CHUNK_SIZE, 0);
                 let mut slot = Vec::with_capacity(SLOT_SIZE);
-                seal_chunk(
-                    &self.aead,
-                    &self.header.object_id,
-                    ol,
-                    false,
-                    &plain,
-                    &mut slot,
-                );
+                self.seal(ol, false, &plain, &mut slot);
                 runs.push((ol, slot));
             }
         }
@@ -190,14 +233,7 @@ impl ObjectFile {
             let is_last = index == new_last;
             if from == chunk_start && piece.len() == len {
                 // Whole chunk overwritten: nothing to read.
-                seal_chunk(
-                    &self.aead,
-                    &self.header.object_id,
-                    index,
-                    is_last,
-                    piece,
-                    &mut sealed,
-                );
+                self.seal(index, is_last, piece, &mut sealed);
                 continue;
             }
             scratch.clear();
@@ -207,14 +243,7 @@ impl ObjectFile {
             scratch.resize(len, 0);
             let at = (from - chunk_start) as usize;
             scratch[at..at + piece.len()].copy_from_slice(piece);
-            seal_chunk(
-                &self.aead,
-                &self.header.object_id,
-                index,
-                is_last,
-                &scratch,
-                &mut sealed,
-            );
+            self.seal(index, is_last, &scratch, &mut sealed);
         }
         runs.push((first, sealed));
 
@@ -243,19 +272,16 @@ impl ObjectFile {
             let mut plain = self.load_chunk(k)?;
             plain.truncate(chunk_len(new_size, k));
             let mut slot = Vec::with_capacity(SLOT_SIZE);
-            seal_chunk(
-                &self.aead,
-                &self.header.object_id,
-                k,
-                true,
-                &plain,
-                &mut slot,
-            );
+            self.seal(k, true, &plain, &mut slot);
             self.file
                 .write_all_at(&slot, slot_offset(k))
                 .ctx(&self.name)?;
         }
         self.file.set_len(backend_len(new_size)).ctx(&self.name)?;
+        // Chunks past the new end become holes if the object grows again.
+        if let Some(c) = &self.cache {
+            c.remove_from(&self.header.object_id, chunk_count(new_size));
+        }
         self.size = new_size;
         Ok(())
     }

@@ -34,7 +34,13 @@ fn temp_object(cipher: Cipher) -> (tempfile::NamedTempFile, ObjectFile, SecretKe
         };
         Header::new_sealed(Method::Oss, cipher, &kek)
     };
-    let o = ObjectFile::create(f, h, &key, "test".into()).unwrap();
+    // A small shared cache, so the tests also cover hits, evictions and
+    // invalidation.
+    let o = ObjectFile::create(f, h, &key, "test".into())
+        .unwrap()
+        .with_cache(Some(std::sync::Arc::new(super::ChunkCache::new(
+            6 * CHUNK_SIZE,
+        ))));
     (tmp, o, key)
 }
 
@@ -680,4 +686,16 @@ fn buckets_are_created_listed_and_deleted_when_empty() {
         e.engine.delete_bucket(&b("one")).unwrap_err().code,
         OssCode::NoSuchBucket
     );
+}
+
+#[test]
+fn regression_cache_after_truncate_to_zero_and_regrow() {
+    let (_tmp, mut o, _) = temp_object(Cipher::Aes256Gcm);
+    o.set_len(32769).unwrap();
+    o.set_len(0).unwrap();
+    o.set_len(49153).unwrap();
+    let mut all = vec![1u8; 49153];
+    let n = o.read_at(0, &mut all).unwrap();
+    assert_eq!(n, 49153);
+    assert!(all.iter().all(|&b| b == 0));
 }

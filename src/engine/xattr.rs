@@ -159,7 +159,15 @@ pub fn fset(file: &std::fs::File, name: &OsStr, value: &[u8]) -> io::Result<()> 
     use std::os::fd::AsRawFd;
     let n = cname(name)?;
     // SAFETY: valid name; value readable for its length.
-    let r = unsafe { libc::fsetxattr(file.as_raw_fd(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let r = unsafe {
+        libc::fsetxattr(
+            file.as_raw_fd(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {

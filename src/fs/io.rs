@@ -60,7 +60,9 @@ impl Fs {
             .new_header(p, sse.as_ref())
             .map_err(|e| e.resource(name))?;
         let f = st.file.try_clone().map_err(os_err)?;
-        st.obj = Some(ObjectFile::create(f, header, &key, name.to_owned())?);
+        st.obj = Some(
+            ObjectFile::create(f, header, &key, name.to_owned())?.with_cache(self.engine.cache()),
+        );
         Ok(())
     }
 

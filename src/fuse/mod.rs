@@ -27,6 +27,8 @@ pub struct MountOpts {
     pub read_only: bool,
     /// FUSE worker threads.
     pub threads: usize,
+    /// MiB of decrypted chunks kept in memory.
+    pub cache_mb: usize,
 }
 
 impl Default for MountOpts {
@@ -36,6 +38,7 @@ impl Default for MountOpts {
             allow_root: false,
             read_only: false,
             threads: 4,
+            cache_mb: 64,
         }
     }
 }
@@ -68,6 +71,13 @@ impl MountOpts {
                 ("rw", None) => o.read_only = false,
                 // Always on: the kernel checks mode bits for every caller.
                 ("default_permissions", None) => {}
+                ("cache_mb", Some(n)) => {
+                    o.cache_mb = n
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= 1 << 20)
+                        .ok_or_else(|| bad("a number of MiB"))?
+                }
                 ("threads", Some(n)) => {
                     o.threads = n
                         .parse()
@@ -185,7 +195,7 @@ pub fn run_foreground(
     // Modes of new inodes arrive with the caller's umask already applied;
     // the daemon's own umask must not strip them again.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
-    let engine = Arc::new(Engine::open_or_init(data_dir, root)?);
+    let engine = Arc::new(Engine::open_or_init(data_dir, root)?.with_cache(opts.cache_mb << 20));
     let fs = Arc::new(Fs::new(
         engine,
         FsOptions {

@@ -824,5 +824,8 @@ fn regression_new_inode_modes_are_not_masked_by_the_daemon_umask() {
     assert!(st.success());
     assert_eq!(fs::metadata(m.p("bkt/d")).unwrap().mode() & 0o777, 0o777);
     assert_eq!(fs::metadata(m.p("bkt/f")).unwrap().mode() & 0o777, 0o666);
-    assert_eq!(fs::symlink_metadata(m.p("bkt/p")).unwrap().mode() & 0o777, 0o666);
+    assert_eq!(
+        fs::symlink_metadata(m.p("bkt/p")).unwrap().mode() & 0o777,
+        0o666
+    );
 }

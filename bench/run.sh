@@ -1,0 +1,343 @@
+#!/usr/bin/env bash
+# ssefs benchmark harness: runs the same workloads on plain ext4 (the backend
+# directory itself), bindfs, gocryptfs, securefs and ssefs (AES256, SM4 and KMS
+# buckets), all over directories on the same disk, and prints one markdown
+# table with every median and its ratio to gocryptfs. See bench/README.md.
+#
+# Needs root (drop_caches, mounts), fuse3, attr, bindfs, gocryptfs, securefs,
+# fio, python3. INSTALL_DEPS=1 installs the Debian packages first.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+
+# ---------------------------------------------------------------- settings
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+    : "${SIZE_MB:=64}" "${ROUNDS:=1}" "${FIO_RUNTIME:=3}" "${FIO_SIZE_MB:=64}" "${CORPUS_FILES:=1500}"
+fi
+SIZE_MB=${SIZE_MB:-1024}            # sequential write/read size (MiB)
+ROUNDS=${ROUNDS:-3}
+FIO_RUNTIME=${FIO_RUNTIME:-10}      # seconds per fio job
+FIO_SIZE_MB=${FIO_SIZE_MB:-256}     # fio file size (each of the 4 jobs gets its own file for the 1M job)
+FIO_SEQ_RW=${FIO_SEQ_RW:-read}      # 1 MiB x 4 jobs: read or write
+CORPUS_FILES=${CORPUS_FILES:-0}     # 0 = whole corpus; N = first N files of it; CORPUS=none skips
+ALL_SYSTEMS="ext4 bindfs gocryptfs securefs ssefs-aes256 ssefs-sm4 ssefs-kms"
+SYSTEMS=${SYSTEMS:-$ALL_SYSTEMS}
+WORKDIR=${WORKDIR:-/work/bench-work}
+SSEFS=${SSEFS:-$REPO/target/release/ssefs}
+CORPUS=${CORPUS:-/work/bench-cache/corpus.tar}
+MAKE_CORPUS=${MAKE_CORPUS:-/work/shared/bench/make-corpus.sh}
+RESULTS_DIR=${RESULTS_DIR:-$WORKDIR/results}
+SECUREFS_FORMAT=${SECUREFS_FORMAT:-4}
+PYTHON=${PYTHON:-$(command -v python3 || echo /usr/bin/python3)}
+
+case "$WORKDIR" in /*) ;; *) WORKDIR=$(pwd)/$WORKDIR ;; esac
+for s in $SYSTEMS; do
+    case " $ALL_SYSTEMS " in *" $s "*) ;; *) echo "unknown system '$s' (known: $ALL_SYSTEMS)" >&2; exit 2 ;; esac
+done
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (drop_caches and mounts need it)"
+
+if [ "${INSTALL_DEPS:-0}" = 1 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gocryptfs securefs bindfs fio fuse3 attr >/dev/null
+fi
+need=(fio fusermount3 setfattr "$PYTHON")
+for s in $SYSTEMS; do
+    case $s in bindfs|gocryptfs|securefs) need+=("$s") ;; esac
+done
+for c in "${need[@]}"; do command -v "$c" >/dev/null || die "missing $c (apt-get install -y gocryptfs securefs bindfs fio fuse3 attr)"; done
+case " $SYSTEMS " in *" ssefs-"*) [ -x "$SSEFS" ] || die "SSEFS=$SSEFS is not an executable (cargo build --release)" ;; esac
+
+# ---------------------------------------------------------------- mounts and cleanup
+
+is_mounted() { findmnt -rn -M "$1" >/dev/null 2>&1; }
+
+unmount() {
+    local m=$1 i
+    is_mounted "$m" || return 0
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        fusermount3 -u "$m" 2>/dev/null && break
+        sleep 0.5
+    done
+    if is_mounted "$m"; then
+        log "warning: $m busy, lazy unmount"
+        fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+    fi
+    # wait for the mount to vanish from the table
+    for i in $(seq 50); do is_mounted "$m" || break; sleep 0.1; done
+}
+
+cleanup() {
+    local rc=$?
+    cd /
+    # every mount of ours is under WORKDIR
+    if [ -d "$WORKDIR" ]; then
+        findmnt -rn -o TARGET | while read -r m; do
+            case "$m" in "$WORKDIR"/*) unmount "$m" ;; esac
+        done
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# stale mounts from an earlier aborted run of this harness
+if [ -d "$WORKDIR" ]; then
+    findmnt -rn -o TARGET | while read -r m; do
+        case "$m" in "$WORKDIR"/*) log "unmounting stale $m"; unmount "$m" ;; esac
+    done
+fi
+
+# pid of the FUSE daemon serving mountpoint $1: the live process with $1 as an argument
+daemon_pid() {
+    local m=$1 p
+    for p in /proc/[0-9]*; do
+        [ -r "$p/cmdline" ] || continue
+        if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qxF -- "$m"; then
+            echo "${p#/proc/}"; return 0
+        fi
+    done
+    return 1
+}
+
+vmhwm_mib() {   # peak RSS (VmHWM) of the daemon of mountpoint $1, in MiB
+    local pid kb
+    pid=$(daemon_pid "$1") || { echo NA; return; }
+    kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || { echo NA; return; }
+    [ -n "$kb" ] || { echo NA; return; }
+    awk -v k="$kb" 'BEGIN {printf "%.1f", k/1024}'
+}
+
+PASSFILE=$WORKDIR/passphrase
+
+# prepare (first use) and mount system $1; sets BENCH_DIR to the directory to benchmark in
+mount_system() {
+    local s=$1 base=$WORKDIR/fs/$1
+    local back=$base/back mnt=$base/mnt
+    mkdir -p "$back" "$mnt"
+    case $s in
+    ext4)
+        BENCH_DIR=$back; return 0 ;;
+    bindfs)
+        bindfs "$back" "$mnt" >&2 ;;
+    gocryptfs)
+        [ -f "$back/gocryptfs.conf" ] || gocryptfs -q -nosyslog -init -passfile "$PASSFILE" "$back" >&2
+        gocryptfs -q -nosyslog -passfile "$PASSFILE" "$back" "$mnt" >&2 ;;
+    securefs)
+        # key file only, no password prompt: --keyfile without --askpass
+        [ -f "$back/.securefs.json" ] || securefs create --format "$SECUREFS_FORMAT" --keyfile "$PASSFILE" "$back" >&2
+        securefs mount -b --keyfile "$PASSFILE" --log "$base/securefs.log" "$back" "$mnt" >&2 ;;
+    ssefs-*)
+        SSEFS_DATA_DIR=$back "$SSEFS" mount "$mnt" >&2 ;;
+    esac
+    local i
+    for i in $(seq 100); do is_mounted "$mnt" && break; sleep 0.1; done
+    is_mounted "$mnt" || die "$s: $mnt did not mount"
+    case $s in
+    ssefs-*)
+        local sse=${s#ssefs-}; sse=${sse^^}
+        [ -d "$mnt/bench" ] || mkdir "$mnt/bench"
+        setfattr -n user.oss.server-side-encryption -v "$sse" "$mnt/bench"
+        BENCH_DIR=$mnt/bench ;;
+    *) BENCH_DIR=$mnt ;;
+    esac
+}
+
+umount_system() {
+    local s=$1 mnt=$WORKDIR/fs/$1/mnt
+    [ "$s" = ext4 ] && return 0
+    unmount "$mnt"
+}
+
+# ---------------------------------------------------------------- measuring
+# META_SYNC=1 counts a final sync in the untar and rm -rf times (default: not,
+# the backend's own writeback is the same for every system and only adds noise)
+meta_sync() { if [ "${META_SYNC:-0}" = 1 ]; then sync; fi; }
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+now() { echo "$EPOCHREALTIME"; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b-a}'; }
+mbps() { awk -v mb="$1" -v t="$2" 'BEGIN {printf "%.1f", mb/t}'; }
+
+STAMP=$(date +%Y%m%d-%H%M%S)
+mkdir -p "$RESULTS_DIR"
+CSV=$RESULTS_DIR/bench-$STAMP.csv
+MD=$RESULTS_DIR/bench-$STAMP.md
+echo "round,system,metric,value,unit" >"$CSV"
+record() {  # round system metric value unit
+    echo "$1,$2,$3,$4,$5" >>"$CSV"
+    log "  $2 r$1 $3 = $4 $5"
+}
+
+fio_run() {  # dir name extra-args... ; prints the fio JSON
+    local dir=$1 name=$2; shift 2
+    fio --output-format=json --name="$name" --directory="$dir" \
+        --ioengine=psync --direct=0 --invalidate=1 \
+        --runtime="$FIO_RUNTIME" --time_based --group_reporting "$@"
+}
+fio_iops() {  # json-file rw(read|write)
+    "$PYTHON" -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.0f" % j["jobs"][0][sys.argv[2]]["iops"])' "$1" "$2"
+}
+fio_mbps() {
+    "$PYTHON" -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.1f" % (j["jobs"][0][sys.argv[2]]["bw_bytes"]/1048576))' "$1" "$2"
+}
+
+run_workloads() {  # round system dir
+    local r=$1 s=$2 d=$3 t0 t1 t
+    local full=1
+    case $s in ssefs-sm4|ssefs-kms) full=0 ;; esac
+    local mnt=$WORKDIR/fs/$s/mnt
+
+    # --- sequential write / cold read / warm read
+    drop_caches
+    cat "$SRC" >/dev/null                     # source in page cache: RNG and source disk do not limit
+    rm -f "$d/seq.bin"
+    t0=$(now)
+    dd if="$SRC" of="$d/seq.bin" bs=1M count="$SIZE_MB" conv=fsync status=none
+    t1=$(now); t=$(elapsed "$t0" "$t1")
+    record "$r" "$s" seq_write "$(mbps "$SIZE_MB" "$t")" MB/s
+    drop_caches
+    t0=$(now); dd if="$d/seq.bin" of=/dev/null bs=1M status=none; t1=$(now)
+    record "$r" "$s" read_cold "$(mbps "$SIZE_MB" "$(elapsed "$t0" "$t1")")" MB/s
+    t0=$(now); dd if="$d/seq.bin" of=/dev/null bs=1M status=none; t1=$(now)
+    record "$r" "$s" read_warm "$(mbps "$SIZE_MB" "$(elapsed "$t0" "$t1")")" MB/s
+    rm -f "$d/seq.bin"
+
+    if [ $full = 1 ]; then
+        # --- small-file corpus
+        if [ -n "$CORPUS_TAR" ]; then
+            rm -rf "$d/corpus"; mkdir "$d/corpus"
+            sync
+            t0=$(now); tar -xf "$CORPUS_TAR" -C "$d/corpus"; meta_sync; t1=$(now)
+            record "$r" "$s" untar "$(elapsed "$t0" "$t1")" s
+            drop_caches
+            t0=$(now); ls -lR "$d/corpus" >/dev/null; t1=$(now)
+            record "$r" "$s" ls_lR "$(elapsed "$t0" "$t1")" s
+            drop_caches
+            t0=$(now); (cd "$d/corpus" && find . -type f -print0 | xargs -0 cat >/dev/null); t1=$(now)
+            record "$r" "$s" read_all "$(elapsed "$t0" "$t1")" s
+            sync
+            t0=$(now); rm -rf "$d/corpus"; meta_sync; t1=$(now)
+            record "$r" "$s" rm_rf "$(elapsed "$t0" "$t1")" s
+        fi
+
+        # --- fio
+        local fd=$d/fio j=$WORKDIR/tmp/fio.json
+        rm -rf "$fd"; mkdir -p "$fd" "$WORKDIR/tmp"
+        drop_caches
+        fio_run "$fd" rand --filename=rand.dat --size="${FIO_SIZE_MB}M" --bs=4k --rw=randread >"$j"
+        record "$r" "$s" randread_4k "$(fio_iops "$j" read)" IOPS
+        drop_caches
+        fio_run "$fd" rand --filename=rand.dat --size="${FIO_SIZE_MB}M" --bs=4k --rw=randwrite --end_fsync=1 >"$j"
+        record "$r" "$s" randwrite_4k "$(fio_iops "$j" write)" IOPS
+        rm -f "$fd/rand.dat"
+        drop_caches
+        fio_run "$fd" seq --size="${FIO_SIZE_MB}M" --bs=1M --rw="$FIO_SEQ_RW" --numjobs=4 --end_fsync=1 >"$j"
+        record "$r" "$s" "seq1m_4j_$FIO_SEQ_RW" "$(fio_mbps "$j" "$FIO_SEQ_RW")" MB/s
+        rm -rf "$fd"
+    fi
+
+    if [ "$s" != ext4 ]; then
+        record "$r" "$s" peak_rss "$(vmhwm_mib "$mnt")" MiB
+    fi
+}
+
+# ---------------------------------------------------------------- setup
+mkdir -p "$WORKDIR/src" "$WORKDIR/tmp"
+[ -f "$PASSFILE" ] || { head -c 24 /dev/urandom | base64 >"$PASSFILE"; chmod 600 "$PASSFILE"; }
+
+SRC=$WORKDIR/src/random-${SIZE_MB}M.bin
+if [ ! -f "$SRC" ] || [ "$(stat -c %s "$SRC")" -ne $((SIZE_MB * 1048576)) ]; then
+    log "generating $SIZE_MB MiB of random source data in $SRC"
+    rm -f "$WORKDIR"/src/random-*.bin
+    head -c $((SIZE_MB * 1048576)) /dev/urandom >"$SRC.tmp"
+    mv "$SRC.tmp" "$SRC"
+fi
+
+CORPUS_TAR=
+if [ "$CORPUS" != none ]; then
+    if [ ! -s "$CORPUS" ]; then
+        log "building the small-file corpus $CORPUS (cargo vendor)"
+        mkdir -p "$(dirname "$CORPUS")"
+        bash "$MAKE_CORPUS" "$CORPUS"
+    fi
+    CORPUS_TAR=$CORPUS
+    if [ "$CORPUS_FILES" -gt 0 ]; then
+        CORPUS_TAR=$WORKDIR/src/corpus-$CORPUS_FILES.tar
+        if [ ! -s "$CORPUS_TAR" ] || [ "$CORPUS_TAR" -ot "$CORPUS" ]; then
+            log "making a $CORPUS_FILES-file subset of the corpus"
+            local_tmp=$WORKDIR/tmp/corpus-subset
+            rm -rf "$local_tmp"; mkdir -p "$local_tmp"
+            tar -tf "$CORPUS" | awk -v n="$CORPUS_FILES" '!/\/$/ && c < n {print; c++}' >"$WORKDIR/tmp/corpus-list"
+            tar -xf "$CORPUS" -C "$local_tmp" -T "$WORKDIR/tmp/corpus-list"
+            tar -cf "$CORPUS_TAR.tmp" -C "$local_tmp" . && mv "$CORPUS_TAR.tmp" "$CORPUS_TAR"
+            rm -rf "$local_tmp"
+        fi
+    fi
+    CORPUS_NFILES=$(tar -tf "$CORPUS_TAR" | grep -vc '/$')
+    CORPUS_BYTES=$(stat -c %s "$CORPUS_TAR")
+fi
+
+# every system starts from an empty backend
+rm -rf "$WORKDIR/fs"
+
+# ---------------------------------------------------------------- machine info
+{
+    echo "# ssefs benchmark — $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "Machine:"
+    echo
+    echo "- CPU: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(nproc) cores"
+    echo "- RAM: $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+    echo "- Kernel: $(uname -r) ($(. /etc/os-release && echo "$PRETTY_NAME"))"
+    fsinfo=$(findmnt -n -o SOURCE,FSTYPE,OPTIONS -T "$WORKDIR" | head -1)
+    dev=$(findmnt -n -o SOURCE -T "$WORKDIR" | head -1)
+    disk=$(lsblk -ndo NAME,SIZE,ROTA,MODEL "$dev" 2>/dev/null | awk '{printf "%s %s rotational=%s %s", $1, $2, $3, $4}')
+    echo "- Work dir: $WORKDIR on $fsinfo (${disk:-?})"
+    rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
+    if [ -n "$(git --no-optional-locks -C "$REPO" status --porcelain -uno 2>/dev/null)" ]; then rev="$rev + uncommitted changes"; fi
+    echo "- ssefs: $("$SSEFS" --version 2>/dev/null || echo '?') ($SSEFS built $(date -u -r "$SSEFS" '+%Y-%m-%d %H:%M UTC'); work tree $REPO at git $rev)"
+    echo "- Peers: $(gocryptfs -version 2>/dev/null | cut -d';' -f1); securefs $(dpkg-query -W -f '${Version}' securefs 2>/dev/null) (format $SECUREFS_FORMAT); bindfs $(bindfs --version 2>/dev/null | awk '{print $2; exit}'); fio $(fio --version)"
+    echo
+    echo "Settings: ROUNDS=$ROUNDS, SIZE_MB=$SIZE_MB, FIO_RUNTIME=${FIO_RUNTIME}s, FIO_SIZE_MB=$FIO_SIZE_MB, corpus=${CORPUS_TAR:-skipped}${CORPUS_TAR:+ ($CORPUS_NFILES files, $((CORPUS_BYTES / 1048576)) MiB tar)}, QUICK=$QUICK"
+} >"$MD"
+
+# ---------------------------------------------------------------- run
+log "systems: $SYSTEMS; rounds: $ROUNDS; results: $CSV"
+T_START=$(now)
+FAILED=
+for r in $(seq "$ROUNDS"); do
+    for s in $SYSTEMS; do
+        log "round $r/$ROUNDS: $s"
+        # each system in a subshell, so that one failing system does not end the run
+        set +e
+        (
+            set -e
+            trap 'cd /; umount_system "$s"' EXIT
+            mount_system "$s"
+            run_workloads "$r" "$s" "$BENCH_DIR"
+        )
+        rc=$?
+        set -e
+        if [ $rc -ne 0 ]; then
+            [ $rc -ge 128 ] && exit $rc    # interrupted
+            log "FAILED: $s round $r (exit $rc); going on"
+            FAILED="$FAILED $s/r$r"
+        fi
+    done
+done
+log "done in $(elapsed "$T_START" "$(now)") s"
+[ -z "$FAILED" ] || echo "Failed (missing from the table):$FAILED" >>"$MD"
+
+"$PYTHON" "$HERE/report.py" "$CSV" --systems "$SYSTEMS" --seq-rw "$FIO_SEQ_RW" \
+    --settings "4K random read/write: fio psync, buffered (--direct=0, --invalidate=1), 1 job, ${FIO_SIZE_MB} MiB file, ${FIO_RUNTIME}s time_based (randwrite with --end_fsync=1); 1M sequential: 4 jobs x ${FIO_SIZE_MB} MiB files, rw=$FIO_SEQ_RW." \
+    >>"$MD"
+rm -rf "$WORKDIR/fs"
+cat "$MD"
+log "table: $MD"
+log "raw:   $CSV"
