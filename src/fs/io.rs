@@ -142,14 +142,16 @@ impl Fs {
         if self.opts.read_only && flags & libc::O_ACCMODE != libc::O_RDONLY {
             return Err(errno(libc::EROFS));
         }
+        let truncating = flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY;
         let existing = lock(&self.nodes)
             .get(&ino)
             .and_then(|n| n.open.as_ref().map(|(o, _)| o.clone()));
         let open = match existing {
             Some(o) => {
-                // Check this opener's right to the key.
+                // Check this opener's right to the key (an overwrite with
+                // O_TRUNC never reads the old data, so it needs none).
                 let g = o.read();
-                if let Some(obj) = &g.obj {
+                if let (Some(obj), false) = (&g.obj, truncating) {
                     self.engine
                         .unwrap_key(p, obj.header())
                         .map_err(|e| e.resource(&o.name))?;
@@ -163,7 +165,9 @@ impl Fs {
                     .or_else(|_| sys::reopen(fd.as_raw_fd(), libc::O_RDONLY))
                     .map_err(os_err)?;
                 let len = file.metadata().map_err(os_err)?.len();
-                let obj = if len == 0 {
+                let obj = if len == 0 || truncating {
+                    // Empty, or about to be truncated to a new upload: as in
+                    // OSS, overwriting an object needs no access to the old one.
                     None
                 } else {
                     Some(self.engine.open_object(
@@ -179,6 +183,12 @@ impl Fs {
             }
         };
         let _ = role;
+        if truncating {
+            // FUSE_ATOMIC_O_TRUNC: the kernel leaves O_TRUNC to us. It is a
+            // new upload: fresh data key, the override or the current rule.
+            let mut g = open.write();
+            self.start_upload(ino, &mut g, &open.name, p)?;
+        }
         self.attach(ino, open)
     }
 

@@ -679,6 +679,18 @@ fn kms_errors_reach_the_caller_with_their_errno() {
     m.d.run(&["kms", "enable-key", "alias/app"]).ok();
     assert_eq!(fs::read(m.p("bkt/doc")).unwrap(), b"secret doc");
 
+    // Overwriting (O_TRUNC) is a new upload and, as in OSS, needs no access
+    // to the old object's key.
+    fs::write(m.p("bkt/replace-me"), b"old").unwrap();
+    m.setfattr("bkt", SSE, "AES256").unwrap();
+    m.d.run(&["kms", "disable-key", "alias/app"]).ok();
+    fs::write(m.p("bkt/replace-me"), b"new").unwrap();
+    assert_eq!(fs::read(m.p("bkt/replace-me")).unwrap(), b"new");
+    assert_eq!(m.getfattr("bkt/replace-me", SSE).unwrap(), "AES256");
+    m.d.run(&["kms", "enable-key", "alias/app"]).ok();
+    m.setfattr("bkt", SSE, "KMS").unwrap();
+    m.setfattr("bkt", KEY, "alias/app").unwrap();
+
     // Pending deletion: EKEYREVOKED.
     m.d.run(&[
         "kms",
