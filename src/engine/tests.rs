@@ -283,10 +283,10 @@ fn flipping_any_byte_of_a_small_object_is_detected() {
         let path = e.path("bkt", name);
         let good = fs::read(&path).unwrap();
         let f = OpenOptions::new().write(true).open(&path).unwrap();
-        for i in 0..good.len() {
-            f.write_all_at(&[good[i] ^ 0x04], i as u64).unwrap();
+        for (i, &byte) in good.iter().enumerate() {
+            f.write_all_at(&[byte ^ 0x04], i as u64).unwrap();
             assert_integrity_error(e.get("bkt", name), &format!("{name} byte {i}"));
-            f.write_all_at(&[good[i]], i as u64).unwrap();
+            f.write_all_at(&[byte], i as u64).unwrap();
         }
         assert_eq!(e.get("bkt", name).unwrap(), data);
     }

@@ -222,7 +222,7 @@ fn a_zero_slot_is_a_hole_only_when_not_last() {
         &vec![0u8; CHUNK_SIZE][..]
     );
     assert!(open_chunk(&a, &[0; 16], 0, true, &mut vec![0u8; SLOT_SIZE]).is_err());
-    assert!(open_chunk(&a, &[0; 16], 0, false, &mut vec![0u8; 100]).is_err());
+    assert!(open_chunk(&a, &[0; 16], 0, false, &mut [0u8; 100]).is_err());
 }
 
 proptest! {

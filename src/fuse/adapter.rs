@@ -277,7 +277,10 @@ impl Filesystem for SsefsFuse {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let p = principal(req.uid(), req.gid(), req.pid());
         match self.fs.open(ino.0, flags.0, &p) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // Every change to an object's bytes goes through this daemon
+            // (the CLI replaces objects by rename, which makes a new inode),
+            // so the kernel's page cache stays valid across opens.
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno("open", e)),
         }
     }
@@ -494,7 +497,7 @@ impl Filesystem for SsefsFuse {
                 &attr(&a),
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                FopenFlags::FOPEN_KEEP_CACHE,
             ),
             Err(e) => reply.error(errno("create", e)),
         }
