@@ -534,10 +534,24 @@ impl Fs {
             if Self::hidden(&role, &name) {
                 continue;
             }
-            let (bino, kind) = match e.metadata() {
-                Ok(m) => {
-                    use std::os::unix::fs::MetadataExt;
-                    (m.ino(), Kind::from_mode(m.mode()))
+            // d_ino and d_type from the directory itself: no stat per entry.
+            let bino = std::os::unix::fs::DirEntryExt::ino(&e);
+            let kind = match e.file_type() {
+                Ok(t) if t.is_dir() => Kind::Dir,
+                Ok(t) if t.is_symlink() => Kind::Symlink,
+                Ok(t) => {
+                    use std::os::unix::fs::FileTypeExt;
+                    if t.is_fifo() {
+                        Kind::Fifo
+                    } else if t.is_socket() {
+                        Kind::Socket
+                    } else if t.is_char_device() {
+                        Kind::CharDev
+                    } else if t.is_block_device() {
+                        Kind::BlockDev
+                    } else {
+                        Kind::File
+                    }
                 }
                 Err(_) => continue, // removed meanwhile
             };

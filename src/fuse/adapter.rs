@@ -81,6 +81,14 @@ fn errno(op: &str, e: Error) -> Errno {
     Errno::from_i32(e.errno())
 }
 
+/// The caller of a data-path request (write, fallocate, copy_file_range)
+/// without reading its supplementary groups from /proc: those requests use an
+/// already unwrapped data key, and reading /proc on every write cost more than
+/// the write's own crypto.
+fn data_principal(req: &Request) -> crate::kms::Principal {
+    crate::kms::Principal::new(req.uid(), req.gid())
+}
+
 fn timespec(t: Option<TimeOrNow>) -> Option<libc::timespec> {
     t.map(|t| match t {
         TimeOrNow::Now => libc::timespec {
@@ -146,7 +154,11 @@ impl Filesystem for SsefsFuse {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let p = principal(req.uid(), req.gid(), req.pid());
+        let p = if size.is_some() {
+            principal(req.uid(), req.gid(), req.pid())
+        } else {
+            data_principal(req)
+        };
         let r = (|| {
             if let Some(s) = size {
                 self.fs.truncate(ino.0, fh.map(|f| f.0), s, &p)?;
@@ -314,7 +326,7 @@ impl Filesystem for SsefsFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let p = principal(req.uid(), req.gid(), req.pid());
+        let p = data_principal(req);
         match self.fs.write(ino.0, fh.0, offset, data, &p) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno("write", e)),
@@ -513,7 +525,7 @@ impl Filesystem for SsefsFuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let p = principal(req.uid(), req.gid(), req.pid());
+        let p = data_principal(req);
         match self.fs.fallocate(ino.0, fh.0, offset, length, mode, &p) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fallocate", e)),
@@ -533,7 +545,7 @@ impl Filesystem for SsefsFuse {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let p = principal(req.uid(), req.gid(), req.pid());
+        let p = data_principal(req);
         match self
             .fs
             .copy_range(fh_in.0, offset_in, ino_out.0, fh_out.0, offset_out, len, &p)
