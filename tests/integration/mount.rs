@@ -852,20 +852,39 @@ fn read_only_mounts_refuse_changes_and_serve_reads() {
     m.mount(&["ro"]);
     assert_eq!(fs::read(m.p("bkt/f")).unwrap(), b"kept");
     assert_eq!(m.getfattr("bkt/f", SSE).unwrap(), "AES256");
-    assert_eq!(errno_of(fs::write(m.p("bkt/g"), b"x").unwrap_err()), libc::EROFS);
-    assert_eq!(errno_of(OpenOptions::new().write(true).open(m.p("bkt/f")).unwrap_err()), libc::EROFS);
+    assert_eq!(
+        errno_of(fs::write(m.p("bkt/g"), b"x").unwrap_err()),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(
+            OpenOptions::new()
+                .write(true)
+                .open(m.p("bkt/f"))
+                .unwrap_err()
+        ),
+        libc::EROFS
+    );
     assert_eq!(m.setfattr("bkt", SSE, "SM4"), Err(libc::EROFS));
-    assert_eq!(errno_of(fs::create_dir(m.p("new-bucket")).unwrap_err()), libc::EROFS);
+    assert_eq!(
+        errno_of(fs::create_dir(m.p("new-bucket")).unwrap_err()),
+        libc::EROFS
+    );
 }
 
 #[test]
 fn mount_creates_a_missing_mount_point_and_rejects_unknown_options() {
     let d = DataDir::uninit();
     let mnt = d.path("not/yet/there");
-    d.run(&["mount", mnt.to_str().unwrap(), "-o", "allow_other,bogus"]).fails_with("InvalidArgument");
+    d.run(&["mount", mnt.to_str().unwrap(), "-o", "allow_other,bogus"])
+        .fails_with("InvalidArgument");
     assert!(!mnt.exists(), "a refused mount changes nothing");
     d.run(&["mount", mnt.to_str().unwrap()]).ok();
     assert!(is_mounted(&mnt));
-    let st = Command::new("fusermount3").arg("-u").arg(&mnt).status().unwrap();
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap();
     assert!(st.success());
 }
