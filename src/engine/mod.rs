@@ -295,7 +295,8 @@ impl Engine {
 
     /// An object's persisted encryption override, if any.
     pub fn read_override(file: &File, name: &str) -> Result<Option<SseConfig>> {
-        let Some(v) = xattr::fget(file, OsStr::new(OVERRIDE_XATTR)).ctx(name)? else {
+        let Some(v) = xattr::get(xattr::At::File(file), OsStr::new(OVERRIDE_XATTR)).ctx(name)?
+        else {
             return Ok(None);
         };
         let s = String::from_utf8(v)
@@ -311,9 +312,18 @@ impl Engine {
             Some(o) => {
                 let s = toml::to_string(o)
                     .map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
-                xattr::fset(file, OsStr::new(OVERRIDE_XATTR), s.as_bytes()).ctx(name)
+                xattr::set(
+                    xattr::At::File(file),
+                    OsStr::new(OVERRIDE_XATTR),
+                    s.as_bytes(),
+                    0,
+                )
+                .ctx(name)
             }
-            None => xattr::fremove(file, OsStr::new(OVERRIDE_XATTR)).ctx(name),
+            None => match xattr::remove(xattr::At::File(file), OsStr::new(OVERRIDE_XATTR)) {
+                Err(e) if e.raw_os_error() != Some(libc::ENODATA) => Err(Error::io(name, e)),
+                _ => Ok(()),
+            },
         }
     }
 }

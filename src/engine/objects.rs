@@ -278,13 +278,13 @@ fn copy_posix_attrs(from: &Path, to: &Path) -> io::Result<()> {
     if cur.uid() != m.uid() || cur.gid() != m.gid() {
         std::os::unix::fs::chown(to, Some(m.uid()), Some(m.gid()))?;
     }
-    for name in xattr::list(from)? {
+    for name in xattr::list(xattr::At::Link(from))? {
         if !name.starts_with(b"user.") || name == super::OVERRIDE_XATTR.as_bytes() {
             continue;
         }
         let n = OsStr::from_bytes(&name);
-        if let Some(v) = xattr::get(from, n)? {
-            xattr::set(to, n, &v, 0)?;
+        if let Some(v) = xattr::get(xattr::At::Link(from), n)? {
+            xattr::set(xattr::At::Link(to), n, &v, 0)?;
         }
     }
     let times = [

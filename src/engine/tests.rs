@@ -442,7 +442,13 @@ fn copy_over_itself_reencrypts_under_the_current_rule_and_keeps_content() {
     e.engine.create_bucket(&b("bkt")).unwrap();
     let data = pattern(50_000, 9);
     e.put("bkt", "o", &data, None).unwrap();
-    xattr::set(&e.path("bkt", "o"), OsStr::new("user.meta"), b"kept", 0).unwrap();
+    xattr::set(
+        xattr::At::Link(&e.path("bkt", "o")),
+        OsStr::new("user.meta"),
+        b"kept",
+        0,
+    )
+    .unwrap();
     let before = fs::read(e.path("bkt", "o")).unwrap();
     e.engine
         .put_bucket_encryption(&root(), &b("bkt"), &rule("KMS", None, Some("SM4")))
@@ -458,9 +464,12 @@ fn copy_over_itself_reencrypts_under_the_current_rule_and_keeps_content() {
     assert_ne!(fs::read(e.path("bkt", "o")).unwrap(), before);
     assert_eq!(e.get("bkt", "o").unwrap(), data);
     assert_eq!(
-        xattr::get(&e.path("bkt", "o"), OsStr::new("user.meta"))
-            .unwrap()
-            .unwrap(),
+        xattr::get(
+            xattr::At::Link(&e.path("bkt", "o")),
+            OsStr::new("user.meta")
+        )
+        .unwrap()
+        .unwrap(),
         b"kept"
     );
 }

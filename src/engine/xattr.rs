@@ -1,98 +1,40 @@
-//! Safe wrappers over the l*xattr system calls on backend paths (symlinks
-//! are not followed: xattrs belong to the link itself, as on any POSIX fs).
+//! Safe wrappers over the xattr system calls, for the three ways ssefs names
+//! an inode: a backend path whose symlinks are not followed (`l*xattr`), a
+//! /proc magic link that must be followed to reach the inode (`*xattr`), and
+//! an open file (`f*xattr`).
 
 use std::ffi::{CString, OsStr};
+use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+/// Which inode an xattr call addresses.
+#[derive(Clone, Copy)]
+pub enum At<'a> {
+    /// The path itself; a symlink is not followed.
+    Link(&'a Path),
+    /// Whatever the path resolves to (used with /proc/self/fd/N).
+    Follow(&'a Path),
+    /// An open file.
+    File(&'a File),
 }
 
-fn cname(n: &OsStr) -> io::Result<CString> {
-    CString::new(n.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+fn cstr(b: &[u8]) -> io::Result<CString> {
+    CString::new(b).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-/// The value of `name`, or `None` when the attribute does not exist.
-pub fn get(path: &Path, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
-    let p = cpath(path)?;
-    let n = cname(name)?;
+/// Runs a size-query-then-fill xattr call until the buffer fits (the value
+/// can grow between the two calls).
+fn sized(call: impl Fn(*mut libc::c_void, usize) -> isize) -> io::Result<Vec<u8>> {
     loop {
-        // SAFETY: p and n are valid NUL-terminated strings; a null buffer
-        // with size 0 asks for the length only.
-        let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
-        if len < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::ENODATA) => Ok(None),
-                _ => Err(e),
-            };
-        }
-        let mut buf = vec![0u8; len as usize];
-        // SAFETY: buf is writable for buf.len() bytes.
-        let got =
-            unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if got < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                // Grew between the two calls: ask again.
-                Some(libc::ERANGE) => continue,
-                Some(libc::ENODATA) => return Ok(None),
-                _ => return Err(e),
-            }
-        }
-        buf.truncate(got as usize);
-        return Ok(Some(buf));
-    }
-}
-
-/// Sets `name`; `flags` is 0, `libc::XATTR_CREATE` or `libc::XATTR_REPLACE`.
-pub fn set(path: &Path, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
-    let p = cpath(path)?;
-    let n = cname(name)?;
-    // SAFETY: valid strings; value is readable for value.len() bytes.
-    let r = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            flags,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// Removes `name`; a missing attribute is `ENODATA`.
-pub fn remove(path: &Path, name: &OsStr) -> io::Result<()> {
-    let p = cpath(path)?;
-    let n = cname(name)?;
-    // SAFETY: valid strings.
-    let r = unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// All attribute names on `path`.
-pub fn list(path: &Path) -> io::Result<Vec<Vec<u8>>> {
-    let p = cpath(path)?;
-    loop {
-        // SAFETY: size query with a null buffer.
-        let len = unsafe { libc::llistxattr(p.as_ptr(), std::ptr::null_mut(), 0) };
+        let len = call(std::ptr::null_mut(), 0);
         if len < 0 {
             return Err(io::Error::last_os_error());
         }
         let mut buf = vec![0u8; len as usize];
-        // SAFETY: buf is writable for buf.len() bytes.
-        let got = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let got = call(buf.as_mut_ptr().cast(), buf.len());
         if got < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::ERANGE) {
@@ -101,73 +43,11 @@ pub fn list(path: &Path) -> io::Result<Vec<Vec<u8>>> {
             return Err(e);
         }
         buf.truncate(got as usize);
-        return Ok(buf
-            .split(|&b| b == 0)
-            .filter(|s| !s.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect());
+        return Ok(buf);
     }
 }
 
-/// Copies every `user.*` attribute from `from` to `to`.
-pub fn copy_user(from: &Path, to: &Path) -> io::Result<()> {
-    for name in list(from)? {
-        if !name.starts_with(b"user.") {
-            continue;
-        }
-        let n = OsStr::from_bytes(&name);
-        if let Some(v) = get(from, n)? {
-            set(to, n, &v, 0)?;
-        }
-    }
-    Ok(())
-}
-
-/// The value of `name` on an open file, or `None` when it does not exist.
-pub fn fget(file: &std::fs::File, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
-    use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
-    let n = cname(name)?;
-    loop {
-        // SAFETY: valid name; null buffer with size 0 asks for the length.
-        let len = unsafe { libc::fgetxattr(fd, n.as_ptr(), std::ptr::null_mut(), 0) };
-        if len < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::ENODATA) => Ok(None),
-                _ => Err(e),
-            };
-        }
-        let mut buf = vec![0u8; len as usize];
-        // SAFETY: buf is writable for buf.len() bytes.
-        let got = unsafe { libc::fgetxattr(fd, n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if got < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::ERANGE) => continue,
-                Some(libc::ENODATA) => return Ok(None),
-                _ => return Err(e),
-            }
-        }
-        buf.truncate(got as usize);
-        return Ok(Some(buf));
-    }
-}
-
-/// Sets `name` on an open file.
-pub fn fset(file: &std::fs::File, name: &OsStr, value: &[u8]) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let n = cname(name)?;
-    // SAFETY: valid name; value readable for its length.
-    let r = unsafe {
-        libc::fsetxattr(
-            file.as_raw_fd(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
+fn check(r: libc::c_int) -> io::Result<()> {
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -175,18 +55,105 @@ pub fn fset(file: &std::fs::File, name: &OsStr, value: &[u8]) -> io::Result<()> 
     }
 }
 
-/// Removes `name` from an open file; a missing attribute is not an error.
-pub fn fremove(file: &std::fs::File, name: &OsStr) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let n = cname(name)?;
-    // SAFETY: valid name.
-    let r = unsafe { libc::fremovexattr(file.as_raw_fd(), n.as_ptr()) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENODATA) {
-            return Ok(());
+/// The value of `name`, or `None` when the attribute does not exist.
+pub fn get(at: At<'_>, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
+    let n = cstr(name.as_bytes())?;
+    let r = match at {
+        At::Link(p) | At::Follow(p) => {
+            let p = cstr(p.as_os_str().as_bytes())?;
+            let follow = matches!(at, At::Follow(_));
+            sized(|buf, len| {
+                // SAFETY: valid C strings; buf is null with len 0, or
+                // writable for len bytes.
+                unsafe {
+                    if follow {
+                        libc::getxattr(p.as_ptr(), n.as_ptr(), buf, len)
+                    } else {
+                        libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf, len)
+                    }
+                }
+            })
         }
-        return Err(e);
+        At::File(f) => {
+            let fd = f.as_raw_fd();
+            // SAFETY: as above, on an open descriptor.
+            sized(|buf, len| unsafe { libc::fgetxattr(fd, n.as_ptr(), buf, len) })
+        }
+    };
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
+        Err(e) => Err(e),
     }
-    Ok(())
+}
+
+/// Sets `name`; `flags` is 0, `libc::XATTR_CREATE` or `libc::XATTR_REPLACE`.
+pub fn set(at: At<'_>, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
+    let n = cstr(name.as_bytes())?;
+    let (v, len) = (value.as_ptr().cast(), value.len());
+    // SAFETY: valid C strings; value is readable for len bytes.
+    check(unsafe {
+        match at {
+            At::Link(p) => libc::lsetxattr(
+                cstr(p.as_os_str().as_bytes())?.as_ptr(),
+                n.as_ptr(),
+                v,
+                len,
+                flags,
+            ),
+            At::Follow(p) => libc::setxattr(
+                cstr(p.as_os_str().as_bytes())?.as_ptr(),
+                n.as_ptr(),
+                v,
+                len,
+                flags,
+            ),
+            At::File(f) => libc::fsetxattr(f.as_raw_fd(), n.as_ptr(), v, len, flags),
+        }
+    })
+}
+
+/// Removes `name`; a missing attribute is `ENODATA`.
+pub fn remove(at: At<'_>, name: &OsStr) -> io::Result<()> {
+    let n = cstr(name.as_bytes())?;
+    // SAFETY: valid C strings.
+    check(unsafe {
+        match at {
+            At::Link(p) => libc::lremovexattr(cstr(p.as_os_str().as_bytes())?.as_ptr(), n.as_ptr()),
+            At::Follow(p) => {
+                libc::removexattr(cstr(p.as_os_str().as_bytes())?.as_ptr(), n.as_ptr())
+            }
+            At::File(f) => libc::fremovexattr(f.as_raw_fd(), n.as_ptr()),
+        }
+    })
+}
+
+/// All attribute names.
+pub fn list(at: At<'_>) -> io::Result<Vec<Vec<u8>>> {
+    let raw = match at {
+        At::Link(p) | At::Follow(p) => {
+            let p = cstr(p.as_os_str().as_bytes())?;
+            let follow = matches!(at, At::Follow(_));
+            sized(|buf, len| {
+                // SAFETY: valid C string; buf null with len 0 or writable.
+                unsafe {
+                    if follow {
+                        libc::listxattr(p.as_ptr(), buf.cast(), len)
+                    } else {
+                        libc::llistxattr(p.as_ptr(), buf.cast(), len)
+                    }
+                }
+            })?
+        }
+        At::File(f) => {
+            let fd = f.as_raw_fd();
+            // SAFETY: as above, on an open descriptor.
+            sized(|buf, len| unsafe { libc::flistxattr(fd, buf.cast(), len) })?
+        }
+    };
+    Ok(raw
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
 }

@@ -4,13 +4,14 @@
 //! (which re-encrypts the object). Other names are stored on the backend
 //! file unchanged, like `x-oss-meta-*`.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use super::{errno, lock, os_err, sys, Fs, Kind, Role};
+use crate::engine::xattr::{self, At};
 use crate::engine::Engine;
 use crate::error::{Error, OssCode, Result};
 use crate::format::Method;
@@ -94,86 +95,6 @@ fn without_field(cur: &SseConfig, n: OssName) -> Result<Option<SseConfig>> {
     Ok(Some(c))
 }
 
-// Plain xattrs on the backend inode, through its /proc path (which follows
-// to the inode; symlinks hold no user xattrs on Linux).
-
-fn backend_get(path: &CString, name: &OsStr) -> std::io::Result<Vec<u8>> {
-    let n = CString::new(name.as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    loop {
-        // SAFETY: valid strings; size query.
-        let len = unsafe { libc::getxattr(path.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
-        if len < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut buf = vec![0u8; len as usize];
-        // SAFETY: buf writable for its length.
-        let got = unsafe {
-            libc::getxattr(
-                path.as_ptr(),
-                n.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if got < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ERANGE) {
-                continue;
-            }
-            return Err(e);
-        }
-        buf.truncate(got as usize);
-        return Ok(buf);
-    }
-}
-
-fn backend_set(path: &CString, name: &OsStr, v: &[u8], flags: i32) -> std::io::Result<()> {
-    let n = CString::new(name.as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: valid strings and buffer.
-    let r = unsafe { libc::setxattr(path.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), flags) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn backend_remove(path: &CString, name: &OsStr) -> std::io::Result<()> {
-    let n = CString::new(name.as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: valid strings.
-    let r = unsafe { libc::removexattr(path.as_ptr(), n.as_ptr()) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn backend_list(path: &CString) -> std::io::Result<Vec<u8>> {
-    loop {
-        // SAFETY: size query.
-        let len = unsafe { libc::listxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
-        if len < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut buf = vec![0u8; len as usize];
-        // SAFETY: buf writable.
-        let got = unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if got < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ERANGE) {
-                continue;
-            }
-            return Err(e);
-        }
-        buf.truncate(got as usize);
-        return Ok(buf);
-    }
-}
-
 /// What the inode is, for xattr purposes.
 enum Target {
     Root,
@@ -247,7 +168,9 @@ impl Fs {
         if matches!(t, Target::Other) {
             return Err(errno(libc::ENODATA));
         }
-        backend_get(&sys::proc_cpath(fd), name).map_err(os_err)
+        xattr::get(At::Follow(&sys::proc_path(fd)), name)
+            .map_err(os_err)?
+            .ok_or_else(|| errno(libc::ENODATA))
     }
 
     pub fn listxattr(&self, ino: u64, p: &Principal) -> Result<Vec<u8>> {
@@ -271,10 +194,9 @@ impl Fs {
         if matches!(t, Target::Other) {
             return Ok(out);
         }
-        let raw = backend_list(&sys::proc_cpath(fd)).map_err(os_err)?;
-        for n in raw.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        for n in xattr::list(At::Follow(&sys::proc_path(fd))).map_err(os_err)? {
             if !n.starts_with(INTERNAL_PREFIX) {
-                out.extend_from_slice(n);
+                out.extend_from_slice(&n);
                 out.push(0);
             }
         }
@@ -316,7 +238,7 @@ impl Fs {
         if matches!(t, Target::Other) {
             return Err(errno(libc::EPERM));
         }
-        backend_set(&sys::proc_cpath(fd), name, value, flags).map_err(os_err)
+        xattr::set(At::Follow(&sys::proc_path(fd)), name, value, flags).map_err(os_err)
     }
 
     pub fn removexattr(&self, ino: u64, name: &OsStr, p: &Principal) -> Result<()> {
@@ -358,7 +280,7 @@ impl Fs {
         if matches!(t, Target::Other) {
             return Err(errno(libc::EPERM));
         }
-        backend_remove(&sys::proc_cpath(fd), name).map_err(os_err)
+        xattr::remove(At::Follow(&sys::proc_path(fd)), name).map_err(os_err)
     }
 
     /// The override if one is set, else how the object is stored.
