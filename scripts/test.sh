@@ -8,4 +8,5 @@ cargo build --release --bins
 cargo test --release --lib --bins --tests -- --test-threads=2 "$@"
 # Each benchmark once, as a test (no timing): they must keep working.
 cargo test --release --benches
+./scripts/package-test.sh
 ./scripts/conformance.sh target/release/ssefs

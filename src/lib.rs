@@ -14,3 +14,4 @@ pub mod fs;
 pub mod fuse;
 pub mod kms;
 pub mod oss;
+pub mod service;

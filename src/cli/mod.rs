@@ -3,18 +3,21 @@
 
 mod kms;
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use zeroize::Zeroizing;
 
 use crate::engine::{default_root_key, Engine};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::kms::{Principal, RootKeySource};
 use crate::oss::{split_object_path, BucketName, SseConfig};
+use crate::service::helper::{self, HelperCall};
+use crate::service::{notify, ServiceConfig};
 
 #[derive(Parser, Debug)]
 #[command(name = "ssefs", version, about = "OSS-style server-side encryption for local storage", long_about = None)]
@@ -27,6 +30,10 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
+    /// The mount's configuration file (TOML; see ssefs.toml.example). Its
+    /// keys are defaults: options on the command line override them.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The data directory [default: $SSEFS_DATA_DIR, else /var/lib/ssefs for
     /// root, else $XDG_DATA_HOME/ssefs]
     #[arg(long, global = true, value_name = "DIR")]
@@ -61,11 +68,14 @@ pub enum Command {
     Kms(kms::KmsCmd),
     /// Mount the data directory: buckets appear as directories, objects as
     /// files. Creates the data directory and root key on first use.
+    #[command(after_long_help = MOUNT_AFTER_HELP)]
     Mount {
-        mountpoint: PathBuf,
-        /// Mount options: allow_other, allow_root, ro, default_permissions,
+        /// Where to mount [default: `mountpoint` in the --config file]
+        mountpoint: Option<PathBuf>,
+        /// Mount options: allow_other, allow_root, ro, rw, default_permissions,
         /// threads=N (FUSE worker threads, default 4), cache_mb=N (decrypted
-        /// chunk cache, default 64)
+        /// chunk cache, default 64); generic fstab options (defaults, _netdev,
+        /// noauto, nofail, x-*, ...) are accepted and ignored
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,
         /// Stay in the foreground (for systemd); default: run in the
@@ -73,7 +83,29 @@ pub enum Command {
         #[arg(long, short = 'f')]
         foreground: bool,
     },
+    /// Write the man pages to DIR (for packaging).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
+
+const MOUNT_AFTER_HELP: &str = "\
+As a service, the unit ssefs@NAME.service runs
+
+  ssefs --config /etc/ssefs/NAME.toml mount --foreground
+
+with the root key passed as the credential root.key (from /etc/ssefs/NAME.key)
+and tells systemd when the mount is ready (Type=notify).
+
+From /etc/fstab, through the mount helper mount.fuse.ssefs:
+
+  /var/lib/ssefs  /mnt/oss  fuse.ssefs  defaults,allow_other,_netdev  0 0
+
+The source may also be a config file (/etc/ssefs/NAME.toml), and the options
+root_key=PATH and config=PATH name files. By hand: mount -t fuse.ssefs DATA_DIR
+DIR -o allow_other. Unmount with umount, fusermount3 -u, or SIGTERM.
+
+The background daemon logs to DATA_DIR/.ssefs/mount.log; in the foreground,
+logs go to stderr (the journal under systemd).";
 
 #[derive(Subcommand, Debug)]
 pub enum BucketCmd {
@@ -211,8 +243,37 @@ fn out(s: &str) -> Result<()> {
         .ctx("stdout")
 }
 
-/// Runs one parsed command.
-pub fn run(cli: Cli) -> Result<()> {
+impl GlobalArgs {
+    /// Loads the --config file, if any, and takes from it what the command
+    /// line left unset. Precedence: command line (and $SSEFS_ROOT_KEY) over
+    /// the config file over the built-in defaults.
+    pub fn load_config(&mut self) -> Result<Option<ServiceConfig>> {
+        let Some(path) = &self.config else {
+            return Ok(None);
+        };
+        let cfg = ServiceConfig::load(path)?;
+        if self.data_dir.is_none() {
+            self.data_dir.clone_from(&cfg.data_dir);
+        }
+        if self.root_key.is_none() {
+            self.root_key.clone_from(&cfg.root_key);
+        }
+        if self.passphrase_file.is_none() {
+            self.passphrase_file.clone_from(&cfg.passphrase_file);
+        }
+        Ok(Some(cfg))
+    }
+}
+
+/// Runs one parsed command, reading its --config file first.
+pub fn run(mut cli: Cli) -> Result<()> {
+    let cfg = cli.global.load_config()?;
+    run_with(cli, cfg.as_ref())
+}
+
+/// Runs one parsed command whose config file `cfg` is already loaded into
+/// its global arguments.
+fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
     let g = &cli.global;
     match cli.command {
         Command::Init { passphrase } => {
@@ -233,12 +294,24 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bucket(b) => bucket(g, b),
         Command::Object(o) => object(g, o),
         Command::Kms(k) => kms::run(g, k),
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir).ctx(dir.display())?;
+            clap_mangen::generate_to(Cli::command(), &dir).ctx(dir.display())
+        }
         Command::Mount {
             mountpoint,
             options,
             foreground,
         } => {
-            let opts = crate::fuse::MountOpts::parse(&options)?;
+            let Some(mountpoint) = mountpoint.or_else(|| cfg.and_then(|c| c.mountpoint.clone()))
+            else {
+                return Err(Error::new(
+                    OssCode::InvalidArgument,
+                    "no mount point: give one, or `mountpoint` in the --config file",
+                ));
+            };
+            let base = cfg.map(ServiceConfig::mount_opts).unwrap_or_default();
+            let opts = base.with(&options)?;
             let dir = g.data_dir();
             // Create a missing mount point (but leave a dead mount, which
             // stats as ENOTCONN, to the stale-mount cleanup).
@@ -248,9 +321,18 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             if foreground {
                 let root = g.root_source(&dir, false)?;
-                crate::fuse::run_foreground(&dir, &root, &mountpoint, &opts, || {})
+                crate::fuse::run_foreground(&dir, &root, &mountpoint, &opts, || {
+                    notify::ready(&mountpoint);
+                    notify::spawn_watchdog(&mountpoint);
+                })
             } else {
-                let mut args = vec!["--data-dir".to_owned(), dir.display().to_string()];
+                // The daemon reads the same config file, then the same
+                // command-line overrides.
+                let mut args = Vec::new();
+                if let Some(c) = &g.config {
+                    args.extend(["--config".to_owned(), c.display().to_string()]);
+                }
+                args.extend(["--data-dir".to_owned(), dir.display().to_string()]);
                 if let Some(k) = &g.root_key {
                     args.extend(["--root-key".to_owned(), k.display().to_string()]);
                 }
@@ -363,23 +445,45 @@ fn object(g: &GlobalArgs, cmd: ObjectCmd) -> Result<()> {
 
 /// Entry point of the binary: one line on stderr and a non-zero exit per error.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(if matches!(cli.command, Command::Mount { .. }) {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let argv = match helper::translate(&argv) {
+        None => argv,
+        Some(Ok(HelperCall::Run(args))) => args,
+        Some(Ok(HelperCall::Fake)) => return ExitCode::SUCCESS,
+        Some(Err(e)) => return fail(&e),
+    };
+    let mut cli = Cli::parse_from(argv);
+    // Before logging starts: the config file may set the level. Its errors
+    // still reach stderr as one line.
+    let cfg = match cli.global.load_config() {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let default = if matches!(cli.command, Command::Mount { .. }) {
         "info"
     } else {
         "warn"
-    });
-    match run(cli) {
+    };
+    init_logging(
+        cfg.as_ref()
+            .and_then(|c| c.log_level.as_deref())
+            .unwrap_or(default),
+    );
+    match run_with(cli, cfg.as_ref()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::debug!(code = e.code.as_str(), "command failed");
-            eprintln!("ssefs: {e}");
-            ExitCode::from(1)
-        }
+        Err(e) => fail(&e),
     }
 }
 
-/// tracing to stderr; RUST_LOG overrides `default`.
+fn fail(e: &Error) -> ExitCode {
+    tracing::debug!(code = e.code.as_str(), "command failed");
+    eprintln!("ssefs: {e}");
+    ExitCode::from(1)
+}
+
+/// tracing to stderr, which journald records under systemd; RUST_LOG
+/// overrides `default` (the config file's log_level, else info for mounts
+/// and warn for other commands).
 pub fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

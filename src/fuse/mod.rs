@@ -48,7 +48,13 @@ impl MountOpts {
     /// mean nothing to a FUSE filesystem are accepted and ignored; anything
     /// else unknown is an error, so a typo never silently does nothing.
     pub fn parse(list: &[String]) -> Result<MountOpts> {
-        let mut o = MountOpts::default();
+        MountOpts::default().with(list)
+    }
+
+    /// These options with `list` (as for [`MountOpts::parse`]) on top: the
+    /// command line's `-o` over the config file's keys.
+    pub fn with(self, list: &[String]) -> Result<MountOpts> {
+        let mut o = self;
         for opt in list
             .iter()
             .flat_map(|s| s.split(','))
@@ -65,8 +71,10 @@ impl MountOpts {
                 )
             };
             match (k, v) {
-                ("allow_other", None) => o.allow_other = true,
-                ("allow_root", None) => o.allow_root = true,
+                // The two exclude each other; the later one wins, so `-o`
+                // can override the config file's choice.
+                ("allow_other", None) => (o.allow_other, o.allow_root) = (true, false),
+                ("allow_root", None) => (o.allow_other, o.allow_root) = (false, true),
                 ("ro", None) => o.read_only = true,
                 ("rw", None) => o.read_only = false,
                 // Always on: the kernel checks mode bits for every caller.
@@ -230,6 +238,7 @@ pub fn run_foreground(
     std::thread::spawn(move || {
         if let Ok(sig) = sigs.wait() {
             tracing::info!(signal = ?sig, mountpoint = %mp_owned.display(), "unmounting");
+            crate::service::notify::stopping();
             if unmounter.unmount().is_err() {
                 let _ = nix::mount::umount2(&mp_owned, nix::mount::MntFlags::MNT_DETACH);
             }
@@ -261,6 +270,11 @@ pub fn spawn_background(data_dir: &Path, mp: &Path, args: &[String]) -> Result<(
     let mut cmd = Command::new(exe);
     cmd.args(args)
         .arg("--foreground")
+        // The daemon is not the main process of whatever unit runs us (a
+        // mount unit, a shell): it must not speak for it to systemd.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(log.try_clone().ctx("log")?)
         .stderr(log);

@@ -2,4 +2,5 @@
 
 mod cli;
 mod mount;
+mod service;
 mod util;

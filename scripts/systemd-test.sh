@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# ssefs@.service under a real systemd. CI has no systemd as PID 1, so this
+# boots the machine's own installation in a container (systemd-nspawn
+# --volatile=yes: a fresh tmpfs root and /etc, /usr read-only from the host,
+# hence the installed package; up to basic.target only, so none of the
+# machine's other services start) and checks there:
+#   - start: Type=notify reaches "active" with the mount answering in the
+#     system's mount namespace (the hardening must not hide it in the
+#     service's own), and the root key arrives by LoadCredential=;
+#   - the watchdog: a hung daemon (SIGSTOP) is killed and restarted, and the
+#     restart clears the dead mount it left;
+#   - stop: a clean unmount;
+#   - an fstab line as systemd's .mount unit (what x-systemd.automount
+#     triggers; autofs itself does not work in a container).
+# Run by scripts/package-test.sh once the package is installed. Needs root
+# and systemd-container (.ci/run installs it).
+set -euo pipefail
+
+work=$(mktemp -d /tmp/ssefs-systemd.XXXXXX)
+mkdir "$work/mnt" "$work/auto"
+nspawn_pid=
+leader=
+cleanup() {
+  if [ -n "$leader" ]; then
+    nsenter -t "$leader" -a systemctl poweroff >/dev/null 2>&1 || true
+  fi
+  if [ -n "$nspawn_pid" ]; then
+    for _ in $(seq 50); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.2; done
+    kill "$nspawn_pid" 2>/dev/null || true
+    wait "$nspawn_pid" 2>/dev/null || true
+  fi
+  for m in "$work/mnt" "$work/auto"; do
+    mountpoint -q "$m" 2>/dev/null && umount -l "$m"
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() {
+  echo "systemd test: $*" >&2
+  [ -z "$leader" ] || inside journalctl --no-pager -n 40 >&2 || true
+  exit 1
+}
+inside() { nsenter -t "$leader" -a "$@"; }
+
+systemd-nspawn -q -D / --volatile=yes --bind=/dev/fuse --bind="$work:/srv" \
+  --register=no --keep-unit --machine="ssefs-ci-$$" \
+  -b systemd.firstboot=off systemd.unit=basic.target \
+  </dev/null >"$work/console.log" 2>&1 &
+nspawn_pid=$!
+# The container's PID 1 (nspawn's first child is a short-lived helper).
+for _ in $(seq 100); do
+  leader=
+  for p in $(pgrep -P "$nspawn_pid"); do
+    [ "$(cat "/proc/$p/comm" 2>/dev/null)" = systemd ] && leader=$p
+  done
+  [ -n "$leader" ] && break
+  sleep 0.1
+done
+[ -n "$leader" ] || { cat "$work/console.log" >&2; fail "the container did not start"; }
+state=
+for _ in $(seq 120); do
+  state=$(timeout 10 nsenter -t "$leader" -a systemctl is-system-running 2>/dev/null) || true
+  case $state in running | degraded) break ;; esac
+  sleep 0.5
+done
+case $state in
+  running | degraded) ;;
+  *) cat "$work/console.log" >&2; fail "the container's systemd did not come up ($state)" ;;
+esac
+
+# An instance, set up as the README says.
+inside sh -ec '
+  install -d -m 0700 /etc/ssefs
+  ssefs --data-dir /srv/data --root-key /etc/ssefs/ci.key init >/dev/null
+  printf "data_dir = \"/srv/data\"\nmountpoint = \"/srv/mnt\"\nallow_other = true\n" >/etc/ssefs/ci.toml
+  mkdir -p /etc/systemd/system/ssefs@ci.service.d
+  printf "[Service]\nWatchdogSec=2s\n" >/etc/systemd/system/ssefs@ci.service.d/watchdog.conf
+  systemctl daemon-reload'
+
+# Start: returns once READY=1 arrived, i.e. the mount answers.
+inside systemctl start ssefs@ci || fail "start failed"
+[ "$(inside systemctl show -P ActiveState ssefs@ci)" = active ] || fail "not active"
+inside grep -q " /srv/mnt .* - fuse" /proc/1/mountinfo || fail "mount not visible to the system"
+inside sh -ec 'mkdir /srv/mnt/bkt; echo through-systemd >/srv/mnt/bkt/f'
+[ "$(inside cat /srv/mnt/bkt/f)" = through-systemd ] || fail "I/O"
+[ ! -e "$work/data/.ssefs/root.key" ] || fail "the root key did not come from LoadCredential="
+[ "$(inside systemctl show -P StatusText ssefs@ci)" = "mounted on /srv/mnt" ] || fail "no STATUS="
+echo "systemd: Type=notify start, mount visible to the system, credential used"
+
+# The watchdog: keep-alives hold the service up, a hung daemon restarts it.
+sleep 5
+[ "$(inside systemctl show -P NRestarts ssefs@ci)" = 0 ] || fail "restarted despite keep-alives"
+inside kill -STOP "$(inside systemctl show -P MainPID ssefs@ci)"
+for _ in $(seq 100); do
+  [ "$(inside systemctl show -P NRestarts ssefs@ci)" = 1 ] \
+    && [ "$(inside systemctl show -P ActiveState ssefs@ci)" = active ] && break
+  sleep 0.2
+done
+[ "$(inside systemctl show -P NRestarts ssefs@ci)" = 1 ] || fail "no restart after a hang"
+[ "$(inside cat /srv/mnt/bkt/f)" = through-systemd ] || fail "I/O after the restart"
+echo "systemd: watchdog restarted a hung daemon, dead mount cleared"
+
+# Stop: a clean unmount.
+inside systemctl stop ssefs@ci
+[ "$(inside systemctl show -P Result ssefs@ci)" = success ] || fail "stop did not succeed"
+! inside grep -q " /srv/mnt " /proc/1/mountinfo || fail "still mounted after stop"
+echo "systemd: stop unmounted cleanly"
+
+# An fstab line, as the .mount unit systemd makes of it.
+inside sh -ec '
+  echo "/srv/data /srv/auto fuse.ssefs defaults,allow_other,_netdev,noauto,x-systemd.automount,root_key=/etc/ssefs/ci.key 0 0" >>/etc/fstab
+  systemctl daemon-reload'
+inside systemctl start srv-auto.mount || fail "the fstab line's mount unit failed"
+[ "$(inside cat /srv/auto/bkt/f)" = through-systemd ] || fail "I/O through the fstab mount"
+inside systemctl stop srv-auto.mount
+! inside grep -q " /srv/auto " /proc/1/mountinfo || fail "the fstab mount stayed"
+echo "systemd: fstab line mounted and unmounted as a .mount unit"
