@@ -203,6 +203,7 @@ pub fn run_foreground(
     // Modes of new inodes arrive with the caller's umask already applied;
     // the daemon's own umask must not strip them again.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    limit_malloc_growth();
     let engine = Arc::new(Engine::open_or_init(data_dir, root)?.with_cache(opts.cache_mb << 20));
     let fs = Arc::new(Fs::new(
         engine,
@@ -310,4 +311,18 @@ pub fn spawn_background(data_dir: &Path, mp: &Path, args: &[String]) -> Result<(
         "the mount did not come up within 60 s",
     )
     .resource(mp.display().to_string()))
+}
+
+/// Keeps the daemon's resident memory close to what it actually holds.
+/// Requests allocate buffers of up to 1 MiB; glibc's dynamic mmap threshold
+/// would start serving those from per-thread arenas after the first free,
+/// where fragmentation keeps them resident. A fixed threshold returns them to
+/// the kernel on free, and two arenas bound the per-thread caches.
+fn limit_malloc_growth() {
+    // SAFETY: mallopt only tunes the allocator; called before any worker
+    // thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
