@@ -14,7 +14,7 @@ REPO=$(cd "$HERE/.." && pwd)
 # ---------------------------------------------------------------- settings
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-    : "${SIZE_MB:=64}" "${ROUNDS:=1}" "${FIO_RUNTIME:=3}" "${FIO_SIZE_MB:=64}" "${CORPUS_FILES:=1500}"
+    : "${SIZE_MB:=64}" "${ROUNDS:=1}" "${FIO_RUNTIME:=2}" "${FIO_SIZE_MB:=32}" "${CORPUS_FILES:=1000}"
 fi
 SIZE_MB=${SIZE_MB:-1024}            # sequential write/read size (MiB)
 ROUNDS=${ROUNDS:-3}
@@ -130,8 +130,10 @@ mount_system() {
         [ -f "$back/gocryptfs.conf" ] || gocryptfs -q -nosyslog -init -passfile "$PASSFILE" "$back" >&2
         gocryptfs -q -nosyslog -passfile "$PASSFILE" "$back" "$mnt" >&2 ;;
     securefs)
-        # key file only, no password prompt: --keyfile without --askpass
-        [ -f "$back/.securefs.json" ] || securefs create --format "$SECUREFS_FORMAT" --keyfile "$PASSFILE" "$back" >&2
+        # key file only, no password prompt: --keyfile without --askpass.
+        # Cheap key stretching (the key file is random): mounts take ms, not seconds
+        [ -f "$back/.securefs.json" ] || securefs create --format "$SECUREFS_FORMAT" \
+            --pbkdf pkcs5-pbkdf2-hmac-sha256 --rounds 1 --keyfile "$PASSFILE" "$back" >&2
         securefs mount -b --keyfile "$PASSFILE" --log "$base/securefs.log" "$back" "$mnt" >&2 ;;
     ssefs-*)
         SSEFS_DATA_DIR=$back "$SSEFS" mount "$mnt" >&2 ;;
@@ -160,6 +162,29 @@ umount_system() {
 # the backend's own writeback is the same for every system and only adds noise)
 meta_sync() { if [ "${META_SYNC:-0}" = 1 ]; then sync; fi; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+# peak RSS of the daemon of this system's turn: VmHWM sampled before every unmount
+RSS_MAX=NA
+sample_rss() {  # system
+    [ "$1" = ext4 ] && return 0
+    local v; v=$(vmhwm_mib "$WORKDIR/fs/$1/mnt")
+    [ "$v" = NA ] && return 0
+    if [ "$RSS_MAX" = NA ] || awk -v a="$v" -v b="$RSS_MAX" 'BEGIN {exit !(a > b)}'; then RSS_MAX=$v; fi
+}
+
+# make the next step cold: with COLD_REMOUNT=1 (default) unmount the system,
+# drop the kernel caches and mount it again, so that no cache inside a daemon
+# survives either; with COLD_REMOUNT=0 only drop the kernel caches
+go_cold() {  # system
+    if [ "${COLD_REMOUNT:-1}" = 1 ] && [ "$1" != ext4 ]; then
+        sample_rss "$1"
+        umount_system "$1"
+        drop_caches
+        mount_system "$1"
+    else
+        drop_caches
+    fi
+}
 now() { echo "$EPOCHREALTIME"; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b-a}'; }
 mbps() { awk -v mb="$1" -v t="$2" 'BEGIN {printf "%.1f", mb/t}'; }
@@ -201,7 +226,7 @@ run_workloads() {  # round system dir
     dd if="$SRC" of="$d/seq.bin" bs=1M count="$SIZE_MB" conv=fsync status=none
     t1=$(now); t=$(elapsed "$t0" "$t1")
     record "$r" "$s" seq_write "$(mbps "$SIZE_MB" "$t")" MB/s
-    drop_caches
+    go_cold "$s"; d=$BENCH_DIR
     t0=$(now); dd if="$d/seq.bin" of=/dev/null bs=1M status=none; t1=$(now)
     record "$r" "$s" read_cold "$(mbps "$SIZE_MB" "$(elapsed "$t0" "$t1")")" MB/s
     t0=$(now); dd if="$d/seq.bin" of=/dev/null bs=1M status=none; t1=$(now)
@@ -215,10 +240,10 @@ run_workloads() {  # round system dir
             sync
             t0=$(now); tar -xf "$CORPUS_TAR" -C "$d/corpus"; meta_sync; t1=$(now)
             record "$r" "$s" untar "$(elapsed "$t0" "$t1")" s
-            drop_caches
+            go_cold "$s"; d=$BENCH_DIR
             t0=$(now); ls -lR "$d/corpus" >/dev/null; t1=$(now)
             record "$r" "$s" ls_lR "$(elapsed "$t0" "$t1")" s
-            drop_caches
+            go_cold "$s"; d=$BENCH_DIR
             t0=$(now); (cd "$d/corpus" && find . -type f -print0 | xargs -0 cat >/dev/null); t1=$(now)
             record "$r" "$s" read_all "$(elapsed "$t0" "$t1")" s
             sync
@@ -227,23 +252,27 @@ run_workloads() {  # round system dir
         fi
 
         # --- fio
+        # files are laid out first (untimed), then the system goes cold
         local fd=$d/fio j=$WORKDIR/tmp/fio.json
         rm -rf "$fd"; mkdir -p "$fd" "$WORKDIR/tmp"
-        drop_caches
+        fio --name=rand --directory="$fd" --filename=rand.dat --size="${FIO_SIZE_MB}M" --create_only=1 >/dev/null
+        fio --name=seq --directory="$fd" --size="${FIO_SIZE_MB}M" --numjobs=4 --create_only=1 >/dev/null
+        go_cold "$s"; d=$BENCH_DIR; fd=$d/fio
         fio_run "$fd" rand --filename=rand.dat --size="${FIO_SIZE_MB}M" --bs=4k --rw=randread >"$j"
         record "$r" "$s" randread_4k "$(fio_iops "$j" read)" IOPS
         drop_caches
         fio_run "$fd" rand --filename=rand.dat --size="${FIO_SIZE_MB}M" --bs=4k --rw=randwrite --end_fsync=1 >"$j"
         record "$r" "$s" randwrite_4k "$(fio_iops "$j" write)" IOPS
         rm -f "$fd/rand.dat"
-        drop_caches
+        go_cold "$s"; d=$BENCH_DIR; fd=$d/fio
         fio_run "$fd" seq --size="${FIO_SIZE_MB}M" --bs=1M --rw="$FIO_SEQ_RW" --numjobs=4 --end_fsync=1 >"$j"
         record "$r" "$s" "seq1m_4j_$FIO_SEQ_RW" "$(fio_mbps "$j" "$FIO_SEQ_RW")" MB/s
         rm -rf "$fd"
     fi
 
     if [ "$s" != ext4 ]; then
-        record "$r" "$s" peak_rss "$(vmhwm_mib "$mnt")" MiB
+        sample_rss "$s"
+        record "$r" "$s" peak_rss "$RSS_MAX" MiB
     fi
 }
 
@@ -283,8 +312,16 @@ if [ "$CORPUS" != none ]; then
     CORPUS_BYTES=$(stat -c %s "$CORPUS_TAR")
 fi
 
+# remove the backends, but never through a live mount
+clear_backends() {
+    if findmnt -rn -o TARGET | grep -q "^$WORKDIR/"; then
+        log "warning: mounts left under $WORKDIR; not removing $WORKDIR/fs"
+    else
+        rm -rf "$WORKDIR/fs"
+    fi
+}
 # every system starts from an empty backend
-rm -rf "$WORKDIR/fs"
+clear_backends
 
 # ---------------------------------------------------------------- machine info
 {
@@ -301,7 +338,8 @@ rm -rf "$WORKDIR/fs"
     echo "- Work dir: $WORKDIR on $fsinfo (${disk:-?})"
     rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
     if [ -n "$(git --no-optional-locks -C "$REPO" status --porcelain -uno 2>/dev/null)" ]; then rev="$rev + uncommitted changes"; fi
-    echo "- ssefs: $("$SSEFS" --version 2>/dev/null || echo '?') ($SSEFS built $(date -u -r "$SSEFS" '+%Y-%m-%d %H:%M UTC'); work tree $REPO at git $rev)"
+    ver=$("$SSEFS" --version 2>/dev/null | head -1 || true)
+    echo "- ssefs: ${ver:-?} ($SSEFS built $(date -u -r "$SSEFS" '+%Y-%m-%d %H:%M UTC'); work tree $REPO at git $rev)"
     echo "- Peers: $(gocryptfs -version 2>/dev/null | cut -d';' -f1); securefs $(dpkg-query -W -f '${Version}' securefs 2>/dev/null) (format $SECUREFS_FORMAT); bindfs $(bindfs --version 2>/dev/null | awk '{print $2; exit}'); fio $(fio --version)"
     echo
     echo "Settings: ROUNDS=$ROUNDS, SIZE_MB=$SIZE_MB, FIO_RUNTIME=${FIO_RUNTIME}s, FIO_SIZE_MB=$FIO_SIZE_MB, corpus=${CORPUS_TAR:-skipped}${CORPUS_TAR:+ ($CORPUS_NFILES files, $((CORPUS_BYTES / 1048576)) MiB tar)}, QUICK=$QUICK"
@@ -335,9 +373,9 @@ log "done in $(elapsed "$T_START" "$(now)") s"
 [ -z "$FAILED" ] || echo "Failed (missing from the table):$FAILED" >>"$MD"
 
 "$PYTHON" "$HERE/report.py" "$CSV" --systems "$SYSTEMS" --seq-rw "$FIO_SEQ_RW" \
-    --settings "4K random read/write: fio psync, buffered (--direct=0, --invalidate=1), 1 job, ${FIO_SIZE_MB} MiB file, ${FIO_RUNTIME}s time_based (randwrite with --end_fsync=1); 1M sequential: 4 jobs x ${FIO_SIZE_MB} MiB files, rw=$FIO_SEQ_RW." \
+    --settings "Cold = $( [ "${COLD_REMOUNT:-1}" = 1 ] && echo 'unmount, drop_caches, mount again (no daemon cache survives)' || echo 'drop_caches only'); untar and rm -rf times $( [ "${META_SYNC:-0}" = 1 ] && echo include || echo exclude) a final sync. fio: psync, buffered (--direct=0, --invalidate=1), ${FIO_RUNTIME}s time_based, files laid out first and then cold; 4K random read then random write (--end_fsync=1), 1 job on one ${FIO_SIZE_MB} MiB file; 1M sequential $FIO_SEQ_RW, 4 jobs x ${FIO_SIZE_MB} MiB files." \
     >>"$MD"
-rm -rf "$WORKDIR/fs"
+clear_backends
 cat "$MD"
 log "table: $MD"
 log "raw:   $CSV"
