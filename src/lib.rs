@@ -3,7 +3,8 @@
 //! Layers, bottom up: `crypto` (ciphers and key newtypes), `format` (the
 //! on-disk object format of docs/FORMAT.md), `kms` (the built-in key service
 //! and permissions), `oss` (rules, names and error codes as OSS defines
-//! them), `engine` (buckets and objects on the backend), `cli`.
+//! them), `engine` (buckets and objects on the backend), `ops` (reencrypt,
+//! rewrap, verify and status over whole buckets), `cli`.
 
 pub mod cli;
 pub mod crypto;
@@ -13,5 +14,6 @@ pub mod format;
 pub mod fs;
 pub mod fuse;
 pub mod kms;
+pub mod ops;
 pub mod oss;
 pub mod service;

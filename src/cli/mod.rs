@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use crate::engine::{default_root_key, Engine};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::kms::{Principal, RootKeySource};
+use crate::ops;
 use crate::oss::{split_object_path, BucketName, SseConfig};
 use crate::service::helper::{self, HelperCall};
 use crate::service::{notify, ServiceConfig};
@@ -83,6 +84,28 @@ pub enum Command {
         #[arg(long, short = 'f')]
         foreground: bool,
     },
+    /// Rewrite the objects of BUCKET[/PREFIX] whose encryption differs from
+    /// their target: the object's own override if it has one, else the
+    /// bucket rule (as CopyObject over itself). Safe while mounted.
+    Reencrypt {
+        /// BUCKET, or BUCKET/PREFIX to limit it to keys starting with PREFIX
+        path: String,
+    },
+    /// Re-wrap data keys under the newest master key version or the CMK's
+    /// primary version; the data is not re-encrypted. Safe while mounted.
+    Rewrap {
+        /// Only this bucket [default: all]
+        bucket: Option<String>,
+    },
+    /// Authenticate every chunk of every object; list the corrupt ones and
+    /// exit non-zero if there are any.
+    Verify {
+        /// Only this bucket [default: all]
+        bucket: Option<String>,
+    },
+    /// Mounts of the data directory, buckets with their rule and object
+    /// count, and keys with their states.
+    Status,
     /// Write the man pages to DIR (for packaging).
     #[command(hide = true)]
     Man { dir: PathBuf },
@@ -294,6 +317,32 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
         Command::Bucket(b) => bucket(g, b),
         Command::Object(o) => object(g, o),
         Command::Kms(k) => kms::run(g, k),
+        Command::Reencrypt { path } => {
+            let e = g.open_engine()?;
+            let (b, prefix) = match path.split_once('/') {
+                Some((b, p)) => (b, Some(p).filter(|p| !p.is_empty())),
+                None => (path.as_str(), None),
+            };
+            let b = BucketName::parse(b)?;
+            let pb = ops::progress_bar(0, "reencrypt");
+            let r = ops::reencrypt(&e, &Principal::current(), &b, prefix, &pb)?;
+            finish_op(&r, "reencrypt", "rewritten")
+        }
+        Command::Rewrap { bucket } => {
+            let e = g.open_engine()?;
+            let b = bucket.as_deref().map(BucketName::parse).transpose()?;
+            let pb = ops::progress_bar(0, "rewrap");
+            let r = ops::rewrap(&e, &Principal::current(), b.as_ref(), &pb)?;
+            finish_op(&r, "rewrap", "rewrapped")
+        }
+        Command::Verify { bucket } => {
+            let e = g.open_engine()?;
+            let b = bucket.as_deref().map(BucketName::parse).transpose()?;
+            let pb = ops::progress_bar(0, "verify");
+            let r = ops::verify(&e, &Principal::current(), b.as_ref(), &pb)?;
+            finish_op(&r, "verify", "")
+        }
+        Command::Status => out(&ops::status(&g.open_engine()?)?.to_string()),
         Command::Man { dir } => {
             std::fs::create_dir_all(&dir).ctx(dir.display())?;
             clap_mangen::generate_to(Cli::command(), &dir).ctx(dir.display())
@@ -440,6 +489,31 @@ fn object(g: &GlobalArgs, cmd: ObjectCmd) -> Result<()> {
                 .copy_object(&p, (&sb, &sk), (&db, &dk), over.as_ref())?;
             out(&info.header_lines())
         }
+    }
+}
+
+/// Prints an operation's failures and summary on stdout; fails (exit 1)
+/// when any object failed, so scripts and timers notice.
+fn finish_op(r: &ops::Report, op: &str, changed_word: &str) -> Result<()> {
+    let mut s = String::new();
+    for f in &r.failures {
+        s.push_str(&format!("FAILED {}: {}\n", f.name, f.reason));
+    }
+    s.push_str(&r.summary(op, changed_word));
+    s.push('\n');
+    out(&s)?;
+    if r.failures.is_empty() {
+        Ok(())
+    } else {
+        let (code, what) = if op == "verify" {
+            (OssCode::DataIntegrityError, "failed verification")
+        } else {
+            (OssCode::InternalError, "could not be processed")
+        };
+        Err(Error::new(
+            code,
+            format!("{op}: {} objects {what}", r.failures.len()),
+        ))
     }
 }
 

@@ -34,6 +34,7 @@ use crate::oss::{SseAlgorithm, SseConfig};
 pub use bucket::BucketSettings;
 pub use cache::ChunkCache;
 pub use object::ObjectFile;
+pub(crate) use objects::copy_posix_attrs;
 pub use objects::ObjectInfo;
 
 /// The state directory inside the data directory.

@@ -269,7 +269,7 @@ impl Engine {
 
 /// Mode, owner, times and user xattrs (except the override, which the new
 /// object sets for itself).
-fn copy_posix_attrs(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn copy_posix_attrs(from: &Path, to: &Path) -> io::Result<()> {
     let m = fs::metadata(from)?;
     fs::set_permissions(to, fs::Permissions::from_mode(m.mode() & 0o7777))?;
     // Changing the owner needs privilege; as a plain user the owner is

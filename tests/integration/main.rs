@@ -2,5 +2,6 @@
 
 mod cli;
 mod mount;
+mod ops;
 mod service;
 mod util;

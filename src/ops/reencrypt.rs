@@ -1,0 +1,138 @@
+//! `ssefs reencrypt BUCKET[/PREFIX]`: brings objects to their target
+//! encryption, as CopyObject over itself does in OSS.
+//!
+//! The target of an object is its per-object override (the encryption it
+//! was uploaded with explicitly, kept in the backend xattr) if it has one,
+//! else the bucket rule, else none: an explicit choice made at upload wins
+//! over the bucket default in OSS, and a rewrite keeps it. Only objects
+//! whose stored method, cipher or CMK differ from the target are rewritten;
+//! key versions are `rewrap`'s business.
+
+use std::fs::File;
+
+use indicatif::ProgressBar;
+
+use super::{walk, Report};
+use crate::crypto::Cipher;
+use crate::engine::Engine;
+use crate::error::{IoContext, Result};
+use crate::format::{Header, Method};
+use crate::kms::{Principal, WrapTarget};
+use crate::oss::{BucketName, SseAlgorithm, SseConfig};
+
+/// What an object's header must say to match its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stored {
+    method: Method,
+    cipher: Cipher,
+    /// Only compared for KMS (SSE-OSS has the one master key).
+    key_id: [u8; 16],
+}
+
+impl Stored {
+    fn of(h: &Header) -> Self {
+        Stored {
+            method: h.method,
+            cipher: h.cipher,
+            key_id: if h.method == Method::Kms {
+                h.key_id
+            } else {
+                [0; 16]
+            },
+        }
+    }
+}
+
+/// Resolves targets to what the header must hold, once per distinct target
+/// (a CMK alias or the default managed key resolves through the KMS).
+struct Targets<'a> {
+    engine: &'a Engine,
+    p: &'a Principal,
+    seen: Vec<(Option<SseConfig>, Stored)>,
+}
+
+impl Targets<'_> {
+    fn resolve(&mut self, sse: Option<&SseConfig>) -> Result<Stored> {
+        if let Some((_, s)) = self.seen.iter().find(|(c, _)| c.as_ref() == sse) {
+            return Ok(*s);
+        }
+        let s = match sse {
+            None => Stored {
+                method: Method::None,
+                cipher: Cipher::None,
+                key_id: [0; 16],
+            },
+            Some(c) if c.algorithm == SseAlgorithm::Kms => {
+                let kek = self
+                    .engine
+                    .kms()
+                    .encryptor(self.p, &WrapTarget::Cmk(c.kms_key_id.clone()))?;
+                Stored {
+                    method: Method::Kms,
+                    cipher: c.cipher(),
+                    key_id: kek.key_id(),
+                }
+            }
+            Some(c) => Stored {
+                method: Method::Oss,
+                cipher: c.cipher(),
+                key_id: [0; 16],
+            },
+        };
+        self.seen.push((sse.cloned(), s));
+        Ok(s)
+    }
+}
+
+/// Rewrites the objects of `bucket` under `prefix` whose encryption differs
+/// from their target; reports each object it could not check or rewrite.
+pub fn reencrypt(
+    engine: &Engine,
+    p: &Principal,
+    bucket: &BucketName,
+    prefix: Option<&str>,
+    pb: &ProgressBar,
+) -> Result<Report> {
+    let list = walk::objects(engine, bucket, prefix)?;
+    let rule = engine.bucket_rule(bucket)?;
+    let mut targets = Targets {
+        engine,
+        p,
+        seen: Vec::new(),
+    };
+    let mut report = Report::default();
+    pb.set_length(list.len() as u64);
+    for obj in &list {
+        pb.set_message(obj.name.clone());
+        report.checked += 1;
+        match one(engine, p, &mut targets, rule.as_ref(), obj) {
+            Ok(true) => report.changed += 1,
+            Ok(false) => {}
+            Err(e) => report.fail(&obj.name, e),
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(report)
+}
+
+/// Rewrites one object if needed; true when it did.
+fn one(
+    engine: &Engine,
+    p: &Principal,
+    targets: &mut Targets<'_>,
+    rule: Option<&SseConfig>,
+    obj: &walk::ObjectEntry,
+) -> Result<bool> {
+    let f = File::open(&obj.path).ctx(&obj.name)?;
+    let header = Engine::read_header(&f, &obj.name)?;
+    let over = Engine::read_override(&f, &obj.name)?;
+    drop(f);
+    let target = over.as_ref().or(rule);
+    let want = targets.resolve(target).map_err(|e| e.resource(&obj.name))?;
+    if Stored::of(&header) == want {
+        return Ok(false);
+    }
+    engine.reencrypt_path(p, &obj.path, &obj.name, target, over.as_ref())?;
+    Ok(true)
+}

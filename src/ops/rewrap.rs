@@ -1,0 +1,122 @@
+//! `ssefs rewrap [BUCKET]`: re-wraps data keys under the newest master key
+//! version (SSE-OSS) or the CMK's primary version (SSE-KMS), without
+//! re-encrypting the data.
+//!
+//! The new header keeps the object id, method, cipher and data key, so the
+//! chunks, whose associated data binds the object id, stay valid byte for
+//! byte. The header is still never overwritten in place: a torn 128-byte
+//! write would make the data key unrecoverable and lose the object. Instead
+//! the whole file is copied behind the new header into a temp file, fsynced
+//! and renamed over the object (attributes and override kept).
+
+use std::fs::{self, File, Metadata};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+
+use indicatif::ProgressBar;
+
+use super::{walk, Report};
+use crate::engine::{copy_posix_attrs, Engine};
+use crate::error::{Error, IoContext, OssCode, Result};
+use crate::format::{Header, Method, HEADER_LEN};
+use crate::kms::{Kms, Principal, WrapTarget};
+use crate::oss::BucketName;
+
+/// Re-wraps the objects of `bucket` (all buckets when `None`) whose data key
+/// is not wrapped under the current version of its key.
+pub fn rewrap(
+    engine: &Engine,
+    p: &Principal,
+    bucket: Option<&BucketName>,
+    pb: &ProgressBar,
+) -> Result<Report> {
+    let list = walk::all_objects(engine, bucket)?;
+    let mut report = Report::default();
+    pb.set_length(list.len() as u64);
+    for obj in &list {
+        pb.set_message(obj.name.clone());
+        report.checked += 1;
+        match one(engine, p, obj) {
+            Ok(true) => report.changed += 1,
+            Ok(false) => {}
+            Err(e) => report.fail(&obj.name, e),
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(report)
+}
+
+/// Re-wraps one object if its key version is not current; true when it did.
+fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<bool> {
+    let name = obj.name.as_str();
+    let src = File::open(&obj.path).ctx(name)?;
+    let before = src.metadata().ctx(name)?;
+    let header = Engine::read_header(&src, name)?;
+    let target = match header.method {
+        // No data key, nothing to wrap.
+        Method::None => return Ok(false),
+        Method::Oss => WrapTarget::Master,
+        Method::Kms => WrapTarget::Cmk(Some(Kms::key_id_string(&header.key_id))),
+    };
+    let kek = engine
+        .kms()
+        .encryptor(p, &target)
+        .map_err(|e| e.resource(name))?;
+    if kek.key_id() == header.key_id && kek.version() == header.key_version {
+        return Ok(false);
+    }
+    // Unwrapping also authenticates the old header.
+    let key = engine
+        .unwrap_key(p, &header)
+        .map_err(|e| e.resource(name))?;
+    let new = Header::seal_with(header.method, header.cipher, header.object_id, &kek, &key);
+    let over = Engine::read_override(&src, name)?;
+
+    let (tmp, mut f) = engine.temp_file(0o644)?;
+    let res = (|| -> Result<()> {
+        f.write_all(&new.encode()).ctx(name)?;
+        let mut from = &src;
+        from.seek(SeekFrom::Start(HEADER_LEN as u64)).ctx(name)?;
+        io::copy(&mut from, &mut f).ctx(name)?;
+        Engine::write_override(&f, name, over.as_ref())?;
+        copy_posix_attrs(&obj.path, &tmp).ctx(name)?;
+        f.sync_all().ctx(name)?;
+        // A write through the mount during the copy would leave a mix of old
+        // and new chunks in the temp file: give up on this object rather
+        // than install that (a later run picks it up).
+        let after = fs::symlink_metadata(&obj.path).ctx(name)?;
+        if changed(&before, &after) {
+            return Err(Error::new(
+                OssCode::InternalError,
+                "object changed during rewrap; left as it was, run rewrap again",
+            )
+            .resource(name));
+        }
+        engine.commit_temp(&tmp, &obj.path)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res.map(|()| true)
+}
+
+fn changed(a: &Metadata, b: &Metadata) -> bool {
+    (
+        a.ino(),
+        a.dev(),
+        a.size(),
+        a.mtime(),
+        a.mtime_nsec(),
+        a.ctime(),
+        a.ctime_nsec(),
+    ) != (
+        b.ino(),
+        b.dev(),
+        b.size(),
+        b.mtime(),
+        b.mtime_nsec(),
+        b.ctime(),
+        b.ctime_nsec(),
+    )
+}

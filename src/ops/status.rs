@@ -1,0 +1,201 @@
+//! `ssefs status`: where the data directory is mounted, its buckets with
+//! their rule and object count, and the keys with their states.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::walk;
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::kms::{KeyMetadata, MasterInfo};
+use crate::oss::{BucketName, SseAlgorithm, SseConfig};
+
+/// A live mount of the data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    pub mountpoint: PathBuf,
+    /// The per-mount options (`rw`, `ro`, ...).
+    pub options: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketStatus {
+    pub name: BucketName,
+    pub rule: Option<SseConfig>,
+    pub objects: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub data_dir: PathBuf,
+    pub mounts: Vec<MountInfo>,
+    pub buckets: Vec<BucketStatus>,
+    pub master_versions: Vec<MasterInfo>,
+    pub keys: Vec<KeyMetadata>,
+}
+
+/// Gathers the status of the engine's data directory.
+pub fn status(engine: &Engine) -> Result<Status> {
+    let data_dir = engine.data_dir().to_path_buf();
+    // Not being able to read mountinfo (no /proc) just means no mounts shown.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| mounts_of(&t, &data_dir))
+        .unwrap_or_default();
+    let mut buckets = Vec::new();
+    for name in engine.list_buckets()? {
+        let rule = engine.bucket_rule(&name)?;
+        let objects = walk::objects(engine, &name, None)?.len() as u64;
+        buckets.push(BucketStatus {
+            name,
+            rule,
+            objects,
+        });
+    }
+    Ok(Status {
+        data_dir,
+        mounts,
+        buckets,
+        master_versions: engine.kms().master_versions()?,
+        keys: engine.kms().list_keys()?,
+    })
+}
+
+/// The FUSE mounts in `mountinfo` (proc(5) format) whose source is
+/// `data_dir` (the mount names its source after the data directory).
+pub fn mounts_of(mountinfo: &str, data_dir: &Path) -> Vec<MountInfo> {
+    let canon = std::fs::canonicalize(data_dir).ok();
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(mp), Some(opts), Some(fstype), Some(source)) = (
+            fields.get(4),
+            fields.get(5),
+            fields.get(sep + 1),
+            fields.get(sep + 2),
+        ) else {
+            continue;
+        };
+        if !fstype.starts_with("fuse") {
+            continue;
+        }
+        let source = PathBuf::from(unescape(source));
+        if source == data_dir || Some(&source) == canon.as_ref() {
+            out.push(MountInfo {
+                mountpoint: PathBuf::from(unescape(mp)),
+                options: (*opts).to_owned(),
+            });
+        }
+    }
+    out
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match oct {
+            Some(d) if b[i] == b'\\' => {
+                let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                out.push(v as u8);
+                i += 4;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A bucket rule in one line: `AES256`, `SM4`, `KMS (key: ..., data: SM4)`.
+fn describe(rule: Option<&SseConfig>) -> String {
+    let Some(r) = rule else {
+        return "none".into();
+    };
+    if r.algorithm != SseAlgorithm::Kms {
+        return r.algorithm.to_string();
+    }
+    let key = r.kms_key_id.as_deref().unwrap_or("default managed key");
+    let data = if r.kms_data_sm4 { ", data: SM4" } else { "" };
+    format!("KMS (key: {key}{data})")
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "data directory: {}", self.data_dir.display())?;
+        if self.mounts.is_empty() {
+            writeln!(f, "mounts: none")?;
+        } else {
+            writeln!(f, "mounts:")?;
+            for m in &self.mounts {
+                writeln!(f, "  {} ({})", m.mountpoint.display(), m.options)?;
+            }
+        }
+        writeln!(f, "buckets: {}", self.buckets.len())?;
+        for b in &self.buckets {
+            writeln!(
+                f,
+                "  {}\trule: {}\tobjects: {}",
+                b.name,
+                describe(b.rule.as_ref()),
+                b.objects
+            )?;
+        }
+        let newest = self.master_versions.iter().map(|m| m.version).max();
+        match newest {
+            Some(v) => writeln!(
+                f,
+                "master key: version {v} ({} versions)",
+                self.master_versions.len()
+            )?,
+            None => writeln!(f, "master key: none")?,
+        }
+        writeln!(f, "keys: {}", self.keys.len())?;
+        for k in &self.keys {
+            let primary = k
+                .primary_version
+                .map_or_else(|| "-".to_owned(), |v| v.to_string());
+            let aliases = if k.aliases.is_empty() {
+                String::new()
+            } else {
+                format!("\t{}", k.aliases.join(", "))
+            };
+            writeln!(
+                f,
+                "  {}\t{}\tprimary version: {primary}{aliases}",
+                k.key_id.hyphenated(),
+                k.state
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_matches_source() {
+        let text = "36 35 98:0 / /mnt/a\\040b rw,nosuid - fuse.ssefs /data/dir rw,user_id=0\n\
+                    37 35 98:0 / /mnt/c rw - ext4 /data/dir rw\n\
+                    38 35 98:0 / /mnt/d ro,relatime shared:1 - fuse.ssefs /other rw\n";
+        let m = mounts_of(text, Path::new("/data/dir"));
+        assert_eq!(
+            m,
+            vec![MountInfo {
+                mountpoint: PathBuf::from("/mnt/a b"),
+                options: "rw,nosuid".into()
+            }]
+        );
+    }
+}
