@@ -57,6 +57,30 @@ impl Report {
         s
     }
 
+    /// Runs `one` on every object of `list` with progress on `pb`: `Ok(true)`
+    /// counts as changed, an error as a failure of that object (the run goes
+    /// on with the next one).
+    fn run(
+        list: &[ObjectEntry],
+        pb: &ProgressBar,
+        mut one: impl FnMut(&ObjectEntry) -> crate::error::Result<bool>,
+    ) -> Report {
+        let mut report = Report::default();
+        pb.set_length(list.len() as u64);
+        for obj in list {
+            pb.set_message(obj.name.clone());
+            report.checked += 1;
+            match one(obj) {
+                Ok(true) => report.changed += 1,
+                Ok(false) => {}
+                Err(e) => report.fail(&obj.name, e),
+            }
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        report
+    }
+
     fn fail(&mut self, name: &str, reason: impl fmt::Display) {
         self.failures.push(Failure {
             name: name.to_owned(),

@@ -100,20 +100,9 @@ pub fn reencrypt(
         p,
         seen: Vec::new(),
     };
-    let mut report = Report::default();
-    pb.set_length(list.len() as u64);
-    for obj in &list {
-        pb.set_message(obj.name.clone());
-        report.checked += 1;
-        match one(engine, p, &mut targets, rule.as_ref(), obj) {
-            Ok(true) => report.changed += 1,
-            Ok(false) => {}
-            Err(e) => report.fail(&obj.name, e),
-        }
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    Ok(report)
+    Ok(Report::run(&list, pb, |obj| {
+        one(engine, p, &mut targets, rule.as_ref(), obj)
+    }))
 }
 
 /// Rewrites one object if needed; true when it did.

@@ -31,20 +31,7 @@ pub fn rewrap(
     pb: &ProgressBar,
 ) -> Result<Report> {
     let list = walk::all_objects(engine, bucket)?;
-    let mut report = Report::default();
-    pb.set_length(list.len() as u64);
-    for obj in &list {
-        pb.set_message(obj.name.clone());
-        report.checked += 1;
-        match one(engine, p, obj) {
-            Ok(true) => report.changed += 1,
-            Ok(false) => {}
-            Err(e) => report.fail(&obj.name, e),
-        }
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    Ok(report)
+    Ok(Report::run(&list, pb, |obj| one(engine, p, obj)))
 }
 
 /// Re-wraps one object if its key version is not current; true when it did.

@@ -20,20 +20,11 @@ pub fn verify(
     pb: &ProgressBar,
 ) -> Result<Report> {
     let list = walk::all_objects(engine, bucket)?;
-    let mut report = Report::default();
-    pb.set_length(list.len() as u64);
-    for obj in &list {
-        pb.set_message(obj.name.clone());
-        report.checked += 1;
-        let res = File::open(&obj.path)
+    Ok(Report::run(&list, pb, |obj| {
+        File::open(&obj.path)
             .ctx(&obj.name)
             .and_then(|f| engine.open_object(p, f, obj.name.clone()))
-            .and_then(|o| o.verify());
-        if let Err(e) = res {
-            report.fail(&obj.name, e);
-        }
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    Ok(report)
+            .and_then(|o| o.verify())
+            .map(|()| false)
+    }))
 }
