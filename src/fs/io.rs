@@ -142,7 +142,10 @@ impl Fs {
         if self.opts.read_only && flags & libc::O_ACCMODE != libc::O_RDONLY {
             return Err(errno(libc::EROFS));
         }
-        let truncating = flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY;
+        // With FUSE_ATOMIC_O_TRUNC the kernel leaves the truncation of any
+        // open(O_TRUNC) to us, whatever the access mode (it has already
+        // checked write permission), and skips its own setattr.
+        let truncating = flags & libc::O_TRUNC != 0;
         let existing = lock(&self.nodes)
             .get(&ino)
             .and_then(|n| n.open.as_ref().map(|(o, _)| o.clone()));

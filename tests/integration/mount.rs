@@ -888,3 +888,21 @@ fn mount_creates_a_missing_mount_point_and_rejects_unknown_options() {
         .unwrap();
     assert!(st.success());
 }
+
+/// With FUSE_ATOMIC_O_TRUNC the kernel skips its own truncation of
+/// open(O_RDONLY | O_TRUNC) and sets its cached size to 0; the daemon must
+/// truncate the object too, or the cache and the backend disagree.
+#[test]
+fn regression_read_only_open_with_o_trunc_truncates_the_object() {
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    fs::write(m.p("bkt/f"), b"some content").unwrap();
+    let f = cpath(&m.p("bkt/f"));
+    let fd = unsafe { libc::open(f.as_ptr(), libc::O_RDONLY | libc::O_TRUNC) };
+    assert!(fd >= 0);
+    unsafe { libc::close(fd) };
+    m.unmount();
+    m.mount(&[]);
+    assert_eq!(fs::metadata(m.p("bkt/f")).unwrap().len(), 0);
+    assert_eq!(fs::read(m.p("bkt/f")).unwrap(), b"");
+}
