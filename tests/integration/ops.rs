@@ -12,6 +12,15 @@ fn content(i: usize, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Creates bucket `name`, with `rule` as its default encryption if given.
+fn bucket(d: &DataDir, name: &str, rule: Option<&str>) {
+    d.run(&["bucket", "create", name]).ok();
+    if let Some(alg) = rule {
+        d.run(&["bucket", "encryption", "put", name, "--algorithm", alg])
+            .ok();
+    }
+}
+
 fn put(d: &DataDir, key: &str, data: &[u8]) {
     let src = d.write("src.bin", data);
     d.run(&["object", "put", key, src.to_str().unwrap()]).ok();
@@ -30,16 +39,7 @@ fn head(d: &DataDir, key: &str) -> String {
 #[test]
 fn verify_names_the_corrupt_object_and_fails() {
     let d = DataDir::new();
-    d.run(&["bucket", "create", "bkt"]).ok();
-    d.run(&[
-        "bucket",
-        "encryption",
-        "put",
-        "bkt",
-        "--algorithm",
-        "AES256",
-    ])
-    .ok();
+    bucket(&d, "bkt", Some("AES256"));
     put(&d, "bkt/good", &content(1, 100_000));
     put(&d, "bkt/bad", &content(2, 100_000));
     let r = d.run(&["verify"]).ok();
@@ -100,16 +100,7 @@ fn reencrypt_after_changing_the_rule() {
 #[test]
 fn rewrap_after_rotation() {
     let d = DataDir::new();
-    d.run(&["bucket", "create", "bkt"]).ok();
-    d.run(&[
-        "bucket",
-        "encryption",
-        "put",
-        "bkt",
-        "--algorithm",
-        "AES256",
-    ])
-    .ok();
+    bucket(&d, "bkt", Some("AES256"));
     put(&d, "bkt/a", &content(3, 200_000));
     let before = std::fs::read(d.data().join("bkt/a")).unwrap();
     let r = d.run(&["rewrap"]).ok();
@@ -133,9 +124,7 @@ fn rewrap_after_rotation() {
 #[test]
 fn status_shows_buckets_and_keys() {
     let d = DataDir::new();
-    d.run(&["bucket", "create", "bkt"]).ok();
-    d.run(&["bucket", "encryption", "put", "bkt", "--algorithm", "KMS"])
-        .ok();
+    bucket(&d, "bkt", Some("KMS"));
     put(&d, "bkt/a", b"x");
     put(&d, "bkt/b", b"y");
     let s = d.run(&["status"]).ok().stdout;
