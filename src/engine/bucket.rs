@@ -1,10 +1,12 @@
 //! Buckets: top-level directories of the data directory, each with a
 //! settings file holding its default encryption rule.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +37,61 @@ pub(super) fn read_settings(bucket_dir: &Path) -> Result<BucketSettings> {
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BucketSettings::default()),
         Err(e) => Err(Error::io(p.display(), e)),
+    }
+}
+
+/// What identifies one version of a settings file. Settings are replaced
+/// by atomic rename, so every change brings a new inode number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Stamp {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// Bucket rules as last parsed, per bucket directory. Every object
+/// creation needs its bucket's rule; a stat of the settings file is far
+/// cheaper than reading and parsing it, and still sees changes made by the
+/// CLI or another mount at once.
+#[derive(Debug, Default)]
+pub(super) struct SettingsCache {
+    entries: Mutex<HashMap<PathBuf, (Stamp, Option<SseConfig>)>>,
+}
+
+impl SettingsCache {
+    /// The bucket's current rule.
+    pub(super) fn rule(&self, bucket_dir: &Path) -> Result<Option<SseConfig>> {
+        let p = bucket_dir.join(BUCKET_SETTINGS);
+        let stamp = match fs::metadata(&p) {
+            Ok(m) => Stamp::of(&m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(p.display(), e)),
+        };
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((s, rule)) = entries.get(bucket_dir) {
+            if *s == stamp {
+                return Ok(rule.clone());
+            }
+        }
+        // Parse outside the cache's view of time: the stamp taken before the
+        // read is stored, so a change racing the read is seen next time.
+        let rule = read_settings(bucket_dir)?.encryption;
+        entries.insert(bucket_dir.to_path_buf(), (stamp, rule.clone()));
+        Ok(rule)
     }
 }
 

@@ -64,6 +64,8 @@ pub struct Engine {
     kms: Kms,
     /// Decrypted chunks shared by open objects (the mount sets one).
     cache: Option<std::sync::Arc<ChunkCache>>,
+    /// Parsed bucket settings, revalidated by a stat on every use.
+    settings: bucket::SettingsCache,
 }
 
 impl KeyWrap for Kek {
@@ -126,6 +128,7 @@ impl Engine {
             data_dir: data_dir.to_path_buf(),
             kms,
             cache: None,
+            settings: bucket::SettingsCache::default(),
         };
         engine.remove_stale_temps();
         Ok(engine)
@@ -231,7 +234,7 @@ impl Engine {
     ) -> Result<Option<SseConfig>> {
         match over {
             Some(o) => Ok(Some(o.clone())),
-            None => Ok(bucket::read_settings(bucket_dir)?.encryption),
+            None => self.settings.rule(bucket_dir),
         }
     }
 

@@ -34,14 +34,24 @@ impl ObjectFile {
     /// reading the (now) last chunk fails authentication instead of returning
     /// a guess.
     pub fn new(file: File, header: Header, data_key: &SecretKey, name: String) -> Result<Self> {
-        let aead = Aead::new(header.cipher, data_key).map_err(|_| {
-            Error::integrity("data key does not fit the header's cipher").resource(&name)
-        })?;
         let len = file.metadata().ctx(&name)?.len();
         let size = plaintext_len(len).unwrap_or_else(|| {
             let body = len.saturating_sub(HEADER_LEN as u64);
             body / SLOT_SIZE as u64 * CHUNK_SIZE as u64
         });
+        Self::with_size(file, header, data_key, name, size)
+    }
+
+    fn with_size(
+        file: File,
+        header: Header,
+        data_key: &SecretKey,
+        name: String,
+        size: u64,
+    ) -> Result<Self> {
+        let aead = Aead::new(header.cipher, data_key).map_err(|_| {
+            Error::integrity("data key does not fit the header's cipher").resource(&name)
+        })?;
         Ok(ObjectFile {
             file,
             header,
@@ -78,9 +88,14 @@ impl ObjectFile {
     /// Writes `header` at offset 0 of an empty or to-be-replaced file and
     /// truncates it to an empty object.
     pub fn create(file: File, header: Header, data_key: &SecretKey, name: String) -> Result<Self> {
-        file.set_len(0).ctx(&name)?;
+        // Truncate first: a crash before the header lands leaves an empty
+        // file (an empty object), never a new header over old chunks. A new
+        // file is already empty, and a stat is cheaper than a truncation.
+        if file.metadata().ctx(&name)?.len() != 0 {
+            file.set_len(0).ctx(&name)?;
+        }
         file.write_all_at(&header.encode(), 0).ctx(&name)?;
-        Self::new(file, header, data_key, name)
+        Self::with_size(file, header, data_key, name, 0)
     }
 
     pub fn size(&self) -> u64 {

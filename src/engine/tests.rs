@@ -708,3 +708,28 @@ fn regression_cache_after_truncate_to_zero_and_regrow() {
     assert_eq!(n, 49153);
     assert!(all.iter().all(|&b| b == 0));
 }
+
+#[test]
+fn the_cached_bucket_rule_follows_changes_made_by_another_process() {
+    // The mount caches parsed bucket rules; the CLI changes them with its
+    // own Engine. Each change must be seen by the next lookup.
+    let e = env();
+    let root_src = RootKeySource::File(e._dir.path().join("root.key"));
+    let cli = Engine::open(&e.data, &root_src).unwrap();
+    e.engine.create_bucket(&b("bkt")).unwrap();
+    let dir = e.engine.bucket_dir(&b("bkt"));
+    assert_eq!(e.engine.effective_sse(&dir, None).unwrap(), None);
+    for a in ["SM4", "AES256", "KMS", "SM4"] {
+        let r = rule(a, None, None);
+        cli.put_bucket_encryption(&root(), &b("bkt"), &r).unwrap();
+        assert_eq!(e.engine.effective_sse(&dir, None).unwrap(), Some(r));
+    }
+    cli.delete_bucket_encryption(&root(), &b("bkt")).unwrap();
+    assert_eq!(e.engine.effective_sse(&dir, None).unwrap(), None);
+    // An override wins without consulting the rule.
+    let over = rule("AES256", None, None);
+    assert_eq!(
+        e.engine.effective_sse(&dir, Some(&over)).unwrap(),
+        Some(over)
+    );
+}

@@ -45,15 +45,21 @@ impl OpenObject {
 impl Fs {
     /// Starts a new upload in `st`: a fresh data key and header, encrypted
     /// per the object's override or else the bucket's current rule. On
-    /// failure (e.g. a disabled key) the object is left as it was.
+    /// failure (e.g. a disabled key) the object is left as it was. A file
+    /// just created has no override to look for.
     fn new_upload(
         &self,
         st: &mut ObjState,
         bucket_dir: &std::path::Path,
         name: &str,
         p: &Principal,
+        fresh: bool,
     ) -> Result<()> {
-        let over = Engine::read_override(&st.file, name)?;
+        let over = if fresh {
+            None
+        } else {
+            Engine::read_override(&st.file, name)?
+        };
         let sse = self.engine.effective_sse(bucket_dir, over.as_ref())?;
         let (header, key) = self
             .engine
@@ -92,15 +98,17 @@ impl Fs {
             let _ = sys::unlink_at(pfd.as_raw_fd(), name, 0);
         };
         let result = (|| {
-            self.give_to(pfd.as_raw_fd(), name, p.uid, p.gid)?;
+            let (fd, _) = self.own(pfd.as_raw_fd(), name, p.uid, p.gid)?;
             let display = format!(
                 "{}/{}",
                 self.display_name(pfd.as_raw_fd()),
                 name.to_string_lossy()
             );
             let mut st = ObjState { file, obj: None };
-            self.new_upload(&mut st, &self.bucket_dir(&bucket), &display, p)?;
-            let attr = self.remember(pfd.as_raw_fd(), &prole, name)?;
+            self.new_upload(&mut st, &self.bucket_dir(&bucket), &display, p, true)?;
+            // Stat again: the header write changed the size and times.
+            let stat = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+            let attr = self.register(fd, &stat, &prole, name)?;
             let open = Arc::new(OpenObject {
                 state: RwLock::new(st),
                 name: display,
@@ -141,6 +149,19 @@ impl Fs {
         }
         if self.opts.read_only && flags & libc::O_ACCMODE != libc::O_RDONLY {
             return Err(errno(libc::EROFS));
+        }
+        if !self.opts.kernel_checks_permissions {
+            let mut mask = match flags & libc::O_ACCMODE {
+                libc::O_RDONLY => libc::R_OK,
+                libc::O_WRONLY => libc::W_OK,
+                _ => libc::R_OK | libc::W_OK,
+            };
+            if flags & libc::O_TRUNC != 0 {
+                mask |= libc::W_OK;
+            }
+            if !super::may(&st, mask, p) {
+                return Err(errno(libc::EACCES));
+            }
         }
         // With FUSE_ATOMIC_O_TRUNC the kernel leaves the truncation of any
         // open(O_TRUNC) to us, whatever the access mode (it has already
@@ -232,7 +253,7 @@ impl Fs {
         let Some(bucket) = role.bucket() else {
             return Err(errno(libc::EPERM));
         };
-        self.new_upload(st, &self.bucket_dir(bucket), name, p)
+        self.new_upload(st, &self.bucket_dir(bucket), name, p, false)
     }
 
     /// Sets the size. Truncation to zero is a new upload (new data key, the

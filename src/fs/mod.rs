@@ -120,6 +120,9 @@ enum Handle {
 #[derive(Debug, Clone)]
 pub struct FsOptions {
     pub read_only: bool,
+    /// The kernel checks mode bits (FUSE default_permissions); otherwise
+    /// `access` and `open` check them here.
+    pub kernel_checks_permissions: bool,
 }
 
 pub struct Fs {
@@ -149,21 +152,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain maps that stay consistent
     // (every update is a single insert/remove), so poisoning is ignored.
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The principal a request runs as: its uid and gid, plus the supplementary
-/// groups of the calling process (for grants by gid).
-pub fn principal(uid: u32, gid: u32, pid: u32) -> Principal {
-    let mut p = Principal::new(uid, gid);
-    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        if let Some(line) = s.lines().find(|l| l.starts_with("Groups:")) {
-            p.groups = line[7..]
-                .split_whitespace()
-                .filter_map(|g| g.parse().ok())
-                .collect();
-        }
-    }
-    p
 }
 
 impl Fs {
@@ -276,11 +264,22 @@ impl Fs {
     fn remember(&self, parent_fd: RawFd, parent_role: &Role, name: &OsStr) -> Result<Attr> {
         let fd = sys::open_path(parent_fd, name).map_err(os_err)?;
         let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        self.register(fd, &st, parent_role, name)
+    }
+
+    /// Registers (or re-counts) the inode held by `fd`, whose stat is `st`.
+    fn register(
+        &self,
+        fd: OwnedFd,
+        st: &libc::stat,
+        parent_role: &Role,
+        name: &OsStr,
+    ) -> Result<Attr> {
         let role = Self::child_role(parent_role, name)?;
         if matches!(role, Role::Bucket(_)) && Kind::from_mode(st.st_mode) != Kind::Dir {
             return Err(errno(libc::ENOENT));
         }
-        let attr = self.attr_of(&st);
+        let attr = self.attr_of(st);
         let mut nodes = lock(&self.nodes);
         nodes
             .entry(attr.ino)
@@ -321,11 +320,22 @@ impl Fs {
         Ok(self.attr_of(&st))
     }
 
-    /// Gives a newly created inode to the requesting user, as a kernel
-    /// filesystem would (the daemon itself runs as root).
-    fn give_to(&self, parent_fd: RawFd, name: &OsStr, uid: u32, gid: u32) -> Result<()> {
-        if !self.running_as_root {
-            return Ok(());
+    /// Gives the inode `name`, just created by the daemon, to the requesting
+    /// user, as a kernel filesystem would (the daemon itself runs as root),
+    /// and returns an O_PATH descriptor of it with its stat.
+    fn own(
+        &self,
+        parent_fd: RawFd,
+        name: &OsStr,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(OwnedFd, libc::stat)> {
+        let fd = sys::open_path(parent_fd, name).map_err(os_err)?;
+        let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        if !self.running_as_root || (st.st_uid == uid && st.st_gid == gid) {
+            // Already right (e.g. root creating): no chown, which would
+            // also cost a journal update per file.
+            return Ok((fd, st));
         }
         // Inherit the group of a setgid directory.
         let pst = sys::stat_fd(parent_fd).map_err(os_err)?;
@@ -334,8 +344,22 @@ impl Fs {
         } else {
             gid
         };
-        let fd = sys::open_path(parent_fd, name).map_err(os_err)?;
-        sys::chown_fd(fd.as_raw_fd(), Some(uid), Some(gid)).map_err(os_err)
+        sys::chown_fd(fd.as_raw_fd(), Some(uid), Some(gid)).map_err(os_err)?;
+        let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        Ok((fd, st))
+    }
+
+    /// `own` then `register`: for everything but regular files.
+    fn adopt(
+        &self,
+        parent_fd: RawFd,
+        parent_role: &Role,
+        name: &OsStr,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
+        let (fd, st) = self.own(parent_fd, name, uid, gid)?;
+        self.register(fd, &st, parent_role, name)
     }
 
     fn writable(&self) -> Result<()> {
@@ -372,8 +396,7 @@ impl Fs {
             Self::check_new_name(&prole, name)?;
         }
         sys::mkdir_at(pfd.as_raw_fd(), name, mode).map_err(os_err)?;
-        self.give_to(pfd.as_raw_fd(), name, uid, gid)?;
-        self.remember(pfd.as_raw_fd(), &prole, name)
+        self.adopt(pfd.as_raw_fd(), &prole, name, uid, gid)
     }
 
     pub fn mknod(
@@ -392,8 +415,7 @@ impl Fs {
             return Ok(attr);
         }
         sys::mknod_at(pfd.as_raw_fd(), name, mode, rdev as u64).map_err(os_err)?;
-        self.give_to(pfd.as_raw_fd(), name, p.uid, p.gid)?;
-        self.remember(pfd.as_raw_fd(), &prole, name)
+        self.adopt(pfd.as_raw_fd(), &prole, name, p.uid, p.gid)
     }
 
     pub fn symlink(
@@ -408,8 +430,7 @@ impl Fs {
         let (pfd, prole) = self.node(parent)?;
         Self::check_new_name(&prole, name)?;
         sys::symlink_at(target.as_os_str(), pfd.as_raw_fd(), name).map_err(os_err)?;
-        self.give_to(pfd.as_raw_fd(), name, uid, gid)?;
-        self.remember(pfd.as_raw_fd(), &prole, name)
+        self.adopt(pfd.as_raw_fd(), &prole, name, uid, gid)
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
@@ -516,6 +537,24 @@ impl Fs {
         sys::utimens_fd(fd.as_raw_fd(), link, atime, mtime).map_err(os_err)
     }
 
+    /// access(2). With the kernel checking mode bits it has done so already;
+    /// otherwise the check is ours, as a kernel filesystem would make it.
+    pub fn access(&self, ino: u64, mask: i32, p: &Principal) -> Result<()> {
+        let (fd, _) = self.node(ino)?;
+        let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        if self.opts.kernel_checks_permissions || mask == libc::F_OK {
+            return Ok(());
+        }
+        if mask & libc::W_OK != 0 && self.opts.read_only {
+            return Err(errno(libc::EROFS));
+        }
+        if may(&st, mask, p) {
+            Ok(())
+        } else {
+            Err(errno(libc::EACCES))
+        }
+    }
+
     pub fn statfs(&self) -> Result<libc::statvfs> {
         let (fd, _) = self.node(ROOT_INO)?;
         sys::statvfs_fd(fd.as_raw_fd()).map_err(os_err)
@@ -607,6 +646,26 @@ impl Fs {
     fn bucket_dir(&self, b: &BucketName) -> std::path::PathBuf {
         self.engine.data_dir().join(b.as_str())
     }
+}
+
+/// Whether `p` may access an inode with stat `st` for `mask` (R_OK, W_OK,
+/// X_OK bits), by POSIX mode bits: root may read and write anything and
+/// execute what has an execute bit (or is a directory).
+pub(crate) fn may(st: &libc::stat, mask: i32, p: &Principal) -> bool {
+    let mask = (mask & 0o7) as u32;
+    if p.uid == 0 {
+        return mask & libc::X_OK as u32 == 0
+            || st.st_mode & libc::S_IFMT == libc::S_IFDIR
+            || st.st_mode & 0o111 != 0;
+    }
+    let bits = if st.st_uid == p.uid {
+        (st.st_mode >> 6) & 0o7
+    } else if p.in_group(st.st_gid) {
+        (st.st_mode >> 3) & 0o7
+    } else {
+        st.st_mode & 0o7
+    };
+    bits & mask == mask
 }
 
 /// True for names that must never be shown or created at the data

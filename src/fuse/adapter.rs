@@ -14,7 +14,8 @@ use fuser::{
 };
 
 use crate::error::{Error, OssCode};
-use crate::fs::{principal, Attr, Fs, Kind};
+use crate::fs::{Attr, Fs, Kind};
+use crate::kms::Principal;
 
 /// How long the kernel may cache entries and attributes. Every change goes
 /// through this daemon, which answers with fresh attributes, so a short TTL
@@ -81,12 +82,10 @@ fn errno(op: &str, e: Error) -> Errno {
     Errno::from_i32(e.errno())
 }
 
-/// The caller of a data-path request (write, fallocate, copy_file_range)
-/// without reading its supplementary groups from /proc: those requests use an
-/// already unwrapped data key, and reading /proc on every write cost more than
-/// the write's own crypto.
-fn data_principal(req: &Request) -> crate::kms::Principal {
-    crate::kms::Principal::new(req.uid(), req.gid())
+/// The caller of a request. Its supplementary groups are read from /proc
+/// only if a grant by gid is consulted.
+fn principal(req: &Request) -> Principal {
+    Principal::of_process(req.uid(), req.gid(), req.pid())
 }
 
 fn timespec(t: Option<TimeOrNow>) -> Option<libc::timespec> {
@@ -154,11 +153,7 @@ impl Filesystem for SsefsFuse {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let p = if size.is_some() {
-            principal(req.uid(), req.gid(), req.pid())
-        } else {
-            data_principal(req)
-        };
+        let p = principal(req);
         let r = (|| {
             if let Some(s) = size {
                 self.fs.truncate(ino.0, fh.map(|f| f.0), s, &p)?;
@@ -197,7 +192,7 @@ impl Filesystem for SsefsFuse {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let p = principal(req.uid(), req.gid(), req.pid());
+        let p = principal(req);
         match self.fs.mknod(parent.0, name, mode & !umask, rdev, &p) {
             Ok(a) => reply.entry(&TTL, &attr(&a), Generation(0)),
             Err(e) => reply.error(errno("mknod", e)),
@@ -287,7 +282,7 @@ impl Filesystem for SsefsFuse {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let p = principal(req.uid(), req.gid(), req.pid());
+        let p = principal(req);
         match self.fs.open(ino.0, flags.0, &p) {
             // Every change to an object's bytes goes through this daemon
             // (the CLI replaces objects by rename, which makes a new inode),
@@ -326,7 +321,7 @@ impl Filesystem for SsefsFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let p = data_principal(req);
+        let p = principal(req);
         match self.fs.write(ino.0, fh.0, offset, data, &p) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno("write", e)),
@@ -449,7 +444,7 @@ impl Filesystem for SsefsFuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let p = principal(req.uid(), req.gid(), req.pid());
+        let p = principal(req);
         match self.fs.setxattr(ino.0, name, value, flags, &p) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("setxattr", e)),
@@ -457,7 +452,7 @@ impl Filesystem for SsefsFuse {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let p = principal(req.uid(), req.gid(), req.pid());
+        let p = principal(req);
         match self.fs.getxattr(ino.0, name, &p) {
             Ok(v) => xattr_reply(reply, size, &v),
             Err(e) => reply.error(errno("getxattr", e)),
@@ -465,7 +460,7 @@ impl Filesystem for SsefsFuse {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let p = principal(req.uid(), req.gid(), req.pid());
+        let p = principal(req);
         match self.fs.listxattr(ino.0, &p) {
             Ok(v) => xattr_reply(reply, size, &v),
             Err(e) => reply.error(errno("listxattr", e)),
@@ -473,18 +468,16 @@ impl Filesystem for SsefsFuse {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let p = principal(req.uid(), req.gid(), req.pid());
+        let p = principal(req);
         match self.fs.removexattr(ino.0, name, &p) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("removexattr", e)),
         }
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        // With default_permissions the kernel checks mode bits itself; this
-        // only confirms the inode exists.
-        match self.fs.getattr(ino.0) {
-            Ok(_) => reply.ok(),
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        match self.fs.access(ino.0, mask.bits(), &principal(req)) {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("access", e)),
         }
     }
@@ -499,7 +492,7 @@ impl Filesystem for SsefsFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let p = principal(req.uid(), req.gid(), req.pid());
+        let p = principal(req);
         match self
             .fs
             .create_object(parent.0, name, mode & !umask & 0o7777, flags, &p)
@@ -525,7 +518,7 @@ impl Filesystem for SsefsFuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let p = data_principal(req);
+        let p = principal(req);
         match self.fs.fallocate(ino.0, fh.0, offset, length, mode, &p) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fallocate", e)),
@@ -545,7 +538,7 @@ impl Filesystem for SsefsFuse {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let p = data_principal(req);
+        let p = principal(req);
         match self
             .fs
             .copy_range(fh_in.0, offset_in, ino_out.0, fh_out.0, offset_out, len, &p)

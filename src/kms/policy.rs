@@ -9,6 +9,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use nix::unistd::{getegid, geteuid, getgroups, User};
 use serde::Deserialize;
@@ -26,7 +27,16 @@ pub const DEFAULT_MASTER_ROTATION_DAYS: u32 = 90;
 pub struct Principal {
     pub uid: u32,
     pub gid: u32,
-    pub groups: Vec<u32>,
+    groups: Groups,
+}
+
+/// Supplementary groups, known up front or read from the requesting
+/// process only when a grant by gid needs them: most requests never do, and
+/// reading /proc/PID/status costs more than the rest of a create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Groups {
+    Known(Vec<u32>),
+    OfProcess { pid: u32, read: OnceLock<Vec<u32>> },
 }
 
 impl Principal {
@@ -34,12 +44,25 @@ impl Principal {
         Principal {
             uid,
             gid,
-            groups: Vec::new(),
+            groups: Groups::Known(Vec::new()),
         }
     }
 
     pub fn root() -> Self {
         Principal::new(0, 0)
+    }
+
+    /// A request's caller: its uid and gid, and the supplementary groups of
+    /// process `pid`, read lazily.
+    pub fn of_process(uid: u32, gid: u32, pid: u32) -> Self {
+        Principal {
+            uid,
+            gid,
+            groups: Groups::OfProcess {
+                pid,
+                read: OnceLock::new(),
+            },
+        }
     }
 
     /// This process's effective uid and gid and its supplementary groups.
@@ -49,20 +72,46 @@ impl Principal {
             // getgroups only fails on a list longer than NGROUPS_MAX; fewer
             // groups can only narrow what the principal is granted.
             .unwrap_or_default();
-        Principal {
-            uid: geteuid().as_raw(),
-            gid: getegid().as_raw(),
-            groups,
-        }
+        Principal::new(geteuid().as_raw(), getegid().as_raw()).with_groups(groups)
+    }
+
+    pub fn with_groups(mut self, groups: Vec<u32>) -> Self {
+        self.groups = Groups::Known(groups);
+        self
     }
 
     pub fn is_anonymous(&self) -> bool {
         self.uid == NOBODY_UID
     }
 
-    fn in_group(&self, gid: u32) -> bool {
-        self.gid == gid || self.groups.contains(&gid)
+    fn groups(&self) -> &[u32] {
+        match &self.groups {
+            Groups::Known(g) => g,
+            Groups::OfProcess { pid, read } => read.get_or_init(|| process_groups(*pid)),
+        }
     }
+
+    /// Whether `gid` is the principal's group or one of its supplementary ones.
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups().contains(&gid)
+    }
+}
+
+/// The `Groups:` line of /proc/PID/status. A process that is gone (or a
+/// line that does not parse) yields no groups, which can only narrow what
+/// the principal is granted.
+fn process_groups(pid: u32) -> Vec<u32> {
+    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// An action a grant can allow.

@@ -985,9 +985,9 @@ resources = ["alias/te*"]
     assert_eq!(enc(&u1001, &team.to_uppercase()), Ok(()));
 
     // Granted Decrypt by a supplementary group, on the id (given upper case).
-    let mut g = Principal::new(1002, 1002);
+    let g = Principal::new(1002, 1002);
     assert_eq!(dec(&g, &team_id), denied);
-    g.groups = vec![20, 500];
+    let g = g.with_groups(vec![20, 500]);
     assert_eq!(dec(&g, &team_id), Ok(()));
     assert_eq!(enc(&g, &team), denied);
     assert_eq!(dec(&g, &other_id), denied);
@@ -1202,4 +1202,47 @@ fn kms_and_kek_are_send_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Kms>();
     assert_send_sync::<Kek>();
+}
+
+#[test]
+fn a_request_principal_reads_the_callers_groups_only_when_asked() {
+    use std::os::unix::process::CommandExt;
+    // A caller with supplementary groups 4242 and 4343 (setting them needs
+    // root; otherwise the test process's own groups serve).
+    let mut cmd = std::process::Command::new("sleep");
+    cmd.arg("5");
+    let want: Vec<u32> = if nix::unistd::geteuid().is_root() {
+        // SAFETY: setgroups is async-signal-safe; the child runs it alone.
+        unsafe {
+            cmd.pre_exec(|| {
+                let gs = [4242 as libc::gid_t, 4343];
+                if libc::setgroups(gs.len(), gs.as_ptr()) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        vec![4242, 4343]
+    } else {
+        nix::unistd::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect()
+    };
+    let mut child = cmd.spawn().unwrap();
+    let p = Principal::of_process(1000, 1000, child.id());
+    for g in &want {
+        assert!(p.in_group(*g), "group {g} not seen");
+    }
+    assert!(p.in_group(1000), "the primary group counts");
+    assert!(!p.in_group(4141));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // A caller that is gone has no supplementary groups (nothing is granted
+    // through them), and the primary group still counts.
+    let gone = Principal::of_process(1000, 1000, child.id());
+    assert!(!gone.in_group(4242));
+    assert!(gone.in_group(1000));
 }

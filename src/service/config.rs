@@ -106,6 +106,7 @@ impl ServiceConfig {
         MountOpts {
             allow_other: self.allow_other,
             allow_root: self.allow_root,
+            default_permissions: false,
             read_only: self.read_only,
             threads: self.threads.unwrap_or(d.threads),
             cache_mb: self.cache_mb.unwrap_or(d.cache_mb),
@@ -223,6 +224,7 @@ mod tests {
             MountOpts {
                 allow_other: true,
                 allow_root: false,
+                default_permissions: false,
                 read_only: true,
                 threads: 8,
                 cache_mb: 0,

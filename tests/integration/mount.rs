@@ -906,3 +906,76 @@ fn regression_read_only_open_with_o_trunc_truncates_the_object() {
     assert_eq!(fs::metadata(m.p("bkt/f")).unwrap().len(), 0);
     assert_eq!(fs::read(m.p("bkt/f")).unwrap(), b"");
 }
+
+fn access(p: &Path, mode: i32) -> Result<(), i32> {
+    // SAFETY: valid C string.
+    match unsafe { libc::access(cpath(p).as_ptr(), mode) } {
+        0 => Ok(()),
+        _ => Err(last_errno()),
+    }
+}
+
+fn mount_super_options(mnt: &Path) -> String {
+    let canon = mnt.canonicalize().unwrap();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(canon.to_str().unwrap()))
+        .unwrap();
+    line.rsplit(' ').next().unwrap().to_string()
+}
+
+#[test]
+fn single_user_mounts_check_permissions_in_the_daemon() {
+    // Without allow_other only the mount's owner gets in, and the kernel's
+    // mode-bit checks (default_permissions) are off: the daemon answers
+    // access() and checks open() itself, as a kernel filesystem would.
+    let m = Mount::new(&[]);
+    assert!(!mount_super_options(&m.mnt).contains("default_permissions"));
+    fs::create_dir(m.p("bkt")).unwrap();
+    m.setfattr("bkt", SSE, "AES256").unwrap();
+    fs::write(m.p("bkt/plain"), b"x").unwrap();
+    fs::write(m.p("bkt/tool"), b"#!/bin/sh\necho ran\n").unwrap();
+    fs::set_permissions(m.p("bkt/plain"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(m.p("bkt/tool"), fs::Permissions::from_mode(0o700)).unwrap();
+    // Root reads and writes anything, executes only what has an x bit.
+    assert_eq!(access(&m.p("bkt/plain"), libc::X_OK), Err(libc::EACCES));
+    assert_eq!(access(&m.p("bkt/tool"), libc::X_OK), Ok(()));
+    assert_eq!(access(&m.p("bkt"), libc::X_OK), Ok(()));
+    fs::set_permissions(m.p("bkt/plain"), fs::Permissions::from_mode(0o000)).unwrap();
+    assert_eq!(access(&m.p("bkt/plain"), libc::R_OK | libc::W_OK), Ok(()));
+    fs::write(m.p("bkt/plain"), b"root may").unwrap();
+    assert_eq!(fs::read(m.p("bkt/plain")).unwrap(), b"root may");
+    let out = Command::new(m.p("bkt/tool")).output().unwrap();
+    assert_eq!(out.stdout, b"ran\n");
+    // Everyone else is refused by the kernel before any check of ours.
+    let out = Command::new("stat")
+        .arg(m.p("bkt/tool"))
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    m.unmount();
+
+    // With allow_other the kernel checks mode bits for every caller.
+    m.mount(&["allow_other"]);
+    assert!(mount_super_options(&m.mnt).contains("default_permissions"));
+    fs::set_permissions(m.p("bkt/plain"), fs::Permissions::from_mode(0o644)).unwrap();
+    let nobody_writes = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo x > {}", m.p("bkt/plain").display()))
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(!nobody_writes.status.success());
+    assert_eq!(fs::read(m.p("bkt/plain")).unwrap(), b"root may");
+    let nobody_reads = Command::new("cat")
+        .arg(m.p("bkt/plain"))
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(nobody_reads.stdout, b"root may");
+}
