@@ -624,6 +624,57 @@ impl Fs {
         Ok(())
     }
 
+    /// Directory entries from `offset` on with their attributes
+    /// (READDIRPLUS). The kernel remembers every entry it is sent but "."
+    /// and "..", so each counts as a lookup; `add` returns true when the
+    /// reply buffer is full, and the entry it refused is taken back.
+    pub fn readdirplus(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &OsStr, &Attr) -> bool,
+    ) -> Result<()> {
+        let (dfd, role) = self.node(ino)?;
+        // A reply buffer holds far fewer entries than this; copying a
+        // bounded slice keeps the handle table unlocked during the stats.
+        const BATCH: usize = 512;
+        let batch: Vec<(u64, OsString)> = {
+            let handles = lock(&self.handles);
+            let Some(Handle::Dir(entries)) = handles.get(&fh) else {
+                return Err(errno(libc::EBADF));
+            };
+            entries
+                .iter()
+                .enumerate()
+                .skip(offset as usize)
+                .take(BATCH)
+                .map(|(i, (_, _, name))| (i as u64 + 1, name.clone()))
+                .collect()
+        };
+        for (next, name) in batch {
+            if name == "." || name == ".." {
+                // Not remembered by the kernel: the directory's own attr
+                // serves, since the kernel ignores it.
+                let attr = self.getattr(ino)?;
+                if add(next, &name, &attr) {
+                    break;
+                }
+                continue;
+            }
+            let attr = match self.remember(dfd.as_raw_fd(), &role, &name) {
+                Ok(a) => a,
+                // Removed since opendir, or no longer a bucket: leave it out.
+                Err(_) => continue,
+            };
+            if add(next, &name, &attr) {
+                self.forget(attr.ino, 1);
+                break;
+            }
+        }
+        Ok(())
+    }
+
     pub fn releasedir(&self, fh: u64) {
         lock(&self.handles).remove(&fh);
     }

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::{Error, OssCode};
@@ -114,6 +114,11 @@ impl Filesystem for SsefsFuse {
         // O_TRUNC arrives with open, so an overwrite never has to open (and
         // unwrap the key of) the old object first.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        // `ls -l` and friends: entries come with their attributes, one
+        // request per buffer instead of a LOOKUP per entry. AUTO lets the
+        // kernel fall back to plain READDIR when nobody stats the entries.
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         Ok(())
     }
 
@@ -389,6 +394,23 @@ impl Filesystem for SsefsFuse {
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("readdir", e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let r = self.fs.readdirplus(ino.0, fh.0, offset, |next, name, a| {
+            reply.add(INodeNo(a.ino), next, name, &TTL, &attr(a), Generation(0))
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("readdirplus", e)),
         }
     }
 

@@ -221,6 +221,7 @@ pub fn run_foreground(
     // the daemon's own umask must not strip them again.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     limit_malloc_growth();
+    raise_fd_limit();
     let engine = Arc::new(Engine::open_or_init(data_dir, root)?.with_cache(opts.cache_mb << 20));
     let fs = Arc::new(Fs::new(
         engine,
@@ -331,6 +332,30 @@ pub fn spawn_background(data_dir: &Path, mp: &Path, args: &[String]) -> Result<(
         "the mount did not come up within 60 s",
     )
     .resource(mp.display().to_string()))
+}
+
+/// Every inode the kernel knows is held as an O_PATH descriptor (see
+/// `crate::fs`), so a tree of many files needs many descriptors: the soft
+/// limit goes up to the hard one, as the process may do on its own.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let soft = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!(
+                    "cannot raise the open-file limit from {soft} to {}: {}",
+                    lim.rlim_max,
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
 }
 
 /// Keeps the daemon's resident memory close to what it actually holds.

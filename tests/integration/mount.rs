@@ -979,3 +979,66 @@ fn single_user_mounts_check_permissions_in_the_daemon() {
         .unwrap();
     assert_eq!(nobody_reads.stdout, b"root may");
 }
+
+fn daemon_fds(m: &Mount) -> usize {
+    fs::read_dir(format!("/proc/{}/fd", daemon_pid(m)))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn listings_with_attributes_are_right_and_forgotten_when_the_kernel_forgets() {
+    // `ls -l` gets entries with their attributes in one READDIRPLUS; each
+    // entry the kernel keeps counts as a lookup the daemon must hold (one
+    // descriptor each) until the kernel forgets it.
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    m.setfattr("bkt", SSE, "AES256").unwrap();
+    fs::create_dir(m.p("bkt/d")).unwrap();
+    let n = 300;
+    for i in 0..n {
+        fs::write(m.p(&format!("bkt/d/f{i}")), pattern(i * 37, i as u8)).unwrap();
+    }
+    std::os::unix::fs::symlink("f1", m.p("bkt/d/link")).unwrap();
+    fs::create_dir(m.p("bkt/d/sub")).unwrap();
+    drop_caches();
+    let before = daemon_fds(&m);
+    let out = Command::new("ls")
+        .args(["-ln", "--time-style=+%s"])
+        .arg(m.p("bkt/d"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let mut seen = 0;
+    for line in listing.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let name = f[6];
+        let md = fs::symlink_metadata(m.p(&format!("bkt/d/{name}"))).unwrap();
+        assert_eq!(f[4], md.len().to_string(), "size of {name}");
+        if let Some(i) = name.strip_prefix('f').and_then(|s| s.parse::<usize>().ok()) {
+            assert_eq!(md.len(), (i * 37) as u64, "plaintext size of {name}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, n, "{listing}");
+    let held = daemon_fds(&m);
+    assert!(held >= before + n, "held {held}, before {before}");
+    // When the kernel drops its inodes it forgets them, and the daemon
+    // lets go of every descriptor it took for the listing.
+    drop_caches();
+    let t = Instant::now();
+    while daemon_fds(&m) > before + 2 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        daemon_fds(&m) <= before + 2,
+        "{} descriptors held after the kernel forgot (before: {before})",
+        daemon_fds(&m)
+    );
+}
+
+fn drop_caches() {
+    Command::new("sync").status().unwrap();
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+}
