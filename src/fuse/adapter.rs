@@ -308,9 +308,15 @@ impl Filesystem for SsefsFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(fh.0, offset, size) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno("read", e)),
+        // The reply is sent from inside, straight from the thread's buffer.
+        let mut reply = Some(reply);
+        let r = self.fs.read_with(fh.0, offset, size, |d| {
+            if let Some(r) = reply.take() {
+                r.data(d);
+            }
+        });
+        if let (Err(e), Some(r)) = (r, reply.take()) {
+            r.error(errno("read", e));
         }
     }
 
