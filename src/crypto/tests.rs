@@ -138,7 +138,7 @@ fn secret_key_debug_never_prints_bytes() {
 fn sm4_impls(key: &[u8; 16]) -> Vec<(String, Sm4Gcm)> {
     let mut v = vec![("portable".to_string(), Sm4Gcm::portable(key))];
     #[cfg(target_arch = "x86_64")]
-    for tier in [sm4ni::Tier::Avx2, sm4ni::Tier::Ssse3] {
+    for tier in [sm4ni::Tier::Vaes, sm4ni::Tier::Avx2, sm4ni::Tier::Ssse3] {
         if let Some(k) = Sm4Gcm::with_tier(key, tier) {
             v.push((format!("{tier:?}"), k));
         }

@@ -30,7 +30,7 @@ const SBOX: [u8; 256] = [
 /// Every tier this CPU runs (none without AES-NI: the tests below then check
 /// nothing, and `Sm4Gcm` falls back to the `sm4` crate).
 fn tiers() -> Vec<Tier> {
-    [Tier::Avx2, Tier::Ssse3]
+    [Tier::Vaes, Tier::Avx2, Tier::Ssse3]
         .into_iter()
         .filter(|t| t.supported())
         .collect()
@@ -120,6 +120,17 @@ unsafe fn sbox_avx2(bytes: &mut [u8; 256]) {
     }
 }
 
+/// The same with VAES.
+#[target_feature(enable = "avx2,aes")]
+unsafe fn sbox_vaes(bytes: &mut [u8; 256]) {
+    let c = Consts::<Vaes>::new();
+    for chunk in bytes.chunks_exact_mut(32) {
+        let p: *mut __m256i = chunk.as_mut_ptr().cast();
+        let s = sbox(Vaes(_mm256_loadu_si256(p)), &c).shuffle(c.unshift[0]);
+        _mm256_storeu_si256(p, s.0);
+    }
+}
+
 #[test]
 fn vector_sbox_matches_on_all_256_inputs() {
     for tier in tiers() {
@@ -127,6 +138,7 @@ fn vector_sbox_matches_on_all_256_inputs() {
         // SAFETY: `tiers` only lists tiers whose features this CPU has.
         unsafe {
             match tier {
+                Tier::Vaes => sbox_vaes(&mut bytes),
                 Tier::Avx2 => sbox_avx2(&mut bytes),
                 Tier::Ssse3 => sbox_ssse3(&mut bytes),
             }
@@ -154,7 +166,7 @@ fn gbt_32907_examples() {
 
 #[test]
 fn unsupported_tier_is_refused() {
-    for tier in [Tier::Avx2, Tier::Ssse3] {
+    for tier in [Tier::Vaes, Tier::Avx2, Tier::Ssse3] {
         assert_eq!(Sm4Ni::with_tier(&[0; 16], tier).is_some(), tier.supported());
     }
 }
