@@ -136,14 +136,14 @@ fn secret_key_debug_never_prints_bytes() {
 /// Every SM4-GCM implementation this CPU runs for `key`: the portable one
 /// first, then the AES-NI kernel at each supported tier.
 fn sm4_impls(key: &[u8; 16]) -> Vec<(String, Sm4Gcm)> {
-    let mut v = vec![("portable".to_string(), Sm4Gcm::portable(key))];
+    let portable = ("portable".to_string(), Sm4Gcm::portable(key));
     #[cfg(target_arch = "x86_64")]
-    for tier in [sm4ni::Tier::Vaes, sm4ni::Tier::Avx2, sm4ni::Tier::Ssse3] {
-        if let Some(k) = Sm4Gcm::with_tier(key, tier) {
-            v.push((format!("{tier:?}"), k));
-        }
-    }
-    v
+    let fast = [sm4ni::Tier::Vaes, sm4ni::Tier::Avx2, sm4ni::Tier::Ssse3]
+        .into_iter()
+        .filter_map(|t| Sm4Gcm::with_tier(key, t).map(|k| (format!("{t:?}"), k)));
+    #[cfg(not(target_arch = "x86_64"))]
+    let fast = std::iter::empty();
+    std::iter::once(portable).chain(fast).collect()
 }
 
 #[cfg(target_arch = "x86_64")]
