@@ -221,8 +221,9 @@ const CK: [u32; 32] = ck();
 // ---------------------------------------------------------------------------
 // The key.
 
-/// SM4 round keys. Secret: zeroized on drop.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+/// SM4 round keys. Secret: zeroized on drop, and not `Clone`, so that no
+/// stray copy outlives the key.
+#[derive(Zeroize, ZeroizeOnDrop)]
 struct RoundKeys([u32; 32]);
 
 /// Which vector width the kernel runs at; only ever holds a tier the running
@@ -259,7 +260,6 @@ impl Tier {
 }
 
 /// An SM4 key schedule for the AES-NI kernels.
-#[derive(Clone)]
 pub(super) struct Sm4Ni {
     rk: RoundKeys,
     tier: Tier,
