@@ -1,10 +1,13 @@
 //! Cryptographic primitives: key and nonce newtypes, the two chunk ciphers
-//! (AES-256-GCM from ring, SM4-GCM from aes-gcm's generic GCM over `sm4`),
+//! (AES-256-GCM from ring; SM4-GCM on our AES-NI kernel where the CPU has
+//! AES-NI, else aes-gcm's generic GCM over `sm4`),
 //! the unkeyed checksum used for unencrypted objects, and the randomness source.
 //!
 //! Nothing here knows about objects or headers; `format` builds on it.
 
 mod sm4gcm;
+#[cfg(target_arch = "x86_64")]
+mod sm4ni;
 
 use std::fmt;
 
@@ -154,7 +157,10 @@ impl Aead {
                     .map_err(|_| IntegrityError)?;
                 Aead::Aes(Box::new(LessSafeKey::new(k)))
             }
-            Cipher::Sm4Gcm => Aead::Sm4(Box::new(Sm4Gcm::new(key.expose()))),
+            Cipher::Sm4Gcm => {
+                let k: &[u8; 16] = key.expose().try_into().map_err(|_| IntegrityError)?;
+                Aead::Sm4(Box::new(Sm4Gcm::new(k)))
+            }
         })
     }
 
