@@ -26,6 +26,22 @@ fn is_mounted(p: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(canon.to_str().unwrap()))
 }
 
+/// The filesystem type and source that /proc/self/mountinfo lists for the
+/// mount at `p` ("... MOUNTPOINT ... - FSTYPE SOURCE SUPEROPTS").
+fn mountinfo_type_and_source(p: &Path) -> Option<(String, String)> {
+    let canon = p.canonicalize().ok()?;
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter(|l| l.split(' ').nth(4) == canon.to_str())
+        .filter_map(|l| l.split_once(" - ").map(|(_, r)| r.to_owned()))
+        .map(|r| {
+            let mut f = r.split(' ');
+            let t = f.next().unwrap_or_default().to_owned();
+            (t, f.next().unwrap_or_default().to_owned())
+        })
+        .last()
+}
+
 impl Mount {
     pub fn new(opts: &[&str]) -> Mount {
         let d = DataDir::uninit();
@@ -169,6 +185,10 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
 fn mount_creates_the_data_dir_and_the_root_lists_buckets() {
     let m = Mount::new(&[]);
     assert!(m.d.data().join(".ssefs/keystore.toml").exists());
+    // findmnt -t fuse.ssefs and mount(8) show the type and the data dir.
+    let (fstype, source) = mountinfo_type_and_source(&m.mnt).expect("in mountinfo");
+    assert_eq!(fstype, "fuse.ssefs");
+    assert_eq!(Path::new(&source), m.d.data());
     assert_eq!(
         fs::read_dir(&m.mnt).unwrap().count(),
         0,
