@@ -273,4 +273,12 @@ fn status_lists_buckets_rules_counts_and_keys() {
         "{text}"
     );
     assert!(text.contains("Enabled"), "{text}");
+    let policy = e.data_dir().join(".ssefs/config.toml");
+    assert!(
+        text.contains(&format!(
+            "  rotated automatically: every 90 days ([kms] master_rotation_days in {})",
+            policy.display()
+        )),
+        "{text}"
+    );
 }

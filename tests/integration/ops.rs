@@ -127,7 +127,12 @@ fn status_shows_buckets_and_keys() {
     bucket(&d, "bkt", Some("KMS"));
     put(&d, "bkt/a", b"x");
     put(&d, "bkt/b", b"y");
+    d.write("data/.ssefs/config.toml", b"[kms]\nmaster_rotation_days = 0\n");
     let s = d.run(&["status"]).ok().stdout;
+    assert!(
+        s.contains("rotated automatically: never ([kms] master_rotation_days in "),
+        "{s}"
+    );
     assert!(s.contains("mounts: none"), "{s}");
     assert!(
         s.contains("bkt\trule: KMS (key: default managed key)\tobjects: 2"),
