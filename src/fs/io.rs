@@ -333,7 +333,7 @@ impl Fs {
             if *n == 0 {
                 node.open = None;
                 if node.lookups == 0 {
-                    nodes.remove(&ino);
+                    self.remove_node(&mut nodes, ino);
                 }
             }
         }

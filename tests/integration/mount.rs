@@ -39,7 +39,7 @@ fn mountinfo_type_and_source(p: &Path) -> Option<(String, String)> {
             let t = f.next().unwrap_or_default().to_owned();
             (t, f.next().unwrap_or_default().to_owned())
         })
-        .last()
+        .next_back()
 }
 
 impl Mount {
@@ -565,6 +565,45 @@ fn objects_show_how_they_are_stored_and_rules_apply_at_creation() {
         "{l:?}"
     );
     assert!(!l.iter().any(|n| n.starts_with("user.ssefs")), "{l:?}");
+}
+
+/// A re-encryption replaces the backend file (a new backend inode) while the
+/// kernel keeps the object's inode number, the old backend one. That number
+/// was free on the backend, so the next new file got it and the daemon took
+/// it for the re-encrypted object: `b` showed `a`'s content, and a symlink
+/// could not be read.
+#[test]
+fn regression_new_files_after_a_reencryption_are_not_taken_for_it() {
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    fs::write(m.p("bkt/a"), b"secret-a").unwrap();
+    let ino = fs::metadata(m.p("bkt/a")).unwrap().ino();
+    let backend_before = fs::metadata(m.backend("bkt/a")).unwrap().ino();
+    m.setfattr("bkt/a", SSE, "SM4").unwrap();
+    assert_ne!(
+        fs::metadata(m.backend("bkt/a")).unwrap().ino(),
+        backend_before
+    );
+    for i in 0..8 {
+        let name = format!("bkt/new-{i}");
+        fs::write(m.p(&name), name.as_bytes()).unwrap();
+        assert_ne!(fs::metadata(m.p(&name)).unwrap().ino(), ino, "{name}");
+        assert_eq!(fs::read(m.p(&name)).unwrap(), name.as_bytes());
+        let link = format!("bkt/link-{i}");
+        std::os::unix::fs::symlink("a", m.p(&link)).unwrap();
+        assert_eq!(fs::read_link(m.p(&link)).unwrap(), Path::new("a"), "{link}");
+    }
+    assert_eq!(fs::read(m.p("bkt/a")).unwrap(), b"secret-a");
+    assert_eq!(fs::metadata(m.p("bkt/a")).unwrap().ino(), ino);
+    // Re-encrypted twice, then forgotten by the kernel: still itself.
+    m.setfattr("bkt/a", SSE, "AES256").unwrap();
+    fs::write(m.p("bkt/after"), b"after").unwrap();
+    assert_eq!(fs::read(m.p("bkt/after")).unwrap(), b"after");
+    assert_eq!(fs::read(m.p("bkt/a")).unwrap(), b"secret-a");
+    fs::write("/proc/sys/vm/drop_caches", b"2").unwrap();
+    fs::write(m.p("bkt/later"), b"later").unwrap();
+    assert_eq!(fs::read(m.p("bkt/later")).unwrap(), b"later");
+    assert_eq!(fs::read(m.p("bkt/a")).unwrap(), b"secret-a");
 }
 
 #[test]
