@@ -96,7 +96,11 @@ impl ServiceConfig {
                 Some(k) if DATA_DIR_KEYS.contains(&k) => format!(
                     "`{k}` is a setting of the data directory, not of the mount: \
                      set it in DATA_DIR/.ssefs/config.toml{}",
-                    if k == "master_rotation_days" { " under [kms]" } else { "" }
+                    if k == "master_rotation_days" {
+                        " under [kms]"
+                    } else {
+                        ""
+                    }
                 ),
                 // toml's messages may span lines; the CLI prints one line.
                 _ => e.message().split_whitespace().collect::<Vec<_>>().join(" "),
