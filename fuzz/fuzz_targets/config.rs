@@ -29,18 +29,25 @@ fn check_refusal(text: &str, msg: &str) {
     // "FILE:LINE:COL: why" or "FILE: why".
     let mut parts = rest.splitn(4, ':');
     parts.next();
-    let (Some(l), Some(c)) = (parts.next(), parts.next()) else { return };
-    let (Ok(l), Ok(c)) = (l.parse::<usize>(), c.parse::<usize>()) else { return };
+    let (Some(l), Some(c)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let (Ok(l), Ok(c)) = (l.parse::<usize>(), c.parse::<usize>()) else {
+        return;
+    };
     let lines: Vec<&str> = text.split('\n').collect();
-    assert!(l >= 1 && l <= lines.len(), "line {l} of {} in {msg:?}", lines.len());
+    assert!(
+        l >= 1 && l <= lines.len(),
+        "line {l} of {} in {msg:?}",
+        lines.len()
+    );
     let width = lines[l - 1].chars().count();
     assert!(c >= 1 && c <= width + 1, "column {c} of {width} in {msg:?}");
 }
 
 fn path_value(p: &Option<std::path::PathBuf>) -> Option<Value> {
-    p.as_ref().map(|p| {
-        Value::String(p.to_str().expect("parsed from UTF-8 text").to_owned())
-    })
+    p.as_ref()
+        .map(|p| Value::String(p.to_str().expect("parsed from UTF-8 text").to_owned()))
 }
 
 fn write_back(c: &ServiceConfig) -> String {
@@ -65,7 +72,9 @@ fn write_back(c: &ServiceConfig) -> String {
 
 fuzz_target!(|data: &[u8]| {
     // `load` reads the file as UTF-8 and refuses anything else.
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let generic = text.parse::<Table>();
     let c = match ServiceConfig::parse(text, Path::new(FILE)) {
         Ok(c) => c,
@@ -76,12 +85,26 @@ fuzz_target!(|data: &[u8]| {
     for k in generic.keys() {
         assert!(KEYS.contains(&k.as_str()), "accepted unknown key {k:?}");
     }
-    for p in [&c.data_dir, &c.mountpoint, &c.root_key, &c.passphrase_file].into_iter().flatten() {
+    for p in [&c.data_dir, &c.mountpoint, &c.root_key, &c.passphrase_file]
+        .into_iter()
+        .flatten()
+    {
         assert!(p.is_absolute(), "accepted relative path {p:?}");
     }
-    assert!(!(c.allow_other && c.allow_root), "accepted allow_other with allow_root");
-    assert!(c.threads.is_none_or(|n| (1..=64).contains(&n)), "threads {:?}", c.threads);
-    assert!(c.cache_mb.is_none_or(|n| n <= 1 << 20), "cache_mb {:?}", c.cache_mb);
+    assert!(
+        !(c.allow_other && c.allow_root),
+        "accepted allow_other with allow_root"
+    );
+    assert!(
+        c.threads.is_none_or(|n| (1..=64).contains(&n)),
+        "threads {:?}",
+        c.threads
+    );
+    assert!(
+        c.cache_mb.is_none_or(|n| n <= 1 << 20),
+        "cache_mb {:?}",
+        c.cache_mb
+    );
     let d = MountOpts::default();
     let o = c.mount_opts();
     assert_eq!(o.threads, c.threads.unwrap_or(d.threads));

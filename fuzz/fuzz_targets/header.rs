@@ -71,7 +71,11 @@ fn check_sizes(file_len: u64) {
     // file) has a backend length that maps back to it.
     let plain = file_len & (i64::MAX as u64);
     let back = backend_len(plain);
-    assert_eq!(plaintext_len(back), Some(plain), "backend length {back} of {plain}");
+    assert_eq!(
+        plaintext_len(back),
+        Some(plain),
+        "backend length {back} of {plain}"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -84,17 +88,34 @@ fuzz_target!(|data: &[u8]| {
 
     let parsed = Header::parse(data);
     let first = Header::parse(&data[..data.len().min(HEADER_LEN)]);
-    assert_eq!(parsed.is_ok(), first.is_ok(), "bytes past the header changed the verdict");
+    assert_eq!(
+        parsed.is_ok(),
+        first.is_ok(),
+        "bytes past the header changed the verdict"
+    );
     let Ok(h) = parsed else { return };
     assert_eq!(first.ok().as_ref(), Some(&h));
     let enc = h.encode();
-    assert_eq!(&enc[..], &data[..HEADER_LEN], "accepted a non-canonical header");
-    assert_eq!(Header::parse(&enc).ok().as_ref(), Some(&h), "re-parse differs");
+    assert_eq!(
+        &enc[..],
+        &data[..HEADER_LEN],
+        "accepted a non-canonical header"
+    );
+    assert_eq!(
+        Header::parse(&enc).ok().as_ref(),
+        Some(&h),
+        "re-parse differs"
+    );
     assert_eq!(h.method == Method::None, h.cipher == Cipher::None);
     assert_eq!(h.method == Method::Kms, h.key_id != [0; 16]);
 
-    let kek = TestKek { key_id: h.key_id, version: h.key_version };
-    let Ok(dk) = h.unwrap_data_key(&kek) else { return };
+    let kek = TestKek {
+        key_id: h.key_id,
+        version: h.key_version,
+    };
+    let Ok(dk) = h.unwrap_data_key(&kek) else {
+        return;
+    };
     assert_eq!(dk.len(), h.cipher.key_len(), "unwrapped key length");
     if h.method != Method::None {
         let again = Header::seal_with(h.method, h.cipher, h.object_id, &kek, &dk);
@@ -103,7 +124,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(dk2.expose(), dk.expose(), "re-wrapped data key differs");
     }
 
-    let Some(plain) = plaintext_len(data.len() as u64) else { return };
+    let Some(plain) = plaintext_len(data.len() as u64) else {
+        return;
+    };
     let aead = Aead::new(h.cipher, &dk).expect("the unwrapped key has the cipher's length");
     let chunks = chunk_count(plain);
     for i in 0..chunks {
@@ -111,7 +134,9 @@ fuzz_target!(|data: &[u8]| {
         let start = slot_offset(i) as usize;
         let end = (start + SLOT_SIZE).min(data.len());
         let mut slot = data[start..end].to_vec();
-        let Ok(p) = open_chunk(&aead, &h.object_id, i, last, &mut slot) else { continue };
+        let Ok(p) = open_chunk(&aead, &h.object_id, i, last, &mut slot) else {
+            continue;
+        };
         let p = p.to_vec();
         assert_eq!(p.len(), chunk_len(plain, i), "chunk {i} length");
         let mut resealed = Vec::new();

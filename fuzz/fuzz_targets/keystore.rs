@@ -29,13 +29,21 @@ const NOW: u64 = 1_900_000_000;
 
 fuzz_target!(|data: &[u8]| {
     // The loader refuses non-UTF-8 files before parsing.
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(ks) = Keystore::parse(text) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(ks) = Keystore::parse(text) else {
+        return;
+    };
 
     let written = ks.to_text().expect("a parsed keystore serialises");
     let back = Keystore::parse(&written).expect("a written keystore parses");
     assert_eq!(back, ks, "round trip changed the keystore:\n{written}");
-    assert_eq!(back.to_text().expect("serialises"), written, "not a fixed point");
+    assert_eq!(
+        back.to_text().expect("serialises"),
+        written,
+        "not a fixed point"
+    );
 
     let verdict = ks.verify(&ROOT);
     assert_eq!(
@@ -46,10 +54,15 @@ fuzz_target!(|data: &[u8]| {
     if verdict.is_err() {
         return;
     }
-    assert!(!ks.has_kdf(), "a passphrase keystore verified under a fixed key");
+    assert!(
+        !ks.has_kdf(),
+        "a passphrase keystore verified under a fixed key"
+    );
 
     let mut next = ks.clone();
-    let before = ks.newest_master().expect("a verified keystore has a master key");
+    let before = ks
+        .newest_master()
+        .expect("a verified keystore has a master key");
     let v = next.purge_and_rotate(&ROOT, NOW);
     assert!(v > before, "rotation made version {v} after {before}");
     assert_eq!(next.newest_master(), Some(v));
@@ -57,5 +70,9 @@ fuzz_target!(|data: &[u8]| {
         panic!("rotation {v} broke a verified keystore: {e}");
     }
     let text2 = next.to_text().expect("serialises");
-    assert_eq!(Keystore::parse(&text2).expect("parses"), next, "round trip after rotation");
+    assert_eq!(
+        Keystore::parse(&text2).expect("parses"),
+        next,
+        "round trip after rotation"
+    );
 });

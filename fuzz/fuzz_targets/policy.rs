@@ -36,7 +36,11 @@ fn actions_of(pattern: &str) -> Vec<Action> {
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -60,7 +64,9 @@ fn instance(pattern: &str) -> String {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let generic = text.parse::<Table>();
     let Ok(p) = Policy::parse(text, OWNER, Path::new("/fuzz/.ssefs/config.toml")) else {
         return;
@@ -93,8 +99,14 @@ fuzz_target!(|data: &[u8]| {
     });
     for a in Action::ALL {
         for n in &refs {
-            assert!(p.allows(&Principal::root(), a, &[n]), "root refused {a} on {n}");
-            assert!(p.allows(&Principal::new(OWNER, 7), a, &[n]), "owner refused {a} on {n}");
+            assert!(
+                p.allows(&Principal::root(), a, &[n]),
+                "root refused {a} on {n}"
+            );
+            assert!(
+                p.allows(&Principal::new(OWNER, 7), a, &[n]),
+                "owner refused {a} on {n}"
+            );
             if a.is_kms() {
                 let nobody = Principal::new(NOBODY_UID, NOBODY_UID);
                 assert!(!p.allows(&nobody, a, &[n]), "nobody allowed {a} on {n}");
@@ -106,7 +118,10 @@ fuzz_target!(|data: &[u8]| {
         }
         // More names for the same resource only add permissions.
         for (i, n) in refs.iter().enumerate() {
-            for q in [Principal::new(2000, 2000), Principal::new(STRANGER, STRANGER)] {
+            for q in [
+                Principal::new(2000, 2000),
+                Principal::new(STRANGER, STRANGER),
+            ] {
                 if p.allows(&q, a, &[n]) {
                     let other = refs[(i + 1) % refs.len()];
                     assert!(p.allows(&q, a, &[other, n]), "{other} took {a} on {n} away");
@@ -116,12 +131,18 @@ fuzz_target!(|data: &[u8]| {
     }
 
     for g in &grants {
-        let actions: Vec<Action> =
-            strings(g.get("actions")).iter().flat_map(|s| actions_of(s)).collect();
-        let resources: Vec<String> =
-            strings(g.get("resources")).iter().map(|r| instance(r)).collect();
-        let mut who: Vec<Principal> =
-            ints(g.get("uids")).into_iter().map(|u| Principal::new(u, STRANGER + 1)).collect();
+        let actions: Vec<Action> = strings(g.get("actions"))
+            .iter()
+            .flat_map(|s| actions_of(s))
+            .collect();
+        let resources: Vec<String> = strings(g.get("resources"))
+            .iter()
+            .map(|r| instance(r))
+            .collect();
+        let mut who: Vec<Principal> = ints(g.get("uids"))
+            .into_iter()
+            .map(|u| Principal::new(u, STRANGER + 1))
+            .collect();
         who.extend(ints(g.get("gids")).into_iter().map(|gid| Principal {
             uid: STRANGER + 2,
             gid: STRANGER + 3,
