@@ -12,12 +12,26 @@
 #   - stop: a clean unmount;
 #   - an fstab line as systemd's .mount unit (what x-systemd.automount
 #     triggers; autofs itself does not work in a container).
+#   - the unit's sandbox (system call filter, capabilities, devices) lets
+#     the daemon do what users do through the mount; and
+#     `systemd-analyze security` on the running instance (its exposure score
+#     is printed).
 # Run by scripts/package-test.sh once the package is installed. Needs root
 # and systemd-container (.ci/run installs it).
+#
+# SSEFS_BIN=path/to/ssefs scripts/systemd-test.sh tests that binary with this
+# tree's unit and nothing installed on the host: the container then gets a
+# throw-away writable overlay over /usr and installs them there.
 set -euo pipefail
 
 work=$(mktemp -d /tmp/ssefs-systemd.XXXXXX)
 mkdir "$work/mnt" "$work/auto"
+overlay=()
+if [ -n "${SSEFS_BIN:-}" ]; then
+  cp "$SSEFS_BIN" "$work/ssefs"
+  cp "$(dirname "$0")/../packaging/systemd/ssefs@.service" "$work/"
+  overlay=(--overlay=/usr::/usr)
+fi
 nspawn_pid=
 leader=
 cleanup() {
@@ -42,7 +56,7 @@ fail() {
 }
 inside() { nsenter -t "$leader" -a "$@"; }
 
-systemd-nspawn -q -D / --volatile=yes --bind=/dev/fuse --bind="$work:/srv" \
+systemd-nspawn -q -D / --volatile=yes "${overlay[@]}" --bind=/dev/fuse --bind="$work:/srv" \
   --register=no --keep-unit --machine="ssefs-ci-$$" \
   -b systemd.firstboot=off systemd.unit=basic.target \
   </dev/null >"$work/console.log" 2>&1 &
@@ -68,6 +82,14 @@ case $state in
   *) cat "$work/console.log" >&2; fail "the container's systemd did not come up ($state)" ;;
 esac
 
+if [ -n "${SSEFS_BIN:-}" ]; then
+  inside sh -ec '
+    install -m 755 /srv/ssefs /usr/bin/ssefs
+    ln -sf /usr/bin/ssefs /usr/sbin/mount.fuse.ssefs
+    install -m 644 /srv/ssefs@.service /usr/lib/systemd/system/
+    systemctl daemon-reload'
+fi
+
 # An instance, set up as the README says.
 inside sh -ec '
   install -d -m 0700 /etc/ssefs
@@ -80,12 +102,44 @@ inside sh -ec '
 # Start: returns once READY=1 arrived, i.e. the mount answers.
 inside systemctl start ssefs@ci || fail "start failed"
 [ "$(inside systemctl show -P ActiveState ssefs@ci)" = active ] || fail "not active"
-inside grep -q " /srv/mnt .* - fuse" /proc/1/mountinfo || fail "mount not visible to the system"
+inside grep -q " /srv/mnt .* - fuse.ssefs /srv/data " /proc/1/mountinfo \
+  || fail "mount not visible to the system as fuse.ssefs from /srv/data"
 inside sh -ec 'mkdir /srv/mnt/bkt; echo through-systemd >/srv/mnt/bkt/f'
 [ "$(inside cat /srv/mnt/bkt/f)" = through-systemd ] || fail "I/O"
 [ ! -e "$work/data/.ssefs/root.key" ] || fail "the root key did not come from LoadCredential="
 [ "$(inside systemctl show -P StatusText ssefs@ci)" = "mounted on /srv/mnt" ] || fail "no STATUS="
 echo "systemd: Type=notify start, mount visible to the system, credential used"
+
+# The sandbox: what users do through a shared mount makes the daemon call
+# chown, chmod, xattrs, mknod, link, symlink, rename, truncate, fallocate,
+# copy_file_range and fsync; a system call outside the filter fails (EPERM)
+# and shows up here as an error.
+inside sh -ecx '
+  cd /srv/mnt/bkt
+  head -c 100000 /dev/urandom >big
+  cp big copy && cmp big copy
+  chown 1000:1000 copy && chmod 2640 copy
+  [ "$(stat -c %u:%g:%a copy)" = 1000:1000:2640 ]
+  setfattr -n user.note -v hi copy && [ "$(getfattr --only-values -n user.note copy)" = hi ]
+  setfattr -n user.oss.server-side-encryption -v SM4 copy && cmp big copy
+  mknod null c 1 3 && [ -c null ]
+  ln copy hard && ln -s copy soft && mv hard moved && [ "$(readlink soft)" = copy ]
+  truncate -s 5000 moved && [ "$(stat -c %s copy)" = 5000 ]
+  fallocate -l 70000 moved && [ "$(stat -c %s copy)" = 70000 ]
+  sync moved && rm moved soft null big' >"$work/sandbox.log" 2>&1 \
+  || { cat "$work/sandbox.log" >&2; fail "an operation through the mount failed under the sandbox"; }
+# The allow-list systemd resolved for the instance: mount(2) in, and e.g.
+# swapon(2) and reboot(2) (not in @system-service) out.
+filter=" $(inside systemctl show -P SystemCallFilter ssefs@ci) "
+case $filter in *" mount "*) ;; *) fail "mount(2) is not in the system call filter" ;; esac
+case $filter in *" swapon "* | *" reboot "*) fail "the system call filter lets swapon or reboot through" ;; esac
+[ "$(inside systemctl show -P NRestarts ssefs@ci)" = 0 ] || fail "the daemon died under the sandbox"
+echo "systemd: chown, chmod, xattrs, re-encryption, mknod, links, truncate, fallocate, sync under the sandbox"
+
+# systemd's own assessment of the sandbox (informational: the mount must
+# stay visible, so the namespacing settings it counts are off on purpose).
+score=$(inside systemd-analyze security --no-pager ssefs@ci.service | sed -n 's/.*Overall exposure level for ssefs@ci.service: //p')
+echo "systemd: systemd-analyze security: exposure ${score:-unknown}"
 
 # The watchdog: keep-alives hold the service up, a hung daemon restarts it.
 sleep 5

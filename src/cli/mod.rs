@@ -492,18 +492,33 @@ fn object(g: &GlobalArgs, cmd: ObjectCmd) -> Result<()> {
     }
 }
 
-/// Prints an operation's failures and summary on stdout; fails (exit 1)
-/// when any object failed, so scripts and timers notice.
+/// Prints an operation's failures, skipped objects and summary on stdout;
+/// fails (exit 1) when any object failed or was skipped, so scripts and
+/// timers notice (and can run it again).
 fn finish_op(r: &ops::Report, op: &str, changed_word: &str) -> Result<()> {
     let mut s = String::new();
     for f in &r.failures {
         s.push_str(&format!("FAILED {}: {}\n", f.name, f.reason));
     }
+    for b in &r.busy {
+        s.push_str(&format!(
+            "BUSY {b}: open for writing through a mount, skipped\n"
+        ));
+    }
     s.push_str(&r.summary(op, changed_word));
     s.push('\n');
     out(&s)?;
-    if r.failures.is_empty() {
+    if r.failures.is_empty() && r.busy.is_empty() {
         Ok(())
+    } else if r.failures.is_empty() {
+        Err(Error::new(
+            OssCode::InternalError,
+            format!(
+                "{op}: {} objects busy (open for writing through a mount) were skipped; \
+                 run `ssefs {op}` again once they are closed",
+                r.busy.len()
+            ),
+        ))
     } else {
         let (code, what) = if op == "verify" {
             (OssCode::DataIntegrityError, "failed verification")

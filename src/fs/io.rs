@@ -5,6 +5,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -29,6 +30,10 @@ pub(super) struct ObjState {
     /// `None` while the backend file is empty (no header yet: a crash
     /// between a truncation and its new header leaves that state).
     pub(super) obj: Option<ObjectFile>,
+    /// `file` holds a shared flock(2) because the object was opened for
+    /// writing: `reencrypt` and `rewrap` (ops::claim) leave it alone until
+    /// every handle is closed (closing `file` releases the lock).
+    pub(super) shared_lock: bool,
 }
 
 impl OpenObject {
@@ -109,7 +114,14 @@ impl Fs {
                 self.display_name(pfd.as_raw_fd()),
                 name.to_string_lossy()
             );
-            let mut st = ObjState { file, obj: None };
+            // Locked before it has a header: until then no operation
+            // would touch it anyway.
+            sys::flock(file.as_raw_fd(), libc::LOCK_SH).map_err(os_err)?;
+            let mut st = ObjState {
+                file,
+                obj: None,
+                shared_lock: true,
+            };
             self.new_upload(&mut st, &self.bucket_dir(&bucket), &display, p, true)?;
             // Stat again: the header write changed the size and times.
             let stat = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
@@ -206,12 +218,19 @@ impl Fs {
                     )?)
                 };
                 Arc::new(OpenObject {
-                    state: RwLock::new(ObjState { file, obj }),
+                    state: RwLock::new(ObjState {
+                        file,
+                        obj,
+                        shared_lock: false,
+                    }),
                     name,
                 })
             }
         };
         let _ = role;
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || truncating {
+            Self::lock_for_writing(&open)?;
+        }
         if truncating {
             // FUSE_ATOMIC_O_TRUNC: the kernel leaves O_TRUNC to us. It is a
             // new upload: fresh data key, the override or the current rule.
@@ -219,6 +238,25 @@ impl Fs {
             self.start_upload(ino, &mut g, &open.name, p)?;
         }
         self.attach(ino, open)
+    }
+
+    /// Takes the shared flock(2) of an object opened for writing, waiting
+    /// while `reencrypt` or `rewrap` replaces it. If it was replaced (or
+    /// unlinked) meanwhile, our file is no longer the object: ESTALE makes
+    /// the kernel look the name up again and open the new file (open(2)
+    /// retries once with LOOKUP_REVAL).
+    fn lock_for_writing(open: &OpenObject) -> Result<()> {
+        let mut g = open.write();
+        if g.shared_lock {
+            return Ok(());
+        }
+        sys::flock(g.file.as_raw_fd(), libc::LOCK_SH).map_err(os_err)?;
+        if g.file.metadata().map_err(os_err)?.nlink() == 0 {
+            sys::flock(g.file.as_raw_fd(), libc::LOCK_UN).map_err(os_err)?;
+            return Err(errno(libc::ESTALE));
+        }
+        g.shared_lock = true;
+        Ok(())
     }
 
     fn handle(&self, fh: u64) -> Result<Arc<OpenObject>> {
@@ -375,7 +413,7 @@ impl Fs {
             if *n == 0 {
                 node.open = None;
                 if node.lookups == 0 {
-                    nodes.remove(&ino);
+                    self.remove_node(&mut nodes, ino);
                 }
             }
         }
@@ -391,6 +429,9 @@ impl Fs {
         p: &Principal,
     ) -> Result<()> {
         let file = sys::reopen(fd, libc::O_RDWR).map_err(os_err)?;
+        if st.shared_lock {
+            sys::flock(file.as_raw_fd(), libc::LOCK_SH).map_err(os_err)?;
+        }
         let len = file.metadata().map_err(os_err)?.len();
         st.obj = if len == 0 {
             None

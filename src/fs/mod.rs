@@ -133,9 +133,45 @@ pub struct Fs {
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     running_as_root: bool,
-    /// Backend inode -> FUSE inode, for objects whose backend file was
-    /// replaced by a re-encryption while the kernel knows the old number.
-    aliases: Mutex<HashMap<u64, u64>>,
+    /// FUSE inode numbers kept across re-encryptions. Lock order: `nodes`
+    /// before `aliases`.
+    aliases: Mutex<Aliases>,
+}
+
+/// A re-encryption renames a new backend file over an object, so its backend
+/// inode number changes while the kernel keeps the old one (K). The new
+/// number maps to K here. Until the kernel forgets K, the backend inode
+/// numbered K stays open (pinned): were it freed, the backend could give K
+/// to a new file, which would then be taken for this object.
+#[derive(Default)]
+struct Aliases {
+    /// Backend inode -> FUSE inode.
+    fuse_of: HashMap<u64, u64>,
+    /// FUSE inode -> its current backend inode and the pinned inode K.
+    pinned: HashMap<u64, (u64, Arc<OwnedFd>)>,
+}
+
+impl Aliases {
+    /// FUSE inode `fuse` now lives in backend inode `backend`; `old` is the
+    /// backend file it replaced.
+    fn moved(&mut self, fuse: u64, backend: u64, old: Arc<OwnedFd>) {
+        let pin = match self.pinned.remove(&fuse) {
+            Some((prev, pin)) => {
+                self.fuse_of.remove(&prev);
+                pin
+            }
+            None => old,
+        };
+        self.fuse_of.insert(backend, fuse);
+        self.pinned.insert(fuse, (backend, pin));
+    }
+
+    /// The kernel forgot `fuse`: its backend inode has its own number again.
+    fn forgotten(&mut self, fuse: u64) {
+        if let Some((backend, _pin)) = self.pinned.remove(&fuse) {
+            self.fuse_of.remove(&backend);
+        }
+    }
 }
 
 fn os_err(e: std::io::Error) -> Error {
@@ -176,7 +212,7 @@ impl Fs {
             nodes: Mutex::new(nodes),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            aliases: Mutex::new(HashMap::new()),
+            aliases: Mutex::new(Aliases::default()),
             running_as_root: nix::unistd::geteuid().is_root(),
         })
     }
@@ -187,7 +223,7 @@ impl Fs {
 
     /// Backend inode number to FUSE inode number (the root is always 1).
     fn fuse_ino(&self, backend: u64) -> u64 {
-        if let Some(&ino) = lock(&self.aliases).get(&backend) {
+        if let Some(&ino) = lock(&self.aliases).fuse_of.get(&backend) {
             return ino;
         }
         if backend == self.root_backend_ino {
@@ -309,9 +345,15 @@ impl Fs {
         if let Some(node) = nodes.get_mut(&ino) {
             node.lookups = node.lookups.saturating_sub(n);
             if node.lookups == 0 && node.open.is_none() {
-                nodes.remove(&ino);
+                self.remove_node(&mut nodes, ino);
             }
         }
+    }
+
+    /// Drops a node the kernel no longer knows (no lookups, no open handle).
+    fn remove_node(&self, nodes: &mut HashMap<u64, Node>, ino: u64) {
+        nodes.remove(&ino);
+        lock(&self.aliases).forgotten(ino);
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {

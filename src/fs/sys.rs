@@ -20,6 +20,17 @@ fn check(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// flock(2) `op` on `fd`, waiting as `op` says, retried on EINTR.
+pub fn flock(fd: RawFd, op: libc::c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: flock only takes an fd and flags.
+        match check(unsafe { libc::flock(fd, op) }) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            r => return r.map(|_| ()),
+        }
+    }
+}
+
 /// The /proc path that reopens an O_PATH descriptor's inode.
 pub fn proc_path(fd: RawFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{fd}"))

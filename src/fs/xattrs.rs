@@ -335,10 +335,10 @@ impl Fs {
         {
             let mut nodes = lock(&self.nodes);
             if let Some(n) = nodes.get_mut(&ino) {
-                n.fd = new_fd.clone();
+                let old = std::mem::replace(&mut n.fd, new_fd.clone());
                 n.role = role;
+                lock(&self.aliases).moved(ino, st.st_ino, old);
             }
-            lock(&self.aliases).insert(st.st_ino, ino);
         }
         if let Some(g) = guard.as_mut() {
             self.refill(new_fd.as_raw_fd(), g, &name, p)?;

@@ -231,8 +231,14 @@ pub fn run_foreground(
         },
     )?);
     let mut mount_options = vec![
+        // The source in /proc/mounts and findmnt: the data directory.
         MountOption::FSName(data_dir.display().to_string()),
-        MountOption::Subtype("ssefs".into()),
+        // The type "fuse.ssefs". fuser's own Subtype option only reaches
+        // fusermount3; its direct mount(2), which root takes, hard-codes
+        // type "fuse". As a kernel option ("subtype=", which the fuse module
+        // takes since Linux 5.1) it reaches both: fusermount3 receives the
+        // same "-o subtype=ssefs" it would from Subtype.
+        MountOption::CUSTOM("subtype=ssefs".into()),
         MountOption::NoDev,
         MountOption::NoSuid,
     ];

@@ -13,6 +13,10 @@ pub mod policy;
 mod rootkey;
 mod store;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::fmt;
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
@@ -165,8 +169,7 @@ impl Kms {
         let (s, stamp) = store::read(state_dir)?;
         s.check_version(&keystore)?;
         let root = rootkey::load(root, s.root.kdf.as_ref(), &keystore)?;
-        rootkey::verify_check(&root, &s.root.check, &keystore)?;
-        s.verify(&root, &keystore)?;
+        verify_store(&s, &root, &keystore)?;
         Ok(Kms {
             dir: state_dir.to_path_buf(),
             keystore,
@@ -417,9 +420,7 @@ impl Kms {
     }
 
     fn verify(&self, s: &Store) -> Result<()> {
-        s.check_version(&self.keystore)?;
-        rootkey::verify_check(&self.root, &s.root.check, &self.keystore)?;
-        s.verify(&self.root, &self.keystore)
+        verify_store(s, &self.root, &self.keystore)
     }
 
     /// Applies `f` to the current keystore under the write lock and writes
@@ -451,6 +452,14 @@ impl Kms {
             Ok(())
         })
     }
+}
+
+/// Every check a keystore read from `path` passes before it is used: its
+/// format version, the root key's check value, then every sealed entry.
+fn verify_store(s: &Store, root: &SecretKey, path: &Path) -> Result<()> {
+    s.check_version(path)?;
+    rootkey::verify_check(root, &s.root.check, path)?;
+    s.verify(root, path)
 }
 
 /// The id of the default managed key, if it exists.

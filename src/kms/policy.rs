@@ -302,7 +302,27 @@ impl Policy {
 
     /// Parses policy text; `origin` names the file in errors.
     pub fn parse(text: &str, owner_uid: u32, origin: &Path) -> Result<Policy> {
-        let file: PolicyFile = toml::from_str(text).map_err(|e| invalid(origin, e))?;
+        let file: PolicyFile = toml::from_str(text).map_err(|e| {
+            // One home for each setting; a misplaced one says where it goes.
+            let line = e.span().map_or(0, |s| {
+                let before = &text.as_bytes()[..s.start.min(text.len())];
+                before.iter().filter(|&&b| b == b'\n').count() + 1
+            });
+            match crate::service::config::unknown_field(e.message()) {
+                Some("master_rotation_days") => invalid(
+                    origin,
+                    format!("line {line}: `master_rotation_days` goes under [kms]"),
+                ),
+                Some(k) if crate::service::config::KEYS.contains(&k) => invalid(
+                    origin,
+                    format!(
+                        "line {line}: `{k}` is a mount setting: it goes in the mount's \
+                         config file (ssefs --config FILE), not in the data directory"
+                    ),
+                ),
+                _ => invalid(origin, e),
+            }
+        })?;
         let mut grants = Vec::with_capacity(file.grant.len());
         for (i, g) in file.grant.into_iter().enumerate() {
             let n = i + 1;

@@ -26,7 +26,7 @@ pub(super) const FORMAT_VERSION: u32 = 1;
 pub(super) const KEY_LEN: usize = 32;
 
 /// The whole keystore file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Store {
     pub version: u32,
@@ -40,7 +40,7 @@ pub(super) struct Store {
     pub aliases: BTreeMap<String, Uuid>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RootSection {
     /// A fixed marker sealed under the root key (hex).
@@ -51,7 +51,7 @@ pub(super) struct RootSection {
 }
 
 /// Argon2id parameters; not secret.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct KdfParams {
     pub algorithm: String,
@@ -61,7 +61,7 @@ pub(super) struct KdfParams {
     pub p_cost: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct MasterEntry {
     pub version: u32,
@@ -71,7 +71,7 @@ pub(super) struct MasterEntry {
     pub sealed: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CmkEntry {
     pub id: Uuid,
@@ -87,7 +87,7 @@ pub(super) struct CmkEntry {
     pub versions: Vec<VersionEntry>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct VersionEntry {
     pub version: u32,
@@ -407,8 +407,24 @@ pub(super) fn read(dir: &Path) -> Result<(Store, Stamp)> {
         io::ErrorKind::InvalidData => corrupt(&path, "not UTF-8"),
         _ => read_error(&path, e),
     })?;
-    let store: Store = toml::from_str(&text).map_err(|e| corrupt(&path, e))?;
+    let store = parse(&text, &path)?;
     Ok((store, Stamp::of(&meta)))
+}
+
+/// Parses keystore text (without verifying seals); `path` names the file in
+/// errors.
+pub(super) fn parse(text: &str, path: &Path) -> Result<Store> {
+    toml::from_str(text).map_err(|e| corrupt(path, e))
+}
+
+/// The text `write` stores for `store`.
+pub(super) fn to_text(store: &Store, path: &Path) -> Result<String> {
+    toml::to_string(store).map_err(|e| {
+        Error::new(
+            OssCode::InternalError,
+            format!("writing keystore {}: {e}", path.display()),
+        )
+    })
 }
 
 /// Whether a keystore file exists in `dir`.
@@ -452,8 +468,7 @@ pub(super) fn write(dir: &Path, _lock: &WriteLock, store: &Store) -> Result<Stam
     let path = keystore_path(dir);
     let tmp = dir.join(TMP_FILE);
     let ctx = || format!("writing keystore {}", path.display());
-    let text = toml::to_string(store)
-        .map_err(|e| Error::new(OssCode::InternalError, format!("{}: {e}", ctx())))?;
+    let text = to_text(store, &path)?;
 
     // A temp file left by a crashed writer may have any mode; start afresh
     // so ours is created 0600.

@@ -1085,6 +1085,15 @@ fn policy_file_errors_name_the_file() {
             "no principal",
         ),
         ("[[grant]]\nuids = [1]\nactions = [\"*\"]\n", "resources"),
+        // Settings in the wrong place or the wrong file say where they go.
+        (
+            "\nmaster_rotation_days = 30\n",
+            "line 2: `master_rotation_days` goes under [kms]",
+        ),
+        (
+            "[kms]\nmaster_rotation_days = 3\nmountpoint = \"/mnt\"\n",
+            "`mountpoint` is a mount setting: it goes in the mount's config file",
+        ),
     ];
     for (text, needle) in cases {
         fs::write(&path, text).unwrap();

@@ -8,10 +8,13 @@
 //! power loss) leaves each object either old or new, never half; a leftover
 //! temp file is removed by the next `Engine::open` once it is stale.
 //!
-//! A write through the mount racing with a rewrite of the same object can
-//! be lost (the rename replaces the file the writer had open), as with
-//! CopyObject over itself in OSS; `rewrap` detects a change during its copy
-//! and leaves that object for a later run.
+//! Writes through a mount are never lost to a rewrite: the daemon holds a
+//! shared flock(2) on the backend file of every object open for writing
+//! (fs::io), and `reencrypt` and `rewrap` replace an object only under an
+//! exclusive one taken without waiting ([`claim`]). A busy object is
+//! skipped and reported ("busy"), for a later run. A writer that opens the
+//! object during a rewrite waits for the rename, then finds its file
+//! replaced and has the kernel look the name up again.
 
 mod reencrypt;
 mod rewrap;
@@ -20,8 +23,16 @@ mod verify;
 mod walk;
 
 use std::fmt;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::{Error, IoContext, Result};
 
 pub use reencrypt::reencrypt;
 pub use rewrap::rewrap;
@@ -43,27 +54,42 @@ pub struct Report {
     pub checked: u64,
     /// Rewritten (reencrypt), re-wrapped (rewrap); always 0 for verify.
     pub changed: u64,
+    /// `BUCKET/KEY` of objects skipped because they were open for writing
+    /// through a mount.
+    pub busy: Vec<String>,
     pub failures: Vec<Failure>,
 }
 
+/// What an operation did to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Unchanged,
+    Changed,
+    /// Open for writing through a mount: left alone.
+    Busy,
+}
+
 impl Report {
-    /// The summary line, e.g. `reencrypt: 12 objects checked, 5 rewritten, 0 failed`.
+    /// The summary line, e.g. `reencrypt: 12 objects checked, 5 rewritten,
+    /// 0 failed` (with `, 1 busy` before `failed` when objects were skipped).
     pub fn summary(&self, op: &str, changed_word: &str) -> String {
         let mut s = format!("{op}: {} objects checked", self.checked);
         if !changed_word.is_empty() {
             s.push_str(&format!(", {} {changed_word}", self.changed));
         }
+        if !self.busy.is_empty() {
+            s.push_str(&format!(", {} busy", self.busy.len()));
+        }
         s.push_str(&format!(", {} failed", self.failures.len()));
         s
     }
 
-    /// Runs `one` on every object of `list` with progress on `pb`: `Ok(true)`
-    /// counts as changed, an error as a failure of that object (the run goes
-    /// on with the next one).
+    /// Runs `one` on every object of `list` with progress on `pb`: an error
+    /// is a failure of that object (the run goes on with the next one).
     fn run(
         list: &[ObjectEntry],
         pb: &ProgressBar,
-        mut one: impl FnMut(&ObjectEntry) -> crate::error::Result<bool>,
+        mut one: impl FnMut(&ObjectEntry) -> Result<Outcome>,
     ) -> Report {
         let mut report = Report::default();
         pb.set_length(list.len() as u64);
@@ -71,8 +97,9 @@ impl Report {
             pb.set_message(obj.name.clone());
             report.checked += 1;
             match one(obj) {
-                Ok(true) => report.changed += 1,
-                Ok(false) => {}
+                Ok(Outcome::Changed) => report.changed += 1,
+                Ok(Outcome::Unchanged) => {}
+                Ok(Outcome::Busy) => report.busy.push(obj.name.clone()),
                 Err(e) => report.fail(&obj.name, e),
             }
             pb.inc(1);
@@ -87,6 +114,36 @@ impl Report {
             reason: reason.to_string(),
         });
     }
+}
+
+/// An exclusive flock(2) on an object's backend file, held while an
+/// operation replaces the file; released on drop (after the rename, it
+/// locks the old file, which no one can open by name any more).
+pub(crate) struct Claim {
+    _lock: Flock<File>,
+}
+
+/// Claims the object at `path` for replacement without waiting. `None` when
+/// it is busy: open for writing through a mount (the daemon holds a shared
+/// lock), being replaced by another operation, or replaced since the caller
+/// listed it.
+pub(crate) fn claim(path: &Path, name: &str) -> Result<Option<Claim>> {
+    let mut f = File::open(path).ctx(name)?;
+    let lock = loop {
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => break l,
+            Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
+            Err((g, Errno::EINTR)) => f = g,
+            Err((_, e)) => return Err(Error::io(format!("locking {name}"), io::Error::from(e))),
+        }
+    };
+    // The lock must be on the file that is at `path` now.
+    let held = lock.metadata().ctx(name)?;
+    let now = fs::symlink_metadata(path).ctx(name)?;
+    if (held.dev(), held.ino()) != (now.dev(), now.ino()) {
+        return Ok(None);
+    }
+    Ok(Some(Claim { _lock: lock }))
 }
 
 /// A progress bar on stderr for `len` objects. indicatif draws nothing when

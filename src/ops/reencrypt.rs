@@ -12,7 +12,7 @@ use std::fs::File;
 
 use indicatif::ProgressBar;
 
-use super::{walk, Report};
+use super::{claim, walk, Outcome, Report};
 use crate::crypto::Cipher;
 use crate::engine::Engine;
 use crate::error::{IoContext, Result};
@@ -105,23 +105,42 @@ pub fn reencrypt(
     }))
 }
 
-/// Rewrites one object if needed; true when it did.
+/// Rewrites one object if needed.
 fn one(
     engine: &Engine,
     p: &Principal,
     targets: &mut Targets<'_>,
     rule: Option<&SseConfig>,
     obj: &walk::ObjectEntry,
-) -> Result<bool> {
+) -> Result<Outcome> {
+    if needs_rewrite(targets, rule, obj)?.is_none() {
+        return Ok(Outcome::Unchanged);
+    }
+    // Held until the new file is renamed into place.
+    let Some(_claim) = claim(&obj.path, &obj.name)? else {
+        return Ok(Outcome::Busy);
+    };
+    // Decide again under the claim: the object may have changed since.
+    let Some(over) = needs_rewrite(targets, rule, obj)? else {
+        return Ok(Outcome::Unchanged);
+    };
+    let target = over.as_ref().or(rule);
+    engine.reencrypt_path(p, &obj.path, &obj.name, target, over.as_ref())?;
+    Ok(Outcome::Changed)
+}
+
+/// `Some(override)` when the object's stored encryption differs from its
+/// target (its override, else `rule`).
+fn needs_rewrite(
+    targets: &mut Targets<'_>,
+    rule: Option<&SseConfig>,
+    obj: &walk::ObjectEntry,
+) -> Result<Option<Option<SseConfig>>> {
     let f = File::open(&obj.path).ctx(&obj.name)?;
     let header = Engine::read_header(&f, &obj.name)?;
     let over = Engine::read_override(&f, &obj.name)?;
-    drop(f);
-    let target = over.as_ref().or(rule);
-    let want = targets.resolve(target).map_err(|e| e.resource(&obj.name))?;
-    if Stored::of(&header) == want {
-        return Ok(false);
-    }
-    engine.reencrypt_path(p, &obj.path, &obj.name, target, over.as_ref())?;
-    Ok(true)
+    let want = targets
+        .resolve(over.as_ref().or(rule))
+        .map_err(|e| e.resource(&obj.name))?;
+    Ok((Stored::of(&header) != want).then_some(over))
 }

@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 
 use indicatif::ProgressBar;
 
-use super::{walk, Report};
+use super::{claim, walk, Outcome, Report};
 use crate::engine::{copy_posix_attrs, Engine};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{Header, Method, HEADER_LEN};
@@ -34,15 +34,15 @@ pub fn rewrap(
     Ok(Report::run(&list, pb, |obj| one(engine, p, obj)))
 }
 
-/// Re-wraps one object if its key version is not current; true when it did.
-fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<bool> {
+/// Re-wraps one object if its key version is not current.
+fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<Outcome> {
     let name = obj.name.as_str();
     let src = File::open(&obj.path).ctx(name)?;
     let before = src.metadata().ctx(name)?;
     let header = Engine::read_header(&src, name)?;
     let target = match header.method {
         // No data key, nothing to wrap.
-        Method::None => return Ok(false),
+        Method::None => return Ok(Outcome::Unchanged),
         Method::Oss => WrapTarget::Master,
         Method::Kms => WrapTarget::Cmk(Some(Kms::key_id_string(&header.key_id))),
     };
@@ -51,8 +51,13 @@ fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<bool> 
         .encryptor(p, &target)
         .map_err(|e| e.resource(name))?;
     if kek.key_id() == header.key_id && kek.version() == header.key_version {
-        return Ok(false);
+        return Ok(Outcome::Unchanged);
     }
+    // Held until the new file is renamed into place. A write that ended
+    // before it still shows in `changed` below (`before` is from the open).
+    let Some(_claim) = claim(&obj.path, name)? else {
+        return Ok(Outcome::Busy);
+    };
     // Unwrapping also authenticates the old header.
     let key = engine
         .unwrap_key(p, &header)
@@ -69,9 +74,10 @@ fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<bool> 
         Engine::write_override(&f, name, over.as_ref())?;
         copy_posix_attrs(&obj.path, &tmp).ctx(name)?;
         f.sync_all().ctx(name)?;
-        // A write through the mount during the copy would leave a mix of old
-        // and new chunks in the temp file: give up on this object rather
-        // than install that (a later run picks it up).
+        // The claim keeps writers through a mount out; a write by anything
+        // else during the copy (the CLI's put or copy, another tool) would
+        // leave a mix of old and new chunks in the temp file: give up on
+        // this object rather than install that (a later run picks it up).
         let after = fs::symlink_metadata(&obj.path).ctx(name)?;
         if changed(&before, &after) {
             return Err(Error::new(
@@ -85,7 +91,7 @@ fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<bool> 
     if res.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    res.map(|()| true)
+    res.map(|()| Outcome::Changed)
 }
 
 fn changed(a: &Metadata, b: &Metadata) -> bool {

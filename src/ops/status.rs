@@ -31,6 +31,10 @@ pub struct Status {
     pub mounts: Vec<MountInfo>,
     pub buckets: Vec<BucketStatus>,
     pub master_versions: Vec<MasterInfo>,
+    /// Automatic master key rotation period (0 = never), and the file that
+    /// sets it: the data directory's `.ssefs/config.toml`.
+    pub master_rotation_days: u32,
+    pub policy_file: Option<PathBuf>,
     pub keys: Vec<KeyMetadata>,
 }
 
@@ -56,6 +60,8 @@ pub fn status(engine: &Engine) -> Result<Status> {
         mounts,
         buckets,
         master_versions: engine.kms().master_versions()?,
+        master_rotation_days: engine.kms().policy().master_rotation_days(),
+        policy_file: engine.kms().policy().source().map(Path::to_path_buf),
         keys: engine.kms().list_keys()?,
     })
 }
@@ -158,6 +164,15 @@ impl fmt::Display for Status {
                 self.master_versions.len()
             )?,
             None => writeln!(f, "master key: none")?,
+        }
+        // Where the period is set, since it is not in the mount's config.
+        let from = self.policy_file.as_ref().map_or_else(
+            || "the default".to_owned(),
+            |p| format!("[kms] master_rotation_days in {}", p.display()),
+        );
+        match self.master_rotation_days {
+            0 => writeln!(f, "  rotated automatically: never ({from})")?,
+            n => writeln!(f, "  rotated automatically: every {n} days ({from})")?,
         }
         writeln!(f, "keys: {}", self.keys.len())?;
         for k in &self.keys {

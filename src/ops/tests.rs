@@ -273,4 +273,40 @@ fn status_lists_buckets_rules_counts_and_keys() {
         "{text}"
     );
     assert!(text.contains("Enabled"), "{text}");
+    let policy = e.data_dir().join(".ssefs/config.toml");
+    assert!(
+        text.contains(&format!(
+            "  rotated automatically: every 90 days ([kms] master_rotation_days in {})",
+            policy.display()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn claim_refuses_a_file_someone_holds() {
+    use nix::fcntl::{Flock, FlockArg};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("obj");
+    std::fs::write(&path, b"x").unwrap();
+    // Free: claimed; a second claim meanwhile is refused.
+    let c = super::claim(&path, "b/obj").unwrap();
+    assert!(c.is_some());
+    assert!(super::claim(&path, "b/obj").unwrap().is_none());
+    drop(c);
+    // Held shared (as the daemon holds a file open for writing): busy.
+    let shared = Flock::lock(
+        std::fs::File::open(&path).unwrap(),
+        FlockArg::LockSharedNonblock,
+    )
+    .unwrap();
+    assert!(super::claim(&path, "b/obj").unwrap().is_none());
+    drop(shared);
+    assert!(super::claim(&path, "b/obj").unwrap().is_some());
+    // A missing object is an error naming it, not "busy".
+    let e = super::claim(&dir.path().join("gone"), "b/gone")
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("b/gone"), "{e}");
 }

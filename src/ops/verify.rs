@@ -4,7 +4,7 @@ use std::fs::File;
 
 use indicatif::ProgressBar;
 
-use super::{walk, Report};
+use super::{walk, Outcome, Report};
 use crate::engine::Engine;
 use crate::error::{IoContext, Result};
 use crate::kms::Principal;
@@ -25,6 +25,6 @@ pub fn verify(
             .ctx(&obj.name)
             .and_then(|f| engine.open_object(p, f, obj.name.clone()))
             .and_then(|o| o.verify())
-            .map(|()| false)
+            .map(|()| Outcome::Unchanged)
     }))
 }

@@ -60,6 +60,18 @@ pub const KEYS: &[&str] = &[
     "log_level",
 ];
 
+/// Keys of the data directory's own `.ssefs/config.toml` (KMS grants and
+/// settings). They stay there, with the keystore they govern, because the
+/// CLI uses them as much as the mount; here they get an error saying so.
+const DATA_DIR_KEYS: &[&str] = &["kms", "grant", "master_rotation_days"];
+
+/// The key of serde's "unknown field `KEY`, expected ..." message.
+pub(crate) fn unknown_field(msg: &str) -> Option<&str> {
+    msg.strip_prefix("unknown field `")?
+        .split_once('`')
+        .map(|(k, _)| k)
+}
+
 impl ServiceConfig {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<ServiceConfig> {
@@ -80,8 +92,19 @@ impl ServiceConfig {
                 .map(|s| line_col(text, s.start))
                 .map(|(l, c)| format!(":{l}:{c}"))
                 .unwrap_or_default();
-            // toml's messages may span lines; the CLI prints one line.
-            let why = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+            let why = match unknown_field(e.message()) {
+                Some(k) if DATA_DIR_KEYS.contains(&k) => format!(
+                    "`{k}` is a setting of the data directory, not of the mount: \
+                     set it in DATA_DIR/.ssefs/config.toml{}",
+                    if k == "master_rotation_days" {
+                        " under [kms]"
+                    } else {
+                        ""
+                    }
+                ),
+                // toml's messages may span lines; the CLI prints one line.
+                _ => e.message().split_whitespace().collect::<Vec<_>>().join(" "),
+            };
             Error::new(
                 OssCode::InvalidArgument,
                 format!("config {}{at}: {why}", path.display()),
@@ -266,6 +289,26 @@ mod tests {
             "allow_other = true\nallow_root = true\n",
             "",
             "exclude each other",
+        );
+    }
+
+    #[test]
+    fn data_dir_settings_are_refused_with_where_they_belong() {
+        rejects(
+            "mountpoint = \"/mnt/oss\"\nmaster_rotation_days = 30\n",
+            ":2:1",
+            "`master_rotation_days` is a setting of the data directory, not of the mount: \
+             set it in DATA_DIR/.ssefs/config.toml under [kms]",
+        );
+        rejects(
+            "[kms]\nmaster_rotation_days = 30\n",
+            ":1:",
+            "`kms` is a setting of the data directory",
+        );
+        rejects(
+            "[[grant]]\nuids = [1]\n",
+            ":1:",
+            "set it in DATA_DIR/.ssefs/config.toml",
         );
     }
 

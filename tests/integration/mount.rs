@@ -26,6 +26,22 @@ fn is_mounted(p: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(canon.to_str().unwrap()))
 }
 
+/// The filesystem type and source that /proc/self/mountinfo lists for the
+/// mount at `p` ("... MOUNTPOINT ... - FSTYPE SOURCE SUPEROPTS").
+fn mountinfo_type_and_source(p: &Path) -> Option<(String, String)> {
+    let canon = p.canonicalize().ok()?;
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter(|l| l.split(' ').nth(4) == canon.to_str())
+        .filter_map(|l| l.split_once(" - ").map(|(_, r)| r.to_owned()))
+        .map(|r| {
+            let mut f = r.split(' ');
+            let t = f.next().unwrap_or_default().to_owned();
+            (t, f.next().unwrap_or_default().to_owned())
+        })
+        .next_back()
+}
+
 impl Mount {
     pub fn new(opts: &[&str]) -> Mount {
         let d = DataDir::uninit();
@@ -169,6 +185,10 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
 fn mount_creates_the_data_dir_and_the_root_lists_buckets() {
     let m = Mount::new(&[]);
     assert!(m.d.data().join(".ssefs/keystore.toml").exists());
+    // findmnt -t fuse.ssefs and mount(8) show the type and the data dir.
+    let (fstype, source) = mountinfo_type_and_source(&m.mnt).expect("in mountinfo");
+    assert_eq!(fstype, "fuse.ssefs");
+    assert_eq!(Path::new(&source), m.d.data());
     assert_eq!(
         fs::read_dir(&m.mnt).unwrap().count(),
         0,
@@ -545,6 +565,45 @@ fn objects_show_how_they_are_stored_and_rules_apply_at_creation() {
         "{l:?}"
     );
     assert!(!l.iter().any(|n| n.starts_with("user.ssefs")), "{l:?}");
+}
+
+/// A re-encryption replaces the backend file (a new backend inode) while the
+/// kernel keeps the object's inode number, the old backend one. That number
+/// was free on the backend, so the next new file got it and the daemon took
+/// it for the re-encrypted object: `b` showed `a`'s content, and a symlink
+/// could not be read.
+#[test]
+fn regression_new_files_after_a_reencryption_are_not_taken_for_it() {
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    fs::write(m.p("bkt/a"), b"secret-a").unwrap();
+    let ino = fs::metadata(m.p("bkt/a")).unwrap().ino();
+    let backend_before = fs::metadata(m.backend("bkt/a")).unwrap().ino();
+    m.setfattr("bkt/a", SSE, "SM4").unwrap();
+    assert_ne!(
+        fs::metadata(m.backend("bkt/a")).unwrap().ino(),
+        backend_before
+    );
+    for i in 0..8 {
+        let name = format!("bkt/new-{i}");
+        fs::write(m.p(&name), name.as_bytes()).unwrap();
+        assert_ne!(fs::metadata(m.p(&name)).unwrap().ino(), ino, "{name}");
+        assert_eq!(fs::read(m.p(&name)).unwrap(), name.as_bytes());
+        let link = format!("bkt/link-{i}");
+        std::os::unix::fs::symlink("a", m.p(&link)).unwrap();
+        assert_eq!(fs::read_link(m.p(&link)).unwrap(), Path::new("a"), "{link}");
+    }
+    assert_eq!(fs::read(m.p("bkt/a")).unwrap(), b"secret-a");
+    assert_eq!(fs::metadata(m.p("bkt/a")).unwrap().ino(), ino);
+    // Re-encrypted twice, then forgotten by the kernel: still itself.
+    m.setfattr("bkt/a", SSE, "AES256").unwrap();
+    fs::write(m.p("bkt/after"), b"after").unwrap();
+    assert_eq!(fs::read(m.p("bkt/after")).unwrap(), b"after");
+    assert_eq!(fs::read(m.p("bkt/a")).unwrap(), b"secret-a");
+    fs::write("/proc/sys/vm/drop_caches", b"2").unwrap();
+    fs::write(m.p("bkt/later"), b"later").unwrap();
+    assert_eq!(fs::read(m.p("bkt/later")).unwrap(), b"later");
+    assert_eq!(fs::read(m.p("bkt/a")).unwrap(), b"secret-a");
 }
 
 #[test]

@@ -467,6 +467,9 @@ fn the_unit_keeps_the_mount_visible_to_the_system() {
         "NotifyAccess=main",
         "WatchdogSec=",
         "Restart=on-failure",
+        // Exercised under a real systemd by scripts/systemd-test.sh.
+        "SystemCallFilter=@system-service @mount",
+        "SystemCallArchitectures=native",
     ] {
         assert!(UNIT.lines().any(|l| l.starts_with(k)), "no {k}");
     }
