@@ -235,11 +235,12 @@ impl Kms {
                 .master
                 .iter()
                 .find(|m| m.version == version)
+                // Versions are never deleted: a header naming one that does
+                // not exist is corrupt or forged.
                 .ok_or_else(|| {
-                    Error::new(
-                        OssCode::InternalError,
-                        format!("master key version {version} not found"),
-                    )
+                    Error::integrity(format!(
+                        "the object header names master key version {version}, which does not exist"
+                    ))
                 })?;
             return self.unseal_key(
                 MASTER_KEY_ID,
@@ -260,11 +261,11 @@ impl Kms {
             .ok_or_else(|| key_not_found(&shown))?;
         self.authorize(&s, p, Action::KmsDecrypt, &id, &shown)?;
         require_enabled(k.state, &shown)?;
+        // As for master keys: a CMK's versions live as long as the CMK.
         let v = k.version(version).ok_or_else(|| {
-            Error::new(
-                OssCode::InternalError,
-                format!("version {version} of key {shown} not found"),
-            )
+            Error::integrity(format!(
+                "the object header names version {version} of key {shown}, which does not exist"
+            ))
             .key(&shown)
         })?;
         self.unseal_key(*key_id, version, &store::cmk_ad(&id, version), &v.sealed)

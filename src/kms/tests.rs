@@ -315,9 +315,10 @@ fn master_rotation_keeps_old_versions() {
     assert_eq!(v2.version(), 2);
     round_trip(&v1, &kms.decryptor(&owner(), &MASTER_KEY_ID, 1).unwrap());
     round_trip(&v2, &kms.decryptor(&owner(), &MASTER_KEY_ID, 2).unwrap());
+    // A header naming a version that never existed is corrupt or forged.
     let e = kms.decryptor(&owner(), &MASTER_KEY_ID, 3).unwrap_err();
-    assert_eq!(e.code, OssCode::InternalError);
-    assert!(e.message.contains("master key version 3 not found"));
+    assert_eq!(e.code, OssCode::DataIntegrityError);
+    assert!(e.message.contains("master key version 3"), "{e}");
     let versions = kms.master_versions().unwrap();
     assert_eq!(
         versions.iter().map(|m| m.version).collect::<Vec<_>>(),
@@ -574,7 +575,7 @@ fn rotate_key_keeps_old_versions_decrypting() {
     assert!(v2.unwrap(b"", &n, &ct, &tag).is_err());
     assert_eq!(
         code(kms.decryptor(&owner(), &v1.key_id(), 3)),
-        OssCode::InternalError
+        OssCode::DataIntegrityError
     );
 }
 
