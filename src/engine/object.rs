@@ -22,6 +22,9 @@ pub struct ObjectFile {
     header: Header,
     aead: Aead,
     size: u64,
+    /// The file length is one no valid object has (§3.2): reads reaching
+    /// `size` fail.
+    damaged: bool,
     /// Shown in errors and logs: the bucket/key or backend path.
     name: String,
     cache: Option<Arc<ChunkCache>>,
@@ -30,23 +33,37 @@ pub struct ObjectFile {
 impl ObjectFile {
     /// Wraps an open backend file whose header has been parsed and whose data
     /// key has been unwrapped. The size comes from the file length (§3.2); a
-    /// length no valid object has is rounded down to whole chunks, so that
-    /// reading the (now) last chunk fails authentication instead of returning
-    /// a guess.
+    /// length no valid object has is rounded down to whole chunks, and any
+    /// read that reaches the end then fails, so a damaged tail is never
+    /// taken for the end of the object (the intact chunks before it stay
+    /// readable). With no whole chunk at all there is nothing to read: the
+    /// open fails.
     pub fn new(file: File, header: Header, data_key: &SecretKey, name: String) -> Result<Self> {
         let aead = Aead::new(header.cipher, data_key).map_err(|_| {
             Error::integrity("data key does not fit the header's cipher").resource(&name)
         })?;
         let len = file.metadata().ctx(&name)?.len();
-        let size = plaintext_len(len).unwrap_or_else(|| {
-            let body = len.saturating_sub(HEADER_LEN as u64);
-            body / SLOT_SIZE as u64 * CHUNK_SIZE as u64
-        });
+        let (size, damaged) = match plaintext_len(len) {
+            Some(size) => (size, false),
+            None => {
+                let body = len.saturating_sub(HEADER_LEN as u64);
+                (body / SLOT_SIZE as u64 * CHUNK_SIZE as u64, true)
+            }
+        };
+        if damaged && size == 0 {
+            // The kernel never reads a file whose size is 0, so only the
+            // open can say it is not the empty object it would look like.
+            return Err(Error::integrity(format!(
+                "the backend file is {len} bytes long, which no object is"
+            ))
+            .resource(&name));
+        }
         Ok(ObjectFile {
             file,
             header,
             aead,
             size,
+            damaged,
             name,
             cache: None,
         })
@@ -149,6 +166,12 @@ impl ObjectFile {
             return Ok(0);
         }
         let end = (off + buf.len() as u64).min(self.size);
+        if self.damaged && end == self.size {
+            return Err(Error::integrity(
+                "the backend file's length is one no object has: its tail is damaged",
+            )
+            .resource(&self.name));
+        }
         let first = off / CHUNK_SIZE as u64;
         let last = (end - 1) / CHUNK_SIZE as u64;
         let hits: Vec<Option<Arc<Vec<u8>>>> = (first..=last).map(|i| self.cached(i)).collect();
@@ -252,6 +275,8 @@ impl ObjectFile {
                 .write_all_at(bytes, slot_offset(*index))
                 .ctx(&self.name)?;
         }
+        // Growing writes a whole last slot over any damaged tail.
+        self.damaged &= new_size == old_size;
         self.size = new_size;
         Ok(())
     }
@@ -282,6 +307,7 @@ impl ObjectFile {
         if let Some(c) = &self.cache {
             c.remove_from(&self.header.object_id, chunk_count(new_size));
         }
+        self.damaged = false;
         self.size = new_size;
         Ok(())
     }

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::crypto::Cipher;
 use crate::format::tests::FixedKek;
-use crate::format::{slot_offset, CHUNK_SIZE, SLOT_SIZE};
+use crate::format::{slot_offset, CHUNK_OVERHEAD, CHUNK_SIZE, SLOT_SIZE};
 use crate::kms::KeyOrigin;
 use crate::oss::{BucketName, ObjectKey};
 
@@ -315,6 +315,33 @@ fn truncation_at_and_off_chunk_boundaries_is_detected() {
         }
         fs::write(&path, &good).unwrap();
         assert_eq!(e.get("bkt", name).unwrap(), data);
+    }
+}
+
+/// Tamper test (issue 6): a backend file grown or cut to a length no object
+/// has read as the intact original (bytes appended after a whole last
+/// chunk) or as an empty object (cut to within 28 bytes of the header).
+#[test]
+fn regression_lengths_no_object_has_are_integrity_errors() {
+    let e = env();
+    e.engine.create_bucket(&b("bkt")).unwrap();
+    for (name, sse) in methods() {
+        e.put("bkt", name, &pattern(CHUNK_SIZE, 1), sse.as_ref())
+            .unwrap();
+        let path = e.path("bkt", name);
+        let good = fs::read(&path).unwrap();
+        for extra in [1, CHUNK_OVERHEAD] {
+            let mut grown = good.clone();
+            grown.resize(good.len() + extra, 0);
+            fs::write(&path, &grown).unwrap();
+            assert_integrity_error(e.get("bkt", name), &format!("{name} + {extra}"));
+        }
+        for cut in [HEADER_LEN + 1, HEADER_LEN + CHUNK_OVERHEAD] {
+            fs::write(&path, &good[..cut]).unwrap();
+            assert_integrity_error(e.get("bkt", name), &format!("{name} cut at {cut}"));
+        }
+        fs::write(&path, &good).unwrap();
+        assert_eq!(e.get("bkt", name).unwrap(), pattern(CHUNK_SIZE, 1));
     }
 }
 
