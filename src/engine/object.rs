@@ -2,10 +2,10 @@
 //! chunks a request touches are read, opened, sealed and written.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::Arc;
 
-use super::cache::ChunkCache;
+use super::cache::{ChunkCache, Owner};
 use crate::crypto::{Aead, SecretKey};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
@@ -27,6 +27,8 @@ pub struct ObjectFile {
     damaged: bool,
     /// Shown in errors and logs: the bucket/key or backend path.
     name: String,
+    /// This object's chunks in the cache.
+    owner: Owner,
     cache: Option<Arc<ChunkCache>>,
 }
 
@@ -42,7 +44,13 @@ impl ObjectFile {
         let aead = Aead::new(header.cipher, data_key).map_err(|_| {
             Error::integrity("data key does not fit the header's cipher").resource(&name)
         })?;
-        let len = file.metadata().ctx(&name)?.len();
+        let meta = file.metadata().ctx(&name)?;
+        let len = meta.len();
+        let owner = Owner {
+            object_id: header.object_id,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
         let (size, damaged) = match plaintext_len(len) {
             Some(size) => (size, false),
             None => {
@@ -65,6 +73,7 @@ impl ObjectFile {
             size,
             damaged,
             name,
+            owner,
             cache: None,
         })
     }
@@ -76,12 +85,12 @@ impl ObjectFile {
     }
 
     fn cached(&self, index: u64) -> Option<Arc<Vec<u8>>> {
-        self.cache.as_ref()?.get(&self.header.object_id, index)
+        self.cache.as_ref()?.get(&self.owner, index)
     }
 
     fn remember(&self, index: u64, plain: &[u8]) {
         if let Some(c) = &self.cache {
-            c.put(&self.header.object_id, index, plain.to_vec());
+            c.put(&self.owner, index, plain.to_vec());
         }
     }
 
@@ -305,7 +314,7 @@ impl ObjectFile {
         self.file.set_len(backend_len(new_size)).ctx(&self.name)?;
         // Chunks past the new end become holes if the object grows again.
         if let Some(c) = &self.cache {
-            c.remove_from(&self.header.object_id, chunk_count(new_size));
+            c.remove_from(&self.owner, chunk_count(new_size));
         }
         self.damaged = false;
         self.size = new_size;

@@ -345,6 +345,24 @@ fn regression_lengths_no_object_has_are_integrity_errors() {
     }
 }
 
+/// Tamper test (issue 6): two backend files holding one object id (a copy
+/// made on the backend, or one object's header put on another file) shared
+/// cache entries, so a read of one returned the other's chunks.
+#[test]
+fn regression_the_cache_keeps_backend_files_apart() {
+    let cache = std::sync::Arc::new(ChunkCache::new(6 * CHUNK_SIZE));
+    let (tmp, a, key) = temp_object(Cipher::Aes256Gcm);
+    let mut a = a.with_cache(Some(cache.clone()));
+    a.write_at(0, &pattern(100, 1)).unwrap();
+    let copy = tempfile::NamedTempFile::new().unwrap();
+    fs::copy(tmp.path(), copy.path()).unwrap();
+    let b = reopen(&copy, &key).with_cache(Some(cache));
+    a.write_at(0, &pattern(100, 2)).unwrap();
+    let mut buf = vec![0u8; 100];
+    assert_eq!(b.read_at(0, &mut buf).unwrap(), 100);
+    assert_eq!(buf, pattern(100, 1));
+}
+
 #[test]
 fn swapping_chunks_within_and_between_objects_is_detected() {
     let e = env();
