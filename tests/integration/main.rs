@@ -4,4 +4,5 @@ mod cli;
 mod mount;
 mod ops;
 mod service;
+mod tamper;
 mod util;
