@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::cache::{ChunkCache, Owner};
@@ -10,8 +11,18 @@ use crate::crypto::{Aead, SecretKey};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
     backend_len, chunk_count, chunk_len, open_chunk, plaintext_len, seal_chunk, slot_offset,
-    Header, CHUNK_SIZE, HEADER_LEN, SLOT_SIZE,
+    Header, Method, CHUNK_SIZE, HEADER_LEN, SLOT_SIZE,
 };
+use crate::kms::Kms;
+
+/// The CMK of an open SSE-KMS object, checked again before every read and
+/// write: the data key was unwrapped at open, and the key may have been
+/// disabled since.
+struct KeyCheck {
+    kms: Arc<Kms>,
+    /// The keystore epoch at which the key was last found usable.
+    epoch: AtomicU64,
+}
 
 /// An open object: its backend file, parsed header and keyed cipher.
 /// Reads take `&self` (positional reads, safe to share); writes take
@@ -30,6 +41,7 @@ pub struct ObjectFile {
     /// This object's chunks in the cache.
     owner: Owner,
     cache: Option<Arc<ChunkCache>>,
+    key_check: Option<KeyCheck>,
 }
 
 impl ObjectFile {
@@ -75,6 +87,7 @@ impl ObjectFile {
             name,
             owner,
             cache: None,
+            key_check: None,
         })
     }
 
@@ -82,6 +95,33 @@ impl ObjectFile {
     pub fn with_cache(mut self, cache: Option<Arc<ChunkCache>>) -> Self {
         self.cache = cache;
         self
+    }
+
+    /// Re-checks the CMK's state before each read and write (SSE-KMS only).
+    pub fn with_key_check(mut self, kms: Arc<Kms>) -> Self {
+        if self.header.method == Method::Kms {
+            self.key_check = Some(KeyCheck {
+                kms,
+                epoch: AtomicU64::new(0),
+            });
+        }
+        self
+    }
+
+    /// Fails (EKEYREVOKED, ENOKEY) when the object's CMK is no longer
+    /// usable. Runs before the cache is consulted, so cached plaintext does
+    /// not outlive the key.
+    fn check_key(&self) -> Result<()> {
+        let Some(k) = &self.key_check else {
+            return Ok(());
+        };
+        let known = k.epoch.load(Ordering::Relaxed);
+        let now = k
+            .kms
+            .check_cmk_usable(&self.header.key_id, known)
+            .map_err(|e| e.resource(&self.name))?;
+        k.epoch.store(now, Ordering::Relaxed);
+        Ok(())
     }
 
     fn cached(&self, index: u64) -> Option<Arc<Vec<u8>>> {
@@ -171,6 +211,7 @@ impl ObjectFile {
     /// (short only at the end of the object). Chunks in the cache are not
     /// read again; the others are read in one positional read and opened.
     pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
+        self.check_key()?;
         if off >= self.size || buf.is_empty() {
             return Ok(0);
         }
@@ -228,6 +269,7 @@ impl ObjectFile {
     /// past it (it is sealed again as a full, non-last chunk). Chunks skipped
     /// over by a write past the end stay holes.
     pub fn write_at(&mut self, off: u64, data: &[u8]) -> Result<()> {
+        self.check_key()?;
         if data.is_empty() {
             return Ok(());
         }
@@ -294,6 +336,7 @@ impl ObjectFile {
     /// marked last) and then cuts the file; growing is a write of one zero
     /// byte at the new end, which leaves the chunks in between as holes.
     pub fn set_len(&mut self, new_size: u64) -> Result<()> {
+        self.check_key()?;
         let old_size = self.size;
         if new_size == old_size {
             return Ok(());

@@ -542,6 +542,58 @@ fn an_unknown_cmk_is_accepted_in_a_rule_and_refused_at_the_next_write() {
     assert_eq!(err.code, OssCode::AliasNotFound);
 }
 
+/// Issue 6, part 5: the key state was checked at open only, so an object
+/// kept open (as the mount keeps them) went on reading after its CMK was
+/// disabled, from the chunk cache as from disk.
+#[test]
+fn disabling_a_cmk_stops_reads_and_writes_of_objects_already_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let root = RootKeySource::File(dir.path().join("root.key"));
+    Engine::init(&data, &root).unwrap();
+    let engine = Engine::open(&data, &root).unwrap().with_cache(1 << 20);
+    // Another process (the CLI) changes key states.
+    let cli = Engine::open(&data, &root).unwrap();
+    engine.create_bucket(&b("bkt")).unwrap();
+    cli.kms()
+        .create_key(None, KeyOrigin::AliyunKms, Some("alias/app"))
+        .unwrap();
+    let body = pattern(3 * CHUNK_SIZE, 4);
+    let over = rule("KMS", Some("alias/app"), None);
+    engine
+        .put_object(&root_p(), &b("bkt"), &k("o"), &mut &body[..], Some(&over))
+        .unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(data.join("bkt/o"))
+        .unwrap();
+    let mut o = engine.open_object(&root_p(), f, "bkt/o".into()).unwrap();
+    let mut buf = vec![0u8; body.len()];
+    assert_eq!(o.read_at(0, &mut buf).unwrap(), body.len());
+
+    cli.kms().disable_key("alias/app").unwrap();
+    let e = o.read_at(0, &mut buf).unwrap_err();
+    assert_eq!(
+        (e.code, e.errno()),
+        (OssCode::RejectedDisabled, libc::EKEYREVOKED)
+    );
+    assert_eq!(e.resource.as_deref(), Some("bkt/o"));
+    assert_eq!(
+        o.write_at(0, b"x").unwrap_err().code,
+        OssCode::RejectedDisabled
+    );
+    assert_eq!(o.set_len(1).unwrap_err().code, OssCode::RejectedDisabled);
+
+    cli.kms().enable_key("alias/app").unwrap();
+    assert_eq!(o.read_at(0, &mut buf).unwrap(), body.len());
+    assert_eq!(buf, body);
+}
+
+fn root_p() -> Principal {
+    Principal::root()
+}
+
 #[test]
 fn every_key_state_governs_reads_and_writes() {
     let e = env();

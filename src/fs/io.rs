@@ -61,7 +61,8 @@ impl Fs {
             .map_err(|e| e.resource(name))?;
         let f = st.file.try_clone().map_err(os_err)?;
         st.obj = Some(
-            ObjectFile::create(f, header, &key, name.to_owned())?.with_cache(self.engine.cache()),
+            self.engine
+                .track(ObjectFile::create(f, header, &key, name.to_owned())?),
         );
         Ok(())
     }

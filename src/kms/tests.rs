@@ -1204,3 +1204,31 @@ fn kms_and_kek_are_send_sync() {
     assert_send_sync::<Kms>();
     assert_send_sync::<Kek>();
 }
+
+/// The data path's per-request check: cheap while the keystore is
+/// unchanged, and it sees a state change made by another process.
+#[test]
+fn check_cmk_usable_follows_state_changes_made_elsewhere() {
+    let env = Env::new();
+    let kms = env.open();
+    let other = env.open();
+    let m = kms.create_key(None, KeyOrigin::AliyunKms, None).unwrap();
+    let key_id = *m.key_id.as_bytes();
+    let e1 = kms.check_cmk_usable(&key_id, 0).unwrap();
+    assert_eq!(kms.check_cmk_usable(&key_id, e1).unwrap(), e1);
+    other.disable_key(&id_of(&m)).unwrap();
+    let e = kms.check_cmk_usable(&key_id, e1).unwrap_err();
+    assert_eq!(e.code, OssCode::RejectedDisabled);
+    other.enable_key(&id_of(&m)).unwrap();
+    let e2 = kms.check_cmk_usable(&key_id, e1).unwrap();
+    assert_ne!(e2, e1);
+    other.schedule_key_deletion(&id_of(&m), 7).unwrap();
+    assert_eq!(
+        code(kms.check_cmk_usable(&key_id, e2)),
+        OssCode::RejectedPendingDeletion
+    );
+    assert_eq!(
+        code(kms.check_cmk_usable(&[7; 16], 0)),
+        OssCode::KeyNotFound
+    );
+}
