@@ -15,7 +15,7 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::engine::{Engine, STATE_DIR};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::fs::{Fs, FsOptions};
-use crate::kms::RootKeySource;
+use crate::kms::{RootKeySource, KEYSTORE_FILE};
 
 pub use adapter::SsefsFuse;
 
@@ -232,8 +232,9 @@ pub fn run_foreground(
     };
     config.n_threads = Some(opts.threads);
     config.clone_fd = true;
-    let mut session =
-        Session::new(SsefsFuse { fs }, mp, &config).ctx(format!("mount {}", mp.display()))?;
+    let mut session = Session::new(SsefsFuse { fs: fs.clone() }, mp, &config)
+        .ctx(format!("mount {}", mp.display()))?;
+    watch_key_states(&data_dir.join(STATE_DIR), fs, session.notifier());
     let mut unmounter = session.unmount_callable();
     let mp_owned = mp.to_path_buf();
     std::thread::spawn(move || {
@@ -254,6 +255,46 @@ pub fn run_foreground(
     }
     tracing::info!(mountpoint = %mp.display(), "unmounted");
     Ok(())
+}
+
+/// Disabling a CMK must stop reads of objects under it that are already
+/// open. Reads that reach the daemon check the key; pages the kernel has
+/// cached would still be served, so whenever the keystore is replaced (by
+/// `ssefs kms ...` or any writer) the cached pages of open objects whose
+/// key is no longer usable are dropped.
+fn watch_key_states(state_dir: &Path, fs: Arc<Fs>, notifier: fuser::Notifier) {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let watch = Inotify::init(InitFlags::IN_CLOEXEC).and_then(|i| {
+        i.add_watch(
+            state_dir,
+            AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+        )
+        .map(|_| i)
+    });
+    let inotify = match watch {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(
+                "cannot watch the keystore ({e}): reads of open objects may be served from the page cache after their key is disabled"
+            );
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        while let Ok(events) = inotify.read_events() {
+            let keystore = events
+                .iter()
+                .any(|e| e.name.as_deref() == Some(std::ffi::OsStr::new(KEYSTORE_FILE)));
+            if !keystore {
+                continue;
+            }
+            for ino in fs.open_inodes_with_unusable_keys() {
+                // The inode may be gone from the kernel already: nothing
+                // cached then.
+                let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, 0);
+            }
+        }
+    });
 }
 
 /// Starts the daemon in the background (this binary again, with

@@ -32,6 +32,8 @@ pub use policy::{Action, Policy, Principal, NOBODY_UID};
 use names::KeyRef;
 use store::{Stamp, Store};
 
+pub use store::KEYSTORE_FILE;
+
 /// 16-byte key identifier as stored in object headers: all zero for the
 /// SSE-OSS master keyring, else the CMK's UUID bytes.
 pub type KeyId = [u8; 16];
