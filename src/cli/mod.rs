@@ -385,21 +385,22 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
                 })
             } else {
                 // The daemon reads the same config file, then the same
-                // command-line overrides.
-                let mut args = Vec::new();
+                // command-line overrides. Paths go as they are: a name that
+                // is not UTF-8 must not become another name.
+                let mut args: Vec<OsString> = Vec::new();
                 if let Some(c) = &g.config {
-                    args.extend(["--config".to_owned(), c.display().to_string()]);
+                    args.extend(["--config".into(), c.into()]);
                 }
-                args.extend(["--data-dir".to_owned(), dir.display().to_string()]);
+                args.extend(["--data-dir".into(), dir.clone().into()]);
                 if let Some(k) = &g.root_key {
-                    args.extend(["--root-key".to_owned(), k.display().to_string()]);
+                    args.extend(["--root-key".into(), k.into()]);
                 }
                 if let Some(f) = &g.passphrase_file {
-                    args.extend(["--passphrase-file".to_owned(), f.display().to_string()]);
+                    args.extend(["--passphrase-file".into(), f.into()]);
                 }
-                args.extend(["mount".to_owned(), mountpoint.display().to_string()]);
+                args.extend(["mount".into(), mountpoint.clone().into()]);
                 for o in &options {
-                    args.extend(["-o".to_owned(), o.clone()]);
+                    args.extend(["-o".into(), o.into()]);
                 }
                 crate::fuse::spawn_background(&dir, &mountpoint, &args)
             }

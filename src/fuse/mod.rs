@@ -107,41 +107,47 @@ impl MountOpts {
     }
 }
 
-/// Is `path` the mount point of a live mount of ours? Reads mountinfo.
+/// Is `path` the mount point of a live mount of ours? Reads mountinfo, as
+/// bytes: mount points need not be UTF-8.
 pub fn is_mounted(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
     let Ok(canon) = path.canonicalize() else {
         return false;
     };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
         return false;
     };
-    info.lines().any(|l| {
-        let fields: Vec<&str> = l.split(' ').collect();
-        let mp = fields.get(4).map(|s| unescape(s)).unwrap_or_default();
+    info.split(|&b| b == b'\n').any(|l| {
+        let mp = l.split(|&b| b == b' ').nth(4).map(unescape);
+        // After the " - " separator: the filesystem type.
         let fstype = l
-            .split(" - ")
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .unwrap_or("");
-        Path::new(&mp) == canon && (fstype == "fuse" || fstype.starts_with("fuse."))
+            .windows(3)
+            .position(|w| w == b" - ")
+            .and_then(|at| l[at + 3..].split(|&b| b == b' ').next())
+            .unwrap_or_default();
+        mp.as_deref() == Some(canon.as_os_str().as_bytes())
+            && (fstype == b"fuse" || fstype.starts_with(b"fuse."))
     })
 }
 
-fn unescape(s: &str) -> String {
-    let mut out = String::new();
-    let b = s.as_bytes();
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = u8::from_str_radix(&s[i + 1..i + 4], 8).unwrap_or(b'?');
-            out.push(v as char);
-            i += 4;
-        } else {
-            out.push(b[i] as char);
-            i += 1;
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) if b[i] == b'\\' => {
+                let v = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                out.push(v as u8);
+                i += 4;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
         }
     }
     out
@@ -299,7 +305,7 @@ fn watch_key_states(state_dir: &Path, fs: Arc<Fs>, notifier: fuser::Notifier) {
 
 /// Starts the daemon in the background (this binary again, with
 /// `--foreground`) and returns once the mount answers.
-pub fn spawn_background(data_dir: &Path, mp: &Path, args: &[String]) -> Result<()> {
+pub fn spawn_background(data_dir: &Path, mp: &Path, args: &[std::ffi::OsString]) -> Result<()> {
     clear_dead_mount(mp)?;
     std::fs::create_dir_all(data_dir.join(STATE_DIR)).ctx(data_dir.display())?;
     let log_path: PathBuf = data_dir.join(STATE_DIR).join("mount.log");
