@@ -55,11 +55,7 @@ impl MountOpts {
     /// command line's `-o` over the config file's keys.
     pub fn with(self, list: &[String]) -> Result<MountOpts> {
         let mut o = self;
-        for opt in list
-            .iter()
-            .flat_map(|s| s.split(','))
-            .filter(|s| !s.is_empty())
-        {
+        for opt in list.iter().flat_map(|s| s.split(',')) {
             let (k, v) = opt
                 .split_once('=')
                 .map(|(k, v)| (k, Some(v)))
@@ -67,7 +63,7 @@ impl MountOpts {
             let bad = |why: &str| {
                 Error::new(
                     OssCode::InvalidArgument,
-                    format!("mount option {opt:?}: {why}"),
+                    format!("mount option {}: {why}", crate::error::quote(opt)),
                 )
             };
             match (k, v) {
@@ -100,6 +96,8 @@ impl MountOpts {
                     None,
                 ) => {}
                 (k, _) if k.starts_with("x-") || k.starts_with("comment=") => {}
+                // `-o ""` or `ro,,rw`: a typo more likely than a wish.
+                ("", None) => return Err(bad("empty option")),
                 _ => return Err(bad("unknown option")),
             }
         }

@@ -1232,3 +1232,43 @@ fn check_cmk_usable_follows_state_changes_made_elsewhere() {
         OssCode::KeyNotFound
     );
 }
+
+/// Bad input (issue 6, part 7): a key ref that no alias could be was
+/// looked up (AliasNotFound, with a newline echoed into the error); a
+/// description with a newline broke describe-key's one-field-a-line output.
+#[test]
+fn regression_malformed_aliases_and_descriptions_are_invalid_parameters() {
+    let env = Env::new();
+    let kms = env.open();
+    kms.create_key(None, KeyOrigin::AliyunKms, Some("alias/app"))
+        .unwrap();
+    let long = format!("alias/{}", "a".repeat(256));
+    for bad in [
+        "alias/app\n",
+        "alias/app ",
+        "alias/",
+        "alias/é",
+        long.as_str(),
+    ] {
+        assert_eq!(
+            code(kms.describe_key(bad)),
+            OssCode::InvalidParameter,
+            "{bad:?}"
+        );
+        assert_eq!(
+            code(kms.disable_key(bad)),
+            OssCode::InvalidParameter,
+            "{bad:?}"
+        );
+    }
+    // Aliases are case-sensitive: another alias, which does not exist.
+    assert_eq!(code(kms.describe_key("alias/APP")), OssCode::AliasNotFound);
+    for bad in ["line\nbreak", "tab\there", "nul\0"] {
+        assert_eq!(
+            code(kms.create_key(Some(bad), KeyOrigin::AliyunKms, None)),
+            OssCode::InvalidParameter,
+            "{bad:?}"
+        );
+    }
+    assert_eq!(kms.list_keys().unwrap().len(), 1, "nothing was created");
+}
