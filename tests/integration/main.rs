@@ -1,5 +1,6 @@
 //! Integration tests: the built `ssefs` binary, driven as a user would.
 
+mod badinput;
 mod cli;
 mod keylife;
 mod mount;
