@@ -112,6 +112,37 @@ pub struct Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How much of a value from the user an error repeats: a valid key id or
+/// alias whole; a 64 KiB xattr value only in part.
+const VALUE_SHOWN: usize = 256;
+/// Paths: a bucket, "/" and a 1023-byte object key whole.
+const RESOURCE_SHOWN: usize = 1100;
+/// Messages, which may hold a path and a value.
+const MESSAGE_SHOWN: usize = 2048;
+
+/// `s` as errors and logs show it: control characters escaped, so that an
+/// error stays one line whatever it quotes, and cut after `max` characters.
+pub fn shown(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == max {
+            out.push_str(&format!("... ({} bytes)", s.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A value from the user, quoted for an error message (see `shown`).
+pub fn quote(s: &str) -> String {
+    format!("\"{}\"", shown(s, VALUE_SHOWN))
+}
+
 impl Error {
     pub fn new(code: OssCode, message: impl Into<String>) -> Self {
         Error {
@@ -124,17 +155,19 @@ impl Error {
     }
 
     /// Names the object, bucket or path concerned (kept if already set, since
-    /// the innermost layer knows it best).
+    /// the innermost layer knows it best). Shown as `shown` shows it.
     pub fn resource(mut self, r: impl Into<String>) -> Self {
         if self.resource.is_none() {
-            self.resource = Some(r.into());
+            self.resource = Some(shown(&r.into(), RESOURCE_SHOWN));
         }
         self
     }
 
+    /// Names the KMS key concerned, as the caller wrote it (shown as `shown`
+    /// shows it: it may be any bad input).
     pub fn key(mut self, k: impl Into<String>) -> Self {
         if self.key_id.is_none() {
-            self.key_id = Some(k.into());
+            self.key_id = Some(shown(&k.into(), VALUE_SHOWN));
         }
         self
     }
@@ -144,6 +177,8 @@ impl Error {
     }
 
     pub fn io(context: impl fmt::Display, e: io::Error) -> Self {
+        // The context is often a path the user gave: keep it short.
+        let context = shown(&context.to_string(), RESOURCE_SHOWN);
         let mut err = Error::new(OssCode::InternalError, format!("{context}: {e}"));
         err.os_errno = e.raw_os_error();
         err
@@ -160,7 +195,8 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)?;
+        // Messages are ours, but some quote paths or values: one line always.
+        write!(f, "{}: {}", self.code, shown(&self.message, MESSAGE_SHOWN))?;
         if let Some(r) = &self.resource {
             write!(f, " (resource: {r})")?;
         }
@@ -181,5 +217,29 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, context: impl fmt::Display) -> Result<T> {
         self.map_err(|e| Error::io(context, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 6, part 7: a key id or path holding a newline made a two-line
+    /// error, and a 64 KiB value a 64 KiB one.
+    #[test]
+    fn errors_stay_one_short_line_whatever_they_quote() {
+        let long = "k".repeat(65536);
+        for (key, path) in [("alias/x\n", "b/o\r\n"), (long.as_str(), long.as_str())] {
+            let e = Error::new(OssCode::AliasNotFound, format!("quoting {}", quote(key)))
+                .key(key)
+                .resource(path);
+            let text = e.to_string();
+            assert_eq!(text.lines().count(), 1, "{text}");
+            assert!(text.len() < 2 * RESOURCE_SHOWN, "{} bytes", text.len());
+        }
+        let e = Error::new(OssCode::InvalidArgument, "m").key("alias/x\n");
+        assert_eq!(e.key_id.as_deref(), Some("alias/x\\n"));
+        assert_eq!(shown("ok as is", 10), "ok as is");
+        assert_eq!(shown("abcdef", 3), "abc... (6 bytes)");
     }
 }

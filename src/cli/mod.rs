@@ -211,6 +211,7 @@ pub enum ObjectCmd {
 
 /// The default data directory for this user.
 pub fn default_data_dir() -> PathBuf {
+    // An empty $SSEFS_DATA_DIR is refused before anything runs (`run`).
     if let Some(d) = std::env::var_os("SSEFS_DATA_DIR") {
         return PathBuf::from(d);
     }
@@ -298,6 +299,14 @@ pub fn run(mut cli: Cli) -> Result<()> {
 /// its global arguments.
 fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
     let g = &cli.global;
+    // Empty would mean the current directory: `init` would make a state
+    // directory wherever the command happened to run.
+    if g.data_dir.is_none() && std::env::var_os("SSEFS_DATA_DIR").is_some_and(|d| d.is_empty()) {
+        return Err(Error::new(
+            OssCode::InvalidArgument,
+            "$SSEFS_DATA_DIR is empty: unset it or name a directory",
+        ));
+    }
     match cli.command {
         Command::Init { passphrase } => {
             let dir = g.data_dir();
@@ -376,21 +385,22 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
                 })
             } else {
                 // The daemon reads the same config file, then the same
-                // command-line overrides.
-                let mut args = Vec::new();
+                // command-line overrides. Paths go as they are: a name that
+                // is not UTF-8 must not become another name.
+                let mut args: Vec<OsString> = Vec::new();
                 if let Some(c) = &g.config {
-                    args.extend(["--config".to_owned(), c.display().to_string()]);
+                    args.extend(["--config".into(), c.into()]);
                 }
-                args.extend(["--data-dir".to_owned(), dir.display().to_string()]);
+                args.extend(["--data-dir".into(), dir.clone().into()]);
                 if let Some(k) = &g.root_key {
-                    args.extend(["--root-key".to_owned(), k.display().to_string()]);
+                    args.extend(["--root-key".into(), k.into()]);
                 }
                 if let Some(f) = &g.passphrase_file {
-                    args.extend(["--passphrase-file".to_owned(), f.display().to_string()]);
+                    args.extend(["--passphrase-file".into(), f.into()]);
                 }
-                args.extend(["mount".to_owned(), mountpoint.display().to_string()]);
+                args.extend(["mount".into(), mountpoint.clone().into()]);
                 for o in &options {
-                    args.extend(["-o".to_owned(), o.clone()]);
+                    args.extend(["-o".into(), o.into()]);
                 }
                 crate::fuse::spawn_background(&dir, &mountpoint, &args)
             }
@@ -541,7 +551,10 @@ pub fn main() -> ExitCode {
         Some(Ok(HelperCall::Fake)) => return ExitCode::SUCCESS,
         Some(Err(e)) => return fail(&e),
     };
-    let mut cli = Cli::parse_from(argv);
+    let mut cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
     // Before logging starts: the config file may set the level. Its errors
     // still reach stderr as one line.
     let cfg = match cli.global.load_config() {
@@ -562,6 +575,31 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
+}
+
+/// A command line clap refuses (unknown or missing option, a value that is
+/// not UTF-8 or not a number): one line with an OSS code, as for every other
+/// error, and exit status 2 as for usage errors. Help and version requests
+/// print as usual.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+    }
+    let text = e.render().to_string();
+    // clap's text: "error: WHAT\n  DETAIL\n\nUsage: ...\n\nFor more ...".
+    let what = text.split("\n\n").next().unwrap_or_default();
+    let what = what.strip_prefix("error: ").unwrap_or(what);
+    let line = what.split_whitespace().collect::<Vec<_>>().join(" ");
+    let err = Error::new(OssCode::InvalidArgument, format!("{line} (see --help)"));
+    eprintln!("ssefs: {err}");
+    ExitCode::from(2)
 }
 
 fn fail(e: &Error) -> ExitCode {

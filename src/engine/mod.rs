@@ -61,7 +61,8 @@ pub fn default_root_key(data_dir: &Path) -> RootKeySource {
 
 pub struct Engine {
     data_dir: PathBuf,
-    kms: Kms,
+    /// Shared with open SSE-KMS objects, which re-check their key's state.
+    kms: std::sync::Arc<Kms>,
     /// Decrypted chunks shared by open objects (the mount sets one).
     cache: Option<std::sync::Arc<ChunkCache>>,
     /// Parsed bucket settings, revalidated by a stat on every use.
@@ -126,7 +127,7 @@ impl Engine {
         let kms = Kms::open(&state, root, policy)?;
         let engine = Engine {
             data_dir: data_dir.to_path_buf(),
-            kms,
+            kms: std::sync::Arc::new(kms),
             cache: None,
             settings: bucket::SettingsCache::default(),
         };
@@ -276,7 +277,14 @@ impl Engine {
     pub fn open_object(&self, p: &Principal, file: File, name: String) -> Result<ObjectFile> {
         let header = Self::read_header(&file, &name)?;
         let key = self.unwrap_key(p, &header).map_err(|e| e.resource(&name))?;
-        Ok(ObjectFile::new(file, header, &key, name)?.with_cache(self.cache.clone()))
+        Ok(self.track(ObjectFile::new(file, header, &key, name)?))
+    }
+
+    /// Gives an object kept open (by the mount) the shared chunk cache and,
+    /// under SSE-KMS, a check of its CMK's state on every read and write.
+    pub fn track(&self, o: ObjectFile) -> ObjectFile {
+        o.with_cache(self.cache.clone())
+            .with_key_check(self.kms.clone())
     }
 
     /// The data key of an object, checking key state and permission.

@@ -2,16 +2,27 @@
 //! chunks a request touches are read, opened, sealed and written.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::cache::ChunkCache;
+use super::cache::{ChunkCache, Owner};
 use crate::crypto::{Aead, SecretKey};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
     backend_len, chunk_count, chunk_len, open_chunk, plaintext_len, seal_chunk, slot_offset,
-    Header, CHUNK_SIZE, HEADER_LEN, SLOT_SIZE,
+    Header, Method, CHUNK_SIZE, HEADER_LEN, SLOT_SIZE,
 };
+use crate::kms::Kms;
+
+/// The CMK of an open SSE-KMS object, checked again before every read and
+/// write: the data key was unwrapped at open, and the key may have been
+/// disabled since.
+struct KeyCheck {
+    kms: Arc<Kms>,
+    /// The keystore epoch at which the key was last found usable.
+    epoch: AtomicU64,
+}
 
 /// An open object: its backend file, parsed header and keyed cipher.
 /// Reads take `&self` (positional reads, safe to share); writes take
@@ -22,9 +33,15 @@ pub struct ObjectFile {
     header: Header,
     aead: Aead,
     size: u64,
+    /// The file length is one no valid object has (§3.2): reads reaching
+    /// `size` fail.
+    damaged: bool,
     /// Shown in errors and logs: the bucket/key or backend path.
     name: String,
+    /// This object's chunks in the cache.
+    owner: Owner,
     cache: Option<Arc<ChunkCache>>,
+    key_check: Option<KeyCheck>,
 }
 
 thread_local! {
@@ -36,35 +53,58 @@ thread_local! {
 impl ObjectFile {
     /// Wraps an open backend file whose header has been parsed and whose data
     /// key has been unwrapped. The size comes from the file length (§3.2); a
-    /// length no valid object has is rounded down to whole chunks, so that
-    /// reading the (now) last chunk fails authentication instead of returning
-    /// a guess.
+    /// length no valid object has is rounded down to whole chunks, and any
+    /// read that reaches the end then fails, so a damaged tail is never
+    /// taken for the end of the object (the intact chunks before it stay
+    /// readable). With no whole chunk at all there is nothing to read: the
+    /// open fails.
     pub fn new(file: File, header: Header, data_key: &SecretKey, name: String) -> Result<Self> {
-        let len = file.metadata().ctx(&name)?.len();
-        let size = plaintext_len(len).unwrap_or_else(|| {
-            let body = len.saturating_sub(HEADER_LEN as u64);
-            body / SLOT_SIZE as u64 * CHUNK_SIZE as u64
-        });
-        Self::with_size(file, header, data_key, name, size)
+        let meta = file.metadata().ctx(&name)?;
+        Self::with_stat(file, header, data_key, name, &meta, meta.len())
     }
 
-    fn with_size(
+    /// `new` with the backend file's stat in hand and its length `len`.
+    fn with_stat(
         file: File,
         header: Header,
         data_key: &SecretKey,
         name: String,
-        size: u64,
+        meta: &std::fs::Metadata,
+        len: u64,
     ) -> Result<Self> {
         let aead = Aead::new(header.cipher, data_key).map_err(|_| {
             Error::integrity("data key does not fit the header's cipher").resource(&name)
         })?;
+        let owner = Owner {
+            object_id: header.object_id,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        let (size, damaged) = match plaintext_len(len) {
+            Some(size) => (size, false),
+            None => {
+                let body = len.saturating_sub(HEADER_LEN as u64);
+                (body / SLOT_SIZE as u64 * CHUNK_SIZE as u64, true)
+            }
+        };
+        if damaged && size == 0 {
+            // The kernel never reads a file whose size is 0, so only the
+            // open can say it is not the empty object it would look like.
+            return Err(Error::integrity(format!(
+                "the backend file is {len} bytes long, which no object is"
+            ))
+            .resource(&name));
+        }
         Ok(ObjectFile {
             file,
             header,
             aead,
             size,
+            damaged,
             name,
+            owner,
             cache: None,
+            key_check: None,
         })
     }
 
@@ -74,13 +114,40 @@ impl ObjectFile {
         self
     }
 
+    /// Re-checks the CMK's state before each read and write (SSE-KMS only).
+    pub fn with_key_check(mut self, kms: Arc<Kms>) -> Self {
+        if self.header.method == Method::Kms {
+            self.key_check = Some(KeyCheck {
+                kms,
+                epoch: AtomicU64::new(0),
+            });
+        }
+        self
+    }
+
+    /// Fails (EKEYREVOKED, ENOKEY) when the object's CMK is no longer
+    /// usable. Runs before the cache is consulted, so cached plaintext does
+    /// not outlive the key.
+    fn check_key(&self) -> Result<()> {
+        let Some(k) = &self.key_check else {
+            return Ok(());
+        };
+        let known = k.epoch.load(Ordering::Relaxed);
+        let now = k
+            .kms
+            .check_cmk_usable(&self.header.key_id, known)
+            .map_err(|e| e.resource(&self.name))?;
+        k.epoch.store(now, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn cached(&self, index: u64) -> Option<Arc<Vec<u8>>> {
-        self.cache.as_ref()?.get(&self.header.object_id, index)
+        self.cache.as_ref()?.get(&self.owner, index)
     }
 
     fn remember(&self, index: u64, plain: &[u8]) {
         if let Some(c) = &self.cache {
-            c.put(&self.header.object_id, index, plain.to_vec());
+            c.put(&self.owner, index, plain.to_vec());
         }
     }
 
@@ -97,11 +164,12 @@ impl ObjectFile {
         // Truncate first: a crash before the header lands leaves an empty
         // file (an empty object), never a new header over old chunks. A new
         // file is already empty, and a stat is cheaper than a truncation.
-        if file.metadata().ctx(&name)?.len() != 0 {
+        let meta = file.metadata().ctx(&name)?;
+        if meta.len() != 0 {
             file.set_len(0).ctx(&name)?;
         }
         file.write_all_at(&header.encode(), 0).ctx(&name)?;
-        Self::with_size(file, header, data_key, name, 0)
+        Self::with_stat(file, header, data_key, name, &meta, HEADER_LEN as u64)
     }
 
     pub fn size(&self) -> u64 {
@@ -179,10 +247,17 @@ impl ObjectFile {
     /// (short only at the end of the object). Chunks in the cache are not
     /// read again; the others are read in one positional read and opened.
     pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
+        self.check_key()?;
         if off >= self.size || buf.is_empty() {
             return Ok(0);
         }
         let end = (off + buf.len() as u64).min(self.size);
+        if self.damaged && end == self.size {
+            return Err(Error::integrity(
+                "the backend file's length is one no object has: its tail is damaged",
+            )
+            .resource(&self.name));
+        }
         let first = off / CHUNK_SIZE as u64;
         let last = (end - 1) / CHUNK_SIZE as u64;
         let hits: Vec<Option<Arc<Vec<u8>>>> = (first..=last).map(|i| self.cached(i)).collect();
@@ -238,6 +313,7 @@ impl ObjectFile {
     /// past it (it is sealed again as a full, non-last chunk). Chunks skipped
     /// over by a write past the end stay holes.
     pub fn write_at(&mut self, off: u64, data: &[u8]) -> Result<()> {
+        self.check_key()?;
         if data.is_empty() {
             return Ok(());
         }
@@ -294,6 +370,8 @@ impl ObjectFile {
                 .write_all_at(bytes, slot_offset(*index))
                 .ctx(&self.name)?;
         }
+        // Growing writes a whole last slot over any damaged tail.
+        self.damaged &= new_size == old_size;
         self.size = new_size;
         Ok(())
     }
@@ -302,6 +380,7 @@ impl ObjectFile {
     /// marked last) and then cuts the file; growing is a write of one zero
     /// byte at the new end, which leaves the chunks in between as holes.
     pub fn set_len(&mut self, new_size: u64) -> Result<()> {
+        self.check_key()?;
         let old_size = self.size;
         if new_size == old_size {
             return Ok(());
@@ -322,8 +401,9 @@ impl ObjectFile {
         self.file.set_len(backend_len(new_size)).ctx(&self.name)?;
         // Chunks past the new end become holes if the object grows again.
         if let Some(c) = &self.cache {
-            c.remove_from(&self.header.object_id, chunk_count(new_size));
+            c.remove_from(&self.owner, chunk_count(new_size));
         }
+        self.damaged = false;
         self.size = new_size;
         Ok(())
     }

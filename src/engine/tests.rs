@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::crypto::Cipher;
 use crate::format::tests::FixedKek;
-use crate::format::{slot_offset, CHUNK_SIZE, SLOT_SIZE};
+use crate::format::{slot_offset, CHUNK_OVERHEAD, CHUNK_SIZE, SLOT_SIZE};
 use crate::kms::KeyOrigin;
 use crate::oss::{BucketName, ObjectKey};
 
@@ -318,6 +318,51 @@ fn truncation_at_and_off_chunk_boundaries_is_detected() {
     }
 }
 
+/// Tamper test (issue 6): a backend file grown or cut to a length no object
+/// has read as the intact original (bytes appended after a whole last
+/// chunk) or as an empty object (cut to within 28 bytes of the header).
+#[test]
+fn regression_lengths_no_object_has_are_integrity_errors() {
+    let e = env();
+    e.engine.create_bucket(&b("bkt")).unwrap();
+    for (name, sse) in methods() {
+        e.put("bkt", name, &pattern(CHUNK_SIZE, 1), sse.as_ref())
+            .unwrap();
+        let path = e.path("bkt", name);
+        let good = fs::read(&path).unwrap();
+        for extra in [1, CHUNK_OVERHEAD] {
+            let mut grown = good.clone();
+            grown.resize(good.len() + extra, 0);
+            fs::write(&path, &grown).unwrap();
+            assert_integrity_error(e.get("bkt", name), &format!("{name} + {extra}"));
+        }
+        for cut in [HEADER_LEN + 1, HEADER_LEN + CHUNK_OVERHEAD] {
+            fs::write(&path, &good[..cut]).unwrap();
+            assert_integrity_error(e.get("bkt", name), &format!("{name} cut at {cut}"));
+        }
+        fs::write(&path, &good).unwrap();
+        assert_eq!(e.get("bkt", name).unwrap(), pattern(CHUNK_SIZE, 1));
+    }
+}
+
+/// Tamper test (issue 6): two backend files holding one object id (a copy
+/// made on the backend, or one object's header put on another file) shared
+/// cache entries, so a read of one returned the other's chunks.
+#[test]
+fn regression_the_cache_keeps_backend_files_apart() {
+    let cache = std::sync::Arc::new(ChunkCache::new(6 * CHUNK_SIZE));
+    let (tmp, a, key) = temp_object(Cipher::Aes256Gcm);
+    let mut a = a.with_cache(Some(cache.clone()));
+    a.write_at(0, &pattern(100, 1)).unwrap();
+    let copy = tempfile::NamedTempFile::new().unwrap();
+    fs::copy(tmp.path(), copy.path()).unwrap();
+    let b = reopen(&copy, &key).with_cache(Some(cache));
+    a.write_at(0, &pattern(100, 2)).unwrap();
+    let mut buf = vec![0u8; 100];
+    assert_eq!(b.read_at(0, &mut buf).unwrap(), 100);
+    assert_eq!(buf, pattern(100, 1));
+}
+
 #[test]
 fn swapping_chunks_within_and_between_objects_is_detected() {
     let e = env();
@@ -495,6 +540,58 @@ fn an_unknown_cmk_is_accepted_in_a_rule_and_refused_at_the_next_write() {
         .and_then(|_| e.put("bkt", "o", b"data", None))
         .unwrap_err();
     assert_eq!(err.code, OssCode::AliasNotFound);
+}
+
+/// Issue 6, part 5: the key state was checked at open only, so an object
+/// kept open (as the mount keeps them) went on reading after its CMK was
+/// disabled, from the chunk cache as from disk.
+#[test]
+fn disabling_a_cmk_stops_reads_and_writes_of_objects_already_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let root = RootKeySource::File(dir.path().join("root.key"));
+    Engine::init(&data, &root).unwrap();
+    let engine = Engine::open(&data, &root).unwrap().with_cache(1 << 20);
+    // Another process (the CLI) changes key states.
+    let cli = Engine::open(&data, &root).unwrap();
+    engine.create_bucket(&b("bkt")).unwrap();
+    cli.kms()
+        .create_key(None, KeyOrigin::AliyunKms, Some("alias/app"))
+        .unwrap();
+    let body = pattern(3 * CHUNK_SIZE, 4);
+    let over = rule("KMS", Some("alias/app"), None);
+    engine
+        .put_object(&root_p(), &b("bkt"), &k("o"), &mut &body[..], Some(&over))
+        .unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(data.join("bkt/o"))
+        .unwrap();
+    let mut o = engine.open_object(&root_p(), f, "bkt/o".into()).unwrap();
+    let mut buf = vec![0u8; body.len()];
+    assert_eq!(o.read_at(0, &mut buf).unwrap(), body.len());
+
+    cli.kms().disable_key("alias/app").unwrap();
+    let e = o.read_at(0, &mut buf).unwrap_err();
+    assert_eq!(
+        (e.code, e.errno()),
+        (OssCode::RejectedDisabled, libc::EKEYREVOKED)
+    );
+    assert_eq!(e.resource.as_deref(), Some("bkt/o"));
+    assert_eq!(
+        o.write_at(0, b"x").unwrap_err().code,
+        OssCode::RejectedDisabled
+    );
+    assert_eq!(o.set_len(1).unwrap_err().code, OssCode::RejectedDisabled);
+
+    cli.kms().enable_key("alias/app").unwrap();
+    assert_eq!(o.read_at(0, &mut buf).unwrap(), body.len());
+    assert_eq!(buf, body);
+}
+
+fn root_p() -> Principal {
+    Principal::root()
 }
 
 #[test]

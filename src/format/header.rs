@@ -209,12 +209,18 @@ impl Header {
         if (method == Method::Kms) == (key_id == [0; 16]) {
             return Err(bad("key id does not match the method"));
         }
+        let key_version = u32::from_le_bytes(arr(&b[48..52]));
+        // An unencrypted object has no key, so no key wrap authenticates
+        // this field: it must be zero (§2).
+        if method == Method::None && key_version != 0 {
+            return Err(bad("key version set on an unencrypted object"));
+        }
         Ok(Header {
             method,
             cipher,
             object_id: arr(&b[16..32]),
             key_id,
-            key_version: u32::from_le_bytes(arr(&b[48..52])),
+            key_version,
             wrap_nonce: arr(&b[52..64]),
             wrapped_key: arr(&b[64..96]),
             wrap_tag: arr(&b[96..112]),

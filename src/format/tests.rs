@@ -191,6 +191,18 @@ fn a_plain_header_round_trips_and_has_no_key() {
     assert_eq!(p.method, Method::None);
 }
 
+/// Tamper test (issue 6): a plain header's key version, changed with the
+/// checksum recomputed, was accepted although nothing authenticates it.
+#[test]
+fn regression_a_plain_header_with_a_key_version_is_refused() {
+    let mut b = Header::new_plain().encode();
+    b[48] = 1;
+    let sum = crate::crypto::checksum16(&[b"ssefs-header-v1", &b[..112]]);
+    b[112..].copy_from_slice(&sum);
+    let e = Header::parse(&b).unwrap_err();
+    assert_eq!(e.code, crate::error::OssCode::DataIntegrityError);
+}
+
 #[test]
 fn last_chunk_flag_and_index_are_bound() {
     let a = Aead::new(Cipher::Aes256Gcm, &SecretKey::random(32)).unwrap();

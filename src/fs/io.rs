@@ -77,7 +77,8 @@ impl Fs {
             .map_err(|e| e.resource(name))?;
         let f = st.file.try_clone().map_err(os_err)?;
         st.obj = Some(
-            ObjectFile::create(f, header, &key, name.to_owned())?.with_cache(self.engine.cache()),
+            self.engine
+                .track(ObjectFile::create(f, header, &key, name.to_owned())?),
         );
         Ok(())
     }
@@ -417,6 +418,28 @@ impl Fs {
                 }
             }
         }
+    }
+
+    /// Inodes of open SSE-KMS objects whose CMK can no longer be used. Reads
+    /// reaching the daemon check the key themselves, but the kernel keeps
+    /// serving pages it has cached: the FUSE layer drops those pages for
+    /// these inodes whenever the keystore changes.
+    pub fn open_inodes_with_unusable_keys(&self) -> Vec<u64> {
+        let open: Vec<(u64, Arc<OpenObject>)> = lock(&self.nodes)
+            .iter()
+            .filter_map(|(ino, n)| n.open.as_ref().map(|(o, _)| (*ino, o.clone())))
+            .collect();
+        open.into_iter()
+            .filter(|(_, o)| {
+                let g = o.read();
+                g.obj.as_ref().is_some_and(|obj| {
+                    let h = obj.header();
+                    h.method == crate::format::Method::Kms
+                        && self.engine.kms().check_cmk_usable(&h.key_id, 0).is_err()
+                })
+            })
+            .map(|(ino, _)| ino)
+            .collect()
     }
 
     /// Points an open object at its backend file again after the file was

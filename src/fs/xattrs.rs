@@ -66,6 +66,12 @@ fn with_field(cur: Option<&SseConfig>, n: OssName, v: &str) -> Result<SseConfig>
             let keep = v == "KMS";
             SseConfig::bucket_rule(v, key.filter(|_| keep), data.filter(|_| keep))
         }
+        // In a rule an empty KMSMasterKeyID means the default key; as an
+        // attribute it would read back as absent: removal says that.
+        OssName::Key if v.is_empty() => Err(Error::new(
+            OssCode::InvalidArgument,
+            "empty key id: remove the attribute (setfattr -x) for the default key",
+        )),
         OssName::Key => match cur {
             Some(c) => SseConfig::bucket_rule(c.algorithm.as_str(), Some(v), data),
             None => Err(Error::new(

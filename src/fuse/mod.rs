@@ -15,7 +15,7 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::engine::{Engine, STATE_DIR};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::fs::{Fs, FsOptions};
-use crate::kms::RootKeySource;
+use crate::kms::{RootKeySource, KEYSTORE_FILE};
 
 pub use adapter::SsefsFuse;
 
@@ -60,11 +60,7 @@ impl MountOpts {
     /// command line's `-o` over the config file's keys.
     pub fn with(self, list: &[String]) -> Result<MountOpts> {
         let mut o = self;
-        for opt in list
-            .iter()
-            .flat_map(|s| s.split(','))
-            .filter(|s| !s.is_empty())
-        {
+        for opt in list.iter().flat_map(|s| s.split(',')) {
             let (k, v) = opt
                 .split_once('=')
                 .map(|(k, v)| (k, Some(v)))
@@ -72,7 +68,7 @@ impl MountOpts {
             let bad = |why: &str| {
                 Error::new(
                     OssCode::InvalidArgument,
-                    format!("mount option {opt:?}: {why}"),
+                    format!("mount option {}: {why}", crate::error::quote(opt)),
                 )
             };
             match (k, v) {
@@ -104,6 +100,8 @@ impl MountOpts {
                     None,
                 ) => {}
                 (k, _) if k.starts_with("x-") || k.starts_with("comment=") => {}
+                // `-o ""` or `ro,,rw`: a typo more likely than a wish.
+                ("", None) => return Err(bad("empty option")),
                 _ => return Err(bad("unknown option")),
             }
         }
@@ -124,41 +122,47 @@ impl MountOpts {
     }
 }
 
-/// Is `path` the mount point of a live mount of ours? Reads mountinfo.
+/// Is `path` the mount point of a live mount of ours? Reads mountinfo, as
+/// bytes: mount points need not be UTF-8.
 pub fn is_mounted(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
     let Ok(canon) = path.canonicalize() else {
         return false;
     };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
         return false;
     };
-    info.lines().any(|l| {
-        let fields: Vec<&str> = l.split(' ').collect();
-        let mp = fields.get(4).map(|s| unescape(s)).unwrap_or_default();
+    info.split(|&b| b == b'\n').any(|l| {
+        let mp = l.split(|&b| b == b' ').nth(4).map(unescape);
+        // After the " - " separator: the filesystem type.
         let fstype = l
-            .split(" - ")
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .unwrap_or("");
-        Path::new(&mp) == canon && (fstype == "fuse" || fstype.starts_with("fuse."))
+            .windows(3)
+            .position(|w| w == b" - ")
+            .and_then(|at| l[at + 3..].split(|&b| b == b' ').next())
+            .unwrap_or_default();
+        mp.as_deref() == Some(canon.as_os_str().as_bytes())
+            && (fstype == b"fuse" || fstype.starts_with(b"fuse."))
     })
 }
 
-fn unescape(s: &str) -> String {
-    let mut out = String::new();
-    let b = s.as_bytes();
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = u8::from_str_radix(&s[i + 1..i + 4], 8).unwrap_or(b'?');
-            out.push(v as char);
-            i += 4;
-        } else {
-            out.push(b[i] as char);
-            i += 1;
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) if b[i] == b'\\' => {
+                let v = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                out.push(v as u8);
+                i += 4;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
         }
     }
     out
@@ -259,8 +263,9 @@ pub fn run_foreground(
     };
     config.n_threads = Some(opts.threads);
     config.clone_fd = true;
-    let mut session =
-        Session::new(SsefsFuse { fs }, mp, &config).ctx(format!("mount {}", mp.display()))?;
+    let mut session = Session::new(SsefsFuse { fs: fs.clone() }, mp, &config)
+        .ctx(format!("mount {}", mp.display()))?;
+    watch_key_states(&data_dir.join(STATE_DIR), fs, session.notifier());
     let mut unmounter = session.unmount_callable();
     let mp_owned = mp.to_path_buf();
     std::thread::spawn(move || {
@@ -283,9 +288,49 @@ pub fn run_foreground(
     Ok(())
 }
 
+/// Disabling a CMK must stop reads of objects under it that are already
+/// open. Reads that reach the daemon check the key; pages the kernel has
+/// cached would still be served, so whenever the keystore is replaced (by
+/// `ssefs kms ...` or any writer) the cached pages of open objects whose
+/// key is no longer usable are dropped.
+fn watch_key_states(state_dir: &Path, fs: Arc<Fs>, notifier: fuser::Notifier) {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let watch = Inotify::init(InitFlags::IN_CLOEXEC).and_then(|i| {
+        i.add_watch(
+            state_dir,
+            AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+        )
+        .map(|_| i)
+    });
+    let inotify = match watch {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(
+                "cannot watch the keystore ({e}): reads of open objects may be served from the page cache after their key is disabled"
+            );
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        while let Ok(events) = inotify.read_events() {
+            let keystore = events
+                .iter()
+                .any(|e| e.name.as_deref() == Some(std::ffi::OsStr::new(KEYSTORE_FILE)));
+            if !keystore {
+                continue;
+            }
+            for ino in fs.open_inodes_with_unusable_keys() {
+                // The inode may be gone from the kernel already: nothing
+                // cached then.
+                let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, 0);
+            }
+        }
+    });
+}
+
 /// Starts the daemon in the background (this binary again, with
 /// `--foreground`) and returns once the mount answers.
-pub fn spawn_background(data_dir: &Path, mp: &Path, args: &[String]) -> Result<()> {
+pub fn spawn_background(data_dir: &Path, mp: &Path, args: &[std::ffi::OsString]) -> Result<()> {
     clear_dead_mount(mp)?;
     std::fs::create_dir_all(data_dir.join(STATE_DIR)).ctx(data_dir.display())?;
     let log_path: PathBuf = data_dir.join(STATE_DIR).join("mount.log");

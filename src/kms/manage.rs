@@ -38,6 +38,13 @@ impl Kms {
                 format!("the description is longer than {DESCRIPTION_MAX_LEN} bytes"),
             ));
         }
+        // describe-key prints it on one line, as "Description: ...".
+        if description.chars().any(char::is_control) {
+            return Err(Error::new(
+                OssCode::InvalidParameter,
+                "the description must not hold control characters (newlines, tabs)",
+            ));
+        }
         self.modify(|s, now| {
             if let Some(a) = alias {
                 if s.aliases.contains_key(a) {

@@ -38,7 +38,10 @@ impl FromStr for KeyOrigin {
             "EXTERNAL" => Ok(KeyOrigin::External),
             _ => Err(Error::new(
                 OssCode::InvalidParameter,
-                format!("unknown key origin {s:?} (expected Aliyun_KMS or EXTERNAL)"),
+                format!(
+                    "unknown key origin {} (expected Aliyun_KMS or EXTERNAL)",
+                    crate::error::quote(s)
+                ),
             )),
         }
     }

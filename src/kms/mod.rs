@@ -36,6 +36,8 @@ pub use policy::{Action, Policy, Principal, NOBODY_UID};
 use names::KeyRef;
 use store::{Stamp, Store};
 
+pub use store::KEYSTORE_FILE;
+
 /// 16-byte key identifier as stored in object headers: all zero for the
 /// SSE-OSS master keyring, else the CMK's UUID bytes.
 pub type KeyId = [u8; 16];
@@ -125,6 +127,9 @@ const _: () = assert!(NONCE_LEN == 12 && TAG_LEN == 16);
 struct Cached {
     stamp: Stamp,
     store: Arc<Store>,
+    /// Counts the stores held so far (from 1), so data paths can tell
+    /// cheaply whether anything changed since they last looked.
+    epoch: u64,
 }
 
 /// The key service of one data directory. Send + Sync: share it via `Arc`.
@@ -178,6 +183,7 @@ impl Kms {
             cache: RwLock::new(Cached {
                 stamp,
                 store: Arc::new(s),
+                epoch: 1,
             }),
         })
     }
@@ -238,11 +244,12 @@ impl Kms {
                 .master
                 .iter()
                 .find(|m| m.version == version)
+                // Versions are never deleted: a header naming one that does
+                // not exist is corrupt or forged.
                 .ok_or_else(|| {
-                    Error::new(
-                        OssCode::InternalError,
-                        format!("master key version {version} not found"),
-                    )
+                    Error::integrity(format!(
+                        "the object header names master key version {version}, which does not exist"
+                    ))
                 })?;
             return self.unseal_key(
                 MASTER_KEY_ID,
@@ -263,11 +270,11 @@ impl Kms {
             .ok_or_else(|| key_not_found(&shown))?;
         self.authorize(&s, p, Action::KmsDecrypt, &id, &shown)?;
         require_enabled(k.state, &shown)?;
+        // As for master keys: a CMK's versions live as long as the CMK.
         let v = k.version(version).ok_or_else(|| {
-            Error::new(
-                OssCode::InternalError,
-                format!("version {version} of key {shown} not found"),
-            )
+            Error::integrity(format!(
+                "the object header names version {version} of key {shown}, which does not exist"
+            ))
             .key(&shown)
         })?;
         self.unseal_key(*key_id, version, &store::cmk_ad(&id, version), &v.sealed)
@@ -399,11 +406,16 @@ impl Kms {
     /// The current keystore, reloaded first if another writer replaced the
     /// file since we last read it.
     fn snapshot(&self) -> Result<Arc<Store>> {
+        self.snapshot_at().map(|(s, _)| s)
+    }
+
+    /// The current keystore and its epoch (see `Cached`).
+    fn snapshot_at(&self) -> Result<(Arc<Store>, u64)> {
         let stamp = store::stamp(&self.dir)?;
         {
             let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
             if c.stamp == stamp {
-                return Ok(Arc::clone(&c.store));
+                return Ok((Arc::clone(&c.store), c.epoch));
             }
         }
         let (s, stamp) = store::read(&self.dir)?;
@@ -412,11 +424,36 @@ impl Kms {
         // The cache only ever holds a verified store, so a panic elsewhere
         // while it was locked cannot have left it half-updated.
         let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        *c = Cached {
-            stamp,
-            store: Arc::clone(&s),
-        };
-        Ok(s)
+        if c.stamp != stamp {
+            let epoch = c.epoch + 1;
+            *c = Cached {
+                stamp,
+                store: Arc::clone(&s),
+                epoch,
+            };
+        }
+        Ok((Arc::clone(&c.store), c.epoch))
+    }
+
+    /// For the data path of an SSE-KMS object whose data key was unwrapped
+    /// at open: fails unless its CMK `key_id` is still usable (Enabled, not
+    /// deleted), so that disabling a key stops reads and writes of objects
+    /// already open too. One stat of the keystore per call; the key's state
+    /// is looked up only when the keystore changed since `known`, the value
+    /// the last successful call returned (0 the first time).
+    pub fn check_cmk_usable(&self, key_id: &KeyId, known: u64) -> Result<u64> {
+        let (s, epoch) = self.snapshot_at()?;
+        if epoch == known {
+            return Ok(epoch);
+        }
+        let id = Uuid::from_bytes(*key_id);
+        let shown = id.hyphenated().to_string();
+        let k = s
+            .cmk(&id)
+            .filter(|k| !k.is_gone(now_secs()))
+            .ok_or_else(|| key_not_found(&shown))?;
+        require_enabled(k.state, &shown)?;
+        Ok(epoch)
     }
 
     fn verify(&self, s: &Store) -> Result<()> {
@@ -435,9 +472,11 @@ impl Kms {
         let out = f(&mut s, now)?;
         let stamp = store::write(&self.dir, &lock, &s)?;
         let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        let epoch = c.epoch + 1;
         *c = Cached {
             stamp,
             store: Arc::new(s),
+            epoch,
         };
         drop(c);
         drop(lock);

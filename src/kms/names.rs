@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::DEFAULT_KEY_ALIAS;
-use crate::error::{Error, OssCode, Result};
+use crate::error::{quote, Error, OssCode, Result};
 
 const ALIAS_PREFIX: &str = "alias/";
 /// Aliases under this prefix belong to the service (the default managed key).
@@ -19,8 +19,17 @@ pub(super) enum KeyRef<'a> {
 }
 
 /// Parses `s` as a UUID (canonical hyphenated form, any case) or an alias.
+/// An alias that no alias could be (bad characters, too long) is malformed,
+/// not merely unknown.
 pub(super) fn parse_key_ref(s: &str) -> Result<KeyRef<'_>> {
-    if s.starts_with(ALIAS_PREFIX) {
+    if let Some(rest) = s.strip_prefix(ALIAS_PREFIX) {
+        if rest.is_empty() || rest.len() > ALIAS_MAX_LEN || !rest.bytes().all(alias_byte) {
+            return Err(Error::new(
+                OssCode::InvalidParameter,
+                "the specified alias is malformed: alias/ and 1 to 255 letters, digits, '_', '/' or '-'",
+            )
+            .key(s));
+        }
         return Ok(KeyRef::Alias(s));
     }
     // Uuid::try_parse also takes the simple, braced and URN forms; key ids
@@ -41,7 +50,7 @@ pub(super) fn validate_user_alias(alias: &str) -> Result<()> {
     let bad = |why: &str| {
         Error::new(
             OssCode::InvalidParameter,
-            format!("invalid alias {alias:?}: {why}"),
+            format!("invalid alias {}: {why}", quote(alias)),
         )
         .key(alias)
     };
@@ -51,14 +60,15 @@ pub(super) fn validate_user_alias(alias: &str) -> Result<()> {
     if rest.is_empty() || rest.len() > ALIAS_MAX_LEN {
         return Err(bad("the name after \"alias/\" must be 1 to 255 characters"));
     }
-    if !rest
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'/' || b == b'-')
-    {
+    if !rest.bytes().all(alias_byte) {
         return Err(bad("only letters, digits, '_', '/' and '-' are allowed"));
     }
     if alias.starts_with(RESERVED_PREFIX) || alias == DEFAULT_KEY_ALIAS {
         return Err(bad("aliases under alias/acs/ are reserved for the service"));
     }
     Ok(())
+}
+
+fn alias_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'/' || b == b'-'
 }

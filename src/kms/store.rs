@@ -18,7 +18,8 @@ use super::metadata::{KeyCreator, KeyOrigin, KeyState};
 use crate::crypto::{Aead, Cipher, IntegrityError, Nonce, SecretKey, NONCE_LEN, TAG_LEN};
 use crate::error::{Error, IoContext, OssCode, Result};
 
-pub(super) const KEYSTORE_FILE: &str = "keystore.toml";
+/// The keystore's file name in the state directory.
+pub const KEYSTORE_FILE: &str = "keystore.toml";
 const LOCK_FILE: &str = "keystore.lock";
 const TMP_FILE: &str = "keystore.toml.tmp";
 pub(super) const FORMAT_VERSION: u32 = 1;

@@ -315,9 +315,10 @@ fn master_rotation_keeps_old_versions() {
     assert_eq!(v2.version(), 2);
     round_trip(&v1, &kms.decryptor(&owner(), &MASTER_KEY_ID, 1).unwrap());
     round_trip(&v2, &kms.decryptor(&owner(), &MASTER_KEY_ID, 2).unwrap());
+    // A header naming a version that never existed is corrupt or forged.
     let e = kms.decryptor(&owner(), &MASTER_KEY_ID, 3).unwrap_err();
-    assert_eq!(e.code, OssCode::InternalError);
-    assert!(e.message.contains("master key version 3 not found"));
+    assert_eq!(e.code, OssCode::DataIntegrityError);
+    assert!(e.message.contains("master key version 3"), "{e}");
     let versions = kms.master_versions().unwrap();
     assert_eq!(
         versions.iter().map(|m| m.version).collect::<Vec<_>>(),
@@ -574,7 +575,7 @@ fn rotate_key_keeps_old_versions_decrypting() {
     assert!(v2.unwrap(b"", &n, &ct, &tag).is_err());
     assert_eq!(
         code(kms.decryptor(&owner(), &v1.key_id(), 3)),
-        OssCode::InternalError
+        OssCode::DataIntegrityError
     );
 }
 
@@ -1254,4 +1255,72 @@ fn a_request_principal_reads_the_callers_groups_only_when_asked() {
     let gone = Principal::of_process(1000, 1000, child.id());
     assert!(!gone.in_group(4242));
     assert!(gone.in_group(1000));
+}
+
+/// The data path's per-request check: cheap while the keystore is
+/// unchanged, and it sees a state change made by another process.
+#[test]
+fn check_cmk_usable_follows_state_changes_made_elsewhere() {
+    let env = Env::new();
+    let kms = env.open();
+    let other = env.open();
+    let m = kms.create_key(None, KeyOrigin::AliyunKms, None).unwrap();
+    let key_id = *m.key_id.as_bytes();
+    let e1 = kms.check_cmk_usable(&key_id, 0).unwrap();
+    assert_eq!(kms.check_cmk_usable(&key_id, e1).unwrap(), e1);
+    other.disable_key(&id_of(&m)).unwrap();
+    let e = kms.check_cmk_usable(&key_id, e1).unwrap_err();
+    assert_eq!(e.code, OssCode::RejectedDisabled);
+    other.enable_key(&id_of(&m)).unwrap();
+    let e2 = kms.check_cmk_usable(&key_id, e1).unwrap();
+    assert_ne!(e2, e1);
+    other.schedule_key_deletion(&id_of(&m), 7).unwrap();
+    assert_eq!(
+        code(kms.check_cmk_usable(&key_id, e2)),
+        OssCode::RejectedPendingDeletion
+    );
+    assert_eq!(
+        code(kms.check_cmk_usable(&[7; 16], 0)),
+        OssCode::KeyNotFound
+    );
+}
+
+/// Bad input (issue 6, part 7): a key ref that no alias could be was
+/// looked up (AliasNotFound, with a newline echoed into the error); a
+/// description with a newline broke describe-key's one-field-a-line output.
+#[test]
+fn regression_malformed_aliases_and_descriptions_are_invalid_parameters() {
+    let env = Env::new();
+    let kms = env.open();
+    kms.create_key(None, KeyOrigin::AliyunKms, Some("alias/app"))
+        .unwrap();
+    let long = format!("alias/{}", "a".repeat(256));
+    for bad in [
+        "alias/app\n",
+        "alias/app ",
+        "alias/",
+        "alias/é",
+        long.as_str(),
+    ] {
+        assert_eq!(
+            code(kms.describe_key(bad)),
+            OssCode::InvalidParameter,
+            "{bad:?}"
+        );
+        assert_eq!(
+            code(kms.disable_key(bad)),
+            OssCode::InvalidParameter,
+            "{bad:?}"
+        );
+    }
+    // Aliases are case-sensitive: another alias, which does not exist.
+    assert_eq!(code(kms.describe_key("alias/APP")), OssCode::AliasNotFound);
+    for bad in ["line\nbreak", "tab\there", "nul\0"] {
+        assert_eq!(
+            code(kms.create_key(Some(bad), KeyOrigin::AliyunKms, None)),
+            OssCode::InvalidParameter,
+            "{bad:?}"
+        );
+    }
+    assert_eq!(kms.list_keys().unwrap().len(), 1, "nothing was created");
 }

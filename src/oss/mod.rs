@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::Cipher;
-use crate::error::{Error, OssCode, Result};
+use crate::error::{quote, Error, OssCode, Result};
 
 /// The longest key id or alias we accept anywhere.
 pub const MAX_KEY_ID_LEN: usize = 256;
@@ -34,8 +34,8 @@ impl SseAlgorithm {
             _ => Err(Error::new(
                 OssCode::InvalidEncryptionAlgorithmError,
                 format!(
-                    "The Encryption request you specified is not valid. Supported value: AES256/SM4/KMS. (got {:?})",
-                    s
+                    "The Encryption request you specified is not valid. Supported value: AES256/SM4/KMS. (got {})",
+                    quote(s)
                 ),
             )),
         }
@@ -64,8 +64,8 @@ fn parse_data_encryption(s: &str) -> Result<()> {
         Err(Error::new(
             OssCode::InvalidDataEncryptionAlgorithmError,
             format!(
-                "The KMS Data Encryption request you specified is not valid. Supported value:SM4 (got {:?})",
-                s
+                "The KMS Data Encryption request you specified is not valid. Supported value:SM4 (got {})",
+                quote(s)
             ),
         ))
     }
@@ -73,15 +73,27 @@ fn parse_data_encryption(s: &str) -> Result<()> {
 
 /// A key id or alias as written by a user. Syntax only: whether the key
 /// exists is the KMS's business, at use time (an unknown CMK is accepted in a
-/// bucket rule and refused at the next write).
+/// bucket rule and refused at the next write). A key id is a UUID in its
+/// hyphenated form (any case, as RFC 4122 reads them); an alias is
+/// `alias/` and letters, digits, `_`, `/`, `-`.
 fn parse_key_ref(s: &str) -> Result<String> {
-    let bad = s.len() > MAX_KEY_ID_LEN || s.chars().any(|c| c.is_whitespace() || c.is_control());
-    if bad {
+    let alias = s.strip_prefix("alias/").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'/' || b == b'-')
+    });
+    let uuid = s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    if s.len() > MAX_KEY_ID_LEN || !(alias || uuid) {
         return Err(Error::new(
             OssCode::InvalidArgument,
             format!(
-                "KMSMasterKeyID must be a key id or alias of at most {MAX_KEY_ID_LEN} characters without spaces (got {:?})",
-                s
+                "KMSMasterKeyID must be a key id (a UUID) or an alias (alias/NAME) of at most {MAX_KEY_ID_LEN} characters (got {})",
+                quote(s)
             ),
         ));
     }
@@ -143,8 +155,10 @@ impl SseConfig {
             Some(k) if algorithm != SseAlgorithm::Kms => return Err(key_id_not_applicable(k)),
             Some(k) => Some(parse_key_ref(k)?),
         };
+        // Unlike the key id, an empty data encryption does not mean "none":
+        // SM4 is its only value.
         let kms_data_sm4 = match data_encryption {
-            None | Some("") => false,
+            None => false,
             Some(d) => {
                 parse_data_encryption(d)?;
                 // With AES256 or SM4 the field is accepted and dropped.
@@ -237,7 +251,7 @@ pub fn check_name_component(c: &str) -> Result<()> {
     if bad {
         Err(Error::new(
             OssCode::InvalidObjectName,
-            format!("invalid object key component {:?} (names starting with {RESERVED_PREFIX} are reserved)", c),
+            format!("invalid object key component {} (names starting with {RESERVED_PREFIX} are reserved)", quote(c)),
         ))
     } else {
         Ok(())

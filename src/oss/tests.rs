@@ -82,7 +82,22 @@ fn unknown_cmk_id_is_accepted_in_a_rule() {
 #[test]
 fn malformed_key_ids_are_refused() {
     let long = "a".repeat(MAX_KEY_ID_LEN + 1);
-    for k in ["has space", " alias/x", "tab\tkey", long.as_str()] {
+    // Since issue 6, part 7: only a UUID or alias/NAME, so that "ALIAS/x"
+    // or a stray word is refused at once rather than at the next write.
+    for k in [
+        "has space",
+        " alias/x",
+        "tab\tkey",
+        long.as_str(),
+        "ALIAS/x",
+        "Alias/x",
+        "alias/",
+        "alias/x\n",
+        "alias/x y",
+        "key-123",
+        "00000000-0000-4000-8000-00000000dea",
+        "00000000x0000-4000-8000-00000000dead",
+    ] {
         assert_eq!(
             code(SseConfig::bucket_rule("KMS", Some(k), None)),
             OssCode::InvalidArgument
@@ -169,4 +184,33 @@ fn object_keys_refuse_dot_components_and_reserved_names() {
     let (b, k) = split_object_path("bkt/dir/file").unwrap();
     assert_eq!((b.as_str(), k.as_str()), ("bkt", "dir/file"));
     assert!(split_object_path("nokey").is_err());
+}
+
+/// Issue 6, part 7: KMSDataEncryption's only value is SM4; an empty one
+/// was taken for "none" and silently dropped SM4 from a rule.
+#[test]
+fn regression_empty_data_encryption_is_invalid() {
+    for a in ["AES256", "SM4", "KMS"] {
+        assert_eq!(
+            code(SseConfig::bucket_rule(a, None, Some(""))),
+            OssCode::InvalidDataEncryptionAlgorithmError
+        );
+    }
+    assert_eq!(
+        code(SseConfig::object_headers(Some("KMS"), None, Some(""))),
+        OssCode::InvalidDataEncryptionAlgorithmError
+    );
+}
+
+#[test]
+fn key_ids_are_uuids_in_any_case_or_aliases() {
+    for k in [
+        "00000000-0000-4000-8000-00000000dead",
+        "00000000-0000-4000-8000-00000000DEAD",
+        "alias/a",
+        "alias/x/Y_z-9",
+    ] {
+        let r = SseConfig::bucket_rule("KMS", Some(k), None).unwrap();
+        assert_eq!(r.kms_key_id.as_deref(), Some(k));
+    }
 }
