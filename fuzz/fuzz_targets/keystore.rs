@@ -5,9 +5,15 @@
 //! - a parsed keystore written back (as a keystore write does) parses back
 //!   equal, and that text is a fixed point;
 //! - the written-back keystore gets the same verdict under the root key;
+//! - a keystore that verifies has the shape the rest of the KMS relies on,
+//!   checked here independently: master versions present, unique, non-zero;
+//!   CMK ids unique; every alias names a CMK; key material exactly when the
+//!   state says so; a deletion date exactly for pending deletion; versions
+//!   increasing;
 //! - a keystore that verifies still verifies, and still round-trips, after
 //!   what every write does (purge expired keys) and a master key rotation,
-//!   whose new version is the newest.
+//!   whose new version is the newest; exactly the expired keys and their
+//!   aliases are gone.
 //!
 //! The seeds were made with the root key below (fuzz/seeds.sh), so their
 //! sealed entries authenticate and mutations reach the structural checks.
@@ -15,7 +21,10 @@
 
 use libfuzzer_sys::fuzz_target;
 
-use ssefs::kms::fuzzing::Keystore;
+use std::collections::BTreeSet;
+
+use ssefs::kms::fuzzing::{CmkShape, Keystore, Shape};
+use ssefs::kms::KeyState;
 
 /// The root key of the seed keystores: bytes 00..1f.
 const ROOT: [u8; 32] = [
@@ -26,6 +35,36 @@ const ROOT: [u8; 32] = [
 /// A fixed "now" (2030-03-17) so runs are reproducible; the seeds' keys were
 /// created before it.
 const NOW: u64 = 1_900_000_000;
+
+fn check_shape(s: &Shape) {
+    let masters: BTreeSet<u32> = s.master_versions.iter().copied().collect();
+    assert!(!masters.is_empty(), "verified without a master key");
+    assert_eq!(
+        masters.len(),
+        s.master_versions.len(),
+        "master versions repeat"
+    );
+    assert!(!masters.contains(&0), "master version 0");
+    let ids: BTreeSet<[u8; 16]> = s.cmks.iter().map(|k| k.id).collect();
+    assert_eq!(ids.len(), s.cmks.len(), "CMK ids repeat");
+    for (alias, id) in &s.aliases {
+        assert!(ids.contains(id), "alias {alias} names no CMK");
+    }
+    for k in &s.cmks {
+        let material = !k.versions.is_empty();
+        match k.state {
+            KeyState::Enabled | KeyState::Disabled => assert!(material, "{k:?}"),
+            KeyState::PendingImport => assert!(!material, "{k:?}"),
+            KeyState::PendingDeletion => {}
+        }
+        assert_eq!(
+            k.deletion_date.is_some(),
+            k.state == KeyState::PendingDeletion,
+            "{k:?}"
+        );
+        assert!(k.versions.windows(2).all(|w| w[0] < w[1]), "{k:?}");
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     // The loader refuses non-UTF-8 files before parsing.
@@ -58,6 +97,8 @@ fuzz_target!(|data: &[u8]| {
         !ks.has_kdf(),
         "a passphrase keystore verified under a fixed key"
     );
+    let shape = ks.shape();
+    check_shape(&shape);
 
     let mut next = ks.clone();
     let before = ks
@@ -69,6 +110,35 @@ fuzz_target!(|data: &[u8]| {
     if let Err(e) = next.verify(&ROOT) {
         panic!("rotation {v} broke a verified keystore: {e}");
     }
+    let after = next.shape();
+    check_shape(&after);
+    let mut masters = shape.master_versions.clone();
+    masters.push(v);
+    assert_eq!(
+        after.master_versions, masters,
+        "master versions after rotation"
+    );
+    let expired = |k: &CmkShape| {
+        k.state == KeyState::PendingDeletion && k.deletion_date.is_some_and(|d| d <= NOW)
+    };
+    let kept: Vec<_> = shape.cmks.iter().filter(|k| !expired(k)).cloned().collect();
+    assert_eq!(after.cmks, kept, "purge kept or dropped the wrong keys");
+    let gone: BTreeSet<[u8; 16]> = shape
+        .cmks
+        .iter()
+        .filter(|k| expired(k))
+        .map(|k| k.id)
+        .collect();
+    let aliases: Vec<_> = shape
+        .aliases
+        .iter()
+        .filter(|(_, id)| !gone.contains(id))
+        .cloned()
+        .collect();
+    assert_eq!(
+        after.aliases, aliases,
+        "purge kept or dropped the wrong aliases"
+    );
     let text2 = next.to_text().expect("serialises");
     assert_eq!(
         Keystore::parse(&text2).expect("parses"),

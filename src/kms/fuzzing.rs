@@ -5,11 +5,30 @@
 use std::path::Path;
 
 use super::store::{self, Store};
-use super::verify_store;
+use super::{verify_store, KeyState};
 use crate::crypto::SecretKey;
 use crate::error::Result;
 
 const PATH: &str = "/fuzz/.ssefs/keystore.toml";
+
+/// What the rest of the KMS relies on in a verified keystore, in plain
+/// types, so the target can check it independently of `Store::verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    pub master_versions: Vec<u32>,
+    pub cmks: Vec<CmkShape>,
+    /// Alias -> CMK id.
+    pub aliases: Vec<(String, [u8; 16])>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmkShape {
+    pub id: [u8; 16],
+    pub state: KeyState,
+    pub deletion_date: Option<u64>,
+    /// In file order.
+    pub versions: Vec<u32>,
+}
 
 /// A parsed, not yet verified keystore.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +60,29 @@ impl Keystore {
     /// The newest SSE-OSS master key version.
     pub fn newest_master(&self) -> Option<u32> {
         self.0.newest_master().map(|m| m.version)
+    }
+
+    pub fn shape(&self) -> Shape {
+        Shape {
+            master_versions: self.0.master.iter().map(|m| m.version).collect(),
+            cmks: self
+                .0
+                .cmk
+                .iter()
+                .map(|k| CmkShape {
+                    id: k.id.into_bytes(),
+                    state: k.state,
+                    deletion_date: k.deletion_date,
+                    versions: k.versions.iter().map(|v| v.version).collect(),
+                })
+                .collect(),
+            aliases: self
+                .0
+                .aliases
+                .iter()
+                .map(|(a, id)| (a.clone(), id.into_bytes()))
+                .collect(),
+        }
     }
 
     /// Whether the store uses a passphrase (its root key is derived, so a
