@@ -49,6 +49,11 @@ impl ChunkCache {
         self.lock().put((*object, index), Arc::new(plain));
     }
 
+    /// Drops chunk `index` of `object`, if held.
+    pub fn remove(&self, object: &Owner, index: u64) {
+        self.lock().pop(&(*object, index));
+    }
+
     /// Drops every chunk of `object` from `first` on (after a truncation).
     pub fn remove_from(&self, object: &Owner, first: u64) {
         let mut c = self.lock();

@@ -158,6 +158,14 @@ impl ObjectFile {
         self.remember(index, plain);
     }
 
+    /// `seal` for a chunk not worth keeping: any cached copy is dropped.
+    fn seal_uncached(&self, index: u64, last: bool, plain: &[u8], out: &mut Vec<u8>) {
+        seal_chunk(&self.aead, &self.header.object_id, index, last, plain, out);
+        if let Some(c) = &self.cache {
+            c.remove(&self.owner, index);
+        }
+    }
+
     /// Writes `header` at offset 0 of an empty or to-be-replaced file and
     /// truncates it to an empty object.
     pub fn create(file: File, header: Header, data_key: &SecretKey, name: String) -> Result<Self> {
@@ -350,8 +358,16 @@ impl ObjectFile {
             let piece = &data[(from - off) as usize..(to - off) as usize];
             let is_last = index == new_last;
             if from == chunk_start && piece.len() == len {
-                // Whole chunk overwritten: nothing to read.
-                self.seal(index, is_last, piece, &mut sealed);
+                // Whole chunk overwritten: nothing to read. A full chunk
+                // stays in the kernel's page cache, so ours drops it rather
+                // than copy it (a sequential write would otherwise fill the
+                // whole cache); a short last chunk is kept for the append
+                // that is likely to follow.
+                if len == CHUNK_SIZE {
+                    self.seal_uncached(index, is_last, piece, &mut sealed);
+                } else {
+                    self.seal(index, is_last, piece, &mut sealed);
+                }
                 continue;
             }
             scratch.clear();
