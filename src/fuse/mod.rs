@@ -146,7 +146,7 @@ pub fn is_mounted(path: &Path) -> bool {
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape(b: &[u8]) -> Vec<u8> {
+pub(crate) fn unescape(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {

@@ -87,10 +87,10 @@ pub fn mounts_of(mountinfo: &str, data_dir: &Path) -> Vec<MountInfo> {
         if !fstype.starts_with("fuse") {
             continue;
         }
-        let source = PathBuf::from(unescape(source));
+        let source = unescape(source);
         if source == data_dir || Some(&source) == canon.as_ref() {
             out.push(MountInfo {
-                mountpoint: PathBuf::from(unescape(mp)),
+                mountpoint: unescape(mp),
                 options: (*opts).to_owned(),
             });
         }
@@ -98,28 +98,13 @@ pub fn mounts_of(mountinfo: &str, data_dir: &Path) -> Vec<MountInfo> {
     out
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let oct = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match oct {
-            Some(d) if b[i] == b'\\' => {
-                let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
-                out.push(v as u8);
-                i += 4;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// A mountinfo field as a path: octal escapes undone, bytes kept as they
+/// are (mount points need not be UTF-8).
+fn unescape(s: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(crate::fuse::unescape(
+        s.as_bytes(),
+    )))
 }
 
 /// A bucket rule in one line: `AES256`, `SM4`, `KMS (key: ..., data: SM4)`.
