@@ -244,7 +244,7 @@ impl Engine {
     /// The rule in force for new objects, without a permission check (used
     /// when writing objects).
     pub fn bucket_rule(&self, name: &BucketName) -> Result<Option<SseConfig>> {
-        Ok(read_settings(&self.existing_bucket(name)?)?.encryption)
+        self.settings.rule(&self.existing_bucket(name)?)
     }
 
     fn write_settings(&self, dir: &Path, s: &BucketSettings) -> Result<()> {
