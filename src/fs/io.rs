@@ -334,6 +334,7 @@ impl Fs {
                 node.open = None;
                 if node.lookups == 0 {
                     nodes.remove(&ino);
+                    self.unalias(ino);
                 }
             }
         }

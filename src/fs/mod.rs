@@ -133,6 +133,10 @@ pub struct Fs {
     /// Backend inode -> FUSE inode, for objects whose backend file was
     /// replaced by a re-encryption while the kernel knows the old number.
     aliases: Mutex<HashMap<u64, u64>>,
+    /// FUSE inode -> the old backend inode of that number, unlinked by a
+    /// re-encryption and held open while the kernel knows the number, so
+    /// the backend cannot give it to a new file.
+    pins: Mutex<HashMap<u64, Arc<OwnedFd>>>,
 }
 
 fn os_err(e: std::io::Error) -> Error {
@@ -189,6 +193,7 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             aliases: Mutex::new(HashMap::new()),
+            pins: Mutex::new(HashMap::new()),
             running_as_root: nix::unistd::geteuid().is_root(),
         })
     }
@@ -311,8 +316,16 @@ impl Fs {
             node.lookups = node.lookups.saturating_sub(n);
             if node.lookups == 0 && node.open.is_none() {
                 nodes.remove(&ino);
+                self.unalias(ino);
             }
         }
+    }
+
+    /// The kernel has forgotten `ino`: its number may go back to the backend.
+    /// Called with the nodes lock held.
+    fn unalias(&self, ino: u64) {
+        lock(&self.pins).remove(&ino);
+        lock(&self.aliases).retain(|_, v| *v != ino);
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {

@@ -335,10 +335,18 @@ impl Fs {
         {
             let mut nodes = lock(&self.nodes);
             if let Some(n) = nodes.get_mut(&ino) {
-                n.fd = new_fd.clone();
+                let old = std::mem::replace(&mut n.fd, new_fd.clone());
                 n.role = role;
+                // Keep the backend inode whose number the kernel uses (the
+                // first one replaced) until the kernel forgets it: freed, the
+                // number could go to a new file, which would be taken for
+                // this one.
+                lock(&self.pins).entry(ino).or_insert(old);
             }
-            lock(&self.aliases).insert(st.st_ino, ino);
+            // A previous alias names a file the rename just freed.
+            let mut aliases = lock(&self.aliases);
+            aliases.retain(|_, v| *v != ino);
+            aliases.insert(st.st_ino, ino);
         }
         if let Some(g) = guard.as_mut() {
             self.refill(new_fd.as_raw_fd(), g, &name, p)?;
