@@ -148,10 +148,11 @@ fn unescape(s: &str) -> String {
 }
 
 /// Cleans up a dead mount ("Transport endpoint is not connected") left at
-/// `mp` by a daemon that died.
+/// `mp` by a daemon that died. statfs always asks the daemon; a stat may be
+/// answered from the kernel's attribute cache for a while after the death.
 fn clear_dead_mount(mp: &Path) -> Result<()> {
-    match std::fs::metadata(mp) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+    match nix::sys::statfs::statfs(mp) {
+        Err(nix::errno::Errno::ENOTCONN) => {
             tracing::warn!(mountpoint = %mp.display(), "cleaning up a dead mount");
             let ok = if nix::unistd::geteuid().is_root() {
                 nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH).is_ok()
