@@ -113,6 +113,9 @@ fn one(
     rule: Option<&SseConfig>,
     obj: &walk::ObjectEntry,
 ) -> Result<bool> {
+    if obj.headerless() {
+        return Ok(false);
+    }
     let f = File::open(&obj.path).ctx(&obj.name)?;
     let header = Engine::read_header(&f, &obj.name)?;
     let over = Engine::read_override(&f, &obj.name)?;

@@ -36,6 +36,9 @@ pub fn rewrap(
 
 /// Re-wraps one object if its key version is not current; true when it did.
 fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<bool> {
+    if obj.headerless() {
+        return Ok(false);
+    }
     let name = obj.name.as_str();
     let src = File::open(&obj.path).ctx(name)?;
     let before = src.metadata().ctx(name)?;
