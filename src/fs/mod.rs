@@ -137,7 +137,11 @@ pub struct Fs {
     /// re-encryption and held open while the kernel knows the number, so
     /// the backend cannot give it to a new file.
     pins: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+    /// open() of one inode at a time (sharded by inode number).
+    open_locks: [Mutex<()>; OPEN_LOCKS],
 }
+
+const OPEN_LOCKS: usize = 16;
 
 fn os_err(e: std::io::Error) -> Error {
     let mut err = Error::new(OssCode::InternalError, e.to_string());
@@ -194,6 +198,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             aliases: Mutex::new(HashMap::new()),
             pins: Mutex::new(HashMap::new()),
+            open_locks: [const { Mutex::new(()) }; OPEN_LOCKS],
             running_as_root: nix::unistd::geteuid().is_root(),
         })
     }
