@@ -1,6 +1,7 @@
 //! Integration tests: the built `ssefs` binary, driven as a user would.
 
 mod cli;
+mod crash;
 mod mount;
 mod ops;
 mod service;
