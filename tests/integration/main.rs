@@ -2,6 +2,7 @@
 
 mod cli;
 mod crash;
+mod fullspace;
 mod mount;
 mod ops;
 mod service;
