@@ -6,4 +6,5 @@ mod fullspace;
 mod mount;
 mod ops;
 mod service;
+mod stress;
 mod util;

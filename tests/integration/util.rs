@@ -52,8 +52,13 @@ impl Run {
     }
 }
 
+/// The binary under test: the one cargo built with the tests, unless
+/// `$SSEFS_TEST_BIN` names another (scripts/stress-debug.sh runs these
+/// tests against a debug build).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ssefs"))
+    std::env::var_os("SSEFS_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ssefs")))
 }
 
 impl DataDir {
