@@ -10,3 +10,6 @@ cargo test --release --lib --bins --tests -- --test-threads=2 "$@"
 cargo test --release --benches
 ./scripts/package-test.sh
 ./scripts/conformance.sh target/release/ssefs
+# Last: the stress tests again, against a debug build of the daemon
+# (overflow checks and debug assertions on).
+./scripts/stress-debug.sh

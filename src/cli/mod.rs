@@ -618,5 +618,9 @@ pub fn init_logging(default: &str) {
         .with_env_filter(filter)
         .with_writer(io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
+        // A line that cannot be written (the mount log's disk is full) is
+        // dropped: reporting that would go to the same stderr, and a failed
+        // eprintln! panics, which killed the daemon.
+        .log_internal_errors(false)
         .try_init();
 }

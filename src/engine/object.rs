@@ -336,15 +336,21 @@ impl ObjectFile {
         let last_w = (end - 1) / CHUNK_SIZE as u64;
 
         let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
-        // The old last chunk stops being last: seal it again, padded to a
-        // full chunk, unless the write itself rewrites it below.
-        if let Some(ol) = old_last {
-            if new_last > ol && ol < first {
-                let mut plain = self.load_chunk(ol)?;
+        // A write that grows the object rewrites its old last chunk: kept,
+        // to be restored if the write fails. When the chunk stops being
+        // last, it is sealed again, padded to a full chunk, unless the write
+        // itself rewrites it below.
+        let old_last_plain = match old_last {
+            Some(ol) if new_size > old_size => Some((ol, self.load_chunk(ol)?)),
+            _ => None,
+        };
+        if let Some((ol, plain)) = &old_last_plain {
+            if new_last > *ol && *ol < first {
+                let mut plain = plain.clone();
                 plain.resize(CHUNK_SIZE, 0);
                 let mut slot = Vec::with_capacity(SLOT_SIZE);
-                self.seal(ol, false, &plain, &mut slot);
-                runs.push((ol, slot));
+                self.seal(*ol, false, &plain, &mut slot);
+                runs.push((*ol, slot));
             }
         }
 
@@ -371,8 +377,10 @@ impl ObjectFile {
                 continue;
             }
             scratch.clear();
-            if chunk_start < old_size {
-                scratch.extend_from_slice(&self.load_chunk(index)?);
+            match &old_last_plain {
+                Some((ol, plain)) if *ol == index => scratch.extend_from_slice(plain),
+                _ if chunk_start < old_size => scratch.extend_from_slice(&self.load_chunk(index)?),
+                _ => {}
             }
             scratch.resize(len, 0);
             let at = (from - chunk_start) as usize;
@@ -381,15 +389,43 @@ impl ObjectFile {
         }
         runs.push((first, sealed));
 
-        for (index, bytes) in &runs {
-            self.file
-                .write_all_at(bytes, slot_offset(*index))
-                .ctx(&self.name)?;
+        let written = runs
+            .iter()
+            .try_for_each(|(index, bytes)| self.file.write_all_at(bytes, slot_offset(*index)));
+        if let Err(e) = written {
+            let from = old_last.map_or(first, |ol| ol.min(first));
+            self.undo_write(old_size, from, old_last_plain);
+            return Err(e).ctx(&self.name);
         }
         // Growing writes a whole last slot over any damaged tail.
         self.damaged &= new_size == old_size;
         self.size = new_size;
         Ok(())
+    }
+
+    /// After a write failed part way (a full disk): cuts the file back to
+    /// the old size and seals the old last chunk as last again, so the
+    /// object reads as before rather than failing authentication; chunks
+    /// inside the old size may hold the new data. Drops the cached chunks
+    /// from `from` on, which the write sealed but may not have stored.
+    fn undo_write(&self, old_size: u64, from: u64, old_last: Option<(u64, Vec<u8>)>) {
+        if let Some(c) = &self.cache {
+            c.remove_from(&self.owner, from);
+        }
+        // Shrinking and rewriting allocated blocks need no free space.
+        let _ = self.file.set_len(backend_len(old_size));
+        if let Some((ol, plain)) = old_last {
+            let mut slot = Vec::with_capacity(SLOT_SIZE);
+            seal_chunk(
+                &self.aead,
+                &self.header.object_id,
+                ol,
+                true,
+                &plain,
+                &mut slot,
+            );
+            let _ = self.file.write_all_at(&slot, slot_offset(ol));
+        }
     }
 
     /// Sets the object's size. Shrinking seals the new last chunk again (cut,

@@ -139,19 +139,24 @@ impl Fs {
         Ok((fh, attr))
     }
 
-    /// Registers a handle for `ino`'s shared open object.
+    /// Registers a handle for `ino`'s shared open object. If another open
+    /// of the inode registered its object since `open` was set up, the
+    /// handle shares that one instead, so every handle sees one state.
     fn attach(&self, ino: u64, open: Arc<OpenObject>) -> Result<u64> {
-        {
+        let open = {
             let mut nodes = lock(&self.nodes);
             let node: &mut Node = nodes.get_mut(&ino).ok_or_else(|| errno(libc::ESTALE))?;
             match &mut node.open {
                 Some((o, n)) => {
                     *n += 1;
-                    debug_assert!(Arc::ptr_eq(o, &open));
+                    o.clone()
                 }
-                None => node.open = Some((open.clone(), 1)),
+                None => {
+                    node.open = Some((open.clone(), 1));
+                    open
+                }
             }
-        }
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles).insert(fh, Handle::File(open));
         Ok(fh)
@@ -160,6 +165,14 @@ impl Fs {
     /// Opens a regular file. The data key is unwrapped for `p` on every open,
     /// so KMS state and kms:Decrypt are checked per opener.
     pub fn open(&self, ino: u64, flags: i32, p: &Principal) -> Result<u64> {
+        // Opens of one inode run one at a time, and read the node only once
+        // they run: the object an open shares, or sets up from the backend
+        // file, is then the current one when its handle is registered. (An
+        // open could register a view that had missed the writes of a handle
+        // going away meanwhile, and whose next write sealed stale chunks
+        // over them; or one set up on the file a re-encryption had just
+        // replaced, whose writes were lost.)
+        let _opening = lock(&self.open_locks[(ino % super::OPEN_LOCKS as u64) as usize]);
         let (fd, role) = self.node(ino)?;
         let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
         if Kind::from_mode(st.st_mode) != Kind::File {
@@ -229,16 +242,27 @@ impl Fs {
             }
         };
         let _ = role;
-        if flags & libc::O_ACCMODE != libc::O_RDONLY || truncating {
-            Self::lock_for_writing(&open)?;
+        let fh = self.attach(ino, open)?;
+        let writing = flags & libc::O_ACCMODE != libc::O_RDONLY || truncating;
+        if writing {
+            // On the object the handle got (attach may have swapped it).
+            let open = self.handle(fh)?;
+            let prepared = Self::lock_for_writing(&open).and_then(|()| {
+                if !truncating {
+                    return Ok(());
+                }
+                // FUSE_ATOMIC_O_TRUNC: the kernel leaves O_TRUNC to us. It is
+                // a new upload: fresh data key, the override or the current
+                // rule.
+                let mut g = open.write();
+                self.start_upload(ino, &mut g, &open.name, p)
+            });
+            if let Err(e) = prepared {
+                self.release(ino, fh);
+                return Err(e);
+            }
         }
-        if truncating {
-            // FUSE_ATOMIC_O_TRUNC: the kernel leaves O_TRUNC to us. It is a
-            // new upload: fresh data key, the override or the current rule.
-            let mut g = open.write();
-            self.start_upload(ino, &mut g, &open.name, p)?;
-        }
-        self.attach(ino, open)
+        Ok(fh)
     }
 
     /// Takes the shared flock(2) of an object opened for writing, waiting

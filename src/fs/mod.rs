@@ -136,6 +136,8 @@ pub struct Fs {
     /// FUSE inode numbers kept across re-encryptions. Lock order: `nodes`
     /// before `aliases`.
     aliases: Mutex<Aliases>,
+    /// open() of one inode at a time (sharded by inode number).
+    open_locks: [Mutex<()>; OPEN_LOCKS],
 }
 
 /// A re-encryption renames a new backend file over an object, so its backend
@@ -173,6 +175,8 @@ impl Aliases {
         }
     }
 }
+
+const OPEN_LOCKS: usize = 16;
 
 fn os_err(e: std::io::Error) -> Error {
     let mut err = Error::new(OssCode::InternalError, e.to_string());
@@ -213,6 +217,7 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             aliases: Mutex::new(Aliases::default()),
+            open_locks: [const { Mutex::new(()) }; OPEN_LOCKS],
             running_as_root: nix::unistd::geteuid().is_root(),
         })
     }

@@ -309,6 +309,30 @@ impl Fs {
         over: Option<&SseConfig>,
         p: &Principal,
     ) -> Result<()> {
+        // A handle is held meanwhile, so that an open() during the change
+        // shares the object locked below, and is moved to the new file with
+        // it, instead of setting one up on the file being replaced (writes
+        // through it were lost). Re-encryption needs the key anyway; an
+        // empty object does not, and goes without when it is refused.
+        let held = match self.open(ino, libc::O_RDONLY, p) {
+            Ok(fh) => Some(fh),
+            Err(_) if self.getattr(ino)?.size == 0 => None,
+            Err(e) => return Err(e),
+        };
+        let r = self.store_anew(ino, sse, over, p);
+        if let Some(fh) = held {
+            self.release(ino, fh);
+        }
+        r
+    }
+
+    fn store_anew(
+        &self,
+        ino: u64,
+        sse: Option<&SseConfig>,
+        over: Option<&SseConfig>,
+        p: &Principal,
+    ) -> Result<()> {
         let (fd, role) = self.node(ino)?;
         let backend_path = std::fs::read_link(sys::proc_path(fd.as_raw_fd())).map_err(os_err)?;
         let name = self.display_name(fd.as_raw_fd());

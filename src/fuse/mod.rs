@@ -125,24 +125,35 @@ impl MountOpts {
 /// Is `path` the mount point of a live mount of ours? Reads mountinfo, as
 /// bytes: mount points need not be UTF-8.
 pub fn is_mounted(path: &Path) -> bool {
+    !fuse_mount_ids(path).is_empty()
+}
+
+/// The mount ids (mountinfo's first field) of the FUSE mounts at `path`.
+fn fuse_mount_ids(path: &Path) -> Vec<u64> {
     use std::os::unix::ffi::OsStrExt;
     let Ok(canon) = path.canonicalize() else {
-        return false;
+        return Vec::new();
     };
     let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
-        return false;
+        return Vec::new();
     };
-    info.split(|&b| b == b'\n').any(|l| {
-        let mp = l.split(|&b| b == b' ').nth(4).map(unescape);
-        // After the " - " separator: the filesystem type.
-        let fstype = l
-            .windows(3)
-            .position(|w| w == b" - ")
-            .and_then(|at| l[at + 3..].split(|&b| b == b' ').next())
-            .unwrap_or_default();
-        mp.as_deref() == Some(canon.as_os_str().as_bytes())
-            && (fstype == b"fuse" || fstype.starts_with(b"fuse."))
-    })
+    info.split(|&b| b == b'\n')
+        .filter(|l| {
+            let mp = l.split(|&b| b == b' ').nth(4).map(unescape);
+            // After the " - " separator: the filesystem type.
+            let fstype = l
+                .windows(3)
+                .position(|w| w == b" - ")
+                .and_then(|at| l[at + 3..].split(|&b| b == b' ').next())
+                .unwrap_or_default();
+            mp.as_deref() == Some(canon.as_os_str().as_bytes())
+                && (fstype == b"fuse" || fstype.starts_with(b"fuse."))
+        })
+        .filter_map(|l| {
+            let id = l.split(|&b| b == b' ').next()?;
+            std::str::from_utf8(id).ok()?.parse().ok()
+        })
+        .collect()
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, ...).
@@ -169,10 +180,13 @@ pub(crate) fn unescape(b: &[u8]) -> Vec<u8> {
 }
 
 /// Cleans up a dead mount ("Transport endpoint is not connected") left at
-/// `mp` by a daemon that died.
+/// `mp` by a daemon that died. statfs always asks the daemon; a stat may be
+/// answered from the kernel's attribute cache for a while after the death.
+/// A request sent while the dying daemon's threads still hold the device
+/// ends with ECONNABORTED rather than ENOTCONN: dead all the same.
 fn clear_dead_mount(mp: &Path) -> Result<()> {
-    match std::fs::metadata(mp) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+    match nix::sys::statfs::statfs(mp) {
+        Err(nix::errno::Errno::ENOTCONN | nix::errno::Errno::ECONNABORTED) => {
             tracing::warn!(mountpoint = %mp.display(), "cleaning up a dead mount");
             let ok = if nix::unistd::geteuid().is_root() {
                 nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH).is_ok()
@@ -361,10 +375,13 @@ pub fn spawn_background(data_dir: &Path, mp: &Path, args: &[std::ffi::OsString])
                 .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
         });
     }
+    // Waits for a mount that was not there before: one that the daemon
+    // still found dead (and clears itself) must not count as ours.
+    let before = fuse_mount_ids(mp);
     let mut child = cmd.spawn().ctx("spawn daemon")?;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
-        if is_mounted(mp) {
+        if fuse_mount_ids(mp).iter().any(|id| !before.contains(id)) {
             return Ok(());
         }
         if let Some(status) = child.try_wait().ctx("daemon")? {

@@ -136,6 +136,9 @@ fn needs_rewrite(
     rule: Option<&SseConfig>,
     obj: &walk::ObjectEntry,
 ) -> Result<Option<Option<SseConfig>>> {
+    if obj.headerless() {
+        return Ok(None);
+    }
     let f = File::open(&obj.path).ctx(&obj.name)?;
     let header = Engine::read_header(&f, &obj.name)?;
     let over = Engine::read_override(&f, &obj.name)?;

@@ -36,6 +36,9 @@ pub fn rewrap(
 
 /// Re-wraps one object if its key version is not current.
 fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<Outcome> {
+    if obj.headerless() {
+        return Ok(Outcome::Unchanged);
+    }
     let name = obj.name.as_str();
     let src = File::open(&obj.path).ctx(name)?;
     let before = src.metadata().ctx(name)?;

@@ -21,6 +21,9 @@ pub fn verify(
 ) -> Result<Report> {
     let list = walk::all_objects(engine, bucket)?;
     Ok(Report::run(&list, pb, |obj| {
+        if obj.headerless() {
+            return Ok(Outcome::Unchanged);
+        }
         File::open(&obj.path)
             .ctx(&obj.name)
             .and_then(|f| engine.open_object(p, f, obj.name.clone()))

@@ -15,6 +15,16 @@ pub struct ObjectEntry {
     pub name: String,
 }
 
+impl ObjectEntry {
+    /// An empty backend file: the mount died between creating (or
+    /// truncating) the object and writing its header (FORMAT.md §1). The
+    /// mount reads it as an empty object and gives it a header at its first
+    /// write, so there is nothing to verify, re-encrypt or re-wrap.
+    pub fn headerless(&self) -> bool {
+        fs::symlink_metadata(&self.path).is_ok_and(|m| m.len() == 0)
+    }
+}
+
 /// The objects of `bucket` whose key starts with `prefix` (an OSS prefix: a
 /// plain string prefix, not a directory), sorted by key. Skips our own
 /// files (names starting with `.ssefs`), symlinks and anything that is not a

@@ -2,9 +2,12 @@
 
 mod badinput;
 mod cli;
+mod crash;
+mod fullspace;
 mod keylife;
 mod mount;
 mod ops;
 mod service;
+mod stress;
 mod tamper;
 mod util;

@@ -52,6 +52,15 @@ impl Mount {
         m
     }
 
+    /// Mounts `d` (initialised or not) on `d`'s `mnt`.
+    pub fn on(d: DataDir, opts: &[&str]) -> Mount {
+        let mnt = d.path("mnt");
+        fs::create_dir_all(&mnt).unwrap();
+        let m = Mount { d, mnt };
+        m.mount(opts);
+        m
+    }
+
     pub fn mount(&self, opts: &[&str]) {
         let mut args = vec!["mount", self.mnt.to_str().unwrap()];
         for o in opts {
@@ -855,7 +864,7 @@ fn a_dead_mount_is_cleaned_up_and_sigterm_unmounts() {
     assert!(!is_mounted(&m.mnt), "SIGTERM did not unmount");
 }
 
-fn daemon_pid(m: &Mount) -> i32 {
+pub fn daemon_pid(m: &Mount) -> i32 {
     let want = m.mnt.to_str().unwrap().to_owned();
     for e in fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {

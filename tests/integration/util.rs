@@ -52,8 +52,13 @@ impl Run {
     }
 }
 
+/// The binary under test: the one cargo built with the tests, unless
+/// `$SSEFS_TEST_BIN` names another (scripts/stress-debug.sh runs these
+/// tests against a debug build).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ssefs"))
+    std::env::var_os("SSEFS_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ssefs")))
 }
 
 impl DataDir {
@@ -127,4 +132,89 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     }
     out.sort();
     out
+}
+
+/// A small seeded generator (SplitMix64) so a failing random run can be
+/// replayed from the seed it prints.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// Index into `weights`, chosen with probability proportional to each.
+    pub fn weighted(&mut self, weights: &[u64]) -> usize {
+        let mut x = self.below(weights.iter().sum());
+        for (i, &w) in weights.iter().enumerate() {
+            if x < w {
+                return i;
+            }
+            x -= w;
+        }
+        unreachable!()
+    }
+}
+
+/// `len` bytes determined by `seed`: a workload logs the seed, a checker
+/// regenerates the bytes.
+pub fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut r = Rng::new(seed);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&r.next_u64().to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The seed of a randomised test: `$SSEFS_TEST_SEED` to replay a run, else
+/// fresh. Printed so a failure can be replayed.
+pub fn test_seed(test: &str) -> u64 {
+    let seed = match std::env::var("SSEFS_TEST_SEED") {
+        Ok(s) => s.parse().expect("SSEFS_TEST_SEED must be a number"),
+        Err(_) => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            t.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32)
+        }
+    };
+    eprintln!("{test}: seed {seed} (replay with SSEFS_TEST_SEED={seed})");
+    seed
+}
+
+/// A count from the environment (`name`), else `default`: CI runs the
+/// default, a longer soak sets the variable.
+pub fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|_| panic!("{name} must be a number"))
+        })
+        .unwrap_or(default)
+}
+
+pub fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
 }
