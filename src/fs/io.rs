@@ -198,6 +198,14 @@ impl Fs {
         // open(O_TRUNC) to us, whatever the access mode (it has already
         // checked write permission), and skips its own setattr.
         let truncating = flags & libc::O_TRUNC != 0;
+        if truncating && flags & libc::O_ACCMODE == libc::O_RDONLY && self.running(ino) {
+            // The kernel refuses to truncate a running program (ETXTBSY),
+            // but for a read-only open it checks only after this OPEN, which
+            // with FUSE_ATOMIC_O_TRUNC has truncated already: the program
+            // died of SIGBUS and the failed open(2) had emptied the file.
+            // (Opens for writing are refused before they reach us.)
+            return Err(errno(libc::ETXTBSY));
+        }
         let existing = lock(&self.nodes)
             .get(&ino)
             .and_then(|n| n.open.as_ref().map(|(o, _)| o.clone()));

@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::engine::{Engine, BUCKET_SETTINGS, STATE_DIR};
@@ -123,6 +123,9 @@ pub struct FsOptions {
     /// The kernel checks mode bits (FUSE default_permissions); otherwise
     /// `access` and `open` check them here.
     pub kernel_checks_permissions: bool,
+    /// The mount's device number (major, minor), set by the FUSE layer
+    /// once mounted; `open` looks for programs running from the mount by it.
+    pub mount_dev: Arc<OnceLock<(u32, u32)>>,
 }
 
 pub struct Fs {
@@ -734,6 +737,14 @@ impl Fs {
     }
 
     /// The object's display name for logs and errors: bucket/key.
+    /// Whether a process runs inode `ino` of this mount as its program.
+    fn running(&self, ino: u64) -> bool {
+        self.opts
+            .mount_dev
+            .get()
+            .is_some_and(|&dev| sys::mapped_by_a_process(dev, ino))
+    }
+
     fn display_name(&self, fd: RawFd) -> String {
         let p = std::fs::read_link(sys::proc_path(fd)).unwrap_or_default();
         p.strip_prefix(self.engine.data_dir())

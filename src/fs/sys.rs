@@ -229,3 +229,42 @@ pub fn statvfs_fd(fd: RawFd) -> io::Result<libc::statvfs> {
     // SAFETY: succeeded.
     Ok(unsafe { st.assume_init() })
 }
+
+/// Whether a process maps inode `ino` of device `dev` (major, minor): a
+/// running program maps its executable. Reads every /proc/PID/maps, whose
+/// lines are "start-end perms offset MAJ:MIN inode [path]" (hex device
+/// numbers); none of it touches the mount. Processes that vanish, or that
+/// /proc hides from us, are skipped.
+pub fn mapped_by_a_process(dev: (u32, u32), ino: u64) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|e| {
+        let pid = e.file_name();
+        if !pid.as_bytes().iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        let Ok(maps) = std::fs::read(e.path().join("maps")) else {
+            return false;
+        };
+        maps.split(|&b| b == b'\n').any(|line| {
+            let mut f = line.split(|&b| b == b' ').filter(|f| !f.is_empty()).skip(3);
+            let (Some(d), Some(i)) = (f.next(), f.next()) else {
+                return false;
+            };
+            parse_dev(d) == Some(dev)
+                && std::str::from_utf8(i).ok().and_then(|i| i.parse().ok()) == Some(ino)
+        })
+    })
+}
+
+/// "MAJ:MIN" in hex, as /proc/PID/maps and mountinfo (decimal there) write
+/// device numbers.
+fn parse_dev(d: &[u8]) -> Option<(u32, u32)> {
+    let d = std::str::from_utf8(d).ok()?;
+    let (maj, min) = d.split_once(':')?;
+    Some((
+        u32::from_str_radix(maj, 16).ok()?,
+        u32::from_str_radix(min, 16).ok()?,
+    ))
+}

@@ -130,6 +130,26 @@ pub fn is_mounted(path: &Path) -> bool {
 
 /// The mount ids (mountinfo's first field) of the FUSE mounts at `path`.
 fn fuse_mount_ids(path: &Path) -> Vec<u64> {
+    fuse_mounts(path)
+        .iter()
+        .filter_map(|l| field(l, 0)?.parse().ok())
+        .collect()
+}
+
+/// The device number (major, minor) of the topmost FUSE mount at `path`.
+fn mount_dev(path: &Path) -> Option<(u32, u32)> {
+    let mounts = fuse_mounts(path);
+    let (maj, min) = field(mounts.last()?, 2)?.split_once(':')?;
+    Some((maj.parse().ok()?, min.parse().ok()?))
+}
+
+/// Field `n` of a mountinfo line, if it is UTF-8.
+fn field(line: &[u8], n: usize) -> Option<&str> {
+    std::str::from_utf8(line.split(|&b| b == b' ').nth(n)?).ok()
+}
+
+/// The mountinfo lines of the FUSE mounts at `path`, oldest first.
+fn fuse_mounts(path: &Path) -> Vec<Vec<u8>> {
     use std::os::unix::ffi::OsStrExt;
     let Ok(canon) = path.canonicalize() else {
         return Vec::new();
@@ -149,10 +169,7 @@ fn fuse_mount_ids(path: &Path) -> Vec<u64> {
             mp.as_deref() == Some(canon.as_os_str().as_bytes())
                 && (fstype == b"fuse" || fstype.starts_with(b"fuse."))
         })
-        .filter_map(|l| {
-            let id = l.split(|&b| b == b' ').next()?;
-            std::str::from_utf8(id).ok()?.parse().ok()
-        })
+        .map(<[u8]>::to_vec)
         .collect()
 }
 
@@ -241,11 +258,13 @@ pub fn run_foreground(
     limit_malloc_growth();
     raise_fd_limit();
     let engine = Arc::new(Engine::open_or_init(data_dir, root)?.with_cache(opts.cache_mb << 20));
+    let dev_cell = Arc::new(std::sync::OnceLock::new());
     let fs = Arc::new(Fs::new(
         engine,
         FsOptions {
             read_only: opts.read_only,
             kernel_checks_permissions: opts.kernel_checks_permissions(),
+            mount_dev: dev_cell.clone(),
         },
     )?);
     let mut mount_options = vec![
@@ -279,6 +298,9 @@ pub fn run_foreground(
     config.clone_fd = true;
     let mut session = Session::new(SsefsFuse { fs: fs.clone() }, mp, &config)
         .ctx(format!("mount {}", mp.display()))?;
+    if let Some(dev) = mount_dev(mp) {
+        let _ = dev_cell.set(dev);
+    }
     watch_key_states(&data_dir.join(STATE_DIR), fs, session.notifier());
     let mut unmounter = session.unmount_callable();
     let mp_owned = mp.to_path_buf();
