@@ -742,7 +742,7 @@ impl Fs {
         self.opts
             .mount_dev
             .get()
-            .is_some_and(|&dev| sys::mapped_by_a_process(dev, ino))
+            .is_some_and(|&dev| sys::runs_as_program(dev, ino))
     }
 
     fn display_name(&self, fd: RawFd) -> String {

@@ -230,12 +230,14 @@ pub fn statvfs_fd(fd: RawFd) -> io::Result<libc::statvfs> {
     Ok(unsafe { st.assume_init() })
 }
 
-/// Whether a process maps inode `ino` of device `dev` (major, minor): a
-/// running program maps its executable. Reads every /proc/PID/maps, whose
-/// lines are "start-end perms offset MAJ:MIN inode [path]" (hex device
-/// numbers); none of it touches the mount. Processes that vanish, or that
-/// /proc hides from us, are skipped.
-pub fn mapped_by_a_process(dev: (u32, u32), ino: u64) -> bool {
+/// Whether a process runs inode `ino` of device `dev` (major, minor) as
+/// its program, the one kind of file the kernel denies writes to (ETXTBSY).
+/// Looks at every /proc/PID/exe with AT_STATX_DONT_SYNC, which a FUSE mount
+/// answers from the kernel's cached attributes, so no request reaches the
+/// daemon that asks. The executable is set before exec(2) lets the parent
+/// run again, unlike the program's mappings in /proc/PID/maps. Processes
+/// that vanish, or that /proc hides from us, are skipped.
+pub fn runs_as_program(dev: (u32, u32), ino: u64) -> bool {
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return false;
     };
@@ -244,27 +246,21 @@ pub fn mapped_by_a_process(dev: (u32, u32), ino: u64) -> bool {
         if !pid.as_bytes().iter().all(u8::is_ascii_digit) {
             return false;
         }
-        let Ok(maps) = std::fs::read(e.path().join("maps")) else {
+        let Ok(path) = CString::new(format!("/proc/{}/exe", pid.to_string_lossy())) else {
             return false;
         };
-        maps.split(|&b| b == b'\n').any(|line| {
-            let mut f = line.split(|&b| b == b' ').filter(|f| !f.is_empty()).skip(3);
-            let (Some(d), Some(i)) = (f.next(), f.next()) else {
-                return false;
-            };
-            parse_dev(d) == Some(dev)
-                && std::str::from_utf8(i).ok().and_then(|i| i.parse().ok()) == Some(ino)
-        })
+        // SAFETY: statx writes only into `stx`, a plain struct we own; the
+        // path is a valid C string.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::statx(
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                libc::AT_STATX_DONT_SYNC,
+                libc::STATX_INO,
+                &mut stx,
+            )
+        };
+        r == 0 && (stx.stx_dev_major, stx.stx_dev_minor) == dev && stx.stx_ino == ino
     })
-}
-
-/// "MAJ:MIN" in hex, as /proc/PID/maps and mountinfo (decimal there) write
-/// device numbers.
-fn parse_dev(d: &[u8]) -> Option<(u32, u32)> {
-    let d = std::str::from_utf8(d).ok()?;
-    let (maj, min) = d.split_once(':')?;
-    Some((
-        u32::from_str_radix(maj, 16).ok()?,
-        u32::from_str_radix(min, 16).ok()?,
-    ))
 }

@@ -1001,7 +1001,13 @@ fn regression_read_only_o_trunc_of_a_running_program_fails_and_keeps_it() {
     assert!(child.try_wait().unwrap().is_none(), "the program died");
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(fs::read(&prog).unwrap(), original);
+    let now = fs::read(&prog).unwrap();
+    assert!(
+        now == original,
+        "the program changed: {} bytes, was {}",
+        now.len(),
+        original.len()
+    );
     // Not running any more: the same open truncates.
     let fd = unsafe { libc::open(f.as_ptr(), libc::O_RDONLY | libc::O_TRUNC) };
     assert!(fd >= 0);
