@@ -452,9 +452,10 @@ fn bucket(g: &GlobalArgs, cmd: BucketCmd) -> Result<()> {
             let chunk = ChunkSize::parse(bytes.as_bytes()).map_err(|e| e.resource(b.as_str()))?;
             e.put_bucket_chunk_size(&p, &b, chunk)
         }
-        BucketCmd::ChunkSize(ChunkSizeCmd::Get { name }) => {
-            out(&format!("{}\n", e.bucket_chunk_size(&BucketName::parse(&name)?)?))
-        }
+        BucketCmd::ChunkSize(ChunkSizeCmd::Get { name }) => out(&format!(
+            "{}\n",
+            e.bucket_chunk_size(&BucketName::parse(&name)?)?
+        )),
         BucketCmd::List => {
             let list: String = e.list_buckets()?.iter().map(|b| format!("{b}\n")).collect();
             out(&list)

@@ -38,7 +38,9 @@ impl BucketSettings {
             Some(n) => ChunkSize::from_bytes(n).ok_or_else(|| {
                 Error::new(
                     OssCode::InternalError,
-                    format!("bucket settings unreadable: chunk_size = {n} is not 4096, 16384 or 65536"),
+                    format!(
+                        "bucket settings unreadable: chunk_size = {n} is not 4096, 16384 or 65536"
+                    ),
                 )
             }),
         }
@@ -113,9 +115,7 @@ impl SettingsCache {
         let p = bucket_dir.join(BUCKET_SETTINGS);
         let stamp = match fs::metadata(&p) {
             Ok(m) => Stamp::of(&m),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok((None, ChunkSize::DEFAULT))
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, ChunkSize::DEFAULT)),
             Err(e) => return Err(Error::io(p.display(), e)),
         };
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());

@@ -61,17 +61,17 @@ impl ChunkSize {
     }
 
     /// The header byte: log2 of the size.
-    pub fn shift(self) -> u8 {
+    pub const fn shift(self) -> u8 {
         self.0
     }
 
     /// Plaintext bytes of a full chunk (C in §3).
-    pub fn bytes(self) -> usize {
+    pub const fn bytes(self) -> usize {
         1 << self.0
     }
 
     /// Bytes one full chunk takes on disk.
-    pub fn slot(self) -> usize {
+    pub const fn slot(self) -> usize {
         self.bytes() + CHUNK_OVERHEAD
     }
 

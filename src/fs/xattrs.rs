@@ -164,8 +164,12 @@ impl Fs {
         let (t, fd, _keep) = self.xattr_target(ino)?;
         if is_chunk_name(name) {
             return match t {
-                Target::Bucket(b) => Ok(self.engine.bucket_chunk_size(&b)?.to_string().into_bytes()),
-                Target::Object => self.stored_chunk(ino, fd).map(|c| c.to_string().into_bytes()),
+                Target::Bucket(b) => {
+                    Ok(self.engine.bucket_chunk_size(&b)?.to_string().into_bytes())
+                }
+                Target::Object => self
+                    .stored_chunk(ino, fd)
+                    .map(|c| c.to_string().into_bytes()),
                 _ => Err(errno(libc::ENOTSUP)),
             };
         }
