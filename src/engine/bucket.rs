@@ -104,9 +104,12 @@ impl Stamp {
 /// bucket's chunk size; a stat of the settings file is far cheaper than
 /// reading and parsing it, and still sees changes made by the CLI or
 /// another mount at once.
+/// One bucket's settings as parsed, and the version of the file they came from.
+type Parsed = (Stamp, Option<SseConfig>, ChunkSize);
+
 #[derive(Debug, Default)]
 pub(super) struct SettingsCache {
-    entries: Mutex<HashMap<PathBuf, (Stamp, Option<SseConfig>, ChunkSize)>>,
+    entries: Mutex<HashMap<PathBuf, Parsed>>,
 }
 
 impl SettingsCache {

@@ -426,6 +426,9 @@ fn fsx_on_a_4_kib_bucket() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // "fsx: N operations, 0 miscompares"
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim_end());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{ops} operations")));
     assert_eq!(header_shift(&m.backend("fsx4k/f.bin")), 12);
     m.d.run(&["verify", "fsx4k"]).ok();
 }
