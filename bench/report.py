@@ -14,7 +14,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-ALL_SYSTEMS = "ext4 bindfs gocryptfs securefs ssefs-aes256 ssefs-sm4 ssefs-kms".split()
+ALL_SYSTEMS = "ext4 bindfs gocryptfs securefs ssefs-aes256 ssefs-sm4 ssefs-kms ssefs-aes256-4k".split()
 
 # metric, header, unit, higher_is_better
 def columns(seq_rw):

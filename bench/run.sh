@@ -22,7 +22,8 @@ FIO_RUNTIME=${FIO_RUNTIME:-10}      # seconds per fio job
 FIO_SIZE_MB=${FIO_SIZE_MB:-256}     # fio file size (each of the 4 jobs gets its own file for the 1M job)
 FIO_SEQ_RW=${FIO_SEQ_RW:-read}      # 1 MiB x 4 jobs: read or write
 CORPUS_FILES=${CORPUS_FILES:-0}     # 0 = whole corpus; N = first N files of it; CORPUS=none skips
-ALL_SYSTEMS="ext4 bindfs gocryptfs securefs ssefs-aes256 ssefs-sm4 ssefs-kms"
+# ssefs-aes256-4k: an AES256 bucket with 4 KiB chunks (user.ssefs.chunk-size)
+ALL_SYSTEMS="ext4 bindfs gocryptfs securefs ssefs-aes256 ssefs-sm4 ssefs-kms ssefs-aes256-4k"
 SYSTEMS=${SYSTEMS:-$ALL_SYSTEMS}
 WORKDIR=${WORKDIR:-/work/bench-work}
 SSEFS=${SSEFS:-$REPO/target/release/ssefs}
@@ -152,8 +153,17 @@ mount_system() {
     is_mounted "$mnt" || die "$s: $mnt did not mount"
     case $s in
     ssefs-*)
-        local sse=${s#ssefs-}; sse=${sse^^}
-        [ -d "$mnt/bench" ] || mkdir "$mnt/bench"
+        # ssefs-ALG or ssefs-ALG-4k (a bucket with 4 KiB chunks)
+        local sse=${s#ssefs-} chunk=16384
+        case $sse in *-4k) sse=${sse%-4k}; chunk=4096 ;; esac
+        sse=${sse^^}
+        if [ ! -d "$mnt/bench" ]; then
+            mkdir "$mnt/bench"
+            # only while the bucket is empty
+            setfattr -n user.ssefs.chunk-size -v "$chunk" "$mnt/bench"
+        fi
+        [ "$(getfattr --only-values -n user.ssefs.chunk-size "$mnt/bench")" = "$chunk" ] \
+            || die "$s: bucket chunk size is not $chunk"
         setfattr -n user.oss.server-side-encryption -v "$sse" "$mnt/bench"
         BENCH_DIR=$mnt/bench ;;
     *) BENCH_DIR=$mnt ;;

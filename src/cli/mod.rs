@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::engine::{default_root_key, Engine};
 use crate::error::{Error, IoContext, OssCode, Result};
+use crate::format::ChunkSize;
 use crate::kms::{Principal, RootKeySource};
 use crate::ops;
 use crate::oss::{split_object_path, BucketName, SseConfig};
@@ -133,7 +134,13 @@ logs go to stderr (the journal under systemd).";
 #[derive(Subcommand, Debug)]
 pub enum BucketCmd {
     /// Create a bucket (3-63 lowercase letters, digits and hyphens).
-    Create { name: String },
+    Create {
+        name: String,
+        /// Chunk size of its objects in bytes: 4096 (small random I/O),
+        /// 16384 (the default) or 65536 (large sequential objects)
+        #[arg(long, value_name = "BYTES")]
+        chunk_size: Option<String>,
+    },
     /// List buckets.
     List,
     /// Delete an empty bucket.
@@ -141,6 +148,18 @@ pub enum BucketCmd {
     /// The bucket's default encryption rule.
     #[command(subcommand)]
     Encryption(EncryptionCmd),
+    /// The chunk size of the bucket's objects (an ssefs extension).
+    #[command(subcommand)]
+    ChunkSize(ChunkSizeCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ChunkSizeCmd {
+    /// Set it: 4096, 16384 or 65536 bytes. Only while the bucket is empty
+    /// (fails with BucketNotEmpty otherwise).
+    Put { name: String, bytes: String },
+    /// Print it in bytes.
+    Get { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -412,7 +431,31 @@ fn bucket(g: &GlobalArgs, cmd: BucketCmd) -> Result<()> {
     let e = g.open_engine()?;
     let p = Principal::current();
     match cmd {
-        BucketCmd::Create { name } => e.create_bucket(&BucketName::parse(&name)?),
+        BucketCmd::Create { name, chunk_size } => {
+            // Validate everything before touching anything.
+            let b = BucketName::parse(&name)?;
+            let chunk = chunk_size
+                .map(|c| ChunkSize::parse(c.as_bytes()).map_err(|e| e.resource(b.as_str())))
+                .transpose()?;
+            e.create_bucket(&b)?;
+            let Some(chunk) = chunk else {
+                return Ok(());
+            };
+            // A new bucket is empty, so this only fails on the disk; the
+            // bucket is then removed again rather than left half made.
+            e.put_bucket_chunk_size(&p, &b, chunk).inspect_err(|_| {
+                let _ = e.delete_bucket(&b);
+            })
+        }
+        BucketCmd::ChunkSize(ChunkSizeCmd::Put { name, bytes }) => {
+            let b = BucketName::parse(&name)?;
+            let chunk = ChunkSize::parse(bytes.as_bytes()).map_err(|e| e.resource(b.as_str()))?;
+            e.put_bucket_chunk_size(&p, &b, chunk)
+        }
+        BucketCmd::ChunkSize(ChunkSizeCmd::Get { name }) => out(&format!(
+            "{}\n",
+            e.bucket_chunk_size(&BucketName::parse(&name)?)?
+        )),
         BucketCmd::List => {
             let list: String = e.list_buckets()?.iter().map(|b| format!("{b}\n")).collect();
             out(&list)

@@ -178,7 +178,7 @@ impl Aead {
             Aead::None => checksum16(&[b"ssefs-plain-v1", ad, &nonce.0, buf]),
             Aead::Aes(k) => {
                 // Sealing only fails for inputs longer than GCM's 64 GiB limit;
-                // chunks are at most CHUNK_SIZE bytes.
+                // chunks are at most ChunkSize::MAX_BYTES (64 KiB).
                 #[allow(clippy::expect_used)]
                 let tag = k
                     .seal_in_place_separate_tag(

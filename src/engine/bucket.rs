@@ -1,5 +1,5 @@
 //! Buckets: top-level directories of the data directory, each with a
-//! settings file holding its default encryption rule.
+//! settings file holding its default encryption rule and its chunk size.
 
 use std::collections::HashMap;
 use std::fs;
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Engine, BUCKET_SETTINGS};
 use crate::error::{Error, IoContext, OssCode, Result};
+use crate::format::ChunkSize;
 use crate::kms::{Action, Principal};
 use crate::oss::{BucketName, SseConfig};
 
@@ -22,22 +23,57 @@ pub struct BucketSettings {
     /// The default encryption rule (PutBucketEncryption).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<SseConfig>,
+    /// The chunk size of the bucket's objects, in bytes (an ssefs
+    /// extension; absent: the default). Changed only while the bucket is
+    /// empty, so that a file's length alone gives its object's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_size: Option<u64>,
+}
+
+impl BucketSettings {
+    /// The chunk size new objects get and existing ones must have.
+    pub fn chunk(&self) -> Result<ChunkSize> {
+        match self.chunk_size {
+            None => Ok(ChunkSize::DEFAULT),
+            Some(n) => ChunkSize::from_bytes(n).ok_or_else(|| {
+                Error::new(
+                    OssCode::InternalError,
+                    format!(
+                        "bucket settings unreadable: chunk_size = {n} is not 4096, 16384 or 65536"
+                    ),
+                )
+            }),
+        }
+    }
 }
 
 /// Reads a bucket's settings; a missing file means defaults.
 pub(super) fn read_settings(bucket_dir: &Path) -> Result<BucketSettings> {
     let p = bucket_dir.join(BUCKET_SETTINGS);
     match fs::read_to_string(&p) {
-        Ok(s) => toml::from_str(&s).map_err(|e| {
-            Error::new(
-                OssCode::InternalError,
-                format!("bucket settings unreadable: {e}"),
-            )
-            .resource(p.display().to_string())
-        }),
+        Ok(s) => toml::from_str::<BucketSettings>(&s)
+            .map_err(|e| {
+                Error::new(
+                    OssCode::InternalError,
+                    format!("bucket settings unreadable: {e}"),
+                )
+            })
+            .and_then(|b| b.chunk().map(|_| b))
+            .map_err(|e| e.resource(p.display().to_string())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BucketSettings::default()),
         Err(e) => Err(Error::io(p.display(), e)),
     }
+}
+
+/// Whether the bucket directory holds nothing but its settings file (an
+/// empty subdirectory counts as something, as it does for deletion).
+fn bucket_is_empty(dir: &Path) -> Result<bool> {
+    for e in fs::read_dir(dir).ctx(dir.display())? {
+        if e.ctx(dir.display())?.file_name() != BUCKET_SETTINGS {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// What identifies one version of a settings file. Settings are replaced
@@ -63,35 +99,75 @@ impl Stamp {
     }
 }
 
-/// Bucket rules as last parsed, per bucket directory. Every object
-/// creation needs its bucket's rule; a stat of the settings file is far
-/// cheaper than reading and parsing it, and still sees changes made by the
-/// CLI or another mount at once.
+/// Bucket settings as last parsed, per bucket directory. Every object
+/// creation needs its bucket's rule, and every stat of an object its
+/// bucket's chunk size; a stat of the settings file is far cheaper than
+/// reading and parsing it, and still sees changes made by the CLI or
+/// another mount at once.
+/// One bucket's settings as parsed, and the version of the file they came from.
+/// A parsed settings file, its stamp, and when the stamp was last checked.
+type Parsed = (Stamp, Option<SseConfig>, ChunkSize, std::time::Instant);
+
+/// How long `chunk_recent` trusts a checked entry without a stat. Sizes in
+/// `ls -l` may lag a change of an empty bucket's chunk size by this much
+/// (an object created by the mount re-checks first, and refreshes it).
+const RECENT: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Debug, Default)]
 pub(super) struct SettingsCache {
-    entries: Mutex<HashMap<PathBuf, (Stamp, Option<SseConfig>)>>,
+    entries: Mutex<HashMap<PathBuf, Parsed>>,
 }
 
 impl SettingsCache {
-    /// The bucket's current rule.
-    pub(super) fn rule(&self, bucket_dir: &Path) -> Result<Option<SseConfig>> {
+    /// The bucket's current rule and chunk size.
+    fn get(&self, bucket_dir: &Path) -> Result<(Option<SseConfig>, ChunkSize)> {
         let p = bucket_dir.join(BUCKET_SETTINGS);
         let stamp = match fs::metadata(&p) {
             Ok(m) => Stamp::of(&m),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, ChunkSize::DEFAULT)),
             Err(e) => return Err(Error::io(p.display(), e)),
         };
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((s, rule)) = entries.get(bucket_dir) {
+        if let Some((s, rule, chunk, checked)) = entries.get_mut(bucket_dir) {
             if *s == stamp {
-                return Ok(rule.clone());
+                *checked = std::time::Instant::now();
+                return Ok((rule.clone(), *chunk));
             }
         }
         // Parse outside the cache's view of time: the stamp taken before the
         // read is stored, so a change racing the read is seen next time.
-        let rule = read_settings(bucket_dir)?.encryption;
-        entries.insert(bucket_dir.to_path_buf(), (stamp, rule.clone()));
-        Ok(rule)
+        let s = read_settings(bucket_dir)?;
+        let chunk = s.chunk()?;
+        entries.insert(
+            bucket_dir.to_path_buf(),
+            (stamp, s.encryption.clone(), chunk, std::time::Instant::now()),
+        );
+        Ok((s.encryption, chunk))
+    }
+
+    /// The bucket's current rule.
+    pub(super) fn rule(&self, bucket_dir: &Path) -> Result<Option<SseConfig>> {
+        self.get(bucket_dir).map(|(r, _)| r)
+    }
+
+    /// The bucket's current chunk size.
+    pub(super) fn chunk(&self, bucket_dir: &Path) -> Result<ChunkSize> {
+        self.get(bucket_dir).map(|(_, c)| c)
+    }
+
+    /// The bucket's chunk size as checked within the last second, else
+    /// checked now. For stat and lookups, which would otherwise pay a stat
+    /// of the settings file each (`ls -lR` is one per object).
+    pub(super) fn chunk_recent(&self, bucket_dir: &Path) -> Result<ChunkSize> {
+        {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, _, chunk, checked)) = entries.get(bucket_dir) {
+                if checked.elapsed() < RECENT {
+                    return Ok(*chunk);
+                }
+            }
+        }
+        self.chunk(bucket_dir)
     }
 }
 
@@ -152,11 +228,7 @@ impl Engine {
     /// Removes an empty bucket (its settings file does not count).
     pub fn delete_bucket(&self, name: &BucketName) -> Result<()> {
         let d = self.existing_bucket(name)?;
-        let others = fs::read_dir(&d)
-            .ctx(d.display())?
-            .flatten()
-            .any(|e| e.file_name() != BUCKET_SETTINGS);
-        if others {
+        if !bucket_is_empty(&d)? {
             return Err(Error::new(
                 OssCode::BucketNotEmpty,
                 "The bucket you tried to delete is not empty.",
@@ -245,6 +317,59 @@ impl Engine {
     /// when writing objects).
     pub fn bucket_rule(&self, name: &BucketName) -> Result<Option<SseConfig>> {
         self.settings.rule(&self.existing_bucket(name)?)
+    }
+
+    /// The chunk size of the bucket's objects, without a permission check
+    /// or an existence check (used on every stat of an object: a missing
+    /// bucket has no objects to show anyway).
+    pub fn chunk_size_at(&self, bucket_dir: &Path) -> Result<ChunkSize> {
+        self.settings.chunk(bucket_dir)
+    }
+
+    /// `chunk_size_at` as checked within the last second: for the sizes
+    /// stat and lookups show, which would otherwise pay a stat of the
+    /// settings file each. Writers use `chunk_size_at`.
+    pub fn chunk_size_for_stat(&self, bucket_dir: &Path) -> Result<ChunkSize> {
+        self.settings.chunk_recent(bucket_dir)
+    }
+
+    /// The chunk size of the bucket's objects.
+    pub fn bucket_chunk_size(&self, name: &BucketName) -> Result<ChunkSize> {
+        self.settings
+            .chunk(&self.existing_bucket(name)?)
+            .map_err(|e| e.resource(name.as_str()))
+    }
+
+    /// Sets the chunk size of the bucket's objects (an ssefs extension).
+    /// Only while the bucket holds nothing but its settings: the size of an
+    /// object is computed from its file length and its bucket's chunk size
+    /// (FORMAT.md §3.2), so existing objects would show wrong sizes. Setting
+    /// the size it already has succeeds and changes nothing. The same
+    /// permission as the encryption rule is needed.
+    pub fn put_bucket_chunk_size(
+        &self,
+        p: &Principal,
+        name: &BucketName,
+        chunk: ChunkSize,
+    ) -> Result<()> {
+        let d = self.existing_bucket(name)?;
+        self.check_bucket_permission(p, name, &d, Action::OssPutBucketEncryption)?;
+        let mut s = read_settings(&d)?;
+        if s.chunk()? == chunk {
+            return Ok(());
+        }
+        if !bucket_is_empty(&d)? {
+            return Err(Error::new(
+                OssCode::BucketNotEmpty,
+                format!(
+                    "The bucket is not empty: its chunk size ({}) can only change while it holds no objects.",
+                    s.chunk()?
+                ),
+            )
+            .resource(name.as_str()));
+        }
+        s.chunk_size = (chunk != ChunkSize::DEFAULT).then_some(chunk.bytes() as u64);
+        self.write_settings(&d, &s)
     }
 
     fn write_settings(&self, dir: &Path, s: &BucketSettings) -> Result<()> {

@@ -6,12 +6,9 @@
 //! never see each other's chunks. Writers keep it coherent: every chunk
 //! sealed is also put here.
 
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
-
-use crate::format::CHUNK_SIZE;
 
 /// Whose chunks: the object id and the backend file's (device, inode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,30 +20,67 @@ pub struct Owner {
 
 type Key = (Owner, u64);
 
+/// Objects of different chunk sizes share the cache, so it is bounded in
+/// bytes of plaintext, not in entries.
+struct Inner {
+    lru: LruCache<Key, Arc<Vec<u8>>>,
+    bytes: usize,
+}
+
+impl Inner {
+    fn pop(&mut self, k: &Key) {
+        if let Some(v) = self.lru.pop(k) {
+            self.bytes -= v.len();
+        }
+    }
+}
+
 pub struct ChunkCache {
-    inner: Mutex<LruCache<Key, Arc<Vec<u8>>>>,
+    inner: Mutex<Inner>,
+    /// At most this many bytes of plaintext are held, except that the
+    /// chunk put last is always kept.
+    cap: usize,
 }
 
 impl ChunkCache {
-    /// A cache holding about `bytes` of plaintext (at least one chunk).
+    /// A cache holding up to `bytes` of plaintext.
     pub fn new(bytes: usize) -> ChunkCache {
-        let n = NonZeroUsize::new((bytes / CHUNK_SIZE).max(1)).unwrap_or(NonZeroUsize::MIN);
         ChunkCache {
-            inner: Mutex::new(LruCache::new(n)),
+            inner: Mutex::new(Inner {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            cap: bytes,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Key, Arc<Vec<u8>>>> {
-        // Entries are whole values; a panic mid-update cannot tear one.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Entries and the byte count change together under the lock, and
+        // nothing in between can panic; a poisoned lock holds no torn state.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Bytes of plaintext held now.
+    pub fn held_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     pub fn get(&self, object: &Owner, index: u64) -> Option<Arc<Vec<u8>>> {
-        self.lock().get(&(*object, index)).cloned()
+        self.lock().lru.get(&(*object, index)).cloned()
     }
 
     pub fn put(&self, object: &Owner, index: u64, plain: Vec<u8>) {
-        self.lock().put((*object, index), Arc::new(plain));
+        let mut c = self.lock();
+        c.bytes += plain.len();
+        if let Some(old) = c.lru.put((*object, index), Arc::new(plain)) {
+            c.bytes -= old.len();
+        }
+        while c.bytes > self.cap && c.lru.len() > 1 {
+            match c.lru.pop_lru() {
+                Some((_, v)) => c.bytes -= v.len(),
+                None => break,
+            }
+        }
     }
 
     /// Drops chunk `index` of `object`, if held.
@@ -58,6 +92,7 @@ impl ChunkCache {
     pub fn remove_from(&self, object: &Owner, first: u64) {
         let mut c = self.lock();
         let stale: Vec<Key> = c
+            .lru
             .iter()
             .filter(|((o, i), _)| o == object && *i >= first)
             .map(|(k, _)| *k)

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::crypto::{fill_random, IntegrityError, SecretKey};
 use crate::error::{Error, IoContext, OssCode, Result};
-use crate::format::{Header, KeyWrap, Method, HEADER_LEN};
+use crate::format::{ChunkSize, Header, KeyWrap, Method, HEADER_LEN};
 use crate::kms::{Kek, Kms, Policy, Principal, RootKeySource, WrapTarget};
 use crate::oss::{SseAlgorithm, SseConfig};
 
@@ -239,22 +239,24 @@ impl Engine {
         }
     }
 
-    /// A header for a new object encrypted per `sse`, with its fresh data
-    /// key. KMS permission and key state are checked here, at write time.
+    /// A header for a new object encrypted per `sse` in chunks of `chunk`
+    /// (its bucket's), with its fresh data key. KMS permission and key
+    /// state are checked here, at write time.
     pub fn new_header(
         &self,
         p: &Principal,
         sse: Option<&SseConfig>,
+        chunk: ChunkSize,
     ) -> Result<(Header, SecretKey)> {
         let Some(cfg) = sse else {
-            return Ok((Header::new_plain(), SecretKey::from_bytes(&[])));
+            return Ok((Header::new_plain(chunk), SecretKey::from_bytes(&[])));
         };
         let (method, target) = match cfg.algorithm {
             SseAlgorithm::Aes256 | SseAlgorithm::Sm4 => (Method::Oss, WrapTarget::Master),
             SseAlgorithm::Kms => (Method::Kms, WrapTarget::Cmk(cfg.kms_key_id.clone())),
         };
         let kek = self.kms.encryptor(p, &target)?;
-        Ok(Header::new_sealed(method, cfg.cipher(), &kek))
+        Ok(Header::new_sealed(method, cfg.cipher(), chunk, &kek))
     }
 
     /// Reads and parses the header of the object file at `path`.
@@ -272,12 +274,35 @@ impl Engine {
         Header::parse(&b).map_err(|e| e.resource(name))
     }
 
-    /// Opens an existing object file: parses the header, unwraps the data key
-    /// (checking KMS state and kms:Decrypt for `p`).
-    pub fn open_object(&self, p: &Principal, file: File, name: String) -> Result<ObjectFile> {
+    /// Opens an existing object file of a bucket whose chunk size is
+    /// `chunk`: parses the header, checks its chunk size, unwraps the data
+    /// key (checking KMS state and kms:Decrypt for `p`).
+    pub fn open_object(
+        &self,
+        p: &Principal,
+        file: File,
+        name: String,
+        chunk: ChunkSize,
+    ) -> Result<ObjectFile> {
         let header = Self::read_header(&file, &name)?;
+        Self::check_chunk(&header, chunk, &name)?;
         let key = self.unwrap_key(p, &header).map_err(|e| e.resource(&name))?;
         Ok(self.track(ObjectFile::new(file, header, &key, name)?))
+    }
+
+    /// Refuses an object whose chunk size is not its bucket's `chunk`: its
+    /// size as `stat` shows it (from the bucket's chunk size, FORMAT.md
+    /// §3.2) would be wrong. Only a backend file moved between buckets by
+    /// hand, or tampering, does that.
+    pub fn check_chunk(header: &Header, chunk: ChunkSize, name: &str) -> Result<()> {
+        if header.chunk == chunk {
+            return Ok(());
+        }
+        Err(Error::integrity(format!(
+            "the object's chunk size ({}) is not its bucket's ({chunk}): moved between buckets outside ssefs?",
+            header.chunk
+        ))
+        .resource(name))
     }
 
     /// Gives an object kept open (by the mount) the shared chunk cache and,

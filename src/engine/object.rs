@@ -9,10 +9,7 @@ use std::sync::Arc;
 use super::cache::{ChunkCache, Owner};
 use crate::crypto::{Aead, SecretKey};
 use crate::error::{Error, IoContext, Result};
-use crate::format::{
-    backend_len, chunk_count, chunk_len, open_chunk, plaintext_len, seal_chunk, slot_offset,
-    Header, Method, CHUNK_SIZE, HEADER_LEN, SLOT_SIZE,
-};
+use crate::format::{open_chunk, seal_chunk, ChunkSize, Header, Method, HEADER_LEN};
 use crate::kms::Kms;
 
 /// The CMK of an open SSE-KMS object, checked again before every read and
@@ -32,6 +29,8 @@ pub struct ObjectFile {
     file: File,
     header: Header,
     aead: Aead,
+    /// The header's chunk size, checked against the bucket's at open.
+    chunk: ChunkSize,
     size: u64,
     /// The file length is one no valid object has (§3.2): reads reaching
     /// `size` fail.
@@ -80,13 +79,8 @@ impl ObjectFile {
             dev: meta.dev(),
             ino: meta.ino(),
         };
-        let (size, damaged) = match plaintext_len(len) {
-            Some(size) => (size, false),
-            None => {
-                let body = len.saturating_sub(HEADER_LEN as u64);
-                (body / SLOT_SIZE as u64 * CHUNK_SIZE as u64, true)
-            }
-        };
+        let chunk = header.chunk;
+        let (size, damaged) = chunk.shown_len(len);
         if damaged && size == 0 {
             // The kernel never reads a file whose size is 0, so only the
             // open can say it is not the empty object it would look like.
@@ -99,6 +93,7 @@ impl ObjectFile {
             file,
             header,
             aead,
+            chunk,
             size,
             damaged,
             name,
@@ -197,7 +192,7 @@ impl ObjectFile {
     }
 
     fn last_index(&self) -> Option<u64> {
-        chunk_count(self.size).checked_sub(1)
+        self.chunk.chunk_count(self.size).checked_sub(1)
     }
 
     fn integrity_err(&self, index: u64) -> Error {
@@ -216,8 +211,11 @@ impl ObjectFile {
     /// `buf` (grown as needed, never shrunk, so a reused buffer is neither
     /// reallocated nor zeroed again) and returns their length.
     fn read_slots_into(&self, first: u64, last: u64, buf: &mut Vec<u8>) -> Result<usize> {
-        let start = slot_offset(first);
-        let end = slot_offset(last + 1).min(backend_len(self.size));
+        let start = self.chunk.slot_offset(first);
+        let end = self
+            .chunk
+            .slot_offset(last + 1)
+            .min(self.chunk.backend_len(self.size));
         let len = (end - start) as usize;
         if buf.len() < len {
             buf.resize(len, 0);
@@ -231,7 +229,7 @@ impl ObjectFile {
             if n == 0 {
                 // The file is shorter than its own length said a moment ago:
                 // truncated underneath us.
-                return Err(self.integrity_err(first + (done / SLOT_SIZE) as u64));
+                return Err(self.integrity_err(first + (done / self.chunk.slot()) as u64));
             }
             done += n;
         }
@@ -245,8 +243,15 @@ impl ObjectFile {
         }
         let mut slot = self.read_slots(index, index)?;
         let last = Some(index) == self.last_index();
-        let plain = open_chunk(&self.aead, &self.header.object_id, index, last, &mut slot)
-            .map_err(|_| self.integrity_err(index))?;
+        let plain = open_chunk(
+            &self.aead,
+            self.chunk,
+            &self.header.object_id,
+            index,
+            last,
+            &mut slot,
+        )
+        .map_err(|_| self.integrity_err(index))?;
         self.remember(index, plain);
         Ok(plain.to_vec())
     }
@@ -266,8 +271,9 @@ impl ObjectFile {
             )
             .resource(&self.name));
         }
-        let first = off / CHUNK_SIZE as u64;
-        let last = (end - 1) / CHUNK_SIZE as u64;
+        let c = self.chunk;
+        let first = c.index_of(off);
+        let last = c.index_of(end - 1);
         let hits: Vec<Option<Arc<Vec<u8>>>> = (first..=last).map(|i| self.cached(i)).collect();
         let misses: Vec<u64> = (first..=last)
             .filter(|i| hits[(i - first) as usize].is_none())
@@ -281,16 +287,17 @@ impl ObjectFile {
             let object_last = self.last_index();
             let mut out = 0usize;
             for index in first..=last {
-                let chunk_start = index * CHUNK_SIZE as u64;
+                let chunk_start = c.start_of(index);
                 let opened;
                 let (plain, cached): (&[u8], bool) = match &hits[(index - first) as usize] {
                     Some(c) => (c, true),
                     None => {
                         let (lo, len) = slots.ok_or_else(|| self.integrity_err(index))?;
-                        let at = (index - lo) as usize * SLOT_SIZE;
-                        let slot = &mut scratch[at..(at + SLOT_SIZE).min(len)];
+                        let at = (index - lo) as usize * c.slot();
+                        let slot = &mut scratch[at..(at + c.slot()).min(len)];
                         opened = open_chunk(
                             &self.aead,
+                            c,
                             &self.header.object_id,
                             index,
                             Some(index) == object_last,
@@ -331,9 +338,10 @@ impl ObjectFile {
         let old_size = self.size;
         let new_size = old_size.max(end);
         let old_last = self.last_index();
-        let new_last = (new_size - 1) / CHUNK_SIZE as u64;
-        let first = off / CHUNK_SIZE as u64;
-        let last_w = (end - 1) / CHUNK_SIZE as u64;
+        let c = self.chunk;
+        let new_last = c.index_of(new_size - 1);
+        let first = c.index_of(off);
+        let last_w = c.index_of(end - 1);
 
         let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
         // A write that grows the object rewrites its old last chunk: kept,
@@ -347,18 +355,18 @@ impl ObjectFile {
         if let Some((ol, plain)) = &old_last_plain {
             if new_last > *ol && *ol < first {
                 let mut plain = plain.clone();
-                plain.resize(CHUNK_SIZE, 0);
-                let mut slot = Vec::with_capacity(SLOT_SIZE);
+                plain.resize(c.bytes(), 0);
+                let mut slot = Vec::with_capacity(c.slot());
                 self.seal(*ol, false, &plain, &mut slot);
                 runs.push((*ol, slot));
             }
         }
 
-        let mut sealed = Vec::with_capacity(((last_w - first + 1) as usize) * SLOT_SIZE);
-        let mut scratch = Vec::with_capacity(CHUNK_SIZE);
+        let mut sealed = Vec::with_capacity(((last_w - first + 1) as usize) * c.slot());
+        let mut scratch = Vec::with_capacity(c.bytes());
         for index in first..=last_w {
-            let chunk_start = index * CHUNK_SIZE as u64;
-            let len = chunk_len(new_size, index);
+            let chunk_start = c.start_of(index);
+            let len = c.chunk_len(new_size, index);
             let from = off.max(chunk_start);
             let to = end.min(chunk_start + len as u64);
             let piece = &data[(from - off) as usize..(to - off) as usize];
@@ -369,7 +377,7 @@ impl ObjectFile {
                 // than copy it (a sequential write would otherwise fill the
                 // whole cache); a short last chunk is kept for the append
                 // that is likely to follow.
-                if len == CHUNK_SIZE {
+                if len == c.bytes() {
                     self.seal_uncached(index, is_last, piece, &mut sealed);
                 } else {
                     self.seal(index, is_last, piece, &mut sealed);
@@ -391,7 +399,7 @@ impl ObjectFile {
 
         let written = runs
             .iter()
-            .try_for_each(|(index, bytes)| self.file.write_all_at(bytes, slot_offset(*index)));
+            .try_for_each(|(index, bytes)| self.file.write_all_at(bytes, c.slot_offset(*index)));
         if let Err(e) = written {
             let from = old_last.map_or(first, |ol| ol.min(first));
             self.undo_write(old_size, from, old_last_plain);
@@ -413,9 +421,9 @@ impl ObjectFile {
             c.remove_from(&self.owner, from);
         }
         // Shrinking and rewriting allocated blocks need no free space.
-        let _ = self.file.set_len(backend_len(old_size));
+        let _ = self.file.set_len(self.chunk.backend_len(old_size));
         if let Some((ol, plain)) = old_last {
-            let mut slot = Vec::with_capacity(SLOT_SIZE);
+            let mut slot = Vec::with_capacity(self.chunk.slot());
             seal_chunk(
                 &self.aead,
                 &self.header.object_id,
@@ -424,7 +432,7 @@ impl ObjectFile {
                 &plain,
                 &mut slot,
             );
-            let _ = self.file.write_all_at(&slot, slot_offset(ol));
+            let _ = self.file.write_all_at(&slot, self.chunk.slot_offset(ol));
         }
     }
 
@@ -441,19 +449,22 @@ impl ObjectFile {
             return self.write_at(new_size - 1, &[0]);
         }
         if new_size > 0 {
-            let k = (new_size - 1) / CHUNK_SIZE as u64;
+            let c = self.chunk;
+            let k = c.index_of(new_size - 1);
             let mut plain = self.load_chunk(k)?;
-            plain.truncate(chunk_len(new_size, k));
-            let mut slot = Vec::with_capacity(SLOT_SIZE);
+            plain.truncate(c.chunk_len(new_size, k));
+            let mut slot = Vec::with_capacity(c.slot());
             self.seal(k, true, &plain, &mut slot);
             self.file
-                .write_all_at(&slot, slot_offset(k))
+                .write_all_at(&slot, c.slot_offset(k))
                 .ctx(&self.name)?;
         }
-        self.file.set_len(backend_len(new_size)).ctx(&self.name)?;
+        self.file
+            .set_len(self.chunk.backend_len(new_size))
+            .ctx(&self.name)?;
         // Chunks past the new end become holes if the object grows again.
         if let Some(c) = &self.cache {
-            c.remove_from(&self.owner, chunk_count(new_size));
+            c.remove_from(&self.owner, self.chunk.chunk_count(new_size));
         }
         self.damaged = false;
         self.size = new_size;
@@ -471,7 +482,8 @@ impl ObjectFile {
 
     /// Authenticates every chunk (for `ssefs verify` and copies).
     pub fn verify(&self) -> Result<()> {
-        let mut buf = vec![0u8; 64 * CHUNK_SIZE];
+        // 1 MiB, a multiple of every chunk size.
+        let mut buf = vec![0u8; 16 * ChunkSize::MAX_BYTES];
         let mut off = 0;
         while off < self.size {
             let n = self.read_at(off, &mut buf)?;

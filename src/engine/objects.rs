@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use super::{xattr, Engine, ObjectFile};
 use crate::crypto::Cipher;
 use crate::error::{Error, IoContext, OssCode, Result};
-use crate::format::{Header, Method};
+use crate::format::{ChunkSize, Header, Method};
 use crate::kms::{Kms, Principal};
 use crate::oss::{BucketName, ObjectKey, SseAlgorithm, SseConfig};
 
@@ -102,17 +102,20 @@ impl Engine {
     }
 
     /// Writes a whole new object from `src` into a temp file with the given
-    /// encryption, and returns the temp path (fsynced, override recorded).
-    /// The caller renames it into place.
+    /// encryption and the chunk size of its destination bucket, and returns
+    /// the temp path (fsynced, override recorded). The caller renames it
+    /// into place.
     pub fn write_object_temp(
         &self,
         p: &Principal,
-        sse: Option<&SseConfig>,
+        (sse, chunk): (Option<&SseConfig>, ChunkSize),
         over: Option<&SseConfig>,
         src: &mut dyn FnMut(&mut [u8]) -> Result<usize>,
         name: &str,
     ) -> Result<(PathBuf, ObjectInfo)> {
-        let (header, key) = self.new_header(p, sse).map_err(|e| e.resource(name))?;
+        let (header, key) = self
+            .new_header(p, sse, chunk)
+            .map_err(|e| e.resource(name))?;
         let (tmp, f) = self.temp_file(0o644)?;
         let result = (|| {
             let mut obj = ObjectFile::create(f, header, &key, name.to_owned())?;
@@ -163,8 +166,10 @@ impl Engine {
             );
         }
         let sse = self.effective_sse(&dir, over)?;
+        let chunk = self.chunk_size_at(&dir)?;
         let mut fill = |b: &mut [u8]| read_full(src, b).ctx(&name);
-        let (tmp, info) = self.write_object_temp(p, sse.as_ref(), over, &mut fill, &name)?;
+        let (tmp, info) =
+            self.write_object_temp(p, (sse.as_ref(), chunk), over, &mut fill, &name)?;
         self.commit_temp(&tmp, &dest).inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })?;
@@ -181,7 +186,7 @@ impl Engine {
     ) -> Result<u64> {
         let (_, f) = self.existing_object(bucket, key)?;
         let name = format!("{bucket}/{}", key.as_str());
-        let obj = self.open_object(p, f, name.clone())?;
+        let obj = self.open_object(p, f, name.clone(), self.bucket_chunk_size(bucket)?)?;
         let mut buf = vec![0u8; IO_BUF];
         let mut off = 0u64;
         loop {
@@ -201,8 +206,9 @@ impl Engine {
         let (path, f) = self.existing_object(bucket, key)?;
         let name = format!("{bucket}/{}", key.as_str());
         let h = Engine::read_header(&f, &name)?;
+        Engine::check_chunk(&h, self.bucket_chunk_size(bucket)?, &name)?;
         let len = fs::metadata(&path).ctx(&name)?.len();
-        let size = crate::format::plaintext_len(len).ok_or_else(|| {
+        let size = h.chunk.plaintext_len(len).ok_or_else(|| {
             Error::integrity("object length is not valid (truncated?)").resource(&name)
         })?;
         Ok(ObjectInfo::from_header(&h, size))
@@ -221,7 +227,7 @@ impl Engine {
     ) -> Result<ObjectInfo> {
         let (src_path, f) = self.existing_object(src.0, src.1)?;
         let src_name = format!("{}/{}", src.0, src.1.as_str());
-        let obj = self.open_object(p, f, src_name.clone())?;
+        let obj = self.open_object(p, f, src_name.clone(), self.bucket_chunk_size(src.0)?)?;
         let dst_dir = self.existing_bucket(dst.0)?;
         let dst_name = format!("{}/{}", dst.0, dst.1.as_str());
         let dest = self.object_path(dst.0, dst.1);
@@ -229,8 +235,10 @@ impl Engine {
             fs::create_dir_all(parent).ctx(&dst_name)?;
         }
         let sse = self.effective_sse(&dst_dir, over)?;
+        let chunk = self.chunk_size_at(&dst_dir)?;
         let mut fill = object_source(&obj);
-        let (tmp, info) = self.write_object_temp(p, sse.as_ref(), over, &mut fill, &dst_name)?;
+        let (tmp, info) =
+            self.write_object_temp(p, (sse.as_ref(), chunk), over, &mut fill, &dst_name)?;
         let finish = || -> Result<()> {
             copy_posix_attrs(&src_path, &tmp).ctx(&dst_name)?;
             self.commit_temp(&tmp, &dest)
@@ -241,21 +249,23 @@ impl Engine {
         Ok(info)
     }
 
-    /// Re-encrypts the object at backend path `path` under `sse` (None:
-    /// unencrypted), atomically, keeping its attributes; records `over` as
-    /// its override. Used by copy-over-self and by setfattr on a file.
+    /// Re-encrypts the object at backend path `path` of bucket `bucket`
+    /// under `sse` (None: unencrypted), atomically, keeping its attributes;
+    /// records `over` as its override. Used by `reencrypt` and by setfattr
+    /// on a file.
     pub fn reencrypt_path(
         &self,
         p: &Principal,
-        path: &Path,
+        (bucket, path): (&BucketName, &Path),
         name: &str,
         sse: Option<&SseConfig>,
         over: Option<&SseConfig>,
     ) -> Result<ObjectInfo> {
+        let chunk = self.bucket_chunk_size(bucket)?;
         let f = OpenOptions::new().read(true).open(path).ctx(name)?;
-        let obj = self.open_object(p, f, name.to_owned())?;
+        let obj = self.open_object(p, f, name.to_owned(), chunk)?;
         let mut fill = object_source(&obj);
-        let (tmp, info) = self.write_object_temp(p, sse, over, &mut fill, name)?;
+        let (tmp, info) = self.write_object_temp(p, (sse, chunk), over, &mut fill, name)?;
         let finish = || -> Result<()> {
             copy_posix_attrs(path, &tmp).ctx(name)?;
             self.commit_temp(&tmp, path)

@@ -9,14 +9,30 @@ use proptest::prelude::*;
 use super::*;
 use crate::crypto::Cipher;
 use crate::format::tests::FixedKek;
-use crate::format::{slot_offset, CHUNK_OVERHEAD, CHUNK_SIZE, SLOT_SIZE};
+use crate::format::{ChunkSize, CHUNK_OVERHEAD};
 use crate::kms::KeyOrigin;
 use crate::oss::{BucketName, ObjectKey};
 
 // ---------------------------------------------------------------- helpers
 
+/// The default chunk size, for the tests that are not about chunk sizes.
+const CHUNK_SIZE: usize = ChunkSize::DEFAULT.bytes();
+const SLOT_SIZE: usize = CHUNK_SIZE + CHUNK_OVERHEAD;
+
+fn slot_offset(i: u64) -> u64 {
+    ChunkSize::DEFAULT.slot_offset(i)
+}
+
 /// An ObjectFile on a temp file with a random data key (no KMS involved).
 fn temp_object(cipher: Cipher) -> (tempfile::NamedTempFile, ObjectFile, SecretKey) {
+    temp_object_in(cipher, ChunkSize::DEFAULT)
+}
+
+/// `temp_object` with chunks of `chunk`.
+fn temp_object_in(
+    cipher: Cipher,
+    chunk: ChunkSize,
+) -> (tempfile::NamedTempFile, ObjectFile, SecretKey) {
     let tmp = tempfile::NamedTempFile::new().unwrap();
     let f = OpenOptions::new()
         .read(true)
@@ -24,7 +40,7 @@ fn temp_object(cipher: Cipher) -> (tempfile::NamedTempFile, ObjectFile, SecretKe
         .open(tmp.path())
         .unwrap();
     let (h, key) = if cipher == Cipher::None {
-        (Header::new_plain(), SecretKey::from_bytes(&[]))
+        (Header::new_plain(chunk), SecretKey::from_bytes(&[]))
     } else {
         let kek = FixedKek {
             key_id: [0; 16],
@@ -32,14 +48,14 @@ fn temp_object(cipher: Cipher) -> (tempfile::NamedTempFile, ObjectFile, SecretKe
             key: SecretKey::random(32),
             nonce: [9; 12],
         };
-        Header::new_sealed(Method::Oss, cipher, &kek)
+        Header::new_sealed(Method::Oss, cipher, chunk, &kek)
     };
     // A small shared cache, so the tests also cover hits, evictions and
     // invalidation.
     let o = ObjectFile::create(f, h, &key, "test".into())
         .unwrap()
         .with_cache(Some(std::sync::Arc::new(super::ChunkCache::new(
-            6 * CHUNK_SIZE,
+            6 * chunk.bytes(),
         ))));
     (tmp, o, key)
 }
@@ -129,21 +145,28 @@ enum Op {
     Truncate(u64),
 }
 
-fn op() -> impl Strategy<Value = Op> {
-    let max = 5 * CHUNK_SIZE as u64;
+/// Operations over the first 5 chunks of an object of chunk size `c`.
+fn op(c: usize) -> impl Strategy<Value = Op> {
+    let max = 5 * c as u64;
     prop_oneof![
-        (
-            0..max,
-            prop::collection::vec(any::<u8>(), 1..2 * CHUNK_SIZE)
-        )
-            .prop_map(|(o, d)| Op::Write(o, d)),
-        (0..max, 1usize..3 * CHUNK_SIZE).prop_map(|(o, l)| Op::Read(o, l)),
+        (0..max, prop::collection::vec(any::<u8>(), 1..2 * c)).prop_map(|(o, d)| Op::Write(o, d)),
+        (0..max, 1usize..3 * c).prop_map(|(o, l)| Op::Read(o, l)),
         (0..max).prop_map(Op::Truncate),
     ]
 }
 
-fn run_model(cipher: Cipher, ops: &[Op]) -> std::result::Result<(), TestCaseError> {
-    let (tmp, mut o, key) = temp_object(cipher);
+/// A chunk size (every one the format allows) and up to `n` operations.
+fn sized_ops(n: usize) -> impl Strategy<Value = (ChunkSize, Vec<Op>)> {
+    prop::sample::select(ChunkSize::ALL.to_vec())
+        .prop_flat_map(move |c| (Just(c), prop::collection::vec(op(c.bytes()), 1..n)))
+}
+
+fn run_model(
+    cipher: Cipher,
+    chunk: ChunkSize,
+    ops: &[Op],
+) -> std::result::Result<(), TestCaseError> {
+    let (tmp, mut o, key) = temp_object_in(cipher, chunk);
     let mut model: Vec<u8> = Vec::new();
     for op in ops {
         match op {
@@ -169,10 +192,7 @@ fn run_model(cipher: Cipher, ops: &[Op]) -> std::result::Result<(), TestCaseErro
         }
         prop_assert_eq!(o.size(), model.len() as u64);
         let file_len = fs::metadata(tmp.path()).unwrap().len();
-        prop_assert_eq!(
-            crate::format::plaintext_len(file_len),
-            Some(model.len() as u64)
-        );
+        prop_assert_eq!(chunk.plaintext_len(file_len), Some(model.len() as u64));
     }
     // Everything reads back, and every chunk authenticates.
     let mut all = vec![0u8; model.len()];
@@ -189,18 +209,18 @@ fn run_model(cipher: Cipher, ops: &[Op]) -> std::result::Result<(), TestCaseErro
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
-    fn random_access_matches_a_model_aes(ops in prop::collection::vec(op(), 1..24)) {
-        run_model(Cipher::Aes256Gcm, &ops)?;
+    fn random_access_matches_a_model_aes((chunk, ops) in sized_ops(24)) {
+        run_model(Cipher::Aes256Gcm, chunk, &ops)?;
     }
     #[test]
-    fn random_access_matches_a_model_sm4(ops in prop::collection::vec(op(), 1..12)) {
-        run_model(Cipher::Sm4Gcm, &ops)?;
+    fn random_access_matches_a_model_sm4((chunk, ops) in sized_ops(12)) {
+        run_model(Cipher::Sm4Gcm, chunk, &ops)?;
     }
     #[test]
-    fn random_access_matches_a_model_plain(ops in prop::collection::vec(op(), 1..24)) {
-        run_model(Cipher::None, &ops)?;
+    fn random_access_matches_a_model_plain((chunk, ops) in sized_ops(24)) {
+        run_model(Cipher::None, chunk, &ops)?;
     }
 }
 
@@ -568,7 +588,9 @@ fn disabling_a_cmk_stops_reads_and_writes_of_objects_already_open() {
         .write(true)
         .open(data.join("bkt/o"))
         .unwrap();
-    let mut o = engine.open_object(&root_p(), f, "bkt/o".into()).unwrap();
+    let mut o = engine
+        .open_object(&root_p(), f, "bkt/o".into(), ChunkSize::DEFAULT)
+        .unwrap();
     let mut buf = vec![0u8; body.len()];
     assert_eq!(o.read_at(0, &mut buf).unwrap(), body.len());
 
@@ -829,4 +851,298 @@ fn the_cached_bucket_rule_follows_changes_made_by_another_process() {
         e.engine.effective_sse(&dir, Some(&over)).unwrap(),
         Some(over)
     );
+}
+
+// ------------------------------------------------------------ chunk sizes
+
+/// Byte ranges of the backend file that differ.
+fn changed_bytes(before: &[u8], after: &[u8]) -> Vec<usize> {
+    (0..before.len().max(after.len()))
+        .filter(|&i| before.get(i) != after.get(i))
+        .collect()
+}
+
+#[test]
+fn a_one_byte_write_touches_one_chunk_of_every_size() {
+    for c in ChunkSize::ALL {
+        let (tmp, mut o, _) = temp_object_in(Cipher::Aes256Gcm, c);
+        o.write_at(0, &pattern(4 * c.bytes(), 1)).unwrap();
+        let before = fs::read(tmp.path()).unwrap();
+        assert_eq!(before.len() as u64, c.backend_len(4 * c.bytes() as u64));
+        o.write_at(2 * c.bytes() as u64 + 5, &[0xEE]).unwrap();
+        let after = fs::read(tmp.path()).unwrap();
+        let changed = changed_bytes(&before, &after);
+        let chunk2 = c.slot_offset(2) as usize..c.slot_offset(3) as usize;
+        assert!(!changed.is_empty());
+        assert!(
+            changed.iter().all(|i| chunk2.contains(i)),
+            "{c}: outside chunk 2"
+        );
+    }
+}
+
+/// What makes 4 KiB chunks fast for 4 KiB random writes: an aligned
+/// whole-chunk write never reads the old chunk. Chunk 1 is corrupted on the
+/// backend first; reading it would fail authentication, overwriting it
+/// whole must not.
+#[test]
+fn an_aligned_whole_chunk_write_does_not_read_the_old_chunk() {
+    let c = ChunkSize::KIB4;
+    let (tmp, mut o, key) = temp_object_in(Cipher::Aes256Gcm, c);
+    o.write_at(0, &pattern(3 * 4096, 2)).unwrap();
+    drop(o);
+    let f = OpenOptions::new().write(true).open(tmp.path()).unwrap();
+    f.write_all_at(&[0xFF; 64], c.slot_offset(1) + 100).unwrap();
+    let mut o = reopen(&tmp, &key);
+    let mut buf = vec![0u8; 4096];
+    assert!(o.read_at(4096, &mut buf).is_err(), "the corruption is seen");
+    o.write_at(4096, &pattern(4096, 9)).unwrap();
+    assert_eq!(o.read_at(4096, &mut buf).unwrap(), 4096);
+    assert_eq!(buf, pattern(4096, 9));
+    // An unaligned write into a corrupt chunk has to read it, and fails.
+    f.write_all_at(&[0xFF; 64], c.slot_offset(2) + 100).unwrap();
+    let mut o = reopen(&tmp, &key);
+    assert_eq!(
+        o.write_at(2 * 4096 + 1, b"x").unwrap_err().code,
+        OssCode::DataIntegrityError
+    );
+}
+
+/// Writes, reads, truncations, holes and growth across chunk boundaries,
+/// worked by hand for every chunk size and cipher; then read back from the
+/// file alone.
+#[test]
+fn boundaries_holes_and_truncation_for_every_chunk_size() {
+    for c in ChunkSize::ALL {
+        for cipher in [Cipher::Aes256Gcm, Cipher::Sm4Gcm, Cipher::None] {
+            let n = c.bytes();
+            let (tmp, mut o, key) = temp_object_in(cipher, c);
+            let mut model = pattern(2 * n + n / 2, 3);
+            o.write_at(0, &model).unwrap();
+            // Straddling the boundary between chunks 0 and 1.
+            let piece = pattern(10, 77);
+            o.write_at(n as u64 - 5, &piece).unwrap();
+            model[n - 5..n + 5].copy_from_slice(&piece);
+            // Truncate mid-chunk, then exactly at a boundary.
+            o.set_len(n as u64 + 7).unwrap();
+            model.truncate(n + 7);
+            o.set_len(n as u64).unwrap();
+            model.truncate(n);
+            // Grow past several chunks: the skipped ones are holes.
+            let far = 5 * n as u64 + 3;
+            o.write_at(far, b"end").unwrap();
+            model.resize(far as usize, 0);
+            model.extend_from_slice(b"end");
+            // An append that fills the last chunk and starts another.
+            let tail = pattern(n, 5);
+            o.write_at(model.len() as u64, &tail).unwrap();
+            model.extend_from_slice(&tail);
+            let len = fs::metadata(tmp.path()).unwrap().len();
+            assert_eq!(
+                c.plaintext_len(len),
+                Some(model.len() as u64),
+                "{c} {cipher:?}"
+            );
+            let o2 = reopen(&tmp, &key);
+            assert_eq!(o2.header().chunk, c);
+            let mut all = vec![1u8; model.len() + 10];
+            assert_eq!(o2.read_at(0, &mut all).unwrap(), model.len());
+            assert_eq!(&all[..model.len()], &model[..], "{c} {cipher:?}");
+            o2.verify().unwrap();
+            // The holes are sparse slots, not sealed zeros.
+            let raw = fs::read(tmp.path()).unwrap();
+            let hole = c.slot_offset(2) as usize..c.slot_offset(3) as usize;
+            assert!(raw[hole].iter().all(|&b| b == 0), "{c} {cipher:?}");
+        }
+    }
+}
+
+#[test]
+fn the_chunk_size_is_set_only_while_the_bucket_is_empty() {
+    let e = env();
+    let bk = b("bkt");
+    e.engine.create_bucket(&bk).unwrap();
+    assert_eq!(e.engine.bucket_chunk_size(&bk).unwrap(), ChunkSize::DEFAULT);
+    e.engine
+        .put_bucket_chunk_size(&root(), &bk, ChunkSize::KIB4)
+        .unwrap();
+    assert_eq!(e.engine.bucket_chunk_size(&bk).unwrap(), ChunkSize::KIB4);
+    let settings = fs::read_to_string(e.data.join("bkt").join(BUCKET_SETTINGS)).unwrap();
+    assert_eq!(settings.trim(), "chunk_size = 4096");
+    e.put("bkt", "o", b"x", None).unwrap();
+    let err = e
+        .engine
+        .put_bucket_chunk_size(&root(), &bk, ChunkSize::KIB64)
+        .unwrap_err();
+    assert_eq!(
+        (err.code, err.errno()),
+        (OssCode::BucketNotEmpty, libc::ENOTEMPTY)
+    );
+    assert_eq!(err.resource.as_deref(), Some("bkt"));
+    assert_eq!(
+        fs::read_to_string(e.data.join("bkt").join(BUCKET_SETTINGS)).unwrap(),
+        settings,
+        "a refusal changes nothing"
+    );
+    // The size it has already: nothing to change, so no refusal.
+    e.engine
+        .put_bucket_chunk_size(&root(), &bk, ChunkSize::KIB4)
+        .unwrap();
+    // An empty directory is something too, as for deleting the bucket.
+    fs::remove_file(e.path("bkt", "o")).unwrap();
+    fs::create_dir(e.path("bkt", "d")).unwrap();
+    assert!(e
+        .engine
+        .put_bucket_chunk_size(&root(), &bk, ChunkSize::KIB64)
+        .is_err());
+    fs::remove_dir(e.path("bkt", "d")).unwrap();
+    e.engine
+        .put_bucket_chunk_size(&root(), &bk, ChunkSize::DEFAULT)
+        .unwrap();
+    // Back to the default: the field is gone, as if never set.
+    assert_eq!(
+        fs::read_to_string(e.data.join("bkt").join(BUCKET_SETTINGS))
+            .unwrap()
+            .trim(),
+        ""
+    );
+    // Someone else's bucket: AccessDenied, as for the rule.
+    let other = Principal::new(4242, 4242);
+    let err = e
+        .engine
+        .put_bucket_chunk_size(&other, &bk, ChunkSize::KIB4)
+        .unwrap_err();
+    assert_eq!(err.code, OssCode::AccessDenied);
+}
+
+#[test]
+fn objects_are_written_with_their_buckets_chunk_size() {
+    let e = env();
+    for (name, c) in [
+        ("small", ChunkSize::KIB4),
+        ("big", ChunkSize::KIB64),
+        ("std", ChunkSize::KIB16),
+    ] {
+        e.engine.create_bucket(&b(name)).unwrap();
+        e.engine
+            .put_bucket_chunk_size(&root(), &b(name), c)
+            .unwrap();
+    }
+    let data = pattern(100_000, 8);
+    let aes = rule("AES256", None, None);
+    e.put("small", "o", &data, Some(&aes)).unwrap();
+    let chunk_of = |bucket: &str, key: &str| {
+        let f = fs::File::open(e.path(bucket, key)).unwrap();
+        Engine::read_header(&f, key).unwrap().chunk
+    };
+    assert_eq!(chunk_of("small", "o"), ChunkSize::KIB4);
+    let len = fs::metadata(e.path("small", "o")).unwrap().len();
+    assert_eq!(len, ChunkSize::KIB4.backend_len(100_000));
+    assert_eq!(
+        e.engine.head_object(&b("small"), &k("o")).unwrap().size,
+        100_000
+    );
+    assert_eq!(e.get("small", "o").unwrap(), data);
+    // A copy takes the destination's chunk size, and a copy over itself
+    // (re-encryption) keeps the bucket's.
+    for dst in ["big", "std"] {
+        e.engine
+            .copy_object(&root(), (&b("small"), &k("o")), (&b(dst), &k("c")), None)
+            .unwrap();
+        assert_eq!(
+            chunk_of(dst, "c"),
+            e.engine.bucket_chunk_size(&b(dst)).unwrap()
+        );
+        assert_eq!(e.get(dst, "c").unwrap(), data);
+    }
+    let sm4 = rule("SM4", None, None);
+    e.engine
+        .copy_object(
+            &root(),
+            (&b("small"), &k("o")),
+            (&b("small"), &k("o")),
+            Some(&sm4),
+        )
+        .unwrap();
+    assert_eq!(chunk_of("small", "o"), ChunkSize::KIB4);
+    assert_eq!(e.get("small", "o").unwrap(), data);
+}
+
+/// An object whose chunk size is not its bucket's (moved on the backend by
+/// hand) is refused by every reader; never read with the wrong layout.
+#[test]
+fn an_object_moved_to_a_bucket_of_another_chunk_size_is_refused() {
+    let e = env();
+    e.engine.create_bucket(&b("std")).unwrap();
+    e.engine.create_bucket(&b("small")).unwrap();
+    e.engine
+        .put_bucket_chunk_size(&root(), &b("small"), ChunkSize::KIB4)
+        .unwrap();
+    for (i, (name, sse)) in methods().into_iter().enumerate() {
+        let key = format!("m{i}");
+        e.put("std", &key, &pattern(50_000, 1), sse.as_ref())
+            .unwrap();
+        fs::rename(e.path("std", &key), e.path("small", &key)).unwrap();
+        let err = e.get("small", &key).unwrap_err();
+        assert_eq!(err.code, OssCode::DataIntegrityError, "{name}");
+        assert_eq!(err.errno(), libc::EIO);
+        assert_eq!(
+            err.resource.as_deref(),
+            Some(format!("small/{key}").as_str())
+        );
+        assert!(err.message.contains("chunk size"), "{}", err.message);
+        assert_eq!(
+            e.engine
+                .head_object(&b("small"), &k(&key))
+                .unwrap_err()
+                .code,
+            OssCode::DataIntegrityError
+        );
+        // Moved back, it reads again.
+        fs::rename(e.path("small", &key), e.path("std", &key)).unwrap();
+        assert_eq!(e.get("std", &key).unwrap(), pattern(50_000, 1));
+    }
+}
+
+#[test]
+fn a_bucket_settings_file_with_a_bad_chunk_size_is_an_error() {
+    let e = env();
+    e.engine.create_bucket(&b("bkt")).unwrap();
+    fs::write(
+        e.data.join("bkt").join(BUCKET_SETTINGS),
+        "chunk_size = 8192\n",
+    )
+    .unwrap();
+    let err = e.engine.bucket_chunk_size(&b("bkt")).unwrap_err();
+    assert_eq!(err.code, OssCode::InternalError);
+    assert!(err.message.contains("8192"), "{}", err.message);
+    assert!(e.put("bkt", "o", b"x", None).is_err());
+}
+
+#[test]
+fn the_cache_is_bounded_in_bytes_across_chunk_sizes() {
+    let cache = ChunkCache::new(40_000);
+    let owner = |n: u8| super::cache::Owner {
+        object_id: [n; 16],
+        dev: 1,
+        ino: n as u64,
+    };
+    for i in 0..9 {
+        cache.put(&owner(1), i, vec![0; 4096]);
+    }
+    assert_eq!(cache.held_bytes(), 9 * 4096);
+    cache.put(&owner(2), 0, vec![0; 16384]);
+    assert!(cache.held_bytes() <= 40_000);
+    assert!(cache.get(&owner(2), 0).is_some(), "the newest stays");
+    assert!(cache.get(&owner(1), 0).is_none(), "the oldest went first");
+    // Replacing an entry counts its new size only.
+    cache.put(&owner(2), 0, vec![0; 100]);
+    let held = cache.held_bytes();
+    cache.put(&owner(2), 0, vec![0; 100]);
+    assert_eq!(cache.held_bytes(), held);
+    // One chunk larger than the whole cache is still kept (alone).
+    cache.put(&owner(3), 0, vec![0; 65536]);
+    assert_eq!(cache.held_bytes(), 65536);
+    cache.remove_from(&owner(3), 0);
+    assert_eq!(cache.held_bytes(), 0);
 }

@@ -2,7 +2,7 @@
 
 use crate::crypto::{Aead, IntegrityError, Nonce, NONCE_LEN, TAG_LEN};
 
-use super::{CHUNK_OVERHEAD, SLOT_SIZE};
+use super::{ChunkSize, CHUNK_OVERHEAD};
 
 /// Associated data of chunk `index` (§4): the object id, the index and
 /// whether it is the last chunk. Binding the index stops chunks moving within
@@ -35,10 +35,11 @@ pub fn seal_chunk(
 }
 
 /// Opens a chunk slot in place and returns its plaintext, a sub-slice of
-/// `slot`. An all-zero full slot that is not the last chunk is a hole
-/// (§3.3) and reads as zeros.
+/// `slot`. An all-zero full slot (of `chunk`'s size) that is not the last
+/// chunk is a hole (§3.3) and reads as zeros.
 pub fn open_chunk<'a>(
     aead: &Aead,
+    chunk: ChunkSize,
     object_id: &[u8; 16],
     index: u64,
     last: bool,
@@ -50,11 +51,11 @@ pub fn open_chunk<'a>(
     // Check the nonce first: a real slot's random nonce is almost never zero,
     // so the full scan only runs on actual holes.
     if !last
-        && slot.len() == SLOT_SIZE
+        && slot.len() == chunk.slot()
         && slot[..NONCE_LEN].iter().all(|&b| b == 0)
         && slot.iter().all(|&b| b == 0)
     {
-        return Ok(&slot[NONCE_LEN..SLOT_SIZE - TAG_LEN]);
+        return Ok(&slot[NONCE_LEN..chunk.slot() - TAG_LEN]);
     }
     let (nonce, rest) = slot.split_at_mut(NONCE_LEN);
     let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);

@@ -3,7 +3,7 @@
 use crate::crypto::{checksum16, fill_random, tags_equal, Cipher, IntegrityError, SecretKey};
 use crate::error::{Error, Result};
 
-use super::CHUNK_SHIFT;
+use super::ChunkSize;
 
 pub const HEADER_LEN: usize = 128;
 const MAGIC: &[u8; 8] = b"SSEFSOBJ";
@@ -46,6 +46,8 @@ pub trait KeyWrap {
 pub struct Header {
     pub method: Method,
     pub cipher: Cipher,
+    /// The object's chunk size (§2, byte 11; §3). It must be its bucket's.
+    pub chunk: ChunkSize,
     /// Random per upload; bound into every chunk's associated data.
     pub object_id: [u8; 16],
     /// All zero for SSE-OSS and unencrypted objects; the CMK's UUID for KMS.
@@ -58,12 +60,13 @@ pub struct Header {
 
 impl Header {
     /// A header for a new unencrypted object.
-    pub fn new_plain() -> Self {
+    pub fn new_plain(chunk: ChunkSize) -> Self {
         let mut object_id = [0u8; 16];
         fill_random(&mut object_id);
         Header {
             method: Method::None,
             cipher: Cipher::None,
+            chunk,
             object_id,
             key_id: [0; 16],
             key_version: 0,
@@ -75,11 +78,16 @@ impl Header {
 
     /// A header for a new encrypted object: draws a fresh data key and object
     /// id, wraps the key under `kek`. Returns the header and the data key.
-    pub fn new_sealed(method: Method, cipher: Cipher, kek: &dyn KeyWrap) -> (Self, SecretKey) {
+    pub fn new_sealed(
+        method: Method,
+        cipher: Cipher,
+        chunk: ChunkSize,
+        kek: &dyn KeyWrap,
+    ) -> (Self, SecretKey) {
         let mut object_id = [0u8; 16];
         fill_random(&mut object_id);
         let data_key = SecretKey::random(cipher.key_len());
-        let h = Self::seal_with(method, cipher, object_id, kek, &data_key);
+        let h = Self::seal_with(method, cipher, chunk, object_id, kek, &data_key);
         (h, data_key)
     }
 
@@ -88,6 +96,7 @@ impl Header {
     pub fn seal_with(
         method: Method,
         cipher: Cipher,
+        chunk: ChunkSize,
         object_id: [u8; 16],
         kek: &dyn KeyWrap,
         data_key: &SecretKey,
@@ -95,6 +104,7 @@ impl Header {
         let mut h = Header {
             method,
             cipher,
+            chunk,
             object_id,
             key_id: kek.key_id(),
             key_version: kek.version(),
@@ -142,7 +152,7 @@ impl Header {
             Cipher::Aes256Gcm => 1,
             Cipher::Sm4Gcm => 2,
         };
-        b[11] = CHUNK_SHIFT;
+        b[11] = self.chunk.shift();
         // 12..16 reserved, zero
         b[16..32].copy_from_slice(&self.object_id);
         b[32..48].copy_from_slice(&self.key_id);
@@ -189,9 +199,9 @@ impl Header {
         if (method == Method::None) != (cipher == Cipher::None) {
             return Err(bad("method and cipher disagree"));
         }
-        if b[11] != CHUNK_SHIFT {
+        let Some(chunk) = ChunkSize::from_shift(b[11]) else {
             return Err(bad("unsupported chunk size"));
-        }
+        };
         if b[12..16] != [0; 4] {
             return Err(bad("reserved bytes set"));
         }
@@ -218,6 +228,7 @@ impl Header {
         Ok(Header {
             method,
             cipher,
+            chunk,
             object_id: arr(&b[16..32]),
             key_id,
             key_version,

@@ -60,31 +60,69 @@ struct Vector {
     file: &'static str,
     method: Method,
     cipher: Cipher,
+    chunk: ChunkSize,
     key_id: [u8; 16],
     version: u32,
     wrap_nonce: u8,
+    plaintext: Vec<u8>,
 }
 
 const PLAINTEXT: &[u8] = b"ssefs test vector\n";
 
-fn vectors() -> [Vector; 2] {
+fn vectors() -> [Vector; 3] {
     [
         Vector {
             file: "aes256-sse-oss.hex",
             method: Method::Oss,
             cipher: Cipher::Aes256Gcm,
+            chunk: ChunkSize::KIB16,
             key_id: [0; 16],
             version: 1,
             wrap_nonce: 0x11,
+            plaintext: PLAINTEXT.to_vec(),
         },
         Vector {
             file: "sm4-sse-kms.hex",
             method: Method::Kms,
             cipher: Cipher::Sm4Gcm,
+            chunk: ChunkSize::KIB16,
             key_id: seq(0xc0, 16).try_into().unwrap(),
             version: 2,
             wrap_nonce: 0x33,
+            plaintext: PLAINTEXT.to_vec(),
         },
+        // Two 4 KiB chunks: bytes 00 01 .. ff repeated to 4096, then the
+        // 18 bytes above (§6).
+        Vector {
+            file: "aes256-sse-oss-4k.hex",
+            method: Method::Oss,
+            cipher: Cipher::Aes256Gcm,
+            chunk: ChunkSize::KIB4,
+            key_id: [0; 16],
+            version: 1,
+            wrap_nonce: 0x44,
+            plaintext: [
+                (0..4096).map(|i| i as u8).collect::<Vec<u8>>(),
+                PLAINTEXT.to_vec(),
+            ]
+            .concat(),
+        },
+    ]
+}
+
+/// What FORMAT.md shows of a vector: all of it when it is short; else the
+/// header, the last slot and the SHA-256 of the whole file.
+fn shown_in_doc(v: &Vector, bytes: &[u8]) -> Vec<String> {
+    if bytes.len() <= 512 {
+        return vec![hex(bytes)];
+    }
+    let last = v
+        .chunk
+        .slot_offset(v.chunk.chunk_count(v.plaintext.len() as u64) - 1) as usize;
+    vec![
+        hex(&bytes[..HEADER_LEN]),
+        hex(&bytes[last..]),
+        hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref()),
     ]
 }
 
@@ -98,15 +136,20 @@ fn build(v: &Vector) -> (Vec<u8>, FixedKek) {
     };
     let object_id: [u8; 16] = seq(0xa0, 16).try_into().unwrap();
     let data_key = SecretKey::from_bytes(&seq(0x40, v.cipher.key_len()));
-    let h = Header::seal_with(v.method, v.cipher, object_id, &kek, &data_key);
+    let h = Header::seal_with(v.method, v.cipher, v.chunk, object_id, &kek, &data_key);
     let mut out = h.encode().to_vec();
     let aead = Aead::new(v.cipher, &data_key).unwrap();
-    let nonce = Nonce([0x22; 12]);
-    let mut body = PLAINTEXT.to_vec();
-    let tag = aead.seal(&nonce, &chunk_ad(&object_id, 0, true), &mut body);
-    out.extend_from_slice(&nonce.0);
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&tag);
+    let chunks: Vec<&[u8]> = v.plaintext.chunks(v.chunk.bytes()).collect();
+    for (i, plain) in chunks.iter().enumerate() {
+        // Chunk i's nonce is twelve bytes of 0x22 + i.
+        let nonce = Nonce([0x22 + i as u8; 12]);
+        let mut body = plain.to_vec();
+        let last = i + 1 == chunks.len();
+        let tag = aead.seal(&nonce, &chunk_ad(&object_id, i as u64, last), &mut body);
+        out.extend_from_slice(&nonce.0);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&tag);
+    }
     (out, kek)
 }
 
@@ -125,28 +168,35 @@ fn test_vectors_match_the_files_and_the_spec() {
             "{} differs from the spec's construction",
             v.file
         );
-        assert!(
-            doc_hex.contains(&hex(&want)),
-            "FORMAT.md does not show {}",
-            v.file
-        );
+        for part in shown_in_doc(&v, &want) {
+            assert!(
+                doc_hex.contains(&part),
+                "FORMAT.md does not show {} ({part})",
+                v.file
+            );
+        }
 
         // And the reader decodes it.
         let h = Header::parse(&want).unwrap();
         assert_eq!(
-            (h.method, h.cipher, h.key_version),
-            (v.method, v.cipher, v.version)
+            (h.method, h.cipher, h.chunk, h.key_version),
+            (v.method, v.cipher, v.chunk, v.version)
         );
         let dk = h.unwrap_data_key(&kek).unwrap();
         assert_eq!(dk.expose(), &seq(0x40, v.cipher.key_len())[..]);
         let aead = Aead::new(h.cipher, &dk).unwrap();
-        assert_eq!(
-            plaintext_len(want.len() as u64),
-            Some(PLAINTEXT.len() as u64)
-        );
-        let mut slot = want[HEADER_LEN..].to_vec();
-        let plain = open_chunk(&aead, &h.object_id, 0, true, &mut slot).unwrap();
-        assert_eq!(plain, PLAINTEXT);
+        let size = h.chunk.plaintext_len(want.len() as u64).unwrap();
+        assert_eq!(size, v.plaintext.len() as u64);
+        let n = h.chunk.chunk_count(size);
+        let mut got = Vec::new();
+        for i in 0..n {
+            let from = h.chunk.slot_offset(i) as usize;
+            let to = (h.chunk.slot_offset(i + 1) as usize).min(want.len());
+            let mut slot = want[from..to].to_vec();
+            let plain = open_chunk(&aead, h.chunk, &h.object_id, i, i + 1 == n, &mut slot).unwrap();
+            got.extend_from_slice(plain);
+        }
+        assert_eq!(got, v.plaintext);
     }
 }
 
@@ -185,17 +235,63 @@ fn every_header_byte_is_checked() {
 
 #[test]
 fn a_plain_header_round_trips_and_has_no_key() {
-    let h = Header::new_plain();
-    let p = Header::parse(&h.encode()).unwrap();
-    assert_eq!(p, h);
-    assert_eq!(p.method, Method::None);
+    for c in ChunkSize::ALL {
+        let h = Header::new_plain(c);
+        let p = Header::parse(&h.encode()).unwrap();
+        assert_eq!(p, h);
+        assert_eq!((p.method, p.chunk), (Method::None, c));
+    }
+}
+
+/// Byte 11 (§2, §2.4): 12, 14 and 16 are the only chunk sizes; any other
+/// value, even under a valid checksum, is refused, and an accepted one is
+/// covered by the key wrap (changing it fails the unwrap).
+#[test]
+fn only_4_16_and_64_kib_chunks_are_accepted() {
+    let (b, kek) = build(&vectors()[0]);
+    let good: [u8; HEADER_LEN] = b[..HEADER_LEN].try_into().unwrap();
+    assert_eq!(good[11], 14);
+    let mut accepted = Vec::new();
+    for v in 0..=255u8 {
+        let mut h = good;
+        h[11] = v;
+        let sum = crate::crypto::checksum16(&[b"ssefs-header-v1", &h[..112]]);
+        h[112..].copy_from_slice(&sum);
+        match Header::parse(&h) {
+            Ok(p) => {
+                assert_eq!(p.chunk.shift(), v);
+                assert_eq!(p.chunk.bytes(), 1 << v);
+                if v != 14 {
+                    assert!(
+                        p.unwrap_data_key(&kek).is_err(),
+                        "byte 11 = {v} not authenticated"
+                    );
+                }
+                accepted.push(v);
+            }
+            Err(e) => assert_eq!(e.code, crate::error::OssCode::DataIntegrityError),
+        }
+    }
+    assert_eq!(accepted, vec![12, 14, 16]);
+    assert_eq!(ChunkSize::ALL.map(|c| c.bytes()), [4096, 16384, 65536]);
+    for c in ChunkSize::ALL {
+        assert_eq!(ChunkSize::from_bytes(c.bytes() as u64), Some(c));
+        assert_eq!(ChunkSize::parse(c.to_string().as_bytes()).unwrap(), c);
+        assert!(c.bytes() <= ChunkSize::MAX_BYTES);
+    }
+    for bad in [
+        "", "0", "4097", "8192", "32768", "131072", "04096", "+4096", " 4096", "4096\n", "4k",
+        "0x1000",
+    ] {
+        assert!(ChunkSize::parse(bad.as_bytes()).is_err(), "{bad:?}");
+    }
 }
 
 /// Tamper test (issue 6): a plain header's key version, changed with the
 /// checksum recomputed, was accepted although nothing authenticates it.
 #[test]
 fn regression_a_plain_header_with_a_key_version_is_refused() {
-    let mut b = Header::new_plain().encode();
+    let mut b = Header::new_plain(ChunkSize::DEFAULT).encode();
     b[48] = 1;
     let sum = crate::crypto::checksum16(&[b"ssefs-header-v1", &b[..112]]);
     b[112..].copy_from_slice(&sum);
@@ -209,10 +305,21 @@ fn last_chunk_flag_and_index_are_bound() {
     let id = [7u8; 16];
     let mut slot = Vec::new();
     seal_chunk(&a, &id, 3, false, b"hello", &mut slot);
-    assert!(open_chunk(&a, &id, 3, true, &mut slot.clone()).is_err());
-    assert!(open_chunk(&a, &id, 4, false, &mut slot.clone()).is_err());
-    assert!(open_chunk(&a, &[8u8; 16], 3, false, &mut slot.clone()).is_err());
-    assert_eq!(open_chunk(&a, &id, 3, false, &mut slot).unwrap(), b"hello");
+    assert!(open_chunk(&a, ChunkSize::DEFAULT, &id, 3, true, &mut slot.clone()).is_err());
+    assert!(open_chunk(&a, ChunkSize::DEFAULT, &id, 4, false, &mut slot.clone()).is_err());
+    assert!(open_chunk(
+        &a,
+        ChunkSize::DEFAULT,
+        &[8u8; 16],
+        3,
+        false,
+        &mut slot.clone()
+    )
+    .is_err());
+    assert_eq!(
+        open_chunk(&a, ChunkSize::DEFAULT, &id, 3, false, &mut slot).unwrap(),
+        b"hello"
+    );
 }
 
 #[test]
@@ -228,26 +335,66 @@ fn rewriting_a_chunk_gives_different_ciphertext() {
 #[test]
 fn a_zero_slot_is_a_hole_only_when_not_last() {
     let a = Aead::new(Cipher::Aes256Gcm, &SecretKey::random(32)).unwrap();
-    let mut z = vec![0u8; SLOT_SIZE];
+    for c in ChunkSize::ALL {
+        let mut z = vec![0u8; c.slot()];
+        assert_eq!(
+            open_chunk(&a, c, &[0; 16], 0, false, &mut z).unwrap(),
+            &vec![0u8; c.bytes()][..]
+        );
+        assert!(open_chunk(&a, c, &[0; 16], 0, true, &mut vec![0u8; c.slot()]).is_err());
+        assert!(open_chunk(&a, c, &[0; 16], 0, false, &mut [0u8; 100]).is_err());
+        // A zero slot of another chunk size is no hole here.
+        for other in ChunkSize::ALL.into_iter().filter(|o| *o != c) {
+            let mut z = vec![0u8; other.slot()];
+            assert!(open_chunk(&a, c, &[0; 16], 0, false, &mut z).is_err());
+        }
+    }
+}
+
+/// The sizes of §3.2 for C = 4096, worked by hand.
+#[test]
+fn sizes_of_4_kib_chunks() {
+    let c = ChunkSize::KIB4;
+    assert_eq!(c.slot(), 4124);
+    assert_eq!(c.backend_len(0), 128);
+    assert_eq!(c.backend_len(1), 128 + 29);
+    assert_eq!(c.backend_len(4096), 128 + 4124);
+    assert_eq!(c.backend_len(4097), 128 + 4124 + 29);
+    assert_eq!(c.plaintext_len(128 + 2 * 4124 + 28), None);
+    assert_eq!(c.plaintext_len(128 + 2 * 4124 + 29), Some(8193));
+    assert_eq!(c.shown_len(128 + 2 * 4124 + 10), (8192, true));
+    assert_eq!((c.index_of(4095), c.index_of(4096)), (0, 1));
+    assert_eq!(c.chunk_len(4097, 1), 1);
+    // The same file length means another size under another chunk size:
+    // why an object must have its bucket's (§3.2).
+    assert_eq!(c.plaintext_len(128 + 2 * 4124), Some(8192));
     assert_eq!(
-        open_chunk(&a, &[0; 16], 0, false, &mut z).unwrap(),
-        &vec![0u8; CHUNK_SIZE][..]
+        ChunkSize::KIB16.plaintext_len(128 + 2 * 4124),
+        Some(8192 + 28)
     );
-    assert!(open_chunk(&a, &[0; 16], 0, true, &mut vec![0u8; SLOT_SIZE]).is_err());
-    assert!(open_chunk(&a, &[0; 16], 0, false, &mut [0u8; 100]).is_err());
+}
+
+fn any_chunk() -> impl Strategy<Value = ChunkSize> {
+    prop::sample::select(ChunkSize::ALL.to_vec())
 }
 
 proptest! {
     #[test]
-    fn size_maps_round_trip(plain in 0u64..(1 << 40)) {
-        let len = backend_len(plain);
-        prop_assert_eq!(plaintext_len(len), Some(plain));
-        prop_assert_eq!(chunk_count(plain), plain.div_ceil(CHUNK_SIZE as u64));
+    fn size_maps_round_trip(c in any_chunk(), plain in 0u64..(1 << 40)) {
+        let len = c.backend_len(plain);
+        prop_assert_eq!(c.plaintext_len(len), Some(plain));
+        prop_assert_eq!(c.shown_len(len), (plain, false));
+        prop_assert_eq!(c.chunk_count(plain), plain.div_ceil(c.bytes() as u64));
     }
 
     #[test]
-    fn invalid_lengths_are_refused(full in 0u64..1000, rem in 1u64..=CHUNK_OVERHEAD as u64) {
-        let len = HEADER_LEN as u64 + full * SLOT_SIZE as u64 + rem;
-        prop_assert_eq!(plaintext_len(len), None);
+    fn invalid_lengths_are_refused(
+        c in any_chunk(),
+        full in 0u64..1000,
+        rem in 1u64..=CHUNK_OVERHEAD as u64,
+    ) {
+        let len = HEADER_LEN as u64 + full * c.slot() as u64 + rem;
+        prop_assert_eq!(c.plaintext_len(len), None);
+        prop_assert_eq!(c.shown_len(len), (full * c.bytes() as u64, true));
     }
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use super::{errno, lock, os_err, sys, Attr, Fs, Handle, Kind, Node};
 use crate::engine::{Engine, ObjectFile};
 use crate::error::Result;
+use crate::format::ChunkSize;
 use crate::kms::Principal;
 
 thread_local! {
@@ -71,9 +72,13 @@ impl Fs {
             Engine::read_override(&st.file, name)?
         };
         let sse = self.engine.effective_sse(bucket_dir, over.as_ref())?;
+        let chunk = self
+            .engine
+            .chunk_size_at(bucket_dir)
+            .map_err(|e| e.resource(name))?;
         let (header, key) = self
             .engine
-            .new_header(p, sse.as_ref())
+            .new_header(p, sse.as_ref(), chunk)
             .map_err(|e| e.resource(name))?;
         let f = st.file.try_clone().map_err(os_err)?;
         st.obj = Some(
@@ -233,10 +238,12 @@ impl Fs {
                     // OSS, overwriting an object needs no access to the old one.
                     None
                 } else {
+                    let b = role.bucket().ok_or_else(|| errno(libc::EPERM))?;
                     Some(self.engine.open_object(
                         p,
                         file.try_clone().map_err(os_err)?,
                         name.clone(),
+                        self.engine.bucket_chunk_size(b)?,
                     )?)
                 };
                 Arc::new(OpenObject {
@@ -249,7 +256,6 @@ impl Fs {
                 })
             }
         };
-        let _ = role;
         let fh = self.attach(ino, open)?;
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY || truncating;
         if writing {
@@ -475,12 +481,13 @@ impl Fs {
     }
 
     /// Points an open object at its backend file again after the file was
-    /// replaced (re-encryption renames a new file over it).
+    /// replaced (re-encryption renames a new file over it); `chunk` is its
+    /// bucket's chunk size.
     pub(super) fn refill(
         &self,
         fd: std::os::fd::RawFd,
         st: &mut ObjState,
-        name: &str,
+        (name, chunk): (&str, ChunkSize),
         p: &Principal,
     ) -> Result<()> {
         let file = sys::reopen(fd, libc::O_RDWR).map_err(os_err)?;
@@ -491,10 +498,12 @@ impl Fs {
         st.obj = if len == 0 {
             None
         } else {
-            Some(
-                self.engine
-                    .open_object(p, file.try_clone().map_err(os_err)?, name.to_owned())?,
-            )
+            Some(self.engine.open_object(
+                p,
+                file.try_clone().map_err(os_err)?,
+                name.to_owned(),
+                chunk,
+            )?)
         };
         st.file = file;
         Ok(())

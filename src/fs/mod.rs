@@ -23,7 +23,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::engine::{Engine, BUCKET_SETTINGS, STATE_DIR};
 use crate::error::{Error, OssCode, Result};
-use crate::format::{plaintext_len, HEADER_LEN};
 use crate::kms::Principal;
 use crate::oss::{BucketName, RESERVED_PREFIX};
 
@@ -249,20 +248,26 @@ impl Fs {
         Ok((n.fd.clone(), n.role.clone()))
     }
 
-    fn attr_of(&self, st: &libc::stat) -> Attr {
+    /// The attributes of an inode with stat `st` and role `role`. An
+    /// object's size comes from its file length and its bucket's chunk size
+    /// (FORMAT.md §3.2), never from opening it: that keeps `ls -l` to one
+    /// stat per object (the bucket's settings file is checked at most once
+    /// a second for it).
+    fn attr_of(&self, st: &libc::stat, role: &Role) -> Result<Attr> {
         let kind = Kind::from_mode(st.st_mode);
-        let size = if kind == Kind::File {
-            let len = st.st_size as u64;
-            plaintext_len(len).unwrap_or_else(|| {
-                // Not a valid length: show what whole chunks there are; reads
-                // of the damaged tail fail with EIO.
-                let body = len.saturating_sub(HEADER_LEN as u64);
-                body / crate::format::SLOT_SIZE as u64 * crate::format::CHUNK_SIZE as u64
-            })
-        } else {
-            st.st_size as u64
+        let size = match (kind, role) {
+            (Kind::File, Role::InBucket(b)) => {
+                let chunk = self
+                    .engine
+                    .chunk_size_for_stat(&self.bucket_dir(b))
+                    .map_err(|e| e.resource(b.as_str()))?;
+                // A length no object has shows the whole chunks before the
+                // damaged tail; reads of the tail fail with EIO.
+                chunk.shown_len(st.st_size as u64).0
+            }
+            _ => st.st_size as u64,
         };
-        Attr {
+        Ok(Attr {
             ino: self.fuse_ino(st.st_ino),
             size,
             blocks: st.st_blocks as u64,
@@ -276,7 +281,7 @@ impl Fs {
             gid: st.st_gid,
             rdev: st.st_rdev as u32,
             blksize: 4096,
-        }
+        })
     }
 
     /// Names that are not part of the namespace: the state directory at the
@@ -323,7 +328,7 @@ impl Fs {
         if matches!(role, Role::Bucket(_)) && Kind::from_mode(st.st_mode) != Kind::Dir {
             return Err(errno(libc::ENOENT));
         }
-        let attr = self.attr_of(st);
+        let attr = self.attr_of(st, &role)?;
         let mut nodes = lock(&self.nodes);
         nodes
             .entry(attr.ino)
@@ -365,9 +370,9 @@ impl Fs {
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
-        let (fd, _) = self.node(ino)?;
+        let (fd, role) = self.node(ino)?;
         let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
-        Ok(self.attr_of(&st))
+        self.attr_of(&st, &role)
     }
 
     /// Gives the inode `name`, just created by the daemon, to the requesting
@@ -535,8 +540,10 @@ impl Fs {
         }
         if prole.bucket() != nrole.bucket() {
             // Objects do not move between buckets: each bucket has its own
-            // rule. `mv` falls back to copy + delete, which re-encrypts
-            // under the destination's rule, as OSS CopyObject does.
+            // rule and chunk size (an object must have its bucket's, or its
+            // size would show wrong). `mv` falls back to copy + delete,
+            // which re-encrypts under the destination's rule and chunk
+            // size, as OSS CopyObject does.
             return Err(errno(libc::EXDEV));
         }
         if Self::hidden(&prole, name) {

@@ -1,8 +1,10 @@
 //! Extended attributes. The three OSS names choose encryption: on a bucket
 //! directory they are the bucket's rule (Put/Get/DeleteBucketEncryption), on
 //! a file they show how the object is stored and set a per-object override
-//! (which re-encrypts the object). Other names are stored on the backend
-//! file unchanged, like `x-oss-meta-*`.
+//! (which re-encrypts the object). `user.ssefs.chunk-size` is a bucket's
+//! chunk size (an ssefs extension; on a file, read-only: how it is stored).
+//! Other names are stored on the backend file unchanged, like
+//! `x-oss-meta-*`.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -14,14 +16,19 @@ use super::{errno, lock, os_err, sys, Fs, Kind, Role};
 use crate::engine::xattr::{self, At};
 use crate::engine::Engine;
 use crate::error::{Error, OssCode, Result};
-use crate::format::Method;
+use crate::format::{ChunkSize, Method};
 use crate::kms::{Kms, Principal};
 use crate::oss::{SseAlgorithm, SseConfig};
 
 pub const XA_SSE: &str = "user.oss.server-side-encryption";
 pub const XA_KEY: &str = "user.oss.server-side-encryption-key-id";
 pub const XA_DATA: &str = "user.oss.server-side-data-encryption";
+pub const XA_CHUNK: &str = "user.ssefs.chunk-size";
 const INTERNAL_PREFIX: &[u8] = b"user.ssefs.";
+
+fn is_chunk_name(name: &OsStr) -> bool {
+    name.as_bytes() == XA_CHUNK.as_bytes()
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum OssName {
@@ -155,6 +162,17 @@ impl Fs {
 
     pub fn getxattr(&self, ino: u64, name: &OsStr, p: &Principal) -> Result<Vec<u8>> {
         let (t, fd, _keep) = self.xattr_target(ino)?;
+        if is_chunk_name(name) {
+            return match t {
+                Target::Bucket(b) => {
+                    Ok(self.engine.bucket_chunk_size(&b)?.to_string().into_bytes())
+                }
+                Target::Object => self
+                    .stored_chunk(ino, fd)
+                    .map(|c| c.to_string().into_bytes()),
+                _ => Err(errno(libc::ENOTSUP)),
+            };
+        }
         if let Some(n) = oss_name(name) {
             return match t {
                 Target::Bucket(b) => match self.engine.get_bucket_encryption(p, &b) {
@@ -197,6 +215,14 @@ impl Fs {
                 out.push(0);
             }
         }
+        // Listed where it was set (as the rule's names are), so that
+        // copying a bucket's attributes carries it.
+        if let Target::Bucket(b) = &t {
+            if self.engine.bucket_chunk_size(b).ok() != Some(ChunkSize::DEFAULT) {
+                out.extend_from_slice(XA_CHUNK.as_bytes());
+                out.push(0);
+            }
+        }
         if matches!(t, Target::Other) {
             return Ok(out);
         }
@@ -219,6 +245,16 @@ impl Fs {
     ) -> Result<()> {
         self.writable()?;
         let (t, fd, _keep) = self.xattr_target(ino)?;
+        if is_chunk_name(name) {
+            return match t {
+                Target::Bucket(b) => {
+                    let chunk = ChunkSize::parse(value).map_err(|e| e.resource(b.as_str()))?;
+                    self.engine.put_bucket_chunk_size(p, &b, chunk)
+                }
+                // The chunk size is the bucket's: an object has its bucket's.
+                _ => Err(errno(libc::ENOTSUP)),
+            };
+        }
         if let Some(n) = oss_name(name) {
             return match t {
                 Target::Bucket(b) => {
@@ -250,6 +286,13 @@ impl Fs {
     pub fn removexattr(&self, ino: u64, name: &OsStr, p: &Principal) -> Result<()> {
         self.writable()?;
         let (t, fd, _keep) = self.xattr_target(ino)?;
+        if is_chunk_name(name) {
+            // Back to the default, under the same rule as setting it.
+            return match t {
+                Target::Bucket(b) => self.engine.put_bucket_chunk_size(p, &b, ChunkSize::DEFAULT),
+                _ => Err(errno(libc::ENOTSUP)),
+            };
+        }
         if let Some(n) = oss_name(name) {
             return match t {
                 Target::Bucket(b) => {
@@ -287,6 +330,18 @@ impl Fs {
             return Err(errno(libc::EPERM));
         }
         xattr::remove(At::Follow(&sys::proc_path(fd)), name).map_err(os_err)
+    }
+
+    /// The chunk size the object is stored with (its header's); an empty
+    /// file (no header yet) gets its bucket's at its first write.
+    fn stored_chunk(&self, ino: u64, fd: std::os::fd::RawFd) -> Result<ChunkSize> {
+        let f: File = sys::reopen(fd, libc::O_RDONLY).map_err(os_err)?;
+        if f.metadata().map_err(os_err)?.len() == 0 {
+            let (_, role) = self.node(ino)?;
+            let b = role.bucket().ok_or_else(|| errno(libc::ENOTSUP))?;
+            return self.engine.bucket_chunk_size(b);
+        }
+        Ok(Engine::read_header(&f, &self.display_name(fd))?.chunk)
     }
 
     /// The override if one is set, else how the object is stored.
@@ -336,6 +391,8 @@ impl Fs {
         let (fd, role) = self.node(ino)?;
         let backend_path = std::fs::read_link(sys::proc_path(fd.as_raw_fd())).map_err(os_err)?;
         let name = self.display_name(fd.as_raw_fd());
+        let bucket = role.bucket().ok_or_else(|| errno(libc::EPERM))?.clone();
+        let chunk = self.engine.bucket_chunk_size(&bucket)?;
         let size = self.getattr(ino)?.size;
         // The open object (if any) is locked for the whole change so no
         // write slips in between the copy and the rename.
@@ -346,18 +403,18 @@ impl Fs {
         if size == 0 {
             let (header, key) = self
                 .engine
-                .new_header(p, sse)
+                .new_header(p, sse, chunk)
                 .map_err(|e| e.resource(&name))?;
             let f = sys::reopen(fd.as_raw_fd(), libc::O_RDWR).map_err(os_err)?;
             Engine::write_override(&f, &name, over)?;
             crate::engine::ObjectFile::create(f, header, &key, name.clone())?;
             if let Some(g) = guard.as_mut() {
-                self.refill(fd.as_raw_fd(), g, &name, p)?;
+                self.refill(fd.as_raw_fd(), g, (&name, chunk), p)?;
             }
             return Ok(());
         }
         self.engine
-            .reencrypt_path(p, &backend_path, &name, sse, over)?;
+            .reencrypt_path(p, (&bucket, &backend_path), &name, sse, over)?;
         // The backend inode changed; keep the kernel's inode number for it.
         let new_fd =
             Arc::new(sys::open_path(libc::AT_FDCWD, backend_path.as_os_str()).map_err(os_err)?);
@@ -371,7 +428,7 @@ impl Fs {
             }
         }
         if let Some(g) = guard.as_mut() {
-            self.refill(new_fd.as_raw_fd(), g, &name, p)?;
+            self.refill(new_fd.as_raw_fd(), g, (&name, chunk), p)?;
         }
         Ok(())
     }

@@ -125,7 +125,13 @@ fn one(
         return Ok(Outcome::Unchanged);
     };
     let target = over.as_ref().or(rule);
-    engine.reencrypt_path(p, &obj.path, &obj.name, target, over.as_ref())?;
+    engine.reencrypt_path(
+        p,
+        (&obj.bucket, &obj.path),
+        &obj.name,
+        target,
+        over.as_ref(),
+    )?;
     Ok(Outcome::Changed)
 }
 
@@ -141,6 +147,12 @@ fn needs_rewrite(
     }
     let f = File::open(&obj.path).ctx(&obj.name)?;
     let header = Engine::read_header(&f, &obj.name)?;
+    // Not ours to fix: an object in the wrong bucket's chunk size fails.
+    Engine::check_chunk(
+        &header,
+        targets.engine.bucket_chunk_size(&obj.bucket)?,
+        &obj.name,
+    )?;
     let over = Engine::read_override(&f, &obj.name)?;
     let want = targets
         .resolve(over.as_ref().or(rule))

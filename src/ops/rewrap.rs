@@ -43,6 +43,9 @@ fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<Outcom
     let src = File::open(&obj.path).ctx(name)?;
     let before = src.metadata().ctx(name)?;
     let header = Engine::read_header(&src, name)?;
+    // The chunks are copied byte for byte, so the chunk size stays the
+    // header's; one that is not the bucket's is refused, not carried on.
+    Engine::check_chunk(&header, engine.bucket_chunk_size(&obj.bucket)?, name)?;
     let target = match header.method {
         // No data key, nothing to wrap.
         Method::None => return Ok(Outcome::Unchanged),
@@ -65,7 +68,14 @@ fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<Outcom
     let key = engine
         .unwrap_key(p, &header)
         .map_err(|e| e.resource(name))?;
-    let new = Header::seal_with(header.method, header.cipher, header.object_id, &kek, &key);
+    let new = Header::seal_with(
+        header.method,
+        header.cipher,
+        header.chunk,
+        header.object_id,
+        &kek,
+        &key,
+    );
     let over = Engine::read_override(&src, name)?;
 
     let (tmp, mut f) = engine.temp_file(0o644)?;

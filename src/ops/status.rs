@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::walk;
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::format::ChunkSize;
 use crate::kms::{KeyMetadata, MasterInfo};
 use crate::oss::{BucketName, SseAlgorithm, SseConfig};
 
@@ -23,6 +24,7 @@ pub struct BucketStatus {
     pub name: BucketName,
     pub rule: Option<SseConfig>,
     pub objects: u64,
+    pub chunk: ChunkSize,
 }
 
 #[derive(Debug, Clone)]
@@ -48,11 +50,13 @@ pub fn status(engine: &Engine) -> Result<Status> {
     let mut buckets = Vec::new();
     for name in engine.list_buckets()? {
         let rule = engine.bucket_rule(&name)?;
+        let chunk = engine.bucket_chunk_size(&name)?;
         let objects = walk::objects(engine, &name, None)?.len() as u64;
         buckets.push(BucketStatus {
             name,
             rule,
             objects,
+            chunk,
         });
     }
     Ok(Status {
@@ -135,10 +139,11 @@ impl fmt::Display for Status {
         for b in &self.buckets {
             writeln!(
                 f,
-                "  {}\trule: {}\tobjects: {}",
+                "  {}\trule: {}\tobjects: {}\tchunk size: {}",
                 b.name,
                 describe(b.rule.as_ref()),
-                b.objects
+                b.objects,
+                b.chunk
             )?;
         }
         let newest = self.master_versions.iter().map(|m| m.version).max();

@@ -24,9 +24,10 @@ pub fn verify(
         if obj.headerless() {
             return Ok(Outcome::Unchanged);
         }
+        let chunk = engine.bucket_chunk_size(&obj.bucket)?;
         File::open(&obj.path)
             .ctx(&obj.name)
-            .and_then(|f| engine.open_object(p, f, obj.name.clone()))
+            .and_then(|f| engine.open_object(p, f, obj.name.clone(), chunk))
             .and_then(|o| o.verify())
             .map(|()| Outcome::Unchanged)
     }))

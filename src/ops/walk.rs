@@ -13,6 +13,8 @@ pub struct ObjectEntry {
     pub path: PathBuf,
     /// `BUCKET/KEY`, as messages and the summary show it.
     pub name: String,
+    /// Its bucket, whose chunk size it must have.
+    pub bucket: BucketName,
 }
 
 impl ObjectEntry {
@@ -44,6 +46,7 @@ pub fn objects(
         .map(|(k, path)| ObjectEntry {
             path,
             name: format!("{bucket}/{k}"),
+            bucket: bucket.clone(),
         })
         .collect())
 }

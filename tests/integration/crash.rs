@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ssefs::format::{Header, CHUNK_SIZE, HEADER_LEN};
+use ssefs::format::{ChunkSize, Header, HEADER_LEN};
+/// The default chunk size, which these tests' buckets have.
+const CHUNK_SIZE: usize = ChunkSize::DEFAULT.bytes();
 use ssefs::oss::SseConfig;
 
 use crate::mount::{daemon_pid, xattr_get, xattr_set, Mount};

@@ -1,6 +1,7 @@
 //! Integration tests: the built `ssefs` binary, driven as a user would.
 
 mod badinput;
+mod chunks;
 mod cli;
 mod crash;
 mod fullspace;

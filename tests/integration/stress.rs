@@ -20,7 +20,7 @@ use crate::util::{env_count, seeded_bytes, test_seed, Rng};
 const SSE: &str = "user.oss.server-side-encryption";
 const ALGS: [&str; 3] = ["AES256", "SM4", "KMS"];
 
-fn script(name: &str) -> PathBuf {
+pub(crate) fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("scripts")
         .join(name)
@@ -28,7 +28,7 @@ fn script(name: &str) -> PathBuf {
 
 /// fsx.sh installs fsx when it is missing; do that once, before several
 /// copies would race to install it.
-fn ensure_fsx() {
+pub(crate) fn ensure_fsx() {
     let path = format!(
         "{}/.cargo/bin:{}",
         std::env::var("HOME").unwrap_or_default(),
