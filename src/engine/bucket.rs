@@ -140,7 +140,12 @@ impl SettingsCache {
         let chunk = s.chunk()?;
         entries.insert(
             bucket_dir.to_path_buf(),
-            (stamp, s.encryption.clone(), chunk, std::time::Instant::now()),
+            (
+                stamp,
+                s.encryption.clone(),
+                chunk,
+                std::time::Instant::now(),
+            ),
         );
         Ok((s.encryption, chunk))
     }
