@@ -120,7 +120,7 @@ pub(super) struct SettingsCache {
 
 impl SettingsCache {
     /// The bucket's current rule and chunk size.
-    fn get(&self, bucket_dir: &Path) -> Result<(Option<SseConfig>, ChunkSize)> {
+    pub(super) fn get(&self, bucket_dir: &Path) -> Result<(Option<SseConfig>, ChunkSize)> {
         let p = bucket_dir.join(BUCKET_SETTINGS);
         let stamp = match fs::metadata(&p) {
             Ok(m) => Stamp::of(&m),

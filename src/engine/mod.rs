@@ -239,6 +239,17 @@ impl Engine {
         }
     }
 
+    /// What a new upload into `bucket_dir` uses: `over` or the bucket's rule,
+    /// and the bucket's chunk size, from one check of its settings file.
+    pub fn upload_settings(
+        &self,
+        bucket_dir: &Path,
+        over: Option<&SseConfig>,
+    ) -> Result<(Option<SseConfig>, ChunkSize)> {
+        let (rule, chunk) = self.settings.get(bucket_dir)?;
+        Ok((over.cloned().or(rule), chunk))
+    }
+
     /// A header for a new object encrypted per `sse` in chunks of `chunk`
     /// (its bucket's), with its fresh data key. KMS permission and key
     /// state are checked here, at write time.

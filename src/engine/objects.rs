@@ -165,8 +165,7 @@ impl Engine {
                     .resource(name),
             );
         }
-        let sse = self.effective_sse(&dir, over)?;
-        let chunk = self.chunk_size_at(&dir)?;
+        let (sse, chunk) = self.upload_settings(&dir, over)?;
         let mut fill = |b: &mut [u8]| read_full(src, b).ctx(&name);
         let (tmp, info) =
             self.write_object_temp(p, (sse.as_ref(), chunk), over, &mut fill, &name)?;
@@ -234,8 +233,7 @@ impl Engine {
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).ctx(&dst_name)?;
         }
-        let sse = self.effective_sse(&dst_dir, over)?;
-        let chunk = self.chunk_size_at(&dst_dir)?;
+        let (sse, chunk) = self.upload_settings(&dst_dir, over)?;
         let mut fill = object_source(&obj);
         let (tmp, info) =
             self.write_object_temp(p, (sse.as_ref(), chunk), over, &mut fill, &dst_name)?;

@@ -71,10 +71,9 @@ impl Fs {
         } else {
             Engine::read_override(&st.file, name)?
         };
-        let sse = self.engine.effective_sse(bucket_dir, over.as_ref())?;
-        let chunk = self
+        let (sse, chunk) = self
             .engine
-            .chunk_size_at(bucket_dir)
+            .upload_settings(bucket_dir, over.as_ref())
             .map_err(|e| e.resource(name))?;
         let (header, key) = self
             .engine
