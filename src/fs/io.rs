@@ -210,6 +210,9 @@ impl Fs {
             // (Opens for writing are refused before they reach us.)
             return Err(errno(libc::ETXTBSY));
         }
+        if truncating {
+            self.kill_setid(fd.as_raw_fd(), Some(&st), || p.holds_cap_fsetid())?;
+        }
         let existing = lock(&self.nodes)
             .get(&ino)
             .and_then(|n| n.open.as_ref().map(|(o, _)| o.clone()));
@@ -333,8 +336,22 @@ impl Fs {
         })
     }
 
-    pub fn write(&self, ino: u64, fh: u64, off: u64, data: &[u8], p: &Principal) -> Result<u32> {
+    /// Writes at `off`. `kill_setid`: the kernel's FUSE_WRITE_KILL_SUIDGID,
+    /// set when the writer lacks CAP_FSETID.
+    pub fn write(
+        &self,
+        ino: u64,
+        fh: u64,
+        off: u64,
+        data: &[u8],
+        kill_setid: bool,
+        p: &Principal,
+    ) -> Result<u32> {
         self.writable()?;
+        if kill_setid {
+            let (fd, _) = self.node(ino)?;
+            self.kill_setid(fd.as_raw_fd(), None, || false)?;
+        }
         let o = self.handle(fh)?;
         let mut g = o.write();
         if g.obj.is_none() {
@@ -357,6 +374,8 @@ impl Fs {
     /// current rule); other sizes keep the object's key.
     pub fn truncate(&self, ino: u64, fh: Option<u64>, size: u64, p: &Principal) -> Result<()> {
         self.writable()?;
+        let (fd, _) = self.node(ino)?;
+        self.kill_setid(fd.as_raw_fd(), None, || p.holds_cap_fsetid())?;
         let o = match fh.and_then(|f| self.handle(f).ok()) {
             Some(o) => o,
             None => {
@@ -406,6 +425,8 @@ impl Fs {
         if mode != 0 {
             return Err(errno(libc::EOPNOTSUPP));
         }
+        let (fd, _) = self.node(ino)?;
+        self.kill_setid(fd.as_raw_fd(), None, || p.holds_cap_fsetid())?;
         let o = self.handle(fh)?;
         let mut g = o.write();
         if g.obj.is_none() {
@@ -437,7 +458,10 @@ impl Fs {
         if data.is_empty() {
             return Ok(0);
         }
-        self.write(ino_out, fh_out, off_out, &data, p)
+        // No kill flag comes with this request: the VFS rule applies.
+        let (fd, _) = self.node(ino_out)?;
+        self.kill_setid(fd.as_raw_fd(), None, || p.holds_cap_fsetid())?;
+        self.write(ino_out, fh_out, off_out, &data, false, p)
     }
 
     pub fn release(&self, ino: u64, fh: u64) {

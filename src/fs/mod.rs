@@ -569,6 +569,34 @@ impl Fs {
         self.remember(nfd.as_raw_fd(), &nrole, newname)
     }
 
+    /// Clears set-user-ID, and set-group-ID where the group may execute,
+    /// from a regular file whose bytes a write or truncation is about to
+    /// change: the VFS's rule (should_remove_suid), which the kernel leaves
+    /// to us under FUSE_HANDLE_KILLPRIV_V2. `keeps` says whether the caller
+    /// may keep them (CAP_FSETID); asked only when there is something to
+    /// clear. (chown needs nothing here: the backend's own fchown clears
+    /// them as the VFS does, and ssefs stores no security.capability.)
+    pub(crate) fn kill_setid(
+        &self,
+        fd: RawFd,
+        st: Option<&libc::stat>,
+        keeps: impl FnOnce() -> bool,
+    ) -> Result<()> {
+        let st = match st {
+            Some(st) => *st,
+            None => sys::stat_fd(fd).map_err(os_err)?,
+        };
+        let mode = st.st_mode & 0o7777;
+        let mut kill = mode & libc::S_ISUID;
+        if mode & (libc::S_ISGID | libc::S_IXGRP) == (libc::S_ISGID | libc::S_IXGRP) {
+            kill |= libc::S_ISGID;
+        }
+        if kill == 0 || Kind::from_mode(st.st_mode) != Kind::File || keeps() {
+            return Ok(());
+        }
+        sys::chmod_fd(fd, mode & !kill).map_err(os_err)
+    }
+
     pub fn chmod(&self, ino: u64, mode: u32) -> Result<()> {
         self.writable()?;
         let (fd, _) = self.node(ino)?;

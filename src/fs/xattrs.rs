@@ -3,8 +3,11 @@
 //! a file they show how the object is stored and set a per-object override
 //! (which re-encrypts the object). `user.ssefs.chunk-size` is a bucket's
 //! chunk size (an ssefs extension; on a file, read-only: how it is stored).
-//! Other names are stored on the backend file unchanged, like
-//! `x-oss-meta-*`.
+//! Other `user.` names are stored on the backend file unchanged, like
+//! `x-oss-meta-*`. Names outside the `user.` namespace (`security.*`,
+//! `system.posix_acl_*`, `trusted.*`) are not stored: nothing here would
+//! enforce them, and answering them without touching the backend keeps the
+//! GETXATTRs `ls -l` and every write send cheap (docs/SEMANTICS.md §9).
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -25,6 +28,12 @@ pub const XA_KEY: &str = "user.oss.server-side-encryption-key-id";
 pub const XA_DATA: &str = "user.oss.server-side-data-encryption";
 pub const XA_CHUNK: &str = "user.ssefs.chunk-size";
 const INTERNAL_PREFIX: &[u8] = b"user.ssefs.";
+const USER_PREFIX: &[u8] = b"user.";
+
+/// Whether the name is in the only namespace ssefs stores.
+fn is_user_name(name: &[u8]) -> bool {
+    name.starts_with(USER_PREFIX)
+}
 
 fn is_chunk_name(name: &OsStr) -> bool {
     name.as_bytes() == XA_CHUNK.as_bytes()
@@ -161,6 +170,12 @@ impl Fs {
     }
 
     pub fn getxattr(&self, ino: u64, name: &OsStr, p: &Principal) -> Result<Vec<u8>> {
+        if !is_user_name(name.as_bytes()) {
+            // Asked for every entry by `ls -l` (security.selinux, the ACLs)
+            // and on writes (security.capability): no backend syscall.
+            self.node(ino)?;
+            return Err(errno(libc::ENODATA));
+        }
         let (t, fd, _keep) = self.xattr_target(ino)?;
         if is_chunk_name(name) {
             return match t {
@@ -227,7 +242,7 @@ impl Fs {
             return Ok(out);
         }
         for n in xattr::list(At::Follow(&sys::proc_path(fd))).map_err(os_err)? {
-            if !n.starts_with(INTERNAL_PREFIX) {
+            if is_user_name(&n) && !n.starts_with(INTERNAL_PREFIX) {
                 out.extend_from_slice(&n);
                 out.push(0);
             }
@@ -244,6 +259,10 @@ impl Fs {
         p: &Principal,
     ) -> Result<()> {
         self.writable()?;
+        if !is_user_name(name.as_bytes()) {
+            self.node(ino)?;
+            return Err(errno(libc::ENOTSUP));
+        }
         let (t, fd, _keep) = self.xattr_target(ino)?;
         if is_chunk_name(name) {
             return match t {
@@ -285,6 +304,10 @@ impl Fs {
 
     pub fn removexattr(&self, ino: u64, name: &OsStr, p: &Principal) -> Result<()> {
         self.writable()?;
+        if !is_user_name(name.as_bytes()) {
+            self.node(ino)?;
+            return Err(errno(libc::ENODATA));
+        }
         let (t, fd, _keep) = self.xattr_target(ino)?;
         if is_chunk_name(name) {
             // Back to the default, under the same rule as setting it.

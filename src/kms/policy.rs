@@ -95,6 +95,33 @@ impl Principal {
     pub fn in_group(&self, gid: u32) -> bool {
         self.gid == gid || self.groups().contains(&gid)
     }
+
+    /// Whether the requesting process holds CAP_FSETID, which lets set-id
+    /// bits survive its truncations (the VFS rule the kernel leaves to us
+    /// under FUSE_HANDLE_KILLPRIV_V2). Read from /proc only when a set-id
+    /// file is truncated; a process that is gone counts as not holding it,
+    /// so the bits are cleared. A principal of this process (the CLI) acts
+    /// on the backend directly and never asks.
+    pub fn holds_cap_fsetid(&self) -> bool {
+        match &self.groups {
+            Groups::Known(_) => true,
+            Groups::OfProcess { pid, .. } => process_has_cap(*pid, CAP_FSETID),
+        }
+    }
+}
+
+/// linux/capability.h
+const CAP_FSETID: u32 = 4;
+
+/// Bit `cap` of the `CapEff:` line of /proc/PID/status.
+fn process_has_cap(pid: u32, cap: u32) -> bool {
+    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|bits| bits & (1 << cap) != 0)
 }
 
 /// The `Groups:` line of /proc/PID/status. A process that is gone (or a

@@ -717,6 +717,148 @@ fn encrypted_backend_bytes_hold_no_plaintext_and_everything_persists() {
     }
 }
 
+/// A POSIX ACL xattr value (version 2): u::rw-, u:1000:r--, g::r--, m::r--, o::r--.
+fn acl_with_named_user() -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 6u16, u32::MAX),
+        (0x02, 4, 1000),
+        (0x04, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 4, u32::MAX),
+    ] {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+#[test]
+fn only_user_xattrs_are_stored_other_namespaces_read_as_absent() {
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    m.setfattr("bkt", SSE, "AES256").unwrap();
+    fs::create_dir(m.p("bkt/dir")).unwrap();
+    fs::write(m.p("bkt/obj"), b"data").unwrap();
+    for rel in ["bkt/obj", "bkt/dir"] {
+        let p = m.p(rel);
+        xattr_set(&p, "user.meta", b"v").unwrap();
+        assert_eq!(xattr_get(&p, "user.meta").unwrap(), "v", "{rel}");
+        // The kernel checks security.capability and ACL values itself, so
+        // the ACL is a well-formed one (with a named user: not reducible to
+        // mode bits) and the security name one no module handles.
+        let acl = acl_with_named_user();
+        for (name, v) in [
+            ("trusted.t", &b"x"[..]),
+            ("security.ssefs-test", b"x"),
+            ("system.posix_acl_access", &acl),
+        ] {
+            assert_eq!(
+                xattr_set(&p, name, v),
+                Err(libc::EOPNOTSUPP),
+                "{rel} {name}"
+            );
+        }
+        for name in ["trusted.t", "security.selinux", "system.posix_acl_access"] {
+            assert_eq!(xattr_get(&p, name), Err(libc::ENODATA), "{rel} {name}");
+            assert_eq!(xattr_remove(&p, name), Err(libc::ENODATA), "{rel} {name}");
+        }
+        // A name put on the backend file behind the mount's back (as root)
+        // stays invisible: the namespace is filtered, not merely empty.
+        let back = CString::new(m.backend(rel).as_os_str().as_bytes()).unwrap();
+        let r = unsafe {
+            libc::setxattr(
+                back.as_ptr(),
+                c"trusted.behind".as_ptr(),
+                b"x".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        assert_eq!(r, 0, "{rel}: setting trusted.* on the backend needs root");
+        assert_eq!(xattr_get(&p, "trusted.behind"), Err(libc::ENODATA), "{rel}");
+        let names = xattr_list(&p);
+        assert!(
+            names.iter().all(|n| n.starts_with("user.")),
+            "{rel}: {names:?}"
+        );
+        assert!(names.contains(&"user.meta".to_owned()), "{rel}: {names:?}");
+    }
+    assert_eq!(m.getfattr("bkt/obj", SSE).unwrap(), "AES256");
+    assert_eq!(fs::read(m.p("bkt/obj")).unwrap(), b"data");
+}
+
+/// The mode of `rel` as the mount shows it and as the backend stores it.
+fn modes(m: &Mount, rel: &str) -> (u32, u32) {
+    let shown = fs::metadata(m.p(rel)).unwrap().mode() & 0o7777;
+    let stored = fs::metadata(m.backend(rel)).unwrap().mode() & 0o7777;
+    (shown, stored)
+}
+
+// The kernel leaves clearing set-id bits to the daemon
+// (FUSE_HANDLE_KILLPRIV_V2): writes, truncations and O_TRUNC opens by a
+// process without CAP_FSETID clear set-user-ID, and set-group-ID where the
+// group may execute; root keeps them; chown clears them for everyone.
+#[test]
+fn regression_killpriv_set_id_bits_are_cleared_as_the_vfs_clears_them() {
+    let m = Mount::new(&["allow_other"]);
+    fs::create_dir(m.p("plain")).unwrap();
+    let user = |cmd: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .uid(1000)
+            .gid(1000)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let actions = [
+        ("append", "printf x >> {f}"),
+        ("truncate", "truncate -s 2 {f}"),
+        ("o_trunc", ": > {f}"),
+    ];
+    for (i, (what, cmd)) in actions.iter().enumerate() {
+        for (start, after_user) in [(0o6777, 0o0777), (0o2767, 0o2767)] {
+            let rel = format!("plain/f{i}-{start:o}");
+            fs::write(m.p(&rel), b"abc").unwrap();
+            fs::set_permissions(m.p(&rel), fs::Permissions::from_mode(start)).unwrap();
+            user(&cmd.replace("{f}", &m.p(&rel).display().to_string()));
+            assert_eq!(
+                modes(&m, &rel),
+                (after_user, after_user),
+                "{what} by uid 1000 on {start:o}"
+            );
+            // root holds CAP_FSETID: the bits stay
+            fs::set_permissions(m.p(&rel), fs::Permissions::from_mode(start)).unwrap();
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(cmd.replace("{f}", &m.p(&rel).display().to_string()))
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            assert_eq!(
+                modes(&m, &rel),
+                (start, start),
+                "{what} by root on {start:o}"
+            );
+        }
+    }
+    assert_eq!(fs::read(m.p("plain/f0-6777")).unwrap(), b"abcxx");
+    assert_eq!(fs::read(m.p("plain/f1-6777")).unwrap(), b"ab");
+    assert_eq!(fs::read(m.p("plain/f2-6777")).unwrap(), b"");
+    // chown, even by root and to the same owner
+    fs::write(m.p("plain/c"), b"c").unwrap();
+    fs::set_permissions(m.p("plain/c"), fs::Permissions::from_mode(0o6755)).unwrap();
+    std::os::unix::fs::chown(m.p("plain/c"), Some(0), Some(0)).unwrap();
+    assert_eq!(modes(&m, "plain/c"), (0o0755, 0o0755));
+}
+
 // ------------------------------------------------------------------ errors
 
 #[test]
