@@ -279,13 +279,14 @@ impl Engine {
 /// object sets for itself).
 pub(crate) fn copy_posix_attrs(from: &Path, to: &Path) -> io::Result<()> {
     let m = fs::metadata(from)?;
-    fs::set_permissions(to, fs::Permissions::from_mode(m.mode() & 0o7777))?;
     // Changing the owner needs privilege; as a plain user the owner is
-    // already us, so only try when it differs.
+    // already us, so only try when it differs. Before the mode: a chown
+    // clears set-id bits.
     let cur = fs::metadata(to)?;
     if cur.uid() != m.uid() || cur.gid() != m.gid() {
         std::os::unix::fs::chown(to, Some(m.uid()), Some(m.gid()))?;
     }
+    fs::set_permissions(to, fs::Permissions::from_mode(m.mode() & 0o7777))?;
     for name in xattr::list(xattr::At::Link(from))? {
         if !name.starts_with(b"user.") || name == super::OVERRIDE_XATTR.as_bytes() {
             continue;

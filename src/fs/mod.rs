@@ -140,6 +140,9 @@ pub struct Fs {
     aliases: Mutex<Aliases>,
     /// open() of one inode at a time (sharded by inode number).
     open_locks: [Mutex<()>; OPEN_LOCKS],
+    /// chmod and the clearing of set-id bits, one at a time per inode
+    /// (sharded), so that neither undoes the other.
+    mode_locks: [Mutex<()>; OPEN_LOCKS],
 }
 
 /// A re-encryption renames a new backend file over an object, so its backend
@@ -220,6 +223,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             aliases: Mutex::new(Aliases::default()),
             open_locks: [const { Mutex::new(()) }; OPEN_LOCKS],
+            mode_locks: [const { Mutex::new(()) }; OPEN_LOCKS],
             running_as_root: nix::unistd::geteuid().is_root(),
         })
     }
@@ -400,8 +404,15 @@ impl Fs {
             gid
         };
         sys::chown_fd(fd.as_raw_fd(), Some(uid), Some(gid)).map_err(os_err)?;
-        let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
-        Ok((fd, st))
+        let mut now = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        // Our chown cleared set-id bits the creator asked for (the kernel
+        // has already dropped any it may not have): put them back.
+        let setid = libc::S_ISUID | libc::S_ISGID;
+        if st.st_mode & setid & !now.st_mode != 0 {
+            sys::chmod_fd(fd.as_raw_fd(), st.st_mode & 0o7777).map_err(os_err)?;
+            now = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        }
+        Ok((fd, now))
     }
 
     /// `own` then `register`: for everything but regular files.
@@ -569,44 +580,78 @@ impl Fs {
         self.remember(nfd.as_raw_fd(), &nrole, newname)
     }
 
-    /// Clears set-user-ID, and set-group-ID where the group may execute,
-    /// from a regular file whose bytes a write or truncation is about to
-    /// change: the VFS's rule (should_remove_suid), which the kernel leaves
-    /// to us under FUSE_HANDLE_KILLPRIV_V2. `keeps` says whether the caller
-    /// may keep them (CAP_FSETID); asked only when there is something to
-    /// clear. (chown needs nothing here: the backend's own fchown clears
-    /// them as the VFS does, and ssefs stores no security.capability.)
+    /// Clears the set-id bits a change to a regular file's bytes (write,
+    /// truncation, O_TRUNC open, fallocate, copy_file_range) would clear on
+    /// a local filesystem; the kernel leaves this to us under
+    /// FUSE_HANDLE_KILLPRIV_V2. Linux's rule (setattr_should_drop_suidgid,
+    /// 6.2 and later): set-user-ID always; set-group-ID when the group may
+    /// execute or the caller is not in the file's group; nothing for a
+    /// caller holding CAP_FSETID. `no_cap`: the kernel has already found the
+    /// caller without it (FUSE_WRITE_KILL_SUIDGID).
     pub(crate) fn kill_setid(
         &self,
+        ino: u64,
         fd: RawFd,
-        st: Option<&libc::stat>,
-        keeps: impl FnOnce() -> bool,
+        p: &Principal,
+        no_cap: bool,
     ) -> Result<()> {
-        let st = match st {
-            Some(st) => *st,
-            None => sys::stat_fd(fd).map_err(os_err)?,
-        };
-        let mode = st.st_mode & 0o7777;
-        let mut kill = mode & libc::S_ISUID;
-        if mode & (libc::S_ISGID | libc::S_IXGRP) == (libc::S_ISGID | libc::S_IXGRP) {
-            kill |= libc::S_ISGID;
-        }
-        if kill == 0 || Kind::from_mode(st.st_mode) != Kind::File || keeps() {
+        if setid_kill(&sys::stat_fd(fd).map_err(os_err)?, p) == 0 {
             return Ok(());
         }
-        sys::chmod_fd(fd, mode & !kill).map_err(os_err)
+        let _g = lock(&self.mode_locks[(ino % OPEN_LOCKS as u64) as usize]);
+        // Again under the lock: a chmod may have come in between.
+        let st = sys::stat_fd(fd).map_err(os_err)?;
+        let kill = setid_kill(&st, p);
+        if kill == 0 || (!no_cap && p.holds_cap_fsetid()) {
+            return Ok(());
+        }
+        sys::chmod_fd(fd, st.st_mode & 0o7777 & !kill).map_err(os_err)
     }
 
     pub fn chmod(&self, ino: u64, mode: u32) -> Result<()> {
         self.writable()?;
         let (fd, _) = self.node(ino)?;
+        let _g = lock(&self.mode_locks[(ino % OPEN_LOCKS as u64) as usize]);
         sys::chmod_fd(fd.as_raw_fd(), mode & 0o7777).map_err(os_err)
     }
 
-    pub fn chown(&self, ino: u64, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+    /// A SETATTR that changes nothing: chown(f, -1, -1), or the kernel
+    /// clearing set-id bits before a write. For the owner or root it is
+    /// chown(f, -1, -1), which clears them as a local filesystem would.
+    /// For anyone else it does nothing: a local filesystem refuses them
+    /// chown(f, -1, -1) of a set-id file (EPERM) but must let their write
+    /// go on, and the two cannot be told apart here; the write clears the
+    /// bits itself (FUSE_WRITE_KILL_SUIDGID).
+    pub fn chown_nothing(&self, ino: u64, p: &Principal) -> Result<()> {
+        let (fd, _) = self.node(ino)?;
+        let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        if p.uid == 0 || p.uid == st.st_uid {
+            self.chown(ino, None, None, p)?;
+        }
+        Ok(())
+    }
+
+    /// chown(2); both ids `None` is chown(f, -1, -1), which still clears
+    /// set-id bits on a regular file. The backend's chown, made as root,
+    /// clears set-user-ID and a set-group-ID the group may execute; a caller
+    /// outside the file's group without CAP_FSETID also loses a set-group-ID
+    /// the group may not execute (Linux 6.2 and later), which is ours to do.
+    pub fn chown(&self, ino: u64, uid: Option<u32>, gid: Option<u32>, p: &Principal) -> Result<()> {
         self.writable()?;
         let (fd, _) = self.node(ino)?;
-        sys::chown_fd(fd.as_raw_fd(), uid, gid).map_err(os_err)
+        let _g = lock(&self.mode_locks[(ino % OPEN_LOCKS as u64) as usize]);
+        let before = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        sys::chown_fd(fd.as_raw_fd(), uid, gid).map_err(os_err)?;
+        let sgid_only = libc::S_ISGID | libc::S_IXGRP;
+        if Kind::from_mode(before.st_mode) == Kind::File
+            && before.st_mode & sgid_only == libc::S_ISGID
+            && !p.in_group(before.st_gid)
+            && !p.holds_cap_fsetid()
+        {
+            let now = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+            sys::chmod_fd(fd.as_raw_fd(), now.st_mode & 0o7777 & !libc::S_ISGID).map_err(os_err)?;
+        }
+        Ok(())
     }
 
     pub fn utimens(
@@ -790,6 +835,20 @@ impl Fs {
     fn bucket_dir(&self, b: &BucketName) -> std::path::PathBuf {
         self.engine.data_dir().join(b.as_str())
     }
+}
+
+/// The set-id bits a change to the bytes of the file with stat `st` by `p`
+/// clears unless `p` holds CAP_FSETID (see Fs::kill_setid).
+fn setid_kill(st: &libc::stat, p: &Principal) -> u32 {
+    if Kind::from_mode(st.st_mode) != Kind::File {
+        return 0;
+    }
+    let mode = st.st_mode;
+    let mut kill = mode & libc::S_ISUID;
+    if mode & libc::S_ISGID != 0 && (mode & libc::S_IXGRP != 0 || !p.in_group(st.st_gid)) {
+        kill |= libc::S_ISGID;
+    }
+    kill
 }
 
 /// Whether `p` may access an inode with stat `st` for `mask` (R_OK, W_OK,

@@ -31,6 +31,13 @@ pub fn flock(fd: RawFd, op: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Starts writeback of the file's dirty pages without waiting for it.
+pub fn start_writeback(fd: RawFd) -> io::Result<()> {
+    // SAFETY: only an fd and integers; offset 0 and length 0 mean the
+    // whole file.
+    check(unsafe { libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE) }).map(|_| ())
+}
+
 /// The /proc path that reopens an O_PATH descriptor's inode.
 pub fn proc_path(fd: RawFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{fd}"))

@@ -261,7 +261,7 @@ impl Fs {
         self.writable()?;
         if !is_user_name(name.as_bytes()) {
             self.node(ino)?;
-            return Err(errno(libc::ENOTSUP));
+            return Err(errno(libc::EOPNOTSUPP));
         }
         let (t, fd, _keep) = self.xattr_target(ino)?;
         if is_chunk_name(name) {

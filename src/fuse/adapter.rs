@@ -22,13 +22,18 @@ use crate::kms::Principal;
 /// only bounds how stale a change made behind the mount (the CLI) looks.
 const TTL: Duration = Duration::from_secs(1);
 
-/// Open flags for every file handle. KEEP_CACHE: every change to an
-/// object's bytes goes through this daemon (the CLI replaces objects by
-/// rename, which makes a new inode), so the page cache stays valid across
-/// opens. NOFLUSH: writes reach the backend as they arrive and nothing is
-/// buffered here, so the FLUSH the kernel sends on every close(2) would be
-/// a round trip that does nothing (one of four requests per file read).
-const FILE_OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE.union(FopenFlags::FOPEN_NOFLUSH);
+/// Open flags for file handles. KEEP_CACHE: every change to an object's
+/// bytes goes through this daemon (the CLI replaces objects by rename,
+/// which makes a new inode), so the page cache stays valid across opens.
+const FILE_OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE;
+
+/// For read-only handles also NOFLUSH: nothing is buffered here, and such a
+/// handle cannot have dirtied pages (no shared writable mapping), so the
+/// FLUSH the kernel sends on its close(2) would be a round trip that does
+/// nothing (one of four requests per file read). Handles that write keep
+/// it: the kernel writes an mmap's dirty pages back at that FLUSH and
+/// reports their errors to close(2).
+const READ_ONLY_OPEN_FLAGS: FopenFlags = FILE_OPEN_FLAGS.union(FopenFlags::FOPEN_NOFLUSH);
 
 pub struct SsefsFuse {
     pub fs: Arc<Fs>,
@@ -122,10 +127,10 @@ impl Filesystem for SsefsFuse {
         // O_TRUNC arrives with open, so an overwrite never has to open (and
         // unwrap the key of) the old object first.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
-        // Set-id bits are cleared here on writes and truncations
-        // (Fs::kill_setid), so the kernel stops asking for
-        // security.capability on every write and for the mode before every
-        // chown: about a quarter of the requests of an untar.
+        // Set-id bits are cleared here on writes, truncations and chowns
+        // (Fs::kill_setid, Fs::chown), so the kernel no longer asks for
+        // security.capability on every write (only on the first after each
+        // attribute refresh) nor for the mode before every chown.
         let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         // `ls -l` and friends: entries come with their attributes, one
         // request per buffer instead of a LOOKUP per entry. AUTO lets the
@@ -163,7 +168,7 @@ impl Filesystem for SsefsFuse {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
+        ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
@@ -177,7 +182,24 @@ impl Filesystem for SsefsFuse {
                 self.fs.truncate(ino.0, fh.map(|f| f.0), s, &p)?;
             }
             if uid.is_some() || gid.is_some() {
-                self.fs.chown(ino.0, uid, gid)?;
+                self.fs.chown(ino.0, uid, gid, &p)?;
+            }
+            // Under FUSE_HANDLE_KILLPRIV_V2 both chown(f, -1, -1) and the
+            // kernel's own removal of set-id bits before a write arrive as
+            // a SETATTR of nothing.
+            let empty = [
+                mode.is_none(),
+                size.is_none(),
+                atime.is_none(),
+                mtime.is_none(),
+            ]
+            .iter()
+            .all(|&none| none)
+                && ctime.is_none()
+                && uid.is_none()
+                && gid.is_none();
+            if empty {
+                self.fs.chown_nothing(ino.0, &p)?;
             }
             if let Some(m) = mode {
                 self.fs.chmod(ino.0, m)?;
@@ -301,8 +323,14 @@ impl Filesystem for SsefsFuse {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let p = principal(req);
+        let read_only = flags.0 & libc::O_ACCMODE == libc::O_RDONLY && flags.0 & libc::O_TRUNC == 0;
+        let how = if read_only {
+            READ_ONLY_OPEN_FLAGS
+        } else {
+            FILE_OPEN_FLAGS
+        };
         match self.fs.open(ino.0, flags.0, &p) {
-            Ok(fh) => reply.opened(FileHandle(fh), FILE_OPEN_FLAGS),
+            Ok(fh) => reply.opened(FileHandle(fh), how),
             Err(e) => reply.error(errno("open", e)),
         }
     }
@@ -358,7 +386,8 @@ impl Filesystem for SsefsFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Not sent for our handles (FOPEN_NOFLUSH); nothing is buffered here.
+        // Writes go to the backend as they arrive; nothing is buffered here.
+        // (Not sent for read-only handles: READ_ONLY_OPEN_FLAGS.)
         reply.ok();
     }
 

@@ -96,17 +96,33 @@ impl Principal {
         self.gid == gid || self.groups().contains(&gid)
     }
 
-    /// Whether the requesting process holds CAP_FSETID, which lets set-id
-    /// bits survive its truncations (the VFS rule the kernel leaves to us
-    /// under FUSE_HANDLE_KILLPRIV_V2). Read from /proc only when a set-id
-    /// file is truncated; a process that is gone counts as not holding it,
-    /// so the bits are cleared. A principal of this process (the CLI) acts
-    /// on the backend directly and never asks.
+    /// Whether the requesting process holds CAP_FSETID in the initial user
+    /// namespace, which lets set-id bits survive its changes to a file's
+    /// bytes (the rule the kernel leaves to us under
+    /// FUSE_HANDLE_KILLPRIV_V2). Read from /proc only when a set-id file
+    /// changes. A capability held in another user namespace (`unshare -r`
+    /// gives any user a full set there) does not count, nor does a process
+    /// that is gone, nor a principal that is not a FUSE caller: the bits are
+    /// then cleared, the safe direction.
     pub fn holds_cap_fsetid(&self) -> bool {
         match &self.groups {
-            Groups::Known(_) => true,
-            Groups::OfProcess { pid, .. } => process_has_cap(*pid, CAP_FSETID),
+            Groups::Known(_) => false,
+            Groups::OfProcess { pid, .. } => {
+                in_our_user_namespace(*pid) && process_has_cap(*pid, CAP_FSETID)
+            }
         }
+    }
+}
+
+/// Whether process `pid` is in this daemon's user namespace (the daemon
+/// runs in the initial one).
+fn in_our_user_namespace(pid: u32) -> bool {
+    match (
+        fs::read_link(format!("/proc/{pid}/ns/user")),
+        fs::read_link("/proc/self/ns/user"),
+    ) {
+        (Ok(theirs), Ok(ours)) => theirs == ours,
+        _ => false,
     }
 }
 

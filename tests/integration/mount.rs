@@ -796,67 +796,125 @@ fn modes(m: &Mount, rel: &str) -> (u32, u32) {
     (shown, stored)
 }
 
+/// Runs `sh -c cmd`, as uid and gid 1000 when `as_user`: whether it
+/// succeeded.
+fn sh_ok(cmd: &str, as_user: bool) -> bool {
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(cmd);
+    if as_user {
+        c.uid(1000).gid(1000);
+    }
+    c.output().unwrap().status.success()
+}
+
+fn sh(cmd: &str, as_user: bool) {
+    assert!(sh_ok(cmd, as_user), "{cmd}");
+}
+
 // The kernel leaves clearing set-id bits to the daemon
-// (FUSE_HANDLE_KILLPRIV_V2): writes, truncations and O_TRUNC opens by a
-// process without CAP_FSETID clear set-user-ID, and set-group-ID where the
-// group may execute; root keeps them; chown clears them for everyone.
+// (FUSE_HANDLE_KILLPRIV_V2). Every change is made both through the mount
+// and in a directory of the local filesystem, and the modes must agree:
+// writes, truncations and O_TRUNC opens by root and by uid 1000 (inside and
+// outside the file's group), chown and chown(f, -1, -1).
 #[test]
-fn regression_killpriv_set_id_bits_are_cleared_as_the_vfs_clears_them() {
+fn regression_killpriv_set_id_bits_are_cleared_as_the_local_filesystem_clears_them() {
     let m = Mount::new(&["allow_other"]);
     fs::create_dir(m.p("plain")).unwrap();
-    let user = |cmd: &str| {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .uid(1000)
-            .gid(1000)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    fs::set_permissions(m.p("plain"), fs::Permissions::from_mode(0o777)).unwrap();
+    let local = tempfile::tempdir().unwrap();
+    fs::set_permissions(local.path(), fs::Permissions::from_mode(0o777)).unwrap();
     let actions = [
         ("append", "printf x >> {f}"),
         ("truncate", "truncate -s 2 {f}"),
         ("o_trunc", ": > {f}"),
+        ("chown", "chown 0:{g} {f}"),
+        (
+            "chown -1:-1",
+            "perl -e 'chown(-1, -1, $ARGV[0]) or die $!' {f}",
+        ),
     ];
+    let mut cleared = 0;
     for (i, (what, cmd)) in actions.iter().enumerate() {
-        for (start, after_user) in [(0o6777, 0o0777), (0o2767, 0o2767)] {
-            let rel = format!("plain/f{i}-{start:o}");
-            fs::write(m.p(&rel), b"abc").unwrap();
-            fs::set_permissions(m.p(&rel), fs::Permissions::from_mode(start)).unwrap();
-            user(&cmd.replace("{f}", &m.p(&rel).display().to_string()));
-            assert_eq!(
-                modes(&m, &rel),
-                (after_user, after_user),
-                "{what} by uid 1000 on {start:o}"
-            );
-            // root holds CAP_FSETID: the bits stay
-            fs::set_permissions(m.p(&rel), fs::Permissions::from_mode(start)).unwrap();
-            let out = Command::new("sh")
-                .arg("-c")
-                .arg(cmd.replace("{f}", &m.p(&rel).display().to_string()))
-                .output()
-                .unwrap();
-            assert!(out.status.success());
-            assert_eq!(
-                modes(&m, &rel),
-                (start, start),
-                "{what} by root on {start:o}"
-            );
+        for start in [0o6777, 0o2767, 0o4766, 0o0777] {
+            for group in [0, 1000] {
+                for as_user in [true, false] {
+                    if *what == "chown" && as_user {
+                        continue; // only root may give a file away
+                    }
+                    let name = format!("f{i}-{start:o}-{group}-{as_user}");
+                    let there = m.p(&format!("plain/{name}"));
+                    let here = local.path().join(&name);
+                    let mut seen = Vec::new();
+                    for f in [&there, &here] {
+                        fs::write(f, b"abc").unwrap();
+                        std::os::unix::fs::chown(f, Some(0), Some(group)).unwrap();
+                        fs::set_permissions(f, fs::Permissions::from_mode(start)).unwrap();
+                        let cmd = cmd
+                            .replace("{f}", &f.display().to_string())
+                            .replace("{g}", &group.to_string());
+                        let ok = sh_ok(&cmd, as_user);
+                        seen.push((ok, fs::metadata(f).unwrap().mode() & 0o7777));
+                    }
+                    // The one known difference (Fs::chown_nothing): another
+                    // user's chown(f, -1, -1) of a set-id file succeeds here,
+                    // changing nothing, where the local filesystem refuses.
+                    let refused_locally = *what == "chown -1:-1" && as_user && !seen[1].0;
+                    if !refused_locally {
+                        assert_eq!(seen[0].0, seen[1].0, "{what} on {start:o}: exit status");
+                    }
+                    let seen = [seen[0].1, seen[1].1];
+                    let (shown, stored) = modes(&m, &format!("plain/{name}"));
+                    assert_eq!(
+                        (shown, stored),
+                        (seen[1], seen[1]),
+                        "{what} on {start:o} (group {group}) as {}",
+                        if as_user { "uid 1000" } else { "root" }
+                    );
+                    cleared += usize::from(seen[1] != start);
+                }
+            }
         }
     }
-    assert_eq!(fs::read(m.p("plain/f0-6777")).unwrap(), b"abcxx");
-    assert_eq!(fs::read(m.p("plain/f1-6777")).unwrap(), b"ab");
-    assert_eq!(fs::read(m.p("plain/f2-6777")).unwrap(), b"");
-    // chown, even by root and to the same owner
-    fs::write(m.p("plain/c"), b"c").unwrap();
-    fs::set_permissions(m.p("plain/c"), fs::Permissions::from_mode(0o6755)).unwrap();
-    std::os::unix::fs::chown(m.p("plain/c"), Some(0), Some(0)).unwrap();
-    assert_eq!(modes(&m, "plain/c"), (0o0755, 0o0755));
+    // the comparison is not vacuous: the local filesystem cleared bits
+    assert!(cleared >= 10, "{cleared}");
+    assert_eq!(fs::read(m.p("plain/f0-6777-0-true")).unwrap(), b"abcx");
+    assert_eq!(fs::read(m.p("plain/f1-6777-0-true")).unwrap(), b"ab");
+    assert_eq!(fs::read(m.p("plain/f2-6777-0-true")).unwrap(), b"");
+}
+
+// The daemon (root) gives a new inode to its creator with a chown, which
+// cleared the set-user-ID bit asked for at creation; a re-encryption made
+// the object anew with chmod before chown, which cleared it too.
+#[test]
+fn regression_set_id_bits_survive_creation_by_a_user_and_reencryption() {
+    let m = Mount::new(&["allow_other"]);
+    for b in ["plain", "aes"] {
+        fs::create_dir(m.p(b)).unwrap();
+        fs::set_permissions(m.p(b), fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    m.setfattr("aes", SSE, "AES256").unwrap();
+    for b in ["plain", "aes"] {
+        let rel = format!("{b}/made-by-user");
+        sh(
+            &format!(
+                "umask 0; perl -MFcntl -e 'sysopen(F, $ARGV[0], O_CREAT|O_WRONLY, 04755) or die $!' {}",
+                m.p(&rel).display()
+            ),
+            true,
+        );
+        // root's write keeps the bit (CAP_FSETID)
+        sh(&format!("printf x >> {}", m.p(&rel).display()), false);
+        let md = fs::metadata(m.p(&rel)).unwrap();
+        assert_eq!((md.uid(), md.gid()), (1000, 1000), "{rel}");
+        assert_eq!(modes(&m, &rel), (0o4755, 0o4755), "{rel}");
+    }
+    // re-encrypt the user's set-user-ID object: owner and mode stay
+    m.setfattr("aes/made-by-user", SSE, "SM4").unwrap();
+    assert_eq!(m.getfattr("aes/made-by-user", SSE).unwrap(), "SM4");
+    let md = fs::metadata(m.p("aes/made-by-user")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1000, 1000));
+    assert_eq!(modes(&m, "aes/made-by-user"), (0o4755, 0o4755));
+    assert_eq!(fs::read(m.p("aes/made-by-user")).unwrap(), b"x");
 }
 
 // ------------------------------------------------------------------ errors
