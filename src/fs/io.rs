@@ -43,12 +43,12 @@ pub(super) struct ObjState {
 }
 
 /// After this many bytes written sequentially to an object, the backend's
-/// writeback of the file is started (sync_file_range WRITE, which does not wait). A
-/// large write then reaches the disk while it is still being encrypted,
-/// instead of all at the fsync that ends it: below the dirty background
-/// ratio (10% of RAM by default) the kernel would otherwise start it only
-/// after 30 s. It changes no durability promise; an fsync still waits for
-/// everything, and a failure is reported there.
+/// writeback of the file is started (sync_file_range WRITE, which does not
+/// wait). A large write then reaches the disk while it is still being
+/// encrypted, instead of all at the fsync that ends it: below the dirty
+/// background ratio (10% of RAM by default) the kernel would otherwise
+/// start it only after 30 s. It changes no durability promise; an fsync
+/// still waits for everything, and a failure is reported there.
 const WRITEBACK_KICK: u64 = 8 << 20;
 
 impl OpenObject {
