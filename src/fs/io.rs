@@ -196,7 +196,7 @@ impl Fs {
         // going away meanwhile, and whose next write sealed stale chunks
         // over them; or one set up on the file a re-encryption had just
         // replaced, whose writes were lost.)
-        let _opening = lock(&self.open_locks[(ino % super::OPEN_LOCKS as u64) as usize]);
+        let _opening = lock(&self.open_locks[super::shard(ino)]);
         let (fd, role) = self.node(ino)?;
         let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
         if Kind::from_mode(st.st_mode) != Kind::File {
@@ -231,7 +231,7 @@ impl Fs {
             return Err(errno(libc::ETXTBSY));
         }
         if truncating {
-            self.kill_setid(ino, fd.as_raw_fd(), p, false)?;
+            self.kill_setid(ino, p, false)?;
         }
         let existing = lock(&self.nodes)
             .get(&ino)
@@ -371,8 +371,7 @@ impl Fs {
     ) -> Result<u32> {
         self.writable()?;
         if kill_setid {
-            let (fd, _) = self.node(ino)?;
-            self.kill_setid(ino, fd.as_raw_fd(), p, true)?;
+            self.kill_setid(ino, p, true)?;
         }
         let o = self.handle(fh)?;
         let mut g = o.write();
@@ -411,8 +410,7 @@ impl Fs {
     /// current rule); other sizes keep the object's key.
     pub fn truncate(&self, ino: u64, fh: Option<u64>, size: u64, p: &Principal) -> Result<()> {
         self.writable()?;
-        let (fd, _) = self.node(ino)?;
-        self.kill_setid(ino, fd.as_raw_fd(), p, false)?;
+        self.kill_setid(ino, p, false)?;
         let o = match fh.and_then(|f| self.handle(f).ok()) {
             Some(o) => o,
             None => {
@@ -462,8 +460,7 @@ impl Fs {
         if mode != 0 {
             return Err(errno(libc::EOPNOTSUPP));
         }
-        let (fd, _) = self.node(ino)?;
-        self.kill_setid(ino, fd.as_raw_fd(), p, false)?;
+        self.kill_setid(ino, p, false)?;
         let o = self.handle(fh)?;
         let mut g = o.write();
         if g.obj.is_none() {
@@ -496,8 +493,7 @@ impl Fs {
             return Ok(0);
         }
         // No kill flag comes with this request: the VFS rule applies.
-        let (fd, _) = self.node(ino_out)?;
-        self.kill_setid(ino_out, fd.as_raw_fd(), p, false)?;
+        self.kill_setid(ino_out, p, false)?;
         self.write(ino_out, fh_out, off_out, &data, false, p)
     }
 

@@ -193,6 +193,11 @@ pub(crate) fn errno(n: i32) -> Error {
     os_err(std::io::Error::from_raw_os_error(n))
 }
 
+/// The lock shard (of `open_locks`, `mode_locks`) of inode `ino`.
+fn shard(ino: u64) -> usize {
+    (ino % OPEN_LOCKS as u64) as usize
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain maps that stay consistent
     // (every update is a single insert/remove), so poisoning is ignored.
@@ -588,17 +593,13 @@ impl Fs {
     /// execute or the caller is not in the file's group; nothing for a
     /// caller holding CAP_FSETID. `no_cap`: the kernel has already found the
     /// caller without it (FUSE_WRITE_KILL_SUIDGID).
-    pub(crate) fn kill_setid(
-        &self,
-        ino: u64,
-        fd: RawFd,
-        p: &Principal,
-        no_cap: bool,
-    ) -> Result<()> {
+    pub(crate) fn kill_setid(&self, ino: u64, p: &Principal, no_cap: bool) -> Result<()> {
+        let (fd, _) = self.node(ino)?;
+        let fd = fd.as_raw_fd();
         if setid_kill(&sys::stat_fd(fd).map_err(os_err)?, p) == 0 {
             return Ok(());
         }
-        let _g = lock(&self.mode_locks[(ino % OPEN_LOCKS as u64) as usize]);
+        let _g = lock(&self.mode_locks[shard(ino)]);
         // Again under the lock: a chmod may have come in between.
         let st = sys::stat_fd(fd).map_err(os_err)?;
         let kill = setid_kill(&st, p);
@@ -611,7 +612,7 @@ impl Fs {
     pub fn chmod(&self, ino: u64, mode: u32) -> Result<()> {
         self.writable()?;
         let (fd, _) = self.node(ino)?;
-        let _g = lock(&self.mode_locks[(ino % OPEN_LOCKS as u64) as usize]);
+        let _g = lock(&self.mode_locks[shard(ino)]);
         sys::chmod_fd(fd.as_raw_fd(), mode & 0o7777).map_err(os_err)
     }
 
@@ -639,7 +640,7 @@ impl Fs {
     pub fn chown(&self, ino: u64, uid: Option<u32>, gid: Option<u32>, p: &Principal) -> Result<()> {
         self.writable()?;
         let (fd, _) = self.node(ino)?;
-        let _g = lock(&self.mode_locks[(ino % OPEN_LOCKS as u64) as usize]);
+        let _g = lock(&self.mode_locks[shard(ino)]);
         let before = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
         sys::chown_fd(fd.as_raw_fd(), uid, gid).map_err(os_err)?;
         let sgid_only = libc::S_ISGID | libc::S_IXGRP;

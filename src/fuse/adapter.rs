@@ -187,17 +187,13 @@ impl Filesystem for SsefsFuse {
             // Under FUSE_HANDLE_KILLPRIV_V2 both chown(f, -1, -1) and the
             // kernel's own removal of set-id bits before a write arrive as
             // a SETATTR of nothing.
-            let empty = [
-                mode.is_none(),
-                size.is_none(),
-                atime.is_none(),
-                mtime.is_none(),
-            ]
-            .iter()
-            .all(|&none| none)
-                && ctime.is_none()
-                && uid.is_none()
-                && gid.is_none();
+            let empty = uid.is_none()
+                && gid.is_none()
+                && mode.is_none()
+                && size.is_none()
+                && atime.is_none()
+                && mtime.is_none()
+                && ctime.is_none();
             if empty {
                 self.fs.chown_nothing(ino.0, &p)?;
             }
