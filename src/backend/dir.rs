@@ -105,9 +105,8 @@ fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<libc::stat> {
 
 fn openat(dir: RawFd, name: &CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
     // SAFETY: name is a valid C string; the fd returned is fresh and ours.
-    let fd = check(
-        unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC, mode) }.into(),
-    )?;
+    let fd =
+        check(unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC, mode) }.into())?;
     // SAFETY: fd is a fresh descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
@@ -325,7 +324,13 @@ impl Dir {
     /// raced in between, the exchange is undone and ESTALE returned. What
     /// was replaced is removed. Nothing outside the two directories can be
     /// touched, whatever is renamed meanwhile.
-    pub fn replace(&self, name: &OsStr, tmp_dir: &Dir, tmp: &OsStr, expect: Ident) -> io::Result<()> {
+    pub fn replace(
+        &self,
+        name: &OsStr,
+        tmp_dir: &Dir,
+        tmp: &OsStr,
+        expect: Ident,
+    ) -> io::Result<()> {
         if Ident::of(&self.stat(name)?) != expect {
             return Err(errno(libc::ESTALE));
         }
@@ -484,7 +489,9 @@ mod tests {
         symlink(t.path().join("out"), t.path().join("in/a/link")).expect("symlink");
         assert!(d.create_dirs(Path::new("a/link/x"), 0o755).is_err());
         assert!(!t.path().join("out/x").exists());
-        let made = d.create_dirs(Path::new("a/new/deeper"), 0o755).expect("create");
+        let made = d
+            .create_dirs(Path::new("a/new/deeper"), 0o755)
+            .expect("create");
         assert!(t.path().join("in/a/new/deeper").is_dir());
         let m = std::fs::metadata(t.path().join("in/a/new/deeper")).expect("stat");
         use std::os::unix::fs::MetadataExt;
@@ -510,14 +517,20 @@ mod tests {
             .replace(OsStr::new("f"), &d, OsStr::new("tmp1"), expect)
             .expect_err("identity differs");
         assert_eq!(e.raw_os_error(), Some(libc::ESTALE));
-        assert_eq!(std::fs::read(t.path().join("in/a/b/f")).expect("read"), b"planted");
+        assert_eq!(
+            std::fs::read(t.path().join("in/a/b/f")).expect("read"),
+            b"planted"
+        );
         assert!(t.path().join("in/tmp1").exists());
         // The right one: replaced, and the old inode is gone from the temp place.
         let now = Ident::of(&b.stat(OsStr::new("g")).expect("stat"));
         assert_eq!(now, expect);
         b.replace(OsStr::new("g"), &d, OsStr::new("tmp1"), expect)
             .expect("replace");
-        assert_eq!(std::fs::read(t.path().join("in/a/b/g")).expect("read"), b"new");
+        assert_eq!(
+            std::fs::read(t.path().join("in/a/b/g")).expect("read"),
+            b"new"
+        );
         assert!(!t.path().join("in/tmp1").exists());
     }
 
@@ -541,7 +554,10 @@ mod tests {
 
     #[test]
     fn ident_round_trips_through_bytes() {
-        let i = Ident { dev: 0x0102, ino: u64::MAX - 7 };
+        let i = Ident {
+            dev: 0x0102,
+            ino: u64::MAX - 7,
+        };
         assert_eq!(Ident::from_bytes(&i.to_bytes()), Some(i));
         assert_eq!(Ident::from_bytes(&[0u8; 15]), None);
     }

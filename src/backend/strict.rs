@@ -42,7 +42,10 @@ fn check_meta(path: &Path, m: &fs::Metadata) -> Result<()> {
     if mode & 0o022 != 0 {
         return Err(refuse(
             path,
-            format!("it is writable by group or others (mode {:04o})", mode & 0o7777),
+            format!(
+                "it is writable by group or others (mode {:04o})",
+                mode & 0o7777
+            ),
             format!("chmod go-w {}", path.display()),
         ));
     }
@@ -113,7 +116,10 @@ pub fn check_ancestors(dir: &Path) -> Result<()> {
 /// `check` to judge.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        DirBuilder::new().recursive(true).mode(0o755).create(parent)?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)?;
     }
     match DirBuilder::new().mode(0o700).create(dir) {
         // The umask may have taken bits away; never added any. Set the mode

@@ -186,14 +186,16 @@ impl Engine {
     /// The bucket's directory, held open (resolved beneath the data
     /// directory, no symlink followed), or NoSuchBucket.
     pub fn bucket(&self, name: &BucketName) -> Result<Dir> {
-        self.root.dir(Path::new(name.as_str())).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => Error::new(
-                OssCode::NoSuchBucket,
-                "The specified bucket does not exist.",
-            )
-            .resource(name.as_str()),
-            _ => Error::io(name, e),
-        })
+        self.root
+            .dir(Path::new(name.as_str()))
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => Error::new(
+                    OssCode::NoSuchBucket,
+                    "The specified bucket does not exist.",
+                )
+                .resource(name.as_str()),
+                _ => Error::io(name, e),
+            })
     }
 
     /// The bucket's directory, or NoSuchBucket.

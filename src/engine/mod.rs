@@ -34,9 +34,9 @@ use crate::oss::{SseAlgorithm, SseConfig};
 pub use bucket::BucketSettings;
 pub use cache::ChunkCache;
 pub use object::ObjectFile;
-pub(crate) use objects::{copy_posix_attrs, mark_replaces};
 pub use objects::open_regular;
 pub use objects::ObjectInfo;
+pub(crate) use objects::{copy_posix_attrs, mark_replaces};
 
 /// The state directory inside the data directory.
 pub const STATE_DIR: &str = ".ssefs";
@@ -137,7 +137,10 @@ impl Engine {
         }
         Self::check_private(data_dir)?;
         let root_dir = Dir::open(data_dir).ctx(data_dir.display())?;
-        let owner = root_dir.stat(OsStr::new("")).ctx(data_dir.display())?.st_uid;
+        let owner = root_dir
+            .stat(OsStr::new(""))
+            .ctx(data_dir.display())?
+            .st_uid;
         // Made by versions that did not make it with the state directory.
         let tmp_path = state.join("tmp");
         strict::create_private_dir(&tmp_path).ctx(tmp_path.display())?;

@@ -98,7 +98,12 @@ pub fn open_regular(dir: &Dir, leaf: &OsStr) -> io::Result<Option<File>> {
     match dir.file(Path::new(leaf), flags, 0) {
         Ok(f) if f.metadata()?.is_file() => Ok(Some(f)),
         Ok(_) => Ok(None),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR)
+            ) =>
+        {
             Ok(None)
         }
         Err(e) => Err(e),
@@ -125,7 +130,12 @@ impl Engine {
         let (parent, leaf) = split_key(key);
         let dir = match b.dir(parent) {
             Ok(d) => d,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                ) =>
+            {
                 return Err(no_key())
             }
             Err(e) => return Err(Error::io(&name, e)),
@@ -184,14 +194,16 @@ impl Engine {
     ) -> Result<(Dir, &'k OsStr)> {
         let b = self.bucket(bucket)?;
         let (parent, leaf) = split_key(key);
-        let dir = b.create_dirs(parent, 0o755).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOTDIR | libc::ELOOP) => Error::new(
-                OssCode::InvalidObjectName,
-                "a part of the key names something that is not a directory",
-            )
-            .resource(name),
-            _ => Error::io(name, e),
-        })?;
+        let dir = b
+            .create_dirs(parent, 0o755)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOTDIR | libc::ELOOP) => Error::new(
+                    OssCode::InvalidObjectName,
+                    "a part of the key names something that is not a directory",
+                )
+                .resource(name),
+                _ => Error::io(name, e),
+            })?;
         if dir
             .stat(leaf)
             .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)

@@ -32,6 +32,9 @@ pub use io::OpenObject;
 /// FUSE's root inode number.
 pub const ROOT_INO: u64 = 1;
 
+/// The mode the mount root shows (see `Fs::attr_of`).
+const ROOT_MODE: u16 = 0o755;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Dir,
@@ -296,7 +299,14 @@ impl Fs {
             mtime: ts(st.st_mtime, st.st_mtime_nsec),
             ctime: ts(st.st_ctime, st.st_ctime_nsec),
             kind,
-            perm: (st.st_mode & 0o7777) as u16,
+            perm: match role {
+                // The data directory is private on the backend (0700, so no
+                // local user can reach or swap what it holds); through the
+                // mount its root is the list of buckets, open to all, as a
+                // new directory would be. It cannot be changed (EPERM).
+                Role::Root => ROOT_MODE,
+                _ => (st.st_mode & 0o7777) as u16,
+            },
             nlink: st.st_nlink as u32,
             uid: st.st_uid,
             gid: st.st_gid,
@@ -706,6 +716,7 @@ impl Fs {
 
     pub fn chmod(&self, ino: u64, mode: u32) -> Result<()> {
         self.writable()?;
+        Self::not_root(ino)?;
         let (fd, _) = self.node(ino)?;
         let _g = lock(&self.mode_locks[shard(ino)]);
         sys::chmod_fd(fd.as_raw_fd(), mode & 0o7777).map_err(os_err)
@@ -734,6 +745,7 @@ impl Fs {
     /// the group may not execute (Linux 6.2 and later), which is ours to do.
     pub fn chown(&self, ino: u64, uid: Option<u32>, gid: Option<u32>, p: &Principal) -> Result<()> {
         self.writable()?;
+        Self::not_root(ino)?;
         let (fd, _) = self.node(ino)?;
         let _g = lock(&self.mode_locks[shard(ino)]);
         let before = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
@@ -763,11 +775,27 @@ impl Fs {
         sys::utimens_fd(fd.as_raw_fd(), link, atime, mtime).map_err(os_err)
     }
 
+    /// The mount root's owner and mode are the private data directory's
+    /// on the backend, which users through the mount may not change.
+    fn not_root(ino: u64) -> Result<()> {
+        if ino == ROOT_INO {
+            tracing::warn!(
+                code = OssCode::AccessDenied.as_str(),
+                "the mount root's mode and owner are fixed (the data directory stays private)"
+            );
+            return Err(errno(libc::EPERM));
+        }
+        Ok(())
+    }
+
     /// access(2). With the kernel checking mode bits it has done so already;
     /// otherwise the check is ours, as a kernel filesystem would make it.
     pub fn access(&self, ino: u64, mask: i32, p: &Principal) -> Result<()> {
         let (fd, _) = self.node(ino)?;
-        let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        let mut st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        if ino == ROOT_INO {
+            st.st_mode = (st.st_mode & libc::S_IFMT) | u32::from(ROOT_MODE);
+        }
         if self.opts.kernel_checks_permissions || mask == libc::F_OK {
             return Ok(());
         }

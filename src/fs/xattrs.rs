@@ -445,14 +445,9 @@ impl Fs {
         let (pfd, _) = self.node(parent)?;
         let dir = Dir::dup(pfd.as_fd()).map_err(os_err)?;
         let src = sys::reopen(fd.as_raw_fd(), libc::O_RDONLY).map_err(os_err)?;
-        let (_, new_file) = self.engine.reencrypt_at(
-            p,
-            &bucket,
-            (&dir, &leaf),
-            src,
-            &name,
-            (sse, over),
-        )?;
+        let (_, new_file) =
+            self.engine
+                .reencrypt_at(p, &bucket, (&dir, &leaf), src, &name, (sse, over))?;
         // The backend inode changed; keep the kernel's inode number for it.
         let new_fd = Arc::new(sys::path_fd_of(new_file.as_raw_fd()).map_err(os_err)?);
         let st = sys::stat_fd(new_fd.as_raw_fd()).map_err(os_err)?;

@@ -45,20 +45,26 @@ impl ObjectEntry {
     /// (it may have been renamed, replaced or removed since the listing).
     pub fn find(&self, engine: &Engine) -> Result<Found> {
         let gone = || {
-            Error::new(OssCode::NoSuchKey, "The specified key does not exist.")
-                .resource(&self.name)
+            Error::new(OssCode::NoSuchKey, "The specified key does not exist.").resource(&self.name)
         };
         let bucket = engine.bucket(&self.bucket)?;
         let rel = Path::new(&self.key);
         let leaf = rel.file_name().ok_or_else(gone)?.to_owned();
         let dir = match bucket.dir(rel.parent().unwrap_or(Path::new(""))) {
             Ok(d) => d,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                ) =>
+            {
                 return Err(gone())
             }
             Err(e) => return Err(Error::io(&self.name, e)),
         };
-        let file = open_regular(&dir, &leaf).ctx(&self.name)?.ok_or_else(gone)?;
+        let file = open_regular(&dir, &leaf)
+            .ctx(&self.name)?
+            .ok_or_else(gone)?;
         Ok(Found { dir, leaf, file })
     }
 }
