@@ -123,12 +123,25 @@ impl Engine {
         bucket: &BucketName,
         key: &ObjectKey,
     ) -> Result<(Dir, OsString, File)> {
+        self.find_object(bucket, key.as_str(), &format!("{bucket}/{}", key.as_str()))
+    }
+
+    /// The object at `key` (a path below its bucket) found by descriptor:
+    /// the directory it is in (held), its name there and its file, open for
+    /// reading. NoSuchKey (naming `name`) when there is no regular file
+    /// there, or a symlink on the way.
+    pub fn find_object(
+        &self,
+        bucket: &BucketName,
+        key: &str,
+        name: &str,
+    ) -> Result<(Dir, OsString, File)> {
         let b = self.bucket(bucket)?;
-        let name = format!("{bucket}/{}", key.as_str());
         let no_key =
-            || Error::new(OssCode::NoSuchKey, "The specified key does not exist.").resource(&name);
-        let (parent, leaf) = split_key(key);
-        let dir = match b.dir(parent) {
+            || Error::new(OssCode::NoSuchKey, "The specified key does not exist.").resource(name);
+        let rel = Path::new(key);
+        let leaf = rel.file_name().ok_or_else(no_key)?;
+        let dir = match b.dir(rel.parent().unwrap_or(Path::new(""))) {
             Ok(d) => d,
             Err(e)
                 if matches!(
@@ -138,9 +151,9 @@ impl Engine {
             {
                 return Err(no_key())
             }
-            Err(e) => return Err(Error::io(&name, e)),
+            Err(e) => return Err(Error::io(name, e)),
         };
-        let f = open_regular(&dir, leaf).ctx(&name)?.ok_or_else(no_key)?;
+        let f = open_regular(&dir, leaf).ctx(name)?.ok_or_else(no_key)?;
         Ok((dir, leaf.to_owned(), f))
     }
 

@@ -7,8 +7,8 @@ use std::fs::File;
 use std::path::Path;
 
 use crate::backend::Dir;
-use crate::engine::{open_regular, Engine};
-use crate::error::{Error, IoContext, OssCode, Result};
+use crate::engine::Engine;
+use crate::error::{IoContext, Result};
 use crate::oss::BucketName;
 
 /// One object file found on the backend.
@@ -44,27 +44,7 @@ impl ObjectEntry {
     /// Opens the object again, beneath its bucket with no symlink followed
     /// (it may have been renamed, replaced or removed since the listing).
     pub fn find(&self, engine: &Engine) -> Result<Found> {
-        let gone = || {
-            Error::new(OssCode::NoSuchKey, "The specified key does not exist.").resource(&self.name)
-        };
-        let bucket = engine.bucket(&self.bucket)?;
-        let rel = Path::new(&self.key);
-        let leaf = rel.file_name().ok_or_else(gone)?.to_owned();
-        let dir = match bucket.dir(rel.parent().unwrap_or(Path::new(""))) {
-            Ok(d) => d,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
-                ) =>
-            {
-                return Err(gone())
-            }
-            Err(e) => return Err(Error::io(&self.name, e)),
-        };
-        let file = open_regular(&dir, &leaf)
-            .ctx(&self.name)?
-            .ok_or_else(gone)?;
+        let (dir, leaf, file) = engine.find_object(&self.bucket, &self.key, &self.name)?;
         Ok(Found { dir, leaf, file })
     }
 }
