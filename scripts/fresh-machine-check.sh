@@ -73,9 +73,16 @@ step "debootstrap --variant=minbase $suite from $mirror"
 debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 \
   || { tail -n 20 "$work/debootstrap.log" >&2; exit 1; }
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# CA certificates this host adds for its network (an intercepting proxy's,
+# say): ca-certificates, once the set-up installs it, trusts them as here.
+if compgen -G "/usr/local/share/ca-certificates/*" >/dev/null; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp -r /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+fi
 bind /proc "$root/proc"
 bind /sys "$root/sys"
 bind /dev "$root/dev"
+bind /dev/pts "$root/dev/pts"
 
 step "Rust: toolchain $tc, read-only, in /usr/local/rustup; rustup in /usr/local/cargo/bin"
 bind "$tc_dir" "$root/usr/local/rustup/toolchains/$tc" ro
@@ -135,7 +142,7 @@ as_root 'cargo run --release -q -- mount /mnt/oss
   mkdir /mnt/oss/docs
   setfattr -n user.oss.server-side-encryption -v SM4 /mnt/oss/docs
   echo fresh >/mnt/oss/docs/f
-  [ "$(getfattr --only-values -n user.oss.server-side-encryption /mnt/oss/docs/f)" = SM4 ]
+  [ "$(getfattr --absolute-names --only-values -n user.oss.server-side-encryption /mnt/oss/docs/f)" = SM4 ]
   ! grep -q fresh /var/lib/ssefs/docs/f
   fusermount3 -u /mnt/oss
   echo "mounted, wrote through an SM4 bucket (ciphertext on disk), unmounted"'
