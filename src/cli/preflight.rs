@@ -118,16 +118,19 @@ pub(crate) fn problem(host: &Host, opts: &MountOpts, mp: &Path) -> Option<Error>
 }
 
 fn find_helper() -> Helper {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.extend([PathBuf::from("/sbin"), PathBuf::from("/bin")]);
     let candidates: Vec<PathBuf> = match std::env::var_os("FUSERMOUNT_PATH") {
-        Some(p) => vec![PathBuf::from(p)],
-        None => {
-            let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
-            let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-            dirs.extend([PathBuf::from("/sbin"), PathBuf::from("/bin")]);
-            dirs.iter()
-                .flat_map(|d| HELPERS.iter().map(move |h| d.join(h)))
-                .collect()
+        // A bare name is run from $PATH, as fuser runs it.
+        Some(p) if !p.as_encoded_bytes().contains(&b'/') => {
+            std::env::split_paths(&path).map(|d| d.join(&p)).collect()
         }
+        Some(p) => vec![PathBuf::from(p)],
+        None => dirs
+            .iter()
+            .flat_map(|d| HELPERS.iter().map(move |h| d.join(h)))
+            .collect(),
     };
     let mut found = None;
     for c in candidates {

@@ -513,6 +513,7 @@ fn mount_as_a_user_without_fuse3_says_in_one_line_what_is_missing() {
     let as_nobody = |helper: &str, mp: &std::path::Path| {
         let mut c = d.cmd();
         c.env("FUSERMOUNT_PATH", helper)
+            .env("PATH", "/usr/bin:/bin")
             .args(["mount", mp.to_str().unwrap()])
             .uid(65534)
             .gid(65534);
@@ -542,5 +543,19 @@ fn mount_as_a_user_without_fuse3_says_in_one_line_what_is_missing() {
         r.stderr
     );
     assert!(!r.stderr.contains("write access"), "{}", r.stderr);
+    // A bare name is looked up on $PATH, as fuser runs it.
+    let r = as_nobody("true", &mnt).fails_with("AccessDenied");
+    assert!(
+        r.stderr.contains("needs /usr/bin/true to be setuid root"),
+        "{}",
+        r.stderr
+    );
+    let r = as_nobody("no-such-fusermount", &mnt).fails_with("AccessDenied");
+    assert!(
+        r.stderr
+            .contains("needs fusermount3, which is not installed"),
+        "{}",
+        r.stderr
+    );
     assert!(!d.data().exists(), "the data directory was created");
 }
