@@ -1,6 +1,7 @@
 //! The `ssefs` command line. Parses arguments with clap, opens the engine and
 //! prints results; all logic lives in the engine and the KMS.
 
+mod harden;
 mod kms;
 
 use std::ffi::OsString;
@@ -257,8 +258,8 @@ impl GlobalArgs {
             let line = text.lines().next().unwrap_or("").to_owned();
             return Ok(RootKeySource::Passphrase(Zeroizing::new(line)));
         }
-        if let Ok(p) = std::env::var("SSEFS_PASSPHRASE") {
-            return Ok(RootKeySource::Passphrase(Zeroizing::new(p)));
+        if let Some(p) = harden::passphrase_from_env() {
+            return Ok(RootKeySource::Passphrase(p));
         }
         if ask {
             let mut line = Zeroizing::new(String::new());
@@ -421,7 +422,18 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
                 for o in &options {
                     args.extend(["-o".into(), o.into()]);
                 }
-                crate::fuse::spawn_background(&dir, &mountpoint, &args)
+                // The daemon gets the passphrase the way we did, and takes
+                // it out of its own environment in turn.
+                let pass = match (&g.passphrase_file, harden::passphrase_from_env()) {
+                    (None, Some(p)) => Some(p),
+                    _ => None,
+                };
+                let env: Vec<(&str, &str)> = pass
+                    .as_ref()
+                    .map(|p| (harden::PASSPHRASE_ENV, p.as_str()))
+                    .into_iter()
+                    .collect();
+                crate::fuse::spawn_background(&dir, &mountpoint, &args, &env)
             }
         }
     }
@@ -587,6 +599,9 @@ fn finish_op(r: &ops::Report, op: &str, changed_word: &str) -> Result<()> {
 
 /// Entry point of the binary: one line on stderr and a non-zero exit per error.
 pub fn main() -> ExitCode {
+    // First, while the process has one thread: every command may hold keys.
+    harden::no_core_dumps();
+    harden::scrub_env();
     let argv: Vec<OsString> = std::env::args_os().collect();
     let argv = match helper::translate(&argv) {
         None => argv,

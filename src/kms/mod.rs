@@ -173,7 +173,8 @@ impl Kms {
         let keystore = store::keystore_path(state_dir);
         let (s, stamp) = store::read(state_dir)?;
         s.check_version(&keystore)?;
-        let root = rootkey::load(root, s.root.kdf.as_ref(), &keystore)?;
+        // Held for the life of the process: kept out of core dumps and swap.
+        let root = rootkey::load(root, s.root.kdf.as_ref(), &keystore)?.locked();
         verify_store(&s, &root, &keystore)?;
         Ok(Kms {
             dir: state_dir.to_path_buf(),

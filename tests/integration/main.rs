@@ -5,6 +5,7 @@ mod chunks;
 mod cli;
 mod crash;
 mod fullspace;
+mod hardening;
 mod keylife;
 mod mount;
 mod ops;
