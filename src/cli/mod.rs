@@ -3,6 +3,7 @@
 
 mod harden;
 mod kms;
+mod rootkey;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -42,9 +43,17 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// The root key file [default: $CREDENTIALS_DIRECTORY/root.key under
-    /// systemd, else DATA_DIR/.ssefs/root.key]
+    /// systemd, else KEY_DIR/ID.key named after the data directory's id,
+    /// where KEY_DIR is $SSEFS_KEY_DIR, /etc/ssefs for root or
+    /// $XDG_CONFIG_HOME/ssefs; else DATA_DIR/.ssefs/root.key (old layout)]
     #[arg(long, global = true, value_name = "PATH", env = "SSEFS_ROOT_KEY")]
     pub root_key: Option<PathBuf>,
+    /// Keep a new data directory's root key inside it
+    /// (DATA_DIR/.ssefs/root.key). This gives up the protection of backups,
+    /// copies and snapshots of the data directory: each then holds the key
+    /// to decrypt it.
+    #[arg(long, global = true)]
+    pub insecure_root_key_in_data_dir: bool,
     /// Derive the root key from the passphrase in this file (first line)
     /// instead of a key file; $SSEFS_PASSPHRASE works too.
     #[arg(long, global = true, value_name = "FILE")]
@@ -106,8 +115,13 @@ pub enum Command {
         bucket: Option<String>,
     },
     /// Mounts of the data directory, buckets with their rule and object
-    /// count, and keys with their states.
+    /// count, keys with their states, and where the root key is (with a
+    /// warning when a copy of the data directory would hold it too).
     Status,
+    /// The root key: move it out of the data directory, export it as text
+    /// to keep on paper, import it back.
+    #[command(subcommand)]
+    RootKey(rootkey::RootKeyCmd),
     /// Write the man pages to DIR (for packaging).
     #[command(hide = true)]
     Man { dir: PathBuf },
@@ -270,7 +284,10 @@ impl GlobalArgs {
         }
         Ok(match &self.root_key {
             Some(p) => RootKeySource::File(p.clone()),
-            None => default_root_key(data_dir),
+            None if self.insecure_root_key_in_data_dir => {
+                crate::kms::location::default_source(data_dir, true)?
+            }
+            None => default_root_key(data_dir)?,
         })
     }
 
@@ -335,13 +352,9 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
                 return Err(Error::new(OssCode::InvalidArgument, "no passphrase given"));
             }
             Engine::init(&dir, &src)?;
-            let where_ = match &src {
-                RootKeySource::File(p) => format!("root key: {}", p.display()),
-                RootKeySource::Passphrase(_) => {
-                    "root key: derived from the passphrase (Argon2id)".into()
-                }
-            };
-            out(&format!("initialised {}\n{where_}\n", dir.display()))
+            let id = crate::kms::recorded_data_dir_id(&dir.join(crate::engine::STATE_DIR));
+            let lines = crate::kms::location::describe(&dir, &src, id).join("\n");
+            out(&format!("initialised {}\n{lines}\n", dir.display()))
         }
         Command::Bucket(b) => bucket(g, b),
         Command::Object(o) => object(g, o),
@@ -371,7 +384,18 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
             let r = ops::verify(&e, &Principal::current(), b.as_ref(), &pb)?;
             finish_op(&r, "verify", "")
         }
-        Command::Status => out(&ops::status(&g.open_engine()?)?.to_string()),
+        Command::Status => {
+            let dir = g.data_dir();
+            let src = g.root_source(&dir, false)?;
+            let e = Engine::open(&dir, &src)?;
+            let mut text = ops::status(&e)?.to_string();
+            for l in crate::kms::location::describe(&dir, &src, e.kms().data_dir_id()?) {
+                text.push_str(&l);
+                text.push('\n');
+            }
+            out(&text)
+        }
+        Command::RootKey(c) => rootkey::run(g, c),
         Command::Man { dir } => {
             std::fs::create_dir_all(&dir).ctx(dir.display())?;
             clap_mangen::generate_to(Cli::command(), &dir).ctx(dir.display())
@@ -399,6 +423,12 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
             }
             if foreground {
                 let root = g.root_source(&dir, false)?;
+                let id = crate::kms::recorded_data_dir_id(&dir.join(crate::engine::STATE_DIR));
+                for w in crate::kms::location::describe(&dir, &root, id) {
+                    if let Some(w) = w.strip_prefix("warning: ") {
+                        tracing::warn!("{w}");
+                    }
+                }
                 crate::fuse::run_foreground(&dir, &root, &mountpoint, &opts, || {
                     notify::ready(&mountpoint);
                     notify::spawn_watchdog(&mountpoint);
@@ -417,6 +447,9 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
                 }
                 if let Some(f) = &g.passphrase_file {
                     args.extend(["--passphrase-file".into(), f.into()]);
+                }
+                if g.insecure_root_key_in_data_dir {
+                    args.push("--insecure-root-key-in-data-dir".into());
                 }
                 args.extend(["mount".into(), mountpoint.clone().into()]);
                 for o in &options {

@@ -110,6 +110,13 @@ fn the_daemon_is_not_dumpable() {
     );
     // The control: an ordinary process of the same user.
     let mut sleeper = as_user("sleep".as_ref(), uid).arg("30").spawn().unwrap();
+    // setpriv itself runs as root until it execs sleep.
+    let comm = format!("/proc/{}/comm", sleeper.id());
+    let t = std::time::Instant::now();
+    while fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" {
+        assert!(t.elapsed().as_secs() < 10, "sleep did not start");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let own = fs::metadata(format!("/proc/{}/environ", sleeper.id()))
         .unwrap()
         .uid();

@@ -9,6 +9,7 @@ mod hardening;
 mod keylife;
 mod mount;
 mod ops;
+mod rootkey;
 mod service;
 mod stress;
 mod tamper;
