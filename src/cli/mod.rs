@@ -132,8 +132,9 @@ As a service, the unit ssefs@NAME.service runs
 
   ssefs --config /etc/ssefs/NAME.toml mount --foreground
 
-with the root key passed as the credential root.key (from /etc/ssefs/NAME.key)
-and tells systemd when the mount is ready (Type=notify).
+with the root key passed as a credential: sealed by systemd-creds in
+/etc/ssefs/NAME.cred, or the plain file /etc/ssefs/NAME.key. It tells systemd
+when the mount is ready (Type=notify).
 
 From /etc/fstab, through the mount helper mount.fuse.ssefs:
 

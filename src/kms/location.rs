@@ -23,8 +23,9 @@ use crate::error::{Error, IoContext, OssCode, Result};
 
 /// The old layout's key file, inside the state directory.
 pub const LEGACY_KEY: &str = ".ssefs/root.key";
-/// The systemd credential's name.
-pub const CREDENTIAL: &str = "root.key";
+/// The systemd credentials' names, in the order they are looked for:
+/// the sealed one (LoadCredentialEncrypted=), then the plain file.
+pub const CREDENTIALS: [&str; 2] = ["root.key", "root.key.plain"];
 
 /// The directory new root keys go to (see the module comment).
 pub fn key_dir() -> Result<PathBuf> {
@@ -61,11 +62,25 @@ pub fn legacy_key(data_dir: &Path) -> PathBuf {
     data_dir.join(LEGACY_KEY)
 }
 
-/// The systemd credential, if this process was given one.
+/// What the unit's `SetCredential=` fallback passes for a credential file
+/// that is not there.
+pub const NO_CREDENTIAL: &[u8] = b"none";
+
+/// The systemd credential, if this process was given one. An empty one, or
+/// the unit's "none", is not a key.
 pub fn credential() -> Option<PathBuf> {
     let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
-    let p = Path::new(&dir).join(CREDENTIAL);
-    p.exists().then_some(p)
+    CREDENTIALS
+        .iter()
+        .map(|c| Path::new(&dir).join(c))
+        .find(|p| match fs::metadata(p) {
+            Ok(m) if m.len() == 0 => false,
+            Ok(m) if m.len() == NO_CREDENTIAL.len() as u64 => {
+                fs::read(p).is_ok_and(|b| b != NO_CREDENTIAL)
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        })
 }
 
 /// Where the root key comes from when none is named. `in_data_dir` asks

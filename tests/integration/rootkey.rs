@@ -384,3 +384,26 @@ fn a_passphrase_has_no_key_to_export_and_a_foreign_key_file_is_refused() {
         r.stderr
     );
 }
+
+#[test]
+fn an_empty_credential_is_no_key_and_the_plain_one_is_used() {
+    // What the unit's SetCredential= fallbacks leave when only the plain
+    // file /etc/ssefs/NAME.key exists: root.key holding "none".
+    let d = DataDir::uninit();
+    let creds = d.path("creds");
+    fs::create_dir(&creds).unwrap();
+    let plain = creds.join("root.key.plain");
+    d.run(&["--root-key", plain.to_str().unwrap(), "init"]).ok();
+    fs::write(creds.join("root.key"), b"none").unwrap();
+    let st = Run::from(
+        d.cmd()
+            .env("CREDENTIALS_DIRECTORY", &creds)
+            .arg("status")
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    assert_eq!(reported_key(&st.stdout), plain);
+    // Without any credential, nothing else holds the key.
+    d.run(&["status"]).fails_with("no root key");
+}

@@ -474,7 +474,15 @@ fn the_unit_keeps_the_mount_visible_to_the_system() {
     ] {
         assert!(UNIT.lines().any(|l| l.starts_with(k)), "no {k}");
     }
-    assert!(UNIT.contains("LoadCredential=root.key:/etc/ssefs/%i.key"));
+    // The sealed credential and the plain file, each optional.
+    for l in [
+        "SetCredential=root.key:none",
+        "LoadCredentialEncrypted=root.key:/etc/ssefs/%i.cred",
+        "SetCredential=root.key.plain:none",
+        "LoadCredential=root.key.plain:/etc/ssefs/%i.key",
+    ] {
+        assert!(UNIT.lines().any(|u| u == l), "no {l}");
+    }
 }
 
 /// The unit's CapabilityBoundingSet= as setpriv's --bounding-set list.
