@@ -185,37 +185,38 @@ inside test ! -e /etc/ssefs/sealed.key || fail "a plain key file is in the way"
 inside systemctl start ssefs@sealed || fail "start with the sealed credential failed"
 inside sh -ec 'mkdir /srv/sealed-mnt/bkt; echo sealed-io >/srv/sealed-mnt/bkt/f'
 [ "$(inside cat /srv/sealed-mnt/bkt/f)" = sealed-io ] || fail "I/O with the sealed credential"
-# The plain key, as bytes or as hex, on no disk: the container's root (its
-# /etc, /var, /srv with the data directory) is searched; only the unit's
-# credentials directory, in memory, may hold it. /run/sealed.hex is the
-# test's own note of it, in memory too.
+# The plain key, as bytes or as hex, on no disk: every file of the
+# container (its /etc, /var, and /srv with the data directory; /usr is the
+# host's, read-only) is searched. It must turn up exactly once: in the unit's
+# credentials directory, which is memory (ramfs) and shows that the search
+# does find it. /run/sealed.hex is the test's own note of it, in memory too.
 inside python3 - <<'PY' || fail "the plain root key is on a disk"
 import os, sys
 hexkey = open("/run/sealed.hex").read().strip()
 needles = [bytes.fromhex(hexkey), hexkey.encode()]
 assert len(needles[0]) == 32
-skip = ("/proc", "/sys", "/dev", "/run/credentials", "/run/sealed.hex", "/srv/sealed-mnt",
-        "/srv/mnt", "/srv/auto", "/usr")
-found, seen = [], 0
-for top in ["/"]:
-    for root, dirs, files in os.walk(top):
-        if root.startswith(skip):
-            dirs[:] = []
+skip = ("/proc", "/sys", "/dev", "/usr", "/run/sealed.hex", "/srv/sealed-mnt", "/srv/mnt", "/srv/auto")
+found, seen = [], set()
+for root, dirs, files in os.walk("/"):
+    if root.startswith(skip):
+        dirs[:] = []
+        continue
+    for f in files:
+        p = os.path.join(root, f)
+        if p.startswith(skip) or os.path.islink(p) or not os.path.isfile(p):
             continue
-        for f in files:
-            p = os.path.join(root, f)
-            if p.startswith(skip) or not os.path.isfile(p) or os.path.islink(p):
-                continue
-            try:
-                data = open(p, "rb").read()
-            except OSError:
-                continue
-            seen += 1
-            if any(n in data for n in needles):
-                found.append(p)
-print(f"searched {seen} files", file=sys.stderr)
-if found or seen < 100:
-    print("found in:", found, file=sys.stderr)
+        try:
+            data = open(p, "rb").read()
+        except OSError:
+            continue
+        seen.add(p)
+        if any(n in data for n in needles):
+            found.append(p)
+must_see = ["/srv/sealed-data/.ssefs/keystore.toml", "/etc/ssefs/sealed.cred", "/srv/sealed-data/bkt/f"]
+missing = [p for p in must_see if p not in seen]
+print(f"searched {len(seen)} files; found in {found}", file=sys.stderr)
+if missing or found != ["/run/credentials/ssefs@sealed.service/root.key"]:
+    print("not searched:", missing, file=sys.stderr)
     sys.exit(1)
 PY
 [ "$(inside systemctl show -P NRestarts ssefs@sealed)" = 0 ] || fail "the sealed instance restarted"
