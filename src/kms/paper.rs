@@ -89,12 +89,9 @@ pub fn decode(text: &str) -> Result<(SecretKey, Option<Uuid>)> {
         let line = raw.trim();
         let lower = line.to_ascii_lowercase();
         if let Some(rest) = lower.strip_prefix("data directory ") {
-            id = Some(Uuid::parse_str(rest.trim()).map_err(|_| {
-                bad(format!(
-                    "the data directory id {:?} is malformed",
-                    rest.trim()
-                ))
-            })?);
+            // Informational: the keystore check decides, so a typo here
+            // must not block a restore.
+            id = Uuid::parse_str(rest.trim()).ok();
             continue;
         }
         if let Some(rest) = lower.strip_prefix("sum:") {
