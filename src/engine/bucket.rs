@@ -2,6 +2,7 @@
 //! settings file holding its default encryption rule and its chunk size.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -11,6 +12,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::{Engine, BUCKET_SETTINGS};
+use crate::backend::Dir;
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::ChunkSize;
 use crate::kms::{Action, Principal};
@@ -181,6 +183,21 @@ impl Engine {
         self.data_dir.join(name.as_str())
     }
 
+    /// The bucket's directory, held open (resolved beneath the data
+    /// directory, no symlink followed), or NoSuchBucket.
+    pub fn bucket(&self, name: &BucketName) -> Result<Dir> {
+        self.root
+            .dir(Path::new(name.as_str()))
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => Error::new(
+                    OssCode::NoSuchBucket,
+                    "The specified bucket does not exist.",
+                )
+                .resource(name.as_str()),
+                _ => Error::io(name, e),
+            })
+    }
+
     /// The bucket's directory, or NoSuchBucket.
     pub fn existing_bucket(&self, name: &BucketName) -> Result<PathBuf> {
         let d = self.bucket_dir(name);
@@ -290,7 +307,7 @@ impl Engine {
         self.check_bucket_permission(p, name, &d, Action::OssPutBucketEncryption)?;
         let mut s = read_settings(&d)?;
         s.encryption = Some(rule.clone());
-        self.write_settings(&d, &s)
+        self.write_settings(name, &s)
     }
 
     /// GetBucketEncryption: NoSuchServerSideEncryptionRule when there is none.
@@ -315,7 +332,7 @@ impl Engine {
             return Ok(());
         }
         s.encryption = None;
-        self.write_settings(&d, &s)
+        self.write_settings(name, &s)
     }
 
     /// The rule in force for new objects, without a permission check (used
@@ -374,12 +391,14 @@ impl Engine {
             .resource(name.as_str()));
         }
         s.chunk_size = (chunk != ChunkSize::DEFAULT).then_some(chunk.bytes() as u64);
-        self.write_settings(&d, &s)
+        self.write_settings(name, &s)
     }
 
-    fn write_settings(&self, dir: &Path, s: &BucketSettings) -> Result<()> {
+    fn write_settings(&self, name: &BucketName, s: &BucketSettings) -> Result<()> {
         let text =
             toml::to_string(s).map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
-        self.write_atomic(&dir.join(BUCKET_SETTINGS), text.as_bytes())
+        let dir = self.bucket(name)?;
+        self.write_atomic(&dir, OsStr::new(BUCKET_SETTINGS), text.as_bytes())
+            .map_err(|e| e.resource(format!("{name}/{BUCKET_SETTINGS}")))
     }
 }

@@ -110,7 +110,7 @@ pub fn default_source(data_dir: &Path, in_data_dir: bool) -> Result<RootKeySourc
 }
 
 /// Creates the key directory (0700) if missing, and refuses one that
-/// another user owns or that group or others may write.
+/// another user owns or that group or others may write (StrictModes).
 pub fn ensure_key_dir(dir: &Path) -> Result<()> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).ctx(parent.display())?;
@@ -120,31 +120,9 @@ pub fn ensure_key_dir(dir: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io(format!("creating {}", dir.display()), e)),
     }
-    let meta = fs::metadata(dir).ctx(dir.display())?;
-    let me = nix::unistd::geteuid().as_raw();
-    let refuse = |why: String| {
-        Error::new(
-            OssCode::InvalidParameter,
-            format!("root key directory {}: {why}", dir.display()),
-        )
-        .resource(dir.display().to_string())
-    };
-    if !meta.is_dir() {
-        return Err(refuse("not a directory".into()));
-    }
-    if meta.uid() != me && meta.uid() != 0 {
-        return Err(refuse(format!(
-            "owned by uid {}, not by uid {me} who runs ssefs; run chown {me} on it",
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(refuse(format!(
-            "permissions {:04o} let group or others write it; run chmod go-w on it",
-            meta.mode() & 0o7777
-        )));
-    }
-    Ok(())
+    // Owned by us or root, not writable by group or others, no symlink:
+    // the same rule as for the data directory.
+    crate::backend::strict::check(dir)
 }
 
 /// Whether `inner` is `outer` or below it (both made absolute and

@@ -228,12 +228,14 @@ pub(crate) fn load_file(path: &Path) -> Result<SecretKey> {
         return Err(refuse("not a regular file".into()));
     }
     // Owned by someone else, the key could have been planted or be swapped
-    // by them (the StrictModes rule).
+    // by them (the StrictModes rule, as backend::strict words it).
     let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
+    if meta.uid() != me && meta.uid() != 0 {
         return Err(refuse(format!(
-            "owned by uid {}, not by uid {me} who runs ssefs; run chown {me} on it if it is yours",
-            meta.uid()
+            "it is owned by uid {}, not by uid {me} or root; fix it with `chown {me} {}` if \
+             it is yours",
+            meta.uid(),
+            path.display()
         )));
     }
     let mode = meta.mode() & 0o7777;
