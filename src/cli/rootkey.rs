@@ -114,6 +114,12 @@ fn move_key(g: &GlobalArgs, to: Option<PathBuf>) -> Result<()> {
              their data as exposed\n",
         );
     }
+    if g.root_key.is_some() && removed.iter().any(|p| Some(p) == g.root_key.as_ref()) {
+        s.push_str(
+            "the old path was named by --root-key, $SSEFS_ROOT_KEY or root_key in the config \
+             file: drop that setting, ssefs now finds the key by itself\n",
+        );
+    }
     if !to_default {
         s.push_str(&format!(
             "not the default place: name it with --root-key {} (or root_key in the config file)\n",
