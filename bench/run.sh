@@ -146,7 +146,7 @@ mount_system() {
             --pbkdf pkcs5-pbkdf2-hmac-sha256 --rounds 1 --keyfile "$PASSFILE" "$back" >&2
         securefs mount -b --keyfile "$PASSFILE" --log "$base/securefs.log" "$back" "$mnt" >&2 ;;
     ssefs-*)
-        SSEFS_DATA_DIR=$back "$SSEFS" mount "$mnt" >&2 ;;
+        SSEFS_DATA_DIR=$back SSEFS_KEY_DIR=$base/keys "$SSEFS" mount "$mnt" >&2 ;;
     esac
     local i
     for i in $(seq 100); do is_mounted "$mnt" && break; sleep 0.1; done

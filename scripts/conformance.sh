@@ -14,6 +14,8 @@ chmod 755 "$work"   # pjdfstest switches to unprivileged users
 mnt=$work/mnt
 mkdir "$mnt"
 export SSEFS_DATA_DIR=$work/data
+# Its root key beside it, not in the machine's /etc/ssefs.
+export SSEFS_KEY_DIR=$work/keys
 cleanup() {
   fusermount3 -u "$mnt" 2>/dev/null || true
   sleep 0.5

@@ -37,6 +37,9 @@ deb=$(cargo deb --no-build --strip | tail -n 1)
 echo "package: $deb ($(du -h "$deb" | cut -f1))"
 
 work=$(mktemp -d /tmp/ssefs-package.XXXXXX)
+# Root keys of the data directories made here go beside them, not into the
+# machine's /etc/ssefs.
+export SSEFS_KEY_DIR=$work/keys
 chmod 755 "$work"
 was_installed=no
 dpkg -s ssefs >/dev/null 2>&1 && was_installed=yes

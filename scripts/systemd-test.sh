@@ -12,6 +12,9 @@
 #   - stop: a clean unmount;
 #   - an fstab line as systemd's .mount unit (what x-systemd.automount
 #     triggers; autofs itself does not work in a container).
+#   - the root key sealed with systemd-creds (LoadCredentialEncrypted=),
+#     set up as the README says: the unit mounts with it, and the plain key
+#     is on no disk (nor the data directory) inside the container.
 #   - the unit's sandbox (system call filter, capabilities, devices) lets
 #     the daemon do what users do through the mount; and
 #     `systemd-analyze security` on the running instance (its exposure score
@@ -169,3 +172,54 @@ inside systemctl start srv-auto.mount || fail "the fstab line's mount unit faile
 inside systemctl stop srv-auto.mount
 ! inside grep -q " /srv/auto " /proc/1/mountinfo || fail "the fstab mount stayed"
 echo "systemd: fstab line mounted and unmounted as a .mount unit"
+
+# The root key sealed with systemd-creds to the host key (the README's three
+# commands): initialised with the key in /run (memory), sealed, removed.
+inside sh -ec '
+  ssefs --data-dir /srv/sealed-data --root-key /run/sealed.key init >/dev/null
+  od -An -tx1 /run/sealed.key | tr -d " \n" >/run/sealed.hex
+  systemd-creds encrypt --with-key=host --name=root.key /run/sealed.key /etc/ssefs/sealed.cred 2>/dev/null
+  rm /run/sealed.key
+  printf "data_dir = \"/srv/sealed-data\"\nmountpoint = \"/srv/sealed-mnt\"\n" >/etc/ssefs/sealed.toml'
+inside test ! -e /etc/ssefs/sealed.key || fail "a plain key file is in the way"
+inside systemctl start ssefs@sealed || fail "start with the sealed credential failed"
+inside sh -ec 'mkdir /srv/sealed-mnt/bkt; echo sealed-io >/srv/sealed-mnt/bkt/f'
+[ "$(inside cat /srv/sealed-mnt/bkt/f)" = sealed-io ] || fail "I/O with the sealed credential"
+# The plain key, as bytes or as hex, on no disk: every file of the
+# container (its /etc, /var, and /srv with the data directory; /usr is the
+# host's, read-only) is searched. It must turn up exactly once: in the unit's
+# credentials directory, which is memory (ramfs) and shows that the search
+# does find it. /run/sealed.hex is the test's own note of it, in memory too.
+inside python3 - <<'PY' || fail "the plain root key is on a disk"
+import os, sys
+hexkey = open("/run/sealed.hex").read().strip()
+needles = [bytes.fromhex(hexkey), hexkey.encode()]
+assert len(needles[0]) == 32
+skip = ("/proc", "/sys", "/dev", "/usr", "/run/sealed.hex", "/srv/sealed-mnt", "/srv/mnt", "/srv/auto")
+found, seen = [], set()
+for root, dirs, files in os.walk("/"):
+    if root.startswith(skip):
+        dirs[:] = []
+        continue
+    for f in files:
+        p = os.path.join(root, f)
+        if p.startswith(skip) or os.path.islink(p) or not os.path.isfile(p):
+            continue
+        try:
+            data = open(p, "rb").read()
+        except OSError:
+            continue
+        seen.add(p)
+        if any(n in data for n in needles):
+            found.append(p)
+must_see = ["/srv/sealed-data/.ssefs/keystore.toml", "/etc/ssefs/sealed.cred", "/srv/sealed-data/bkt/f"]
+missing = [p for p in must_see if p not in seen]
+print(f"searched {len(seen)} files; found in {found}", file=sys.stderr)
+if missing or found != ["/run/credentials/ssefs@sealed.service/root.key"]:
+    print("not searched:", missing, file=sys.stderr)
+    sys.exit(1)
+PY
+[ "$(inside systemctl show -P NRestarts ssefs@sealed)" = 0 ] || fail "the sealed instance restarted"
+inside systemctl stop ssefs@sealed
+[ "$(inside systemctl show -P Result ssefs@sealed)" = success ] || fail "stop of the sealed instance"
+echo "systemd: root key sealed with systemd-creds (LoadCredentialEncrypted=), plain key on no disk"

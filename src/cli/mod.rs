@@ -1,8 +1,10 @@
 //! The `ssefs` command line. Parses arguments with clap, opens the engine and
 //! prints results; all logic lives in the engine and the KMS.
 
+mod harden;
 mod kms;
 mod preflight;
+mod rootkey;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -42,9 +44,17 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// The root key file [default: $CREDENTIALS_DIRECTORY/root.key under
-    /// systemd, else DATA_DIR/.ssefs/root.key]
+    /// systemd, else KEY_DIR/ID.key named after the data directory's id,
+    /// where KEY_DIR is $SSEFS_KEY_DIR, /etc/ssefs for root or
+    /// $XDG_CONFIG_HOME/ssefs; else DATA_DIR/.ssefs/root.key (old layout)]
     #[arg(long, global = true, value_name = "PATH", env = "SSEFS_ROOT_KEY")]
     pub root_key: Option<PathBuf>,
+    /// Keep a new data directory's root key inside it
+    /// (DATA_DIR/.ssefs/root.key). This gives up the protection of backups,
+    /// copies and snapshots of the data directory: each then holds the key
+    /// to decrypt it.
+    #[arg(long, global = true)]
+    pub insecure_root_key_in_data_dir: bool,
     /// Derive the root key from the passphrase in this file (first line)
     /// instead of a key file; $SSEFS_PASSPHRASE works too.
     #[arg(long, global = true, value_name = "FILE")]
@@ -106,8 +116,13 @@ pub enum Command {
         bucket: Option<String>,
     },
     /// Mounts of the data directory, buckets with their rule and object
-    /// count, and keys with their states.
+    /// count, keys with their states, and where the root key is (with a
+    /// warning when a copy of the data directory would hold it too).
     Status,
+    /// The root key: move it out of the data directory, export it as text
+    /// to keep on paper, import it back.
+    #[command(subcommand)]
+    RootKey(rootkey::RootKeyCmd),
     /// Write the man pages to DIR (for packaging).
     #[command(hide = true)]
     Man { dir: PathBuf },
@@ -118,8 +133,9 @@ As a service, the unit ssefs@NAME.service runs
 
   ssefs --config /etc/ssefs/NAME.toml mount --foreground
 
-with the root key passed as the credential root.key (from /etc/ssefs/NAME.key)
-and tells systemd when the mount is ready (Type=notify).
+with the root key passed as a credential: sealed by systemd-creds in
+/etc/ssefs/NAME.cred, or the plain file /etc/ssefs/NAME.key. It tells systemd
+when the mount is ready (Type=notify).
 
 From /etc/fstab, through the mount helper mount.fuse.ssefs:
 
@@ -258,8 +274,8 @@ impl GlobalArgs {
             let line = text.lines().next().unwrap_or("").to_owned();
             return Ok(RootKeySource::Passphrase(Zeroizing::new(line)));
         }
-        if let Ok(p) = std::env::var("SSEFS_PASSPHRASE") {
-            return Ok(RootKeySource::Passphrase(Zeroizing::new(p)));
+        if let Some(p) = harden::passphrase_from_env() {
+            return Ok(RootKeySource::Passphrase(p));
         }
         if ask {
             let mut line = Zeroizing::new(String::new());
@@ -270,7 +286,10 @@ impl GlobalArgs {
         }
         Ok(match &self.root_key {
             Some(p) => RootKeySource::File(p.clone()),
-            None => default_root_key(data_dir),
+            None if self.insecure_root_key_in_data_dir => {
+                crate::kms::location::default_source(data_dir, true)?
+            }
+            None => default_root_key(data_dir)?,
         })
     }
 
@@ -335,13 +354,9 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
                 return Err(Error::new(OssCode::InvalidArgument, "no passphrase given"));
             }
             Engine::init(&dir, &src)?;
-            let where_ = match &src {
-                RootKeySource::File(p) => format!("root key: {}", p.display()),
-                RootKeySource::Passphrase(_) => {
-                    "root key: derived from the passphrase (Argon2id)".into()
-                }
-            };
-            out(&format!("initialised {}\n{where_}\n", dir.display()))
+            let id = crate::kms::recorded_data_dir_id(&dir.join(crate::engine::STATE_DIR));
+            let lines = crate::kms::location::describe(&dir, &src, id).join("\n");
+            out(&format!("initialised {}\n{lines}\n", dir.display()))
         }
         Command::Bucket(b) => bucket(g, b),
         Command::Object(o) => object(g, o),
@@ -371,7 +386,18 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
             let r = ops::verify(&e, &Principal::current(), b.as_ref(), &pb)?;
             finish_op(&r, "verify", "")
         }
-        Command::Status => out(&ops::status(&g.open_engine()?)?.to_string()),
+        Command::Status => {
+            let dir = g.data_dir();
+            let src = g.root_source(&dir, false)?;
+            let e = Engine::open(&dir, &src)?;
+            let mut text = ops::status(&e)?.to_string();
+            for l in crate::kms::location::describe(&dir, &src, e.kms().data_dir_id()?) {
+                text.push_str(&l);
+                text.push('\n');
+            }
+            out(&text)
+        }
+        Command::RootKey(c) => rootkey::run(g, c),
         Command::Man { dir } => {
             std::fs::create_dir_all(&dir).ctx(dir.display())?;
             clap_mangen::generate_to(Cli::command(), &dir).ctx(dir.display())
@@ -400,6 +426,12 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
             }
             if foreground {
                 let root = g.root_source(&dir, false)?;
+                let id = crate::kms::recorded_data_dir_id(&dir.join(crate::engine::STATE_DIR));
+                for w in crate::kms::location::describe(&dir, &root, id) {
+                    if let Some(w) = w.strip_prefix("warning: ") {
+                        tracing::warn!("{w}");
+                    }
+                }
                 crate::fuse::run_foreground(&dir, &root, &mountpoint, &opts, || {
                     notify::ready(&mountpoint);
                     notify::spawn_watchdog(&mountpoint);
@@ -419,11 +451,25 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
                 if let Some(f) = &g.passphrase_file {
                     args.extend(["--passphrase-file".into(), f.into()]);
                 }
+                if g.insecure_root_key_in_data_dir {
+                    args.push("--insecure-root-key-in-data-dir".into());
+                }
                 args.extend(["mount".into(), mountpoint.clone().into()]);
                 for o in &options {
                     args.extend(["-o".into(), o.into()]);
                 }
-                crate::fuse::spawn_background(&dir, &mountpoint, &args)
+                // The daemon gets the passphrase the way we did, and takes
+                // it out of its own environment in turn.
+                let pass = match (&g.passphrase_file, harden::passphrase_from_env()) {
+                    (None, Some(p)) => Some(p),
+                    _ => None,
+                };
+                let env: Vec<(&str, &str)> = pass
+                    .as_ref()
+                    .map(|p| (harden::PASSPHRASE_ENV, p.as_str()))
+                    .into_iter()
+                    .collect();
+                crate::fuse::spawn_background(&dir, &mountpoint, &args, &env)
             }
         }
     }
@@ -589,6 +635,9 @@ fn finish_op(r: &ops::Report, op: &str, changed_word: &str) -> Result<()> {
 
 /// Entry point of the binary: one line on stderr and a non-zero exit per error.
 pub fn main() -> ExitCode {
+    // First, while the process has one thread: every command may hold keys.
+    harden::no_core_dumps();
+    harden::scrub_env();
     let argv: Vec<OsString> = std::env::args_os().collect();
     let argv = match helper::translate(&argv) {
         None => argv,

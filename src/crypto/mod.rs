@@ -5,6 +5,7 @@
 //!
 //! Nothing here knows about objects or headers; `format` builds on it.
 
+mod secmem;
 mod sm4gcm;
 #[cfg(target_arch = "x86_64")]
 mod sm4ni;
@@ -58,37 +59,93 @@ impl Cipher {
 
 /// Secret key bytes (a data key, a master key version, a CMK version, the root
 /// key). Zeroized on drop; `Debug` never prints the bytes.
-#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
-pub struct SecretKey(Vec<u8>);
+pub struct SecretKey(Storage);
+
+enum Storage {
+    Heap(Vec<u8>),
+    /// Long-lived keys: a page of their own, kept out of core dumps and
+    /// swap (`SecretKey::locked`).
+    Locked(secmem::LockedBuf),
+}
 
 impl SecretKey {
     pub fn from_bytes(bytes: &[u8]) -> Self {
-        SecretKey(bytes.to_vec())
+        SecretKey(Storage::Heap(bytes.to_vec()))
     }
 
     /// A fresh random key of `len` bytes.
     pub fn random(len: usize) -> Self {
         let mut k = vec![0u8; len];
         fill_random(&mut k);
-        SecretKey(k)
+        SecretKey(Storage::Heap(k))
+    }
+
+    /// The same key moved to memory excluded from core dumps and, where
+    /// RLIMIT_MEMLOCK allows, locked in RAM: for keys held for the life of
+    /// the process. If the kernel refuses a mapping the key stays as it is.
+    pub fn locked(self) -> Self {
+        match secmem::LockedBuf::new(self.expose()) {
+            Some(b) => SecretKey(Storage::Locked(b)),
+            None => self,
+        }
     }
 
     pub fn expose(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            Storage::Heap(v) => v,
+            Storage::Locked(b) => b.as_slice(),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.expose().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.expose().is_empty()
+    }
+
+    #[cfg(test)]
+    fn locked_buf(&self) -> Option<&secmem::LockedBuf> {
+        match &self.0 {
+            Storage::Heap(_) => None,
+            Storage::Locked(b) => Some(b),
+        }
     }
 }
 
+impl Clone for SecretKey {
+    fn clone(&self) -> Self {
+        let k = SecretKey::from_bytes(self.expose());
+        match self.0 {
+            Storage::Heap(_) => k,
+            Storage::Locked(_) => k.locked(),
+        }
+    }
+}
+
+impl PartialEq for SecretKey {
+    fn eq(&self, other: &Self) -> bool {
+        tags_equal(self.expose(), other.expose())
+    }
+}
+
+impl Eq for SecretKey {}
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        // A LockedBuf zeroes its own page when dropped.
+        if let Storage::Heap(v) = &mut self.0 {
+            v.zeroize();
+        }
+    }
+}
+
+impl ZeroizeOnDrop for SecretKey {}
+
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretKey(<{} bytes redacted>)", self.0.len())
+        write!(f, "SecretKey(<{} bytes redacted>)", self.len())
     }
 }
 

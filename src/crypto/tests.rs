@@ -263,3 +263,22 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn locked_key_keeps_its_bytes_on_a_dontdump_page() {
+    let k = SecretKey::random(32);
+    let bytes = k.expose().to_vec();
+    let l = k.locked();
+    assert_eq!(l.expose(), &bytes[..]);
+    let buf = l.locked_buf().expect("the kernel gave a mapping");
+    assert!(super::secmem::is_dontdump(buf.as_slice().as_ptr()));
+    // Whether mlock worked depends on RLIMIT_MEMLOCK; the key must read the
+    // same either way.
+    let _ = buf.is_locked();
+    let c = l.clone();
+    assert!(c.locked_buf().is_some());
+    assert_eq!(c, l);
+    // Heap memory is not marked.
+    let h = SecretKey::random(32);
+    assert!(!super::secmem::is_dontdump(h.expose().as_ptr()));
+}

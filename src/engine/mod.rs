@@ -5,7 +5,8 @@
 //! Data directory layout (docs/FORMAT.md §1):
 //! ```text
 //! DATA_DIR/.ssefs/            state, mode 0700
-//!          .ssefs/keystore.toml, keystore.lock, config.toml, root.key (default)
+//!          .ssefs/keystore.toml, keystore.lock, config.toml
+//!          .ssefs/root.key    the root key in the old layout (now kept apart)
 //!          .ssefs/tmp/        temp files of atomic replacements
 //! DATA_DIR/BUCKET/            a bucket
 //! DATA_DIR/BUCKET/.ssefs-bucket.toml   its settings (encryption rule)
@@ -54,15 +55,10 @@ pub const REPLACES_XATTR: &str = "user.ssefs.replaces";
 const STALE_TEMP: Duration = Duration::from_secs(600);
 
 /// Where the root key comes from when nothing is said: the systemd
-/// credential if there is one, else a file in the state directory.
-pub fn default_root_key(data_dir: &Path) -> RootKeySource {
-    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-        let p = Path::new(&dir).join("root.key");
-        if p.exists() {
-            return RootKeySource::File(p);
-        }
-    }
-    RootKeySource::File(data_dir.join(STATE_DIR).join("root.key"))
+/// credential, else the key file apart from the data directory, else the
+/// old layout's file inside it (`crate::kms::location`).
+pub fn default_root_key(data_dir: &Path) -> Result<RootKeySource> {
+    crate::kms::location::default_source(data_dir, false)
 }
 
 pub struct Engine {

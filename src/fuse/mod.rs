@@ -366,7 +366,12 @@ fn watch_key_states(state_dir: &Path, fs: Arc<Fs>, notifier: fuser::Notifier) {
 
 /// Starts the daemon in the background (this binary again, with
 /// `--foreground`) and returns once the mount answers.
-pub fn spawn_background(data_dir: &Path, mp: &Path, args: &[std::ffi::OsString]) -> Result<()> {
+pub fn spawn_background(
+    data_dir: &Path,
+    mp: &Path,
+    args: &[std::ffi::OsString],
+    env: &[(&str, &str)],
+) -> Result<()> {
     clear_dead_mount(mp)?;
     // Private whatever the umask: the daemon makes the rest of the state
     // directory itself, but its log goes here first.
@@ -383,6 +388,7 @@ pub fn spawn_background(data_dir: &Path, mp: &Path, args: &[std::ffi::OsString])
     let exe = std::env::current_exe().ctx("current_exe")?;
     let mut cmd = Command::new(exe);
     cmd.args(args)
+        .envs(env.iter().copied())
         .arg("--foreground")
         // The daemon is not the main process of whatever unit runs us (a
         // mount unit, a shell): it must not speak for it to systemd.

@@ -6,9 +6,11 @@
 //! The data path (`encryptor`, `decryptor`) is here; key management (what
 //! `ssefs kms ...` calls) is in `manage`; the file format in `store`.
 
+pub mod location;
 mod manage;
 mod metadata;
 mod names;
+pub mod paper;
 pub mod policy;
 mod rootkey;
 mod store;
@@ -51,6 +53,9 @@ const SECS_PER_DAY: u64 = 86_400;
 pub enum RootKeySource {
     /// A file holding 32 random bytes (mode 0600).
     File(PathBuf),
+    /// The file named after the data directory's id in this directory
+    /// (`DIR/ID.key`, see `location`); created there by init.
+    KeyDir(PathBuf),
     /// A passphrase, stretched with Argon2id (salt and cost in the keystore).
     Passphrase(zeroize::Zeroizing<String>),
 }
@@ -160,8 +165,10 @@ impl Kms {
             )
             .resource(path.display().to_string()));
         }
-        let (key, kdf) = rootkey::create(root)?;
+        let id = Uuid::new_v4();
+        let (key, kdf) = rootkey::create(root, &id)?;
         let mut s = Store::new(rootkey::check_value(&key), kdf);
+        s.data_dir_id = Some(id);
         s.add_master_version(&key, now_secs());
         store::write(state_dir, &lock, &s)?;
         tracing::info!(keystore = %path.display(), "initialized keystore");
@@ -173,9 +180,11 @@ impl Kms {
         let keystore = store::keystore_path(state_dir);
         let (s, stamp) = store::read(state_dir)?;
         s.check_version(&keystore)?;
-        let root = rootkey::load(root, s.root.kdf.as_ref(), &keystore)?;
+        // Held for the life of the process: kept out of core dumps and swap.
+        let root = rootkey::load(root, s.root.kdf.as_ref(), s.data_dir_id, &keystore)?.locked();
         verify_store(&s, &root, &keystore)?;
-        Ok(Kms {
+        let needs_id = s.data_dir_id.is_none();
+        let kms = Kms {
             dir: state_dir.to_path_buf(),
             keystore,
             root,
@@ -185,7 +194,49 @@ impl Kms {
                 store: Arc::new(s),
                 epoch: 1,
             }),
-        })
+        };
+        if needs_id {
+            kms.assign_data_dir_id();
+        }
+        Ok(kms)
+    }
+
+    /// Gives a keystore made before data directory ids existed its id.
+    /// Only the name of a moved root key file depends on it, so a keystore
+    /// that cannot be written now (a read-only backend) just stays without.
+    fn assign_data_dir_id(&self) {
+        let r = self.modify(|s, _| {
+            Ok(match s.data_dir_id {
+                Some(id) => id,
+                None => *s.data_dir_id.insert(Uuid::new_v4()),
+            })
+        });
+        match r {
+            Ok(id) => tracing::info!(
+                keystore = %self.keystore.display(),
+                "gave the data directory its id {id} (the name of its root key file)"
+            ),
+            Err(e) => tracing::warn!("cannot record the data directory's id: {e}"),
+        }
+    }
+
+    /// The data directory's id (see `Store::data_dir_id`).
+    pub fn data_dir_id(&self) -> Result<Option<Uuid>> {
+        Ok(self.snapshot()?.data_dir_id)
+    }
+
+    /// The root key, for `ssefs root-key export` and `move`: refused when
+    /// it is derived from a passphrase (there is no key to keep then).
+    pub fn root_key_material(&self) -> Result<SecretKey> {
+        if self.snapshot()?.root.kdf.is_some() {
+            return Err(Error::new(
+                OssCode::InvalidArgument,
+                "the root key is derived from the passphrase: there is nothing to export or \
+                 move; the passphrase is what to keep safe",
+            )
+            .resource(self.keystore.display().to_string()));
+        }
+        Ok(self.root.clone())
     }
 
     pub fn policy(&self) -> &Policy {
@@ -491,6 +542,37 @@ impl Kms {
             Ok(())
         })
     }
+}
+
+/// Checks `key`, a candidate root key, against the keystore in `state_dir`
+/// without writing anything: the check value and every sealed entry must
+/// authenticate under it. Returns the data directory's id.
+pub fn check_root_key(state_dir: &Path, key: &SecretKey) -> Result<Option<Uuid>> {
+    let path = store::keystore_path(state_dir);
+    let (s, _) = store::read(state_dir)?;
+    s.check_version(&path)?;
+    if s.root.kdf.is_some() {
+        return Err(Error::new(
+            OssCode::InvalidArgument,
+            "the root key of this data directory is derived from a passphrase: \
+             there is no key file to restore",
+        )
+        .resource(path.display().to_string()));
+    }
+    verify_store(&s, key, &path)?;
+    Ok(s.data_dir_id)
+}
+
+/// Reads a root key file (checking its owner, mode and size).
+pub fn load_key_file(path: &Path) -> Result<SecretKey> {
+    rootkey::load_file(path)
+}
+
+/// The data directory's id as its keystore records it, unverified (it only
+/// picks which key file to try; the key is then checked against the
+/// keystore). `None` when there is no keystore or no id.
+pub fn recorded_data_dir_id(state_dir: &Path) -> Option<Uuid> {
+    store::read(state_dir).ok().and_then(|(s, _)| s.data_dir_id)
 }
 
 /// Every check a keystore read from `path` passes before it is used: its

@@ -8,14 +8,16 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use argon2::{Algorithm, Argon2, Params, Version};
+use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use super::location;
 use super::store::{self, KdfParams};
 use super::RootKeySource;
 use crate::crypto::{fill_random, SecretKey};
 use crate::error::{Error, IoContext, OssCode, Result};
 
-pub(super) const ROOT_KEY_LEN: usize = 32;
+pub(crate) const ROOT_KEY_LEN: usize = 32;
 const SALT_LEN: usize = 16;
 const CHECK_AD: &[u8] = b"ssefs-root-check";
 const CHECK_MARKER: &[u8] = b"ssefs root key check v1";
@@ -35,9 +37,13 @@ const MAX_P_COST: u32 = 64;
 
 /// For a new keystore: the root key and, for a passphrase, the KDF
 /// parameters to record.
-pub(super) fn create(source: &RootKeySource) -> Result<(SecretKey, Option<KdfParams>)> {
+pub(super) fn create(source: &RootKeySource, id: &Uuid) -> Result<(SecretKey, Option<KdfParams>)> {
     match source {
         RootKeySource::File(path) => Ok((load_or_create_file(path)?, None)),
+        RootKeySource::KeyDir(dir) => {
+            location::ensure_key_dir(dir)?;
+            Ok((load_or_create_file(&location::key_file(dir, id))?, None))
+        }
         RootKeySource::Passphrase(p) => {
             let mut salt = [0u8; SALT_LEN];
             fill_random(&mut salt);
@@ -60,10 +66,38 @@ pub(super) fn create(source: &RootKeySource) -> Result<(SecretKey, Option<KdfPar
 pub(super) fn load(
     source: &RootKeySource,
     kdf: Option<&KdfParams>,
+    id: Option<Uuid>,
     keystore: &Path,
 ) -> Result<SecretKey> {
     match (source, kdf) {
         (RootKeySource::File(path), None) => load_file(path),
+        (RootKeySource::KeyDir(dir), None) => {
+            let Some(id) = id else {
+                return Err(mismatch(
+                    keystore,
+                    "the keystore names no data directory id, so no key file in the key \
+                     directory belongs to it: name the root key with --root-key",
+                ));
+            };
+            let path = location::key_file(dir, &id);
+            if !path.exists() {
+                return Err(Error::new(
+                    OssCode::InvalidParameter,
+                    format!(
+                        "no root key at {}: restore it with `ssefs root-key import`, or name \
+                         it with --root-key",
+                        path.display()
+                    ),
+                )
+                .resource(path.display().to_string()));
+            }
+            load_file(&path)
+        }
+        (RootKeySource::KeyDir(_), Some(_)) => Err(mismatch(
+            keystore,
+            "the root key of this keystore is derived from a passphrase: give it with \
+             --passphrase-file or $SSEFS_PASSPHRASE",
+        )),
         (RootKeySource::Passphrase(p), Some(params)) => derive(p, params),
         (RootKeySource::File(_), Some(_)) => Err(mismatch(
             keystore,
@@ -137,27 +171,9 @@ fn derive(passphrase: &str, params: &KdfParams) -> Result<SecretKey> {
 
 /// Loads the key file, or creates it when missing.
 fn load_or_create_file(path: &Path) -> Result<SecretKey> {
-    // O_EXCL with mode 0600: the secret never exists with wider permissions,
-    // and of two racing inits exactly one writes the file.
-    match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(mut f) => {
-            let key = SecretKey::random(ROOT_KEY_LEN);
-            let ctx = || format!("writing root key file {}", path.display());
-            f.write_all(key.expose()).ctx(ctx())?;
-            f.sync_all().ctx(ctx())?;
-            if let Some(parent) = path.parent() {
-                let parent = if parent.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    parent
-                };
-                File::open(parent).and_then(|d| d.sync_all()).ctx(ctx())?;
-            }
+    let key = SecretKey::random(ROOT_KEY_LEN);
+    match write_key_file(path, &key) {
+        Ok(()) => {
             tracing::info!(path = %path.display(), "created root key file");
             Ok(key)
         }
@@ -169,7 +185,33 @@ fn load_or_create_file(path: &Path) -> Result<SecretKey> {
     }
 }
 
-fn load_file(path: &Path) -> Result<SecretKey> {
+/// Writes `key` to the new file `path`, durably: O_EXCL with mode 0600
+/// (the secret never exists with wider permissions, and of two racing
+/// writers exactly one succeeds), write, fsync, fsync of the directory.
+/// A failure after the file was made removes it again.
+pub(crate) fn write_key_file(path: &Path, key: &SecretKey) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let res = f
+        .write_all(key.expose())
+        .and_then(|_| f.sync_all())
+        .and_then(|_| {
+            let parent = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            File::open(parent).and_then(|d| d.sync_all())
+        });
+    if res.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    res
+}
+
+pub(crate) fn load_file(path: &Path) -> Result<SecretKey> {
     let ctx = || format!("reading root key file {}", path.display());
     let mut f = File::open(path).ctx(ctx())?;
     // Check the opened file, not the path, so a swap between check and read
@@ -184,6 +226,17 @@ fn load_file(path: &Path) -> Result<SecretKey> {
     };
     if !meta.is_file() {
         return Err(refuse("not a regular file".into()));
+    }
+    // Owned by someone else, the key could have been planted or be swapped
+    // by them (the StrictModes rule, as backend::strict words it).
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(refuse(format!(
+            "it is owned by uid {}, not by uid {me} or root; fix it with `chown {me} {}` if \
+             it is yours",
+            meta.uid(),
+            path.display()
+        )));
     }
     let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {

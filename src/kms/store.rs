@@ -31,6 +31,11 @@ pub(super) const KEY_LEN: usize = 32;
 #[serde(deny_unknown_fields)]
 pub(super) struct Store {
     pub version: u32,
+    /// Names the root key file kept outside the data directory
+    /// (`KEY_DIR/ID.key`); given at init, or at the first open of a
+    /// keystore made before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir_id: Option<Uuid>,
     pub root: RootSection,
     #[serde(default)]
     pub master: Vec<MasterEntry>,
@@ -131,6 +136,7 @@ impl Store {
     pub fn new(check: String, kdf: Option<KdfParams>) -> Self {
         Store {
             version: FORMAT_VERSION,
+            data_dir_id: None,
             root: RootSection { check, kdf },
             master: Vec::new(),
             cmk: Vec::new(),

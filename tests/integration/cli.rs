@@ -10,10 +10,19 @@ fn init_creates_a_private_root_key_and_refuses_to_run_twice() {
     let d = DataDir::uninit();
     let out = d.run(&["init"]).ok();
     assert!(out.stdout.contains("initialised"));
-    let key = d.data().join(".ssefs/root.key");
+    // Apart from the data directory, named after its id, and said so.
+    let key = d.key_file();
+    assert!(
+        out.stdout.contains(&format!("root key: {}", key.display())),
+        "{}",
+        out.stdout
+    );
+    assert!(!d.data().join(".ssefs/root.key").exists());
     let meta = std::fs::metadata(&key).unwrap();
     assert_eq!(meta.len(), 32);
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let kd = std::fs::metadata(d.keys()).unwrap();
+    assert_eq!(kd.permissions().mode() & 0o777, 0o700);
     assert_eq!(
         std::fs::metadata(d.data().join(".ssefs"))
             .unwrap()

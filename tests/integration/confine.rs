@@ -265,6 +265,7 @@ fn first_use_makes_a_private_data_directory_whatever_the_umask() {
         c.arg("-c")
             .arg(&script)
             .env("SSEFS_DATA_DIR", d.data())
+            .env("SSEFS_KEY_DIR", d.keys())
             .env_remove("SSEFS_PASSPHRASE")
             .env_remove("CREDENTIALS_DIRECTORY")
             .stdout(Stdio::null())

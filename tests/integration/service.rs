@@ -76,8 +76,9 @@ fn ok(o: Output) -> Output {
 }
 
 /// A command with the test's environment cleared of ssefs variables.
-fn ssefs_at(exe: &Path) -> Command {
+fn ssefs_at(exe: &Path, d: &DataDir) -> Command {
     let mut c = Command::new(exe);
+    c.env("SSEFS_KEY_DIR", d.keys());
     c.env_remove("SSEFS_PASSPHRASE")
         .env_remove("SSEFS_ROOT_KEY")
         .env_remove("SSEFS_DATA_DIR")
@@ -252,7 +253,7 @@ fn the_units_command_speaks_systemds_notify_protocol() {
         .unwrap();
     let argv = exec_start(&cfg);
     let log = fs::File::create(d.path("stderr.log")).unwrap();
-    let child = ssefs_at(Path::new(&argv[0]))
+    let child = ssefs_at(Path::new(&argv[0]), &d)
         .args(&argv[1..])
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "300000")
@@ -307,7 +308,7 @@ fn the_mount_helper_takes_fstab_options_and_returns_once_mounted() {
         "defaults,allow_other,_netdev,noauto,nofail,x-systemd.automount,rw,dev,suid,exec,relatime";
 
     // mount(8)'s fake mode does nothing.
-    ok(ssefs_at(&helper)
+    ok(ssefs_at(&helper, &d)
         .args([&data, &mnt])
         .args(["-f", "-o", opts])
         .output()
@@ -315,7 +316,7 @@ fn the_mount_helper_takes_fstab_options_and_returns_once_mounted() {
     assert!(!is_mounted(&mnt) && !data.exists());
 
     // As mount(8) calls it for an fstab line.
-    ok(ssefs_at(&helper)
+    ok(ssefs_at(&helper, &d)
         .args([&data, &mnt])
         .args(["-o", opts, "-n", "-t", "fuse.ssefs"])
         .output()
@@ -331,7 +332,7 @@ fn the_mount_helper_takes_fstab_options_and_returns_once_mounted() {
         "h.toml",
         format!("data_dir = {}\nread_only = true\n", toml_path(&data)).as_bytes(),
     );
-    ok(ssefs_at(&helper)
+    ok(ssefs_at(&helper, &d)
         .args([&cfg, &mnt])
         .args(["-o", "rw"])
         .output()
@@ -345,7 +346,7 @@ fn the_mount_helper_takes_fstab_options_and_returns_once_mounted() {
     unmount(&mnt);
 
     // A bad option fails without mounting.
-    let o = ssefs_at(&helper)
+    let o = ssefs_at(&helper, &d)
         .args([&data, &mnt])
         .args(["-o", "allow_other,bogus"])
         .output()
@@ -370,7 +371,7 @@ fn fuse3s_mount_helper_runs_ssefs_by_its_type_name() {
         d.path("bin").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    ok(ssefs_at(Path::new("mount.fuse3"))
+    ok(ssefs_at(Path::new("mount.fuse3"), &d)
         .args([&data, &mnt])
         .args(["-t", "fuse.ssefs", "-o", "allow_other,_netdev,nofail"])
         .env("PATH", path)
@@ -473,7 +474,15 @@ fn the_unit_keeps_the_mount_visible_to_the_system() {
     ] {
         assert!(UNIT.lines().any(|l| l.starts_with(k)), "no {k}");
     }
-    assert!(UNIT.contains("LoadCredential=root.key:/etc/ssefs/%i.key"));
+    // The sealed credential and the plain file, each optional.
+    for l in [
+        "SetCredential=root.key:none",
+        "LoadCredentialEncrypted=root.key:/etc/ssefs/%i.cred",
+        "SetCredential=root.key.plain:none",
+        "LoadCredential=root.key.plain:/etc/ssefs/%i.key",
+    ] {
+        assert!(UNIT.lines().any(|u| u == l), "no {l}");
+    }
 }
 
 /// The unit's CapabilityBoundingSet= as setpriv's --bounding-set list.
@@ -498,7 +507,7 @@ fn exercise(caps: &[String]) -> Result<(), String> {
     let bounding: Vec<String> = std::iter::once("-all".to_owned())
         .chain(caps.iter().map(|c| format!("+{c}")))
         .collect();
-    let o = ssefs_at(Path::new("setpriv"))
+    let o = ssefs_at(Path::new("setpriv"), &d)
         .args(["--no-new-privs", "--bounding-set", &bounding.join(",")])
         .arg(bin())
         .args(["--data-dir", data.to_str().unwrap(), "mount"])

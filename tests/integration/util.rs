@@ -79,6 +79,23 @@ impl DataDir {
         self.tmp.path().join("data")
     }
 
+    /// Where this data directory's root key goes ($SSEFS_KEY_DIR).
+    pub fn keys(&self) -> PathBuf {
+        self.tmp.path().join("keys")
+    }
+
+    /// The root key file, as `init` reported it (KEYS/ID.key).
+    pub fn key_file(&self) -> PathBuf {
+        let mut found = std::fs::read_dir(self.keys())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "key"));
+        let k = found.next().expect("no root key file");
+        assert!(found.next().is_none(), "more than one root key file");
+        k
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.tmp.path().join(rel)
     }
@@ -88,7 +105,10 @@ impl DataDir {
         c.env_remove("SSEFS_PASSPHRASE")
             .env_remove("SSEFS_ROOT_KEY")
             .env_remove("CREDENTIALS_DIRECTORY")
-            .env("SSEFS_DATA_DIR", self.data());
+            .env("SSEFS_DATA_DIR", self.data())
+            // New root keys go beside the data directory, not into the
+            // machine's /etc/ssefs (tests run as root).
+            .env("SSEFS_KEY_DIR", self.keys());
         c
     }
 
