@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{Engine, BUCKET_SETTINGS};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::ChunkSize;
-use crate::kms::{Action, Principal};
+use crate::kms::{Action, MacKey, Principal};
 use crate::oss::{BucketName, SseConfig};
 
 /// What `.ssefs-bucket.toml` holds.
@@ -47,22 +47,63 @@ impl BucketSettings {
     }
 }
 
-/// Reads a bucket's settings; a missing file means defaults.
-pub(super) fn read_settings(bucket_dir: &Path) -> Result<BucketSettings> {
-    let p = bucket_dir.join(BUCKET_SETTINGS);
-    match fs::read_to_string(&p) {
-        Ok(s) => toml::from_str::<BucketSettings>(&s)
-            .map_err(|e| {
-                Error::new(
-                    OssCode::InternalError,
-                    format!("bucket settings unreadable: {e}"),
-                )
-            })
-            .and_then(|b| b.chunk().map(|_| b))
-            .map_err(|e| e.resource(p.display().to_string())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BucketSettings::default()),
-        Err(e) => Err(Error::io(p.display(), e)),
+/// `.ssefs-bucket.toml` as stored: the settings and their MAC (FORMAT.md
+/// §6.1). Absent only in data directories from before MACs, until the first
+/// open upgrades them.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encryption: Option<SseConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunk_size: Option<u64>,
+}
+
+impl Stored {
+    fn parse(text: &str, path: &Path) -> Result<Stored> {
+        toml::from_str::<Stored>(text).map_err(|e| {
+            Error::new(
+                OssCode::InternalError,
+                format!("bucket settings unreadable: {e}"),
+            )
+            .resource(path.display().to_string())
+        })
     }
+
+    fn settings(&self) -> BucketSettings {
+        BucketSettings {
+            encryption: self.encryption.clone(),
+            chunk_size: self.chunk_size,
+        }
+    }
+}
+
+/// The bucket a bucket directory is (its last component).
+fn bucket_of(bucket_dir: &Path) -> Result<&str> {
+    bucket_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| {
+            Error::new(OssCode::InternalError, "not a bucket directory")
+                .resource(bucket_dir.display().to_string())
+        })
+}
+
+/// The MAC input besides the bucket's name: the settings' TOML as ssefs
+/// writes it, without the `mac` line.
+fn body(s: &BucketSettings) -> Result<String> {
+    toml::to_string(s).map_err(|e| Error::new(OssCode::InternalError, e.to_string()))
+}
+
+/// The integrity error for a settings file that is not as ssefs wrote it.
+fn tampered(path: &Path, why: &str) -> Error {
+    Error::integrity(format!(
+        "bucket settings {} {why}: changed outside ssefs? Nothing is written to the bucket until the file is restored from a backup (an empty bucket can be deleted and made again)",
+        path.display()
+    ))
+    .resource(path.display().to_string())
 }
 
 /// Whether the bucket directory holds nothing but its settings file (an
@@ -113,18 +154,66 @@ type Parsed = (Stamp, Option<SseConfig>, ChunkSize, std::time::Instant);
 /// (an object created by the mount re-checks first, and refreshes it).
 const RECENT: std::time::Duration = std::time::Duration::from_secs(1);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct SettingsCache {
+    /// Authenticates every settings file (bound to its bucket's name).
+    key: MacKey,
     entries: Mutex<HashMap<PathBuf, Parsed>>,
 }
 
 impl SettingsCache {
+    pub(super) fn new(key: MacKey) -> SettingsCache {
+        SettingsCache {
+            key,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reads a bucket's settings and checks their MAC. Every bucket has a
+    /// settings file (made with it, or at the upgrade): a missing, empty,
+    /// edited or copied one is an integrity error, never the defaults.
+    pub(super) fn read(&self, bucket_dir: &Path) -> Result<BucketSettings> {
+        let p = bucket_dir.join(BUCKET_SETTINGS);
+        let text = match fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(tampered(&p, "is missing"))
+            }
+            Err(e) => return Err(Error::io(p.display(), e)),
+        };
+        let stored = Stored::parse(&text, &p)?;
+        let Some(mac) = &stored.mac else {
+            return Err(tampered(&p, "has no MAC"));
+        };
+        let s = stored.settings();
+        self.key
+            .verify_hex(&[bucket_of(bucket_dir)?.as_bytes(), body(&s)?.as_bytes()], mac)
+            .map_err(|_| tampered(&p, "fails authentication"))?;
+        s.chunk().map_err(|e| e.resource(p.display().to_string()))?;
+        Ok(s)
+    }
+
+    /// The file `read` accepts for `s` in `bucket_dir`.
+    fn encode(&self, bucket_dir: &Path, s: &BucketSettings) -> Result<String> {
+        let mac = self
+            .key
+            .tag_hex(&[bucket_of(bucket_dir)?.as_bytes(), body(s)?.as_bytes()]);
+        let stored = Stored {
+            mac: Some(mac),
+            encryption: s.encryption.clone(),
+            chunk_size: s.chunk_size,
+        };
+        toml::to_string(&stored).map_err(|e| Error::new(OssCode::InternalError, e.to_string()))
+    }
+
     /// The bucket's current rule and chunk size.
     pub(super) fn get(&self, bucket_dir: &Path) -> Result<(Option<SseConfig>, ChunkSize)> {
         let p = bucket_dir.join(BUCKET_SETTINGS);
         let stamp = match fs::metadata(&p) {
             Ok(m) => Stamp::of(&m),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, ChunkSize::DEFAULT)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(tampered(&p, "is missing"))
+            }
             Err(e) => return Err(Error::io(p.display(), e)),
         };
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -136,7 +225,7 @@ impl SettingsCache {
         }
         // Parse outside the cache's view of time: the stamp taken before the
         // read is stored, so a change racing the read is seen next time.
-        let s = read_settings(bucket_dir)?;
+        let s = self.read(bucket_dir)?;
         let chunk = s.chunk()?;
         entries.insert(
             bucket_dir.to_path_buf(),
@@ -194,12 +283,13 @@ impl Engine {
         }
     }
 
+    /// CreateBucket: the directory and its (default) settings file.
     pub fn create_bucket(&self, name: &BucketName) -> Result<()> {
         match fs::DirBuilder::new()
             .mode(0o755)
             .create(self.bucket_dir(name))
         {
-            Ok(()) => Ok(()),
+            Ok(()) => self.init_bucket_settings(name),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::new(
                 OssCode::BucketAlreadyExists,
                 "The requested bucket name is not available.",
@@ -207,6 +297,19 @@ impl Engine {
             .resource(name.as_str())),
             Err(e) => Err(Error::io(name, e)),
         }
+    }
+
+    /// Gives a bucket directory just made (by `create_bucket` or a mkdir
+    /// through the mount) its settings file, with the MAC every later read
+    /// checks. On failure the directory is removed again, rather than left
+    /// as a bucket that fails every access.
+    pub fn init_bucket_settings(&self, name: &BucketName) -> Result<()> {
+        let d = self.bucket_dir(name);
+        self.write_settings(&d, &BucketSettings::default())
+            .inspect_err(|_| {
+                let _ = fs::remove_dir(&d);
+            })
+            .map_err(|e| e.resource(name.as_str()))
     }
 
     /// Buckets, sorted by name. Entries that are not valid bucket names
@@ -240,18 +343,34 @@ impl Engine {
             )
             .resource(name.as_str()));
         }
-        match fs::remove_file(d.join(BUCKET_SETTINGS)) {
+        // An empty bucket is deleted whatever its settings file holds (a
+        // damaged one loses nothing); if the directory turns out not to be
+        // empty after all, the file is put back as it was.
+        let sp = d.join(BUCKET_SETTINGS);
+        let saved = match fs::read(&sp) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(name, e)),
+        };
+        match fs::remove_file(&sp) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(name, e)),
         }
-        fs::remove_dir(&d).map_err(|e| match e.raw_os_error() {
+        fs::remove_dir(&d).map_err(|e| {
+            if let Some(b) = &saved {
+                if let Err(r) = self.write_atomic(&sp, b) {
+                    tracing::error!(path = %sp.display(), "could not restore bucket settings: {r}");
+                }
+            }
+            match e.raw_os_error() {
             Some(libc::ENOTEMPTY) => Error::new(
                 OssCode::BucketNotEmpty,
                 "The bucket you tried to delete is not empty.",
             )
             .resource(name.as_str()),
             _ => Error::io(name, e),
+            }
         })
     }
 
@@ -288,7 +407,7 @@ impl Engine {
     ) -> Result<()> {
         let d = self.existing_bucket(name)?;
         self.check_bucket_permission(p, name, &d, Action::OssPutBucketEncryption)?;
-        let mut s = read_settings(&d)?;
+        let mut s = self.settings.read(&d)?;
         s.encryption = Some(rule.clone());
         self.write_settings(&d, &s)
     }
@@ -297,7 +416,7 @@ impl Engine {
     pub fn get_bucket_encryption(&self, p: &Principal, name: &BucketName) -> Result<SseConfig> {
         let d = self.existing_bucket(name)?;
         self.check_bucket_permission(p, name, &d, Action::OssGetBucketEncryption)?;
-        read_settings(&d)?.encryption.ok_or_else(|| {
+        self.settings.read(&d)?.encryption.ok_or_else(|| {
             Error::new(
                 OssCode::NoSuchServerSideEncryptionRule,
                 "The server side encryption configuration was not found",
@@ -310,7 +429,7 @@ impl Engine {
     pub fn delete_bucket_encryption(&self, p: &Principal, name: &BucketName) -> Result<()> {
         let d = self.existing_bucket(name)?;
         self.check_bucket_permission(p, name, &d, Action::OssDeleteBucketEncryption)?;
-        let mut s = read_settings(&d)?;
+        let mut s = self.settings.read(&d)?;
         if s.encryption.is_none() {
             return Ok(());
         }
@@ -359,7 +478,7 @@ impl Engine {
     ) -> Result<()> {
         let d = self.existing_bucket(name)?;
         self.check_bucket_permission(p, name, &d, Action::OssPutBucketEncryption)?;
-        let mut s = read_settings(&d)?;
+        let mut s = self.settings.read(&d)?;
         if s.chunk()? == chunk {
             return Ok(());
         }
@@ -378,8 +497,33 @@ impl Engine {
     }
 
     fn write_settings(&self, dir: &Path, s: &BucketSettings) -> Result<()> {
-        let text =
-            toml::to_string(s).map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
+        let text = self.settings.encode(dir, s)?;
         self.write_atomic(&dir.join(BUCKET_SETTINGS), text.as_bytes())
+    }
+
+    /// The upgrade of a data directory from before MACs: gives every
+    /// bucket's settings file its MAC, trusting what it holds now (a
+    /// missing file means the defaults, as it did). A file that already has
+    /// one (an upgrade interrupted) must verify. Returns how many it sealed.
+    pub(super) fn seal_legacy_settings(&self) -> Result<usize> {
+        let mut sealed = 0;
+        for b in self.list_buckets()? {
+            let d = self.bucket_dir(&b);
+            let p = d.join(BUCKET_SETTINGS);
+            let text = match fs::read_to_string(&p) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(Error::io(p.display(), e)),
+            };
+            if Stored::parse(&text, &p)?.mac.is_some() {
+                self.settings.read(&d)?;
+                continue;
+            }
+            let s = Stored::parse(&text, &p)?.settings();
+            s.chunk().map_err(|e| e.resource(p.display().to_string()))?;
+            self.write_settings(&d, &s)?;
+            sealed += 1;
+        }
+        Ok(sealed)
     }
 }

@@ -16,6 +16,7 @@ mod bucket;
 mod cache;
 mod object;
 mod objects;
+mod upgrade;
 pub mod xattr;
 
 use std::ffi::OsStr;
@@ -28,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use crate::crypto::{fill_random, IntegrityError, SecretKey};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{ChunkSize, Header, KeyWrap, Method, HEADER_LEN};
-use crate::kms::{Kek, Kms, Policy, Principal, RootKeySource, WrapTarget};
+use crate::kms::{Kek, Kms, MacPurpose, Policy, Principal, RootKeySource, WrapTarget};
 use crate::oss::{SseAlgorithm, SseConfig};
 
 pub use bucket::BucketSettings;
@@ -125,13 +126,15 @@ impl Engine {
             std::os::unix::fs::MetadataExt::uid(&fs::metadata(data_dir).ctx(data_dir.display())?);
         let policy = Policy::load(&state.join("config.toml"), owner)?;
         let kms = Kms::open(&state, root, policy)?;
+        let settings = bucket::SettingsCache::new(kms.policy_mac_key(MacPurpose::BucketSettings));
         let engine = Engine {
             data_dir: data_dir.to_path_buf(),
             kms: std::sync::Arc::new(kms),
             cache: None,
-            settings: bucket::SettingsCache::default(),
+            settings,
         };
         engine.remove_stale_temps();
+        engine.upgrade()?;
         Ok(engine)
     }
 

@@ -6,6 +6,7 @@
 //! The data path (`encryptor`, `decryptor`) is here; key management (what
 //! `ssefs kms ...` calls) is in `manage`; the file format in `store`.
 
+mod mac;
 mod manage;
 mod metadata;
 mod names;
@@ -30,6 +31,7 @@ use zeroize::Zeroizing;
 use crate::crypto::{Aead, Cipher, IntegrityError, Nonce, SecretKey, NONCE_LEN, TAG_LEN};
 use crate::error::{Error, IoContext, OssCode, Result};
 
+pub use mac::{MacKey, MacPurpose};
 pub use metadata::{rfc3339, KeyCreator, KeyMetadata, KeyOrigin, KeyState, MasterInfo};
 pub use policy::{Action, Policy, Principal, NOBODY_UID};
 
@@ -163,6 +165,7 @@ impl Kms {
         let (key, kdf) = rootkey::create(root)?;
         let mut s = Store::new(rootkey::check_value(&key), kdf);
         s.add_master_version(&key, now_secs());
+        mac::seal_store(&key, &mut s, &path)?;
         store::write(state_dir, &lock, &s)?;
         tracing::info!(keystore = %path.display(), "initialized keystore");
         Ok(())
@@ -174,7 +177,9 @@ impl Kms {
         let (s, stamp) = store::read(state_dir)?;
         s.check_version(&keystore)?;
         let root = rootkey::load(root, s.root.kdf.as_ref(), &keystore)?;
-        verify_store(&s, &root, &keystore)?;
+        // A keystore from before MACs is accepted here only; the engine adds
+        // its MAC (`finish_upgrade`) once the bucket settings have theirs.
+        verify_store(&s, &root, &keystore, true)?;
         Ok(Kms {
             dir: state_dir.to_path_buf(),
             keystore,
@@ -190,6 +195,45 @@ impl Kms {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// The key that authenticates one kind of policy file, derived from the
+    /// root key (docs/FORMAT.md §6).
+    pub fn policy_mac_key(&self, purpose: MacPurpose) -> MacKey {
+        MacKey::derive(&self.root, purpose)
+    }
+
+    /// Whether the keystore predates MACs: the data directory was made by
+    /// an older ssefs and has not been upgraded yet.
+    pub fn needs_upgrade(&self) -> bool {
+        let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        c.store.mac.is_none()
+    }
+
+    /// Adds the keystore's MAC (the last step of upgrading a data
+    /// directory: from now on every policy file must carry its MAC). Logs
+    /// once; does nothing if another process did it first.
+    pub fn finish_upgrade(&self) -> Result<()> {
+        let lock = store::lock(&self.dir)?;
+        let (mut s, _) = store::read(&self.dir)?;
+        verify_store(&s, &self.root, &self.keystore, true)?;
+        if s.mac.is_some() {
+            return Ok(());
+        }
+        mac::seal_store(&self.root, &mut s, &self.keystore)?;
+        let stamp = store::write(&self.dir, &lock, &s)?;
+        let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        let epoch = c.epoch + 1;
+        *c = Cached {
+            stamp,
+            store: Arc::new(s),
+            epoch,
+        };
+        tracing::info!(
+            keystore = %self.keystore.display(),
+            "added integrity MACs to the keystore (first start of this ssefs version)"
+        );
+        Ok(())
     }
 
     /// For writing a new object: resolves `target`, checks that the key is
@@ -456,8 +500,10 @@ impl Kms {
         Ok(epoch)
     }
 
+    /// Every load after open: a keystore must carry its MAC (an old one
+    /// was upgraded at open).
     fn verify(&self, s: &Store) -> Result<()> {
-        verify_store(s, &self.root, &self.keystore)
+        verify_store(s, &self.root, &self.keystore, false)
     }
 
     /// Applies `f` to the current keystore under the write lock and writes
@@ -470,6 +516,7 @@ impl Kms {
         let now = now_secs();
         s.purge_expired(now);
         let out = f(&mut s, now)?;
+        mac::seal_store(&self.root, &mut s, &self.keystore)?;
         let stamp = store::write(&self.dir, &lock, &s)?;
         let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
         let epoch = c.epoch + 1;
@@ -494,10 +541,11 @@ impl Kms {
 }
 
 /// Every check a keystore read from `path` passes before it is used: its
-/// format version, the root key's check value, then every sealed entry.
-fn verify_store(s: &Store, root: &SecretKey, path: &Path) -> Result<()> {
+/// format version, the root key's check value and the MAC over its
+/// metadata, then every sealed entry. `legacy_ok`: see `mac::verify_store_mac`.
+fn verify_store(s: &Store, root: &SecretKey, path: &Path, legacy_ok: bool) -> Result<()> {
     s.check_version(path)?;
-    rootkey::verify_check(root, &s.root.check, path)?;
+    mac::verify_store_mac(root, s, path, legacy_ok)?;
     s.verify(root, path)
 }
 

@@ -31,6 +31,11 @@ pub(super) const KEY_LEN: usize = 32;
 #[serde(deny_unknown_fields)]
 pub(super) struct Store {
     pub version: u32,
+    /// HMAC-SHA256 (hex) over the rest of the file, under a key derived from
+    /// the root key (`mac.rs`). Absent only in keystores written before
+    /// ssefs authenticated them; the first open adds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
     pub root: RootSection,
     #[serde(default)]
     pub master: Vec<MasterEntry>,
@@ -131,6 +136,7 @@ impl Store {
     pub fn new(check: String, kdf: Option<KdfParams>) -> Self {
         Store {
             version: FORMAT_VERSION,
+            mac: None,
             root: RootSection { check, kdf },
             master: Vec::new(),
             cmk: Vec::new(),

@@ -270,14 +270,15 @@ fn corrupt_keystore_is_an_error() {
         "{e}"
     );
 
-    // Flip one hex digit of the sealed master key.
+    // Flip one hex digit of the sealed master key: the keystore's MAC
+    // covers the whole file, so this is an integrity error naming it.
     let i = good.find("sealed = \"").unwrap() + 20;
     let mut bad = good.clone().into_bytes();
     bad[i] = if bad[i] == b'0' { b'1' } else { b'0' };
     fs::write(&path, &bad).unwrap();
     let e = Env::open_err(&env);
-    assert_eq!(e.code, OssCode::InternalError);
-    assert!(e.message.contains("corrupt"), "{e}");
+    assert_eq!(e.code, OssCode::DataIntegrityError);
+    assert!(e.message.contains("keystore.toml"), "{e}");
     assert!(kms.encryptor(&owner(), &WrapTarget::Master).is_err());
 }
 
