@@ -194,7 +194,7 @@ impl SettingsCache {
     }
 
     /// The file `read` accepts for `s` in `bucket_dir`.
-    fn encode(&self, bucket_dir: &Path, s: &BucketSettings) -> Result<String> {
+    pub(super) fn encode(&self, bucket_dir: &Path, s: &BucketSettings) -> Result<String> {
         let mac = self
             .key
             .tag_hex(&[bucket_of(bucket_dir)?.as_bytes(), body(s)?.as_bytes()]);

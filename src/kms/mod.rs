@@ -530,6 +530,19 @@ impl Kms {
         Ok(out)
     }
 
+    /// Test hook: rewrites the keystore as an ssefs from before MACs wrote
+    /// it (no MAC, the check value sealed as it then was), as the upgrade
+    /// tests start from.
+    #[cfg(test)]
+    pub(crate) fn downgrade_for_test(&self) -> Result<()> {
+        let lock = store::lock(&self.dir)?;
+        let (mut s, _) = store::read(&self.dir)?;
+        s.mac = None;
+        s.root.check = rootkey::check_value(&self.root);
+        store::write(&self.dir, &lock, &s)?;
+        Ok(())
+    }
+
     /// Test hook: edit the stored keystore directly (e.g. to age a key).
     #[cfg(test)]
     fn edit_store_for_test(&self, f: impl FnOnce(&mut Store, &SecretKey)) -> Result<()> {
