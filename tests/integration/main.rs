@@ -8,6 +8,7 @@ mod fullspace;
 mod keylife;
 mod mount;
 mod ops;
+mod policy;
 mod service;
 mod stress;
 mod tamper;
