@@ -124,7 +124,8 @@ impl Engine {
         }
         let owner =
             std::os::unix::fs::MetadataExt::uid(&fs::metadata(data_dir).ctx(data_dir.display())?);
-        let policy = Policy::load(&state.join("config.toml"), owner)?;
+        let config = state.join("config.toml");
+        let (policy, grants) = Policy::load_with_text(&config, owner)?;
         let kms = Kms::open(&state, root, policy)?;
         let settings = bucket::SettingsCache::new(kms.policy_mac_key(MacPurpose::BucketSettings));
         let engine = Engine {
@@ -134,7 +135,8 @@ impl Engine {
             settings,
         };
         engine.remove_stale_temps();
-        engine.upgrade()?;
+        engine.upgrade(grants.as_deref())?;
+        engine.kms.check_grants(grants.as_deref(), &config)?;
         Ok(engine)
     }
 

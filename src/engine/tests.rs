@@ -736,6 +736,17 @@ fn granted_users_may_use_keys_and_bucket_owners_may_manage_rules() {
         "[[grant]]\nuids = [1000]\nactions = [\"kms:GenerateDataKey\", \"kms:Decrypt\"]\nresources = [\"alias/team\"]\n\n[[grant]]\ngids = [2000]\nactions = [\"oss:GetBucketEncryption\"]\nresources = [\"bkt\"]\n",
     )
     .unwrap();
+    // Refused until approved (issue 12, part 3), then in force.
+    assert_eq!(
+        Engine::open(&data, &root_src).err().map(|e| e.code),
+        Some(OssCode::DataIntegrityError)
+    );
+    assert_eq!(
+        Engine::seal_policy(&data, &root_src)
+            .unwrap()
+            .grant_count(),
+        2
+    );
     let e = Engine::open(&data, &root_src).unwrap();
     e.create_bucket(&b("bkt")).unwrap();
     e.kms()
@@ -1223,6 +1234,8 @@ fn the_first_open_upgrades_a_data_directory_from_before_macs() {
         fs::write(&p, old).unwrap();
     }
     fs::remove_file(data.join("nofile").join(BUCKET_SETTINGS)).unwrap();
+    let config = data.join(".ssefs/config.toml");
+    fs::write(&config, "[kms]\nmaster_rotation_days = 30\n").unwrap();
     e.kms().downgrade_for_test().unwrap();
     drop(e);
 
@@ -1238,6 +1251,14 @@ fn the_first_open_upgrades_a_data_directory_from_before_macs() {
         let t = fs::read_to_string(data.join(n).join(BUCKET_SETTINGS)).unwrap();
         assert!(t.starts_with("mac = "), "{n}: {t}");
     }
+    // The grants were sealed as they were: in force, and an edit refused.
+    assert_eq!(e.kms().policy().master_rotation_days(), 30);
+    fs::write(&config, "[kms]\nmaster_rotation_days = 0\n").unwrap();
+    assert_eq!(
+        Engine::open(&data, &root_src).err().map(|e| e.code),
+        Some(OssCode::DataIntegrityError)
+    );
+    fs::write(&config, "[kms]\nmaster_rotation_days = 30\n").unwrap();
     // Upgraded once: an old-style file now is an integrity error.
     let p = data.join("ruled").join(BUCKET_SETTINGS);
     fs::write(&p, "[encryption]\nalgorithm = \"AES256\"\n").unwrap();

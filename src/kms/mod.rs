@@ -203,6 +203,42 @@ impl Kms {
         MacKey::derive(&self.root, purpose)
     }
 
+    fn grants_tag(&self, text: &str) -> String {
+        self.policy_mac_key(MacPurpose::Grants)
+            .tag_hex(&[text.as_bytes()])
+    }
+
+    /// Refuses a `config.toml` (`text`, `None`: no file) other than the one
+    /// last sealed: grants widened or master rotation stopped by someone
+    /// who can write the backend but does not hold the root key.
+    pub fn check_grants(&self, text: Option<&str>, path: &Path) -> Result<()> {
+        let s = self.snapshot()?;
+        let key = self.policy_mac_key(MacPurpose::Grants);
+        let ok = match (&s.grants_mac, text) {
+            (None, None) => true,
+            (Some(tag), Some(t)) => key.verify_hex(&[t.as_bytes()], tag).is_ok(),
+            _ => false,
+        };
+        if ok {
+            return Ok(());
+        }
+        let what = if text.is_none() { "is missing" } else { "is not as last sealed" };
+        Err(Error::integrity(format!(
+            "{} {what} (edited outside ssefs?): check it, then run `ssefs kms seal-policy`",
+            path.display()
+        ))
+        .resource(path.display().to_string()))
+    }
+
+    /// Records `text` (`None`: no file) as the approved `config.toml`.
+    pub fn seal_grants(&self, text: Option<&str>) -> Result<()> {
+        let tag = text.map(|t| self.grants_tag(t));
+        self.modify(|s, _| {
+            s.grants_mac = tag;
+            Ok(())
+        })
+    }
+
     /// Whether the keystore predates MACs: the data directory was made by
     /// an older ssefs and has not been upgraded yet.
     pub fn needs_upgrade(&self) -> bool {
@@ -213,13 +249,16 @@ impl Kms {
     /// Adds the keystore's MAC (the last step of upgrading a data
     /// directory: from now on every policy file must carry its MAC). Logs
     /// once; does nothing if another process did it first.
-    pub fn finish_upgrade(&self) -> Result<()> {
+    /// `grants`: the text of `config.toml` now (`None`: no file), sealed as
+    /// it is, as `seal_grants` would.
+    pub fn finish_upgrade(&self, grants: Option<&str>) -> Result<()> {
         let lock = store::lock(&self.dir)?;
         let (mut s, _) = store::read(&self.dir)?;
         verify_store(&s, &self.root, &self.keystore, true)?;
         if s.mac.is_some() {
             return Ok(());
         }
+        s.grants_mac = grants.map(|t| self.grants_tag(t));
         mac::seal_store(&self.root, &mut s, &self.keystore)?;
         let stamp = store::write(&self.dir, &lock, &s)?;
         let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());

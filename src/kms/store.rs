@@ -36,6 +36,11 @@ pub(super) struct Store {
     /// ssefs authenticated them; the first open adds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// HMAC-SHA256 (hex) of `config.toml` (grants, master rotation) as
+    /// last sealed by `ssefs kms seal-policy` (or the upgrade); absent: no
+    /// such file. Authenticated with the rest by `mac`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants_mac: Option<String>,
     pub root: RootSection,
     #[serde(default)]
     pub master: Vec<MasterEntry>,
@@ -137,6 +142,7 @@ impl Store {
         Store {
             version: FORMAT_VERSION,
             mac: None,
+            grants_mac: None,
             root: RootSection { check, kdf },
             master: Vec::new(),
             cmk: Vec::new(),

@@ -225,3 +225,77 @@ fn a_swapped_alias_is_refused() {
     d.run(&["kms", "describe-key", "alias/prod"])
         .fails_with("DataIntegrityError");
 }
+
+/// Grants and the master rotation period live in `.ssefs/config.toml`,
+/// which the operator edits; an edit takes effect once sealed with
+/// `ssefs kms seal-policy`. An edit nobody sealed (a grant widened, the
+/// rotation stopped or its line removed, the file deleted) is refused by
+/// the CLI and the mount with one line naming the file and the command.
+#[test]
+fn grants_edited_by_hand_are_refused_until_sealed() {
+    let d = DataDir::new();
+    bucket(&d, "kms", None);
+    d.run(&["kms", "create-key", "--alias", "alias/team"]).ok();
+    let config = d.data().join(".ssefs/config.toml");
+    let narrow = "[kms]\nmaster_rotation_days = 30\n\n[[grant]]\nuids = [1000]\nactions = [\"kms:Decrypt\"]\nresources = [\"alias/team\"]\n";
+    fs::write(&config, narrow).unwrap();
+    // Not yet sealed: refused, with the hint.
+    let r = d.run(&["status"]).fails_with("DataIntegrityError");
+    assert!(r.stderr.contains("ssefs kms seal-policy"), "{}", r.stderr);
+    let r = d.run(&["kms", "seal-policy"]).ok();
+    assert!(
+        r.stdout.contains("1 grant(s), master key rotated every 30 days"),
+        "{}",
+        r.stdout
+    );
+    let s = d.run(&["status"]).ok().stdout;
+    assert!(s.contains("every 30 days"), "{s}");
+
+    let widened = narrow
+        .replace("uids = [1000]", "uids = [1000, 1001]")
+        .replace("\"kms:Decrypt\"", "\"*\"");
+    let stopped = narrow.replace("master_rotation_days = 30", "master_rotation_days = 0");
+    let removed = narrow.replace("master_rotation_days = 30\n", "");
+    let shown = config.display().to_string();
+    let mnt = d.path("mnt");
+    fs::create_dir(&mnt).unwrap();
+    for (what, content) in [
+        ("grant widened", Some(widened.as_str())),
+        ("rotation stopped", Some(stopped.as_str())),
+        ("rotation removed", Some(removed.as_str())),
+        ("deleted", None),
+    ] {
+        match content {
+            Some(c) => fs::write(&config, c).unwrap(),
+            None => fs::remove_file(&config).unwrap(),
+        }
+        let before = backend(&d);
+        for args in [
+            &["status"][..],
+            &["kms", "list-keys"][..],
+            &["kms", "rotate-master"][..],
+        ] {
+            let r = d.run(args).fails_with("DataIntegrityError");
+            assert!(r.stderr.contains(&shown), "{what}: {}", r.stderr);
+            assert!(r.stderr.contains("ssefs kms seal-policy"), "{what}: {}", r.stderr);
+        }
+        put(&d, "kms/o", MARKER).fails_with("DataIntegrityError");
+        d.run(&["mount", mnt.to_str().unwrap()])
+            .fails_with("DataIntegrityError");
+        assert_eq!(backend(&d), before, "{what}");
+        fs::write(&config, narrow).unwrap();
+        d.run(&["status"]).ok();
+    }
+    // An operator's edit, sealed, is in force.
+    fs::write(&config, &stopped).unwrap();
+    d.run(&["kms", "seal-policy"]).ok();
+    let s = d.run(&["status"]).ok().stdout;
+    assert!(s.contains("never"), "{s}");
+    // A config.toml that does not parse is not sealed.
+    fs::write(&config, "[[grant]]\nactions = [\"kms:Fly\"]\n").unwrap();
+    d.run(&["kms", "seal-policy"]).fails_with("InvalidParameter");
+    d.run(&["status"]).fails_with("InvalidParameter");
+    // Put back as sealed, it is in force again.
+    fs::write(&config, &stopped).unwrap();
+    d.run(&["status"]).ok();
+}
