@@ -204,3 +204,42 @@ fn edited(path: &Path, why: &str) -> Error {
     ))
     .resource(path.display().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vectors of docs/FORMAT.md §8.5, computed there with an
+    /// independent HKDF and HMAC (Python's hmac module).
+    #[test]
+    fn derived_keys_and_tags_match_the_spec() {
+        let root = SecretKey::from_bytes(&(0u8..32).collect::<Vec<_>>());
+        let k = MacKey::derive(&root, MacPurpose::BucketSettings);
+        assert_eq!(
+            crate::kms::store::hex_encode(k.key.expose()),
+            "0ec36aa5cd7abfac1dd4b6136a2dfc8d9975ac66cd47e9bf75156d16850364de"
+        );
+        let tag = k.tag_hex(&[b"bkt", b"chunk_size = 4096\n"]);
+        assert_eq!(
+            tag,
+            "4751d175d61bd9b2becda1d224a04de24a619aa694b80902ee6bf17e5310371c"
+        );
+        assert!(k.verify_hex(&[b"bkt", b"chunk_size = 4096\n"], &tag).is_ok());
+        // Another bucket, another body, or parts split differently: no.
+        assert!(k.verify_hex(&[b"bkx", b"chunk_size = 4096\n"], &tag).is_err());
+        assert!(k.verify_hex(&[b"bkt", b"chunk_size = 4097\n"], &tag).is_err());
+        assert!(k.verify_hex(&[b"bktc", b"hunk_size = 4096\n"], &tag).is_err());
+        assert!(k.verify_hex(&[b"bkt", b"chunk_size = 4096\n"], "").is_err());
+        let g = MacKey::derive(&root, MacPurpose::Grants);
+        assert_eq!(
+            g.tag_hex(&[b"[kms]\nmaster_rotation_days = 30\n"]),
+            "d164859e5b531df9b5d15ffc17b659b30931e8e4fcd803dfec9830bd435748bb"
+        );
+        // Each purpose its own key.
+        assert_ne!(
+            g.tag_hex(&[b"bkt", b"chunk_size = 4096\n"]),
+            tag,
+        );
+        assert!(!format!("{k:?}").contains("0ec3"));
+    }
+}
