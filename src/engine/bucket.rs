@@ -187,7 +187,10 @@ impl SettingsCache {
         };
         let s = stored.settings();
         self.key
-            .verify_hex(&[bucket_of(bucket_dir)?.as_bytes(), body(&s)?.as_bytes()], mac)
+            .verify_hex(
+                &[bucket_of(bucket_dir)?.as_bytes(), body(&s)?.as_bytes()],
+                mac,
+            )
             .map_err(|_| tampered(&p, "fails authentication"))?;
         s.chunk().map_err(|e| e.resource(p.display().to_string()))?;
         Ok(s)
@@ -364,12 +367,12 @@ impl Engine {
                 }
             }
             match e.raw_os_error() {
-            Some(libc::ENOTEMPTY) => Error::new(
-                OssCode::BucketNotEmpty,
-                "The bucket you tried to delete is not empty.",
-            )
-            .resource(name.as_str()),
-            _ => Error::io(name, e),
+                Some(libc::ENOTEMPTY) => Error::new(
+                    OssCode::BucketNotEmpty,
+                    "The bucket you tried to delete is not empty.",
+                )
+                .resource(name.as_str()),
+                _ => Error::io(name, e),
             }
         })
     }

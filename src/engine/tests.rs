@@ -742,9 +742,7 @@ fn granted_users_may_use_keys_and_bucket_owners_may_manage_rules() {
         Some(OssCode::DataIntegrityError)
     );
     assert_eq!(
-        Engine::seal_policy(&data, &root_src)
-            .unwrap()
-            .grant_count(),
+        Engine::seal_policy(&data, &root_src).unwrap().grant_count(),
         2
     );
     let e = Engine::open(&data, &root_src).unwrap();
@@ -1174,7 +1172,10 @@ fn tampered_bucket_settings_are_an_integrity_error_and_nothing_is_written() {
         ("deleted", None),
         ("edited", Some(edited.into_bytes())),
         ("copied", Some(plain_file)),
-        ("MAC only", Some(good.split(|&c| c == b'\n').next().unwrap().to_vec())),
+        (
+            "MAC only",
+            Some(good.split(|&c| c == b'\n').next().unwrap().to_vec()),
+        ),
     ];
     for (what, content) in cases {
         match &content {
@@ -1185,10 +1186,15 @@ fn tampered_bucket_settings_are_an_integrity_error_and_nothing_is_written() {
         assert_eq!(err.code, OssCode::DataIntegrityError, "{what}: {err}");
         assert_eq!(err.errno(), libc::EIO);
         assert_eq!(err.resource.as_deref(), sp.to_str(), "{what}");
-        assert!(!e.path("sm4", "new").exists(), "{what}: an object was written");
+        assert!(
+            !e.path("sm4", "new").exists(),
+            "{what}: an object was written"
+        );
         for r in [
             e.engine.bucket_rule(&b("sm4")).map(|_| ()),
-            e.engine.get_bucket_encryption(&root(), &b("sm4")).map(|_| ()),
+            e.engine
+                .get_bucket_encryption(&root(), &b("sm4"))
+                .map(|_| ()),
             e.engine.delete_bucket_encryption(&root(), &b("sm4")),
             e.engine
                 .put_bucket_encryption(&root(), &b("sm4"), &rule("AES256", None, None)),

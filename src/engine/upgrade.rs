@@ -43,9 +43,8 @@ impl Engine {
             )
             .resource(data_dir.display().to_string()));
         }
-        let owner = std::os::unix::fs::MetadataExt::uid(
-            &fs::metadata(data_dir).ctx(data_dir.display())?,
-        );
+        let owner =
+            std::os::unix::fs::MetadataExt::uid(&fs::metadata(data_dir).ctx(data_dir.display())?);
         let config = state.join("config.toml");
         let (policy, grants) = Policy::load_with_text(&config, owner)?;
         let kms = Kms::open(&state, root, policy.clone())?;

@@ -224,11 +224,19 @@ mod tests {
             tag,
             "4751d175d61bd9b2becda1d224a04de24a619aa694b80902ee6bf17e5310371c"
         );
-        assert!(k.verify_hex(&[b"bkt", b"chunk_size = 4096\n"], &tag).is_ok());
+        assert!(k
+            .verify_hex(&[b"bkt", b"chunk_size = 4096\n"], &tag)
+            .is_ok());
         // Another bucket, another body, or parts split differently: no.
-        assert!(k.verify_hex(&[b"bkx", b"chunk_size = 4096\n"], &tag).is_err());
-        assert!(k.verify_hex(&[b"bkt", b"chunk_size = 4097\n"], &tag).is_err());
-        assert!(k.verify_hex(&[b"bktc", b"hunk_size = 4096\n"], &tag).is_err());
+        assert!(k
+            .verify_hex(&[b"bkx", b"chunk_size = 4096\n"], &tag)
+            .is_err());
+        assert!(k
+            .verify_hex(&[b"bkt", b"chunk_size = 4097\n"], &tag)
+            .is_err());
+        assert!(k
+            .verify_hex(&[b"bktc", b"hunk_size = 4096\n"], &tag)
+            .is_err());
         assert!(k.verify_hex(&[b"bkt", b"chunk_size = 4096\n"], "").is_err());
         let g = MacKey::derive(&root, MacPurpose::Grants);
         assert_eq!(
@@ -236,10 +244,7 @@ mod tests {
             "d164859e5b531df9b5d15ffc17b659b30931e8e4fcd803dfec9830bd435748bb"
         );
         // Each purpose its own key.
-        assert_ne!(
-            g.tag_hex(&[b"bkt", b"chunk_size = 4096\n"]),
-            tag,
-        );
+        assert_ne!(g.tag_hex(&[b"bkt", b"chunk_size = 4096\n"]), tag,);
         assert!(!format!("{k:?}").contains("0ec3"));
     }
 }

@@ -222,7 +222,11 @@ impl Kms {
         if ok {
             return Ok(());
         }
-        let what = if text.is_none() { "is missing" } else { "is not as last sealed" };
+        let what = if text.is_none() {
+            "is missing"
+        } else {
+            "is not as last sealed"
+        };
         Err(Error::integrity(format!(
             "{} {what} (edited outside ssefs?): check it, then run `ssefs kms seal-policy`",
             path.display()

@@ -1342,7 +1342,11 @@ fn a_keystore_edited_by_hand_is_an_integrity_error() {
     let good = env.keystore_text();
     assert!(good.contains("state = \"Disabled\""), "{good}");
     // Re-enabled by hand.
-    fs::write(&path, good.replace("state = \"Disabled\"", "state = \"Enabled\"")).unwrap();
+    fs::write(
+        &path,
+        good.replace("state = \"Disabled\"", "state = \"Enabled\""),
+    )
+    .unwrap();
     for e in [
         Env::open_err(&env),
         kms.check_cmk_usable(id.as_bytes(), 0).unwrap_err(),
@@ -1401,7 +1405,10 @@ fn a_keystore_without_its_mac_is_refused_unless_it_predates_macs() {
     let e = Env::open_err(&env);
     assert_eq!(e.code, OssCode::DataIntegrityError, "{e}");
     assert!(e.message.contains("removed"), "{e}");
-    assert_eq!(kms.list_keys().unwrap_err().code, OssCode::DataIntegrityError);
+    assert_eq!(
+        kms.list_keys().unwrap_err().code,
+        OssCode::DataIntegrityError
+    );
 
     // A genuine old keystore: opens, is flagged, and upgrading adds the MAC.
     fs::write(env.dir.join("keystore.toml"), &text).unwrap();
@@ -1419,7 +1426,11 @@ fn a_keystore_without_its_mac_is_refused_unless_it_predates_macs() {
     let other = TempDir::new().unwrap();
     let wrong = RootKeySource::File(other.path().join("root.key"));
     fs::write(other.path().join("root.key"), [7u8; 32]).unwrap();
-    fs::set_permissions(other.path().join("root.key"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(
+        other.path().join("root.key"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     let e = Kms::open(&env.dir, &wrong, Policy::empty(OWNER))
         .map(|_| ())
         .unwrap_err();

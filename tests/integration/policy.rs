@@ -58,7 +58,7 @@ fn log_len(d: &DataDir) -> usize {
 /// Writes `MARKER` to a new file at `p` through the mount: the first step
 /// that fails, as an errno (None if all succeeded).
 fn write_through_mount(p: &Path) -> Option<i32> {
-    let mut f = match OpenOptions::new().write(true).create(true).open(p) {
+    let mut f = match OpenOptions::new().write(true).create_new(true).open(p) {
         Ok(f) => f,
         Err(e) => return Some(errno_of(&e)),
     };
@@ -114,7 +114,8 @@ fn tampered_bucket_settings_are_refused_by_the_cli_and_the_mount() {
         // The CLI.
         let r = put(&m.d, "sm4/new", MARKER).fails_with("DataIntegrityError");
         assert!(r.stderr.contains(&shown), "{what}: {}", r.stderr);
-        m.d.run(&["reencrypt", "sm4"]).fails_with("DataIntegrityError");
+        m.d.run(&["reencrypt", "sm4"])
+            .fails_with("DataIntegrityError");
         m.d.run(&["bucket", "encryption", "get", "sm4"])
             .fails_with("DataIntegrityError");
         // src.bin is the test's own file, outside the data directory.
@@ -141,7 +142,10 @@ fn tampered_bucket_settings_are_refused_by_the_cli_and_the_mount() {
             .lines()
             .filter(|l| l.contains("DataIntegrityError") && l.contains(&shown))
             .collect();
-        assert!(!lines.is_empty(), "{what}: no log line names {shown}: {log}");
+        assert!(
+            !lines.is_empty(),
+            "{what}: no log line names {shown}: {log}"
+        );
 
         // Put back: the bucket works as before.
         fs::write(&sp, &good).unwrap();
@@ -212,7 +216,10 @@ fn a_swapped_alias_is_refused() {
             .trim()
             .to_owned()
     };
-    let a = id(&d.run(&["kms", "create-key", "--alias", "alias/prod"]).ok().stdout);
+    let a = id(&d
+        .run(&["kms", "create-key", "--alias", "alias/prod"])
+        .ok()
+        .stdout);
     let b = id(&d.run(&["kms", "create-key"]).ok().stdout);
     let ks = d.data().join(".ssefs/keystore.toml");
     let text = fs::read_to_string(&ks).unwrap();
@@ -244,7 +251,8 @@ fn grants_edited_by_hand_are_refused_until_sealed() {
     assert!(r.stderr.contains("ssefs kms seal-policy"), "{}", r.stderr);
     let r = d.run(&["kms", "seal-policy"]).ok();
     assert!(
-        r.stdout.contains("1 grant(s), master key rotated every 30 days"),
+        r.stdout
+            .contains("1 grant(s), master key rotated every 30 days"),
         "{}",
         r.stdout
     );
@@ -277,7 +285,11 @@ fn grants_edited_by_hand_are_refused_until_sealed() {
         ] {
             let r = d.run(args).fails_with("DataIntegrityError");
             assert!(r.stderr.contains(&shown), "{what}: {}", r.stderr);
-            assert!(r.stderr.contains("ssefs kms seal-policy"), "{what}: {}", r.stderr);
+            assert!(
+                r.stderr.contains("ssefs kms seal-policy"),
+                "{what}: {}",
+                r.stderr
+            );
         }
         put(&d, "kms/o", MARKER).fails_with("DataIntegrityError");
         d.run(&["mount", mnt.to_str().unwrap()])
@@ -293,7 +305,8 @@ fn grants_edited_by_hand_are_refused_until_sealed() {
     assert!(s.contains("never"), "{s}");
     // A config.toml that does not parse is not sealed.
     fs::write(&config, "[[grant]]\nactions = [\"kms:Fly\"]\n").unwrap();
-    d.run(&["kms", "seal-policy"]).fails_with("InvalidParameter");
+    d.run(&["kms", "seal-policy"])
+        .fails_with("InvalidParameter");
     d.run(&["status"]).fails_with("InvalidParameter");
     // Put back as sealed, it is in force again.
     fs::write(&config, &stopped).unwrap();
