@@ -1,19 +1,19 @@
 //! Buckets: top-level directories of the data directory, each with a
 //! settings file holding its default encryption rule and its chunk size.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use super::{Engine, BUCKET_SETTINGS};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::ChunkSize;
-use crate::kms::{Action, MacKey, Principal};
+use crate::kms::{Action, Kms, MacKey, MacPurpose, Principal};
 use crate::oss::{BucketName, SseConfig};
 
 /// What `.ssefs-bucket.toml` holds.
@@ -147,32 +147,52 @@ impl Stamp {
 /// another mount at once.
 /// One bucket's settings as parsed, and the version of the file they came from.
 /// A parsed settings file, its stamp, and when the stamp was last checked.
-type Parsed = (Stamp, Option<SseConfig>, ChunkSize, std::time::Instant);
+/// The keystore epoch is that of the check against the keystore's anchor.
+type Parsed = (Stamp, u64, Option<SseConfig>, ChunkSize, std::time::Instant);
 
 /// How long `chunk_recent` trusts a checked entry without a stat. Sizes in
 /// `ls -l` may lag a change of an empty bucket's chunk size by this much
 /// (an object created by the mount re-checks first, and refreshes it).
 const RECENT: std::time::Duration = std::time::Duration::from_secs(1);
 
-#[derive(Debug)]
 pub(super) struct SettingsCache {
+    /// Holds each bucket's current settings MAC (the anchor).
+    kms: Arc<Kms>,
     /// Authenticates every settings file (bound to its bucket's name).
     key: MacKey,
     entries: Mutex<HashMap<PathBuf, Parsed>>,
 }
 
 impl SettingsCache {
-    pub(super) fn new(key: MacKey) -> SettingsCache {
+    pub(super) fn new(kms: Arc<Kms>) -> SettingsCache {
         SettingsCache {
-            key,
+            key: kms.policy_mac_key(MacPurpose::BucketSettings),
+            kms,
             entries: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Reads a bucket's settings and checks their MAC. Every bucket has a
-    /// settings file (made with it, or at the upgrade): a missing, empty,
-    /// edited or copied one is an integrity error, never the defaults.
-    pub(super) fn read(&self, bucket_dir: &Path) -> Result<BucketSettings> {
+    /// Reads a bucket's settings and checks their MAC and that it is the
+    /// one the keystore holds for the bucket. Every bucket has a settings
+    /// file (made with it, or at the upgrade): a missing, empty, edited,
+    /// copied or older one is an integrity error, never the defaults.
+    /// Returns the keystore epoch of the check too.
+    pub(super) fn read(&self, bucket_dir: &Path) -> Result<(BucketSettings, u64)> {
+        let (s, mac) = self.read_mac_only(bucket_dir)?;
+        let (allowed, epoch) = self.kms.settings_anchor(bucket_of(bucket_dir)?)?;
+        if !allowed.contains(&mac) {
+            let p = bucket_dir.join(BUCKET_SETTINGS);
+            return Err(tampered(
+                &p,
+                "is not the bucket's current one (an older copy written back?)",
+            ));
+        }
+        Ok((s, epoch))
+    }
+
+    /// `read` without the keystore's anchor (for the upgrade, which makes
+    /// the anchors): the settings and their MAC.
+    fn read_mac_only(&self, bucket_dir: &Path) -> Result<(BucketSettings, String)> {
         let p = bucket_dir.join(BUCKET_SETTINGS);
         let text = match fs::read_to_string(&p) {
             Ok(t) => t,
@@ -193,20 +213,27 @@ impl SettingsCache {
             )
             .map_err(|_| tampered(&p, "fails authentication"))?;
         s.chunk().map_err(|e| e.resource(p.display().to_string()))?;
-        Ok(s)
+        Ok((s, mac.clone()))
     }
 
-    /// The file `read` accepts for `s` in `bucket_dir`.
-    pub(super) fn encode(&self, bucket_dir: &Path, s: &BucketSettings) -> Result<String> {
+    /// The file `read` accepts for `s` in `bucket_dir` (once the keystore
+    /// holds its MAC), and that MAC.
+    pub(super) fn encode(
+        &self,
+        bucket_dir: &Path,
+        s: &BucketSettings,
+    ) -> Result<(String, String)> {
         let mac = self
             .key
             .tag_hex(&[bucket_of(bucket_dir)?.as_bytes(), body(s)?.as_bytes()]);
         let stored = Stored {
-            mac: Some(mac),
+            mac: Some(mac.clone()),
             encryption: s.encryption.clone(),
             chunk_size: s.chunk_size,
         };
-        toml::to_string(&stored).map_err(|e| Error::new(OssCode::InternalError, e.to_string()))
+        let text = toml::to_string(&stored)
+            .map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
+        Ok((text, mac))
     }
 
     /// The bucket's current rule and chunk size.
@@ -219,21 +246,25 @@ impl SettingsCache {
             }
             Err(e) => return Err(Error::io(p.display(), e)),
         };
+        // One stat of the keystore: its anchor for the bucket may have
+        // changed (the epoch says whether anything in it did).
+        let (_, epoch) = self.kms.settings_anchor("")?;
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((s, rule, chunk, checked)) = entries.get_mut(bucket_dir) {
-            if *s == stamp {
+        if let Some((s, e, rule, chunk, checked)) = entries.get_mut(bucket_dir) {
+            if *s == stamp && *e == epoch {
                 *checked = std::time::Instant::now();
                 return Ok((rule.clone(), *chunk));
             }
         }
         // Parse outside the cache's view of time: the stamp taken before the
         // read is stored, so a change racing the read is seen next time.
-        let s = self.read(bucket_dir)?;
+        let (s, epoch) = self.read(bucket_dir)?;
         let chunk = s.chunk()?;
         entries.insert(
             bucket_dir.to_path_buf(),
             (
                 stamp,
+                epoch,
                 s.encryption.clone(),
                 chunk,
                 std::time::Instant::now(),
@@ -258,7 +289,7 @@ impl SettingsCache {
     pub(super) fn chunk_recent(&self, bucket_dir: &Path) -> Result<ChunkSize> {
         {
             let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((_, _, chunk, checked)) = entries.get(bucket_dir) {
+            if let Some((_, _, _, chunk, checked)) = entries.get(bucket_dir) {
                 if checked.elapsed() < RECENT {
                     return Ok(*chunk);
                 }
@@ -374,7 +405,13 @@ impl Engine {
                 .resource(name.as_str()),
                 _ => Error::io(name, e),
             }
-        })
+        })?;
+        // A stale anchor would be harmless (a new bucket of the name gets
+        // its own), so a failure here does not undo the deletion.
+        if let Err(e) = self.kms.forget_settings(name.as_str()) {
+            tracing::warn!(bucket = name.as_str(), "could not drop the bucket's settings MAC from the keystore: {e}");
+        }
+        Ok(())
     }
 
     /// Root, the data directory's owner, the bucket's owner, or a grant.
@@ -410,7 +447,7 @@ impl Engine {
     ) -> Result<()> {
         let d = self.existing_bucket(name)?;
         self.check_bucket_permission(p, name, &d, Action::OssPutBucketEncryption)?;
-        let mut s = self.settings.read(&d)?;
+        let mut s = self.settings.read(&d)?.0;
         s.encryption = Some(rule.clone());
         self.write_settings(&d, &s)
     }
@@ -419,7 +456,7 @@ impl Engine {
     pub fn get_bucket_encryption(&self, p: &Principal, name: &BucketName) -> Result<SseConfig> {
         let d = self.existing_bucket(name)?;
         self.check_bucket_permission(p, name, &d, Action::OssGetBucketEncryption)?;
-        self.settings.read(&d)?.encryption.ok_or_else(|| {
+        self.settings.read(&d)?.0.encryption.ok_or_else(|| {
             Error::new(
                 OssCode::NoSuchServerSideEncryptionRule,
                 "The server side encryption configuration was not found",
@@ -432,7 +469,7 @@ impl Engine {
     pub fn delete_bucket_encryption(&self, p: &Principal, name: &BucketName) -> Result<()> {
         let d = self.existing_bucket(name)?;
         self.check_bucket_permission(p, name, &d, Action::OssDeleteBucketEncryption)?;
-        let mut s = self.settings.read(&d)?;
+        let mut s = self.settings.read(&d)?.0;
         if s.encryption.is_none() {
             return Ok(());
         }
@@ -481,7 +518,7 @@ impl Engine {
     ) -> Result<()> {
         let d = self.existing_bucket(name)?;
         self.check_bucket_permission(p, name, &d, Action::OssPutBucketEncryption)?;
-        let mut s = self.settings.read(&d)?;
+        let mut s = self.settings.read(&d)?.0;
         if s.chunk()? == chunk {
             return Ok(());
         }
@@ -499,17 +536,24 @@ impl Engine {
         self.write_settings(&d, &s)
     }
 
-    fn write_settings(&self, dir: &Path, s: &BucketSettings) -> Result<()> {
-        let text = self.settings.encode(dir, s)?;
-        self.write_atomic(&dir.join(BUCKET_SETTINGS), text.as_bytes())
+    /// Replaces a bucket's settings file: its new MAC allowed in the
+    /// keystore first, then the file, then only the new MAC allowed.
+    pub(super) fn write_settings(&self, dir: &Path, s: &BucketSettings) -> Result<()> {
+        let name = bucket_of(dir)?;
+        let (text, tag) = self.settings.encode(dir, s)?;
+        self.kms.begin_settings_change(name, &tag)?;
+        self.write_atomic(&dir.join(BUCKET_SETTINGS), text.as_bytes())?;
+        self.kms.end_settings_change(name, &tag)
     }
 
     /// The upgrade of a data directory from before MACs: gives every
     /// bucket's settings file its MAC, trusting what it holds now (a
     /// missing file means the defaults, as it did). A file that already has
-    /// one (an upgrade interrupted) must verify. Returns how many it sealed.
-    pub(super) fn seal_legacy_settings(&self) -> Result<usize> {
-        let mut sealed = 0;
+    /// one (an upgrade interrupted) must verify. Returns each bucket's MAC,
+    /// for the keystore to hold (it cannot be written before its own MAC is
+    /// added: `Kms::finish_upgrade`).
+    pub(super) fn seal_legacy_settings(&self) -> Result<BTreeMap<String, String>> {
+        let mut sealed = BTreeMap::new();
         for b in self.list_buckets()? {
             let d = self.bucket_dir(&b);
             let p = d.join(BUCKET_SETTINGS);
@@ -519,13 +563,15 @@ impl Engine {
                 Err(e) => return Err(Error::io(p.display(), e)),
             };
             if Stored::parse(&text, &p)?.mac.is_some() {
-                self.settings.read(&d)?;
+                let (_, mac) = self.settings.read_mac_only(&d)?;
+                sealed.insert(b.as_str().to_string(), mac);
                 continue;
             }
             let s = Stored::parse(&text, &p)?.settings();
             s.chunk().map_err(|e| e.resource(p.display().to_string()))?;
-            self.write_settings(&d, &s)?;
-            sealed += 1;
+            let (text, mac) = self.settings.encode(&d, &s)?;
+            self.write_atomic(&p, text.as_bytes())?;
+            sealed.insert(b.as_str().to_string(), mac);
         }
         Ok(sealed)
     }

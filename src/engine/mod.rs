@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use crate::crypto::{fill_random, IntegrityError, SecretKey};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{ChunkSize, Header, KeyWrap, Method, HEADER_LEN};
-use crate::kms::{Kek, Kms, MacPurpose, Policy, Principal, RootKeySource, WrapTarget};
+use crate::kms::{Kek, Kms, Policy, Principal, RootKeySource, WrapTarget};
 use crate::oss::{SseAlgorithm, SseConfig};
 
 pub use bucket::BucketSettings;
@@ -126,11 +126,11 @@ impl Engine {
             std::os::unix::fs::MetadataExt::uid(&fs::metadata(data_dir).ctx(data_dir.display())?);
         let config = state.join("config.toml");
         let (policy, grants) = Policy::load_with_text(&config, owner)?;
-        let kms = Kms::open(&state, root, policy)?;
-        let settings = bucket::SettingsCache::new(kms.policy_mac_key(MacPurpose::BucketSettings));
+        let kms = std::sync::Arc::new(Kms::open(&state, root, policy)?);
+        let settings = bucket::SettingsCache::new(kms.clone());
         let engine = Engine {
             data_dir: data_dir.to_path_buf(),
-            kms: std::sync::Arc::new(kms),
+            kms,
             cache: None,
             settings,
         };

@@ -1138,8 +1138,7 @@ fn a_bucket_settings_file_with_a_bad_chunk_size_is_an_error() {
         encryption: None,
         chunk_size: Some(8192),
     };
-    let text = e.engine.settings.encode(&dir, &bad).unwrap();
-    fs::write(dir.join(BUCKET_SETTINGS), text).unwrap();
+    e.engine.write_settings(&dir, &bad).unwrap();
     let err = e.engine.bucket_chunk_size(&bk).unwrap_err();
     assert_eq!(err.code, OssCode::InternalError);
     assert!(err.message.contains("8192"), "{}", err.message);
@@ -1156,6 +1155,8 @@ fn tampered_bucket_settings_are_an_integrity_error_and_nothing_is_written() {
     let e = env();
     e.engine.create_bucket(&b("sm4")).unwrap();
     e.engine.create_bucket(&b("plain")).unwrap();
+    // What the bucket's file held before its rule: valid once, not now.
+    let before_rule = fs::read(e.data.join("sm4").join(BUCKET_SETTINGS)).unwrap();
     e.engine
         .put_bucket_encryption(&root(), &b("sm4"), &rule("SM4", None, None))
         .unwrap();
@@ -1172,6 +1173,7 @@ fn tampered_bucket_settings_are_an_integrity_error_and_nothing_is_written() {
         ("deleted", None),
         ("edited", Some(edited.into_bytes())),
         ("copied", Some(plain_file)),
+        ("older copy written back", Some(before_rule)),
         (
             "MAC only",
             Some(good.split(|&c| c == b'\n').next().unwrap().to_vec()),

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::{bucket, Engine, STATE_DIR};
 use crate::error::{Error, IoContext, OssCode, Result};
-use crate::kms::{Kms, MacPurpose, Policy, RootKeySource};
+use crate::kms::{Kms, Policy, RootKeySource};
 
 impl Engine {
     /// Upgrades the data directory if it predates MACs; else nothing.
@@ -19,8 +19,9 @@ impl Engine {
         if !self.kms.needs_upgrade() {
             return Ok(());
         }
-        let buckets = self.seal_legacy_settings()?;
-        self.kms.finish_upgrade(grants)?;
+        let sealed = self.seal_legacy_settings()?;
+        let buckets = sealed.len();
+        self.kms.finish_upgrade(grants, sealed)?;
         tracing::info!(
             data_dir = %self.data_dir.display(),
             buckets,
@@ -47,11 +48,11 @@ impl Engine {
             std::os::unix::fs::MetadataExt::uid(&fs::metadata(data_dir).ctx(data_dir.display())?);
         let config = state.join("config.toml");
         let (policy, grants) = Policy::load_with_text(&config, owner)?;
-        let kms = Kms::open(&state, root, policy.clone())?;
-        let settings = bucket::SettingsCache::new(kms.policy_mac_key(MacPurpose::BucketSettings));
+        let kms = std::sync::Arc::new(Kms::open(&state, root, policy.clone())?);
+        let settings = bucket::SettingsCache::new(kms.clone());
         let engine = Engine {
             data_dir: data_dir.to_path_buf(),
-            kms: std::sync::Arc::new(kms),
+            kms,
             cache: None,
             settings,
         };

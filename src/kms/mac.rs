@@ -195,6 +195,48 @@ pub(super) fn verify_store_mac(
         .map_err(|_| edited(path, "its MAC does not match (edited outside ssefs?)"))
 }
 
+impl super::Kms {
+    /// The MACs bucket `bucket`'s settings file may carry now, and the
+    /// keystore's epoch they were read at (empty: the bucket is unknown).
+    pub fn settings_anchor(&self, bucket: &str) -> Result<(Vec<String>, u64)> {
+        let (s, epoch) = self.snapshot_at()?;
+        Ok((
+            s.bucket_settings.get(bucket).cloned().unwrap_or_default(),
+            epoch,
+        ))
+    }
+
+    /// Before a settings file with MAC `tag` replaces the bucket's: the new
+    /// MAC is allowed beside the current ones, so a crash between this and
+    /// the file's rename leaves a bucket that still works.
+    pub fn begin_settings_change(&self, bucket: &str, tag: &str) -> Result<()> {
+        self.modify(|s, _| {
+            let e = s.bucket_settings.entry(bucket.to_string()).or_default();
+            if !e.iter().any(|t| t == tag) {
+                e.push(tag.to_string());
+            }
+            Ok(())
+        })
+    }
+
+    /// Once the file with MAC `tag` is in place: only it is allowed.
+    pub fn end_settings_change(&self, bucket: &str, tag: &str) -> Result<()> {
+        self.modify(|s, _| {
+            s.bucket_settings
+                .insert(bucket.to_string(), vec![tag.to_string()]);
+            Ok(())
+        })
+    }
+
+    /// The bucket is gone: none of its settings files is valid any more.
+    pub fn forget_settings(&self, bucket: &str) -> Result<()> {
+        self.modify(|s, _| {
+            s.bucket_settings.remove(bucket);
+            Ok(())
+        })
+    }
+}
+
 /// The integrity error for a keystore whose metadata is not as ssefs wrote
 /// it: the file is named, and nothing of it is used.
 fn edited(path: &Path, why: &str) -> Error {

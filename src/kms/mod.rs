@@ -18,6 +18,7 @@ mod store;
 #[doc(hidden)]
 pub mod fuzzing;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
@@ -255,7 +256,12 @@ impl Kms {
     /// once; does nothing if another process did it first.
     /// `grants`: the text of `config.toml` now (`None`: no file), sealed as
     /// it is, as `seal_grants` would.
-    pub fn finish_upgrade(&self, grants: Option<&str>) -> Result<()> {
+    /// `buckets`: each bucket's settings MAC, as just sealed (§8.1).
+    pub fn finish_upgrade(
+        &self,
+        grants: Option<&str>,
+        buckets: BTreeMap<String, String>,
+    ) -> Result<()> {
         let lock = store::lock(&self.dir)?;
         let (mut s, _) = store::read(&self.dir)?;
         verify_store(&s, &self.root, &self.keystore, true)?;
@@ -263,6 +269,7 @@ impl Kms {
             return Ok(());
         }
         s.grants_mac = grants.map(|t| self.grants_tag(t));
+        s.bucket_settings = buckets.into_iter().map(|(b, t)| (b, vec![t])).collect();
         mac::seal_store(&self.root, &mut s, &self.keystore)?;
         let stamp = store::write(&self.dir, &lock, &s)?;
         let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
@@ -581,6 +588,8 @@ impl Kms {
         let lock = store::lock(&self.dir)?;
         let (mut s, _) = store::read(&self.dir)?;
         s.mac = None;
+        s.grants_mac = None;
+        s.bucket_settings.clear();
         s.root.check = rootkey::check_value(&self.root);
         store::write(&self.dir, &lock, &s)?;
         Ok(())

@@ -49,6 +49,11 @@ pub(super) struct Store {
     /// Alias name -> CMK id.
     #[serde(default)]
     pub aliases: BTreeMap<String, Uuid>,
+    /// Bucket name -> the MACs its settings file may carry (one; two while
+    /// a change is under way), so that an older, once-valid settings file
+    /// written back is refused (FORMAT.md §8.1).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bucket_settings: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +152,7 @@ impl Store {
             master: Vec::new(),
             cmk: Vec::new(),
             aliases: BTreeMap::new(),
+            bucket_settings: BTreeMap::new(),
         }
     }
 

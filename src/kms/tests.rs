@@ -1416,7 +1416,7 @@ fn a_keystore_without_its_mac_is_refused_unless_it_predates_macs() {
     assert!(!env.keystore_text().contains("mac = "));
     let old = env.open();
     assert!(old.needs_upgrade());
-    old.finish_upgrade(None).unwrap();
+    old.finish_upgrade(None, Default::default()).unwrap();
     assert!(!old.needs_upgrade());
     assert!(env.keystore_text().contains("mac = "));
     let again = env.open();

@@ -82,6 +82,8 @@ fn tampered_bucket_settings_are_refused_by_the_cli_and_the_mount() {
     bucket(&d, "sm4", None);
     bucket(&d, "plain", None);
     put(&d, "sm4/early", b"from before the rule").ok();
+    // sm4's settings file from before its rule: valid once, not now.
+    let before_rule = fs::read(d.data().join("sm4").join(SETTINGS)).unwrap();
     d.run(&["bucket", "encryption", "put", "sm4", "--algorithm", "SM4"])
         .ok();
     put(&d, "sm4/late", b"sealed").ok();
@@ -94,12 +96,13 @@ fn tampered_bucket_settings_are_refused_by_the_cli_and_the_mount() {
     let edited = text.replace("SM4", "AES256");
     assert_ne!(edited, text);
     let copied = fs::read(d.data().join("plain").join(SETTINGS)).unwrap();
-    let cases: [(&str, Option<&[u8]>); 5] = [
+    let cases: [(&str, Option<&[u8]>); 6] = [
         ("emptied", Some(b"")),
         ("deleted", None),
         ("rule removed", Some(mac_only.as_bytes())),
         ("edited", Some(edited.as_bytes())),
         ("copied from another bucket", Some(&copied)),
+        ("older copy written back", Some(&before_rule)),
     ];
     let shown = sp.display().to_string();
     let m = Mount::on(d, &[]);
