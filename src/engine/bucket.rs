@@ -218,11 +218,7 @@ impl SettingsCache {
 
     /// The file `read` accepts for `s` in `bucket_dir` (once the keystore
     /// holds its MAC), and that MAC.
-    pub(super) fn encode(
-        &self,
-        bucket_dir: &Path,
-        s: &BucketSettings,
-    ) -> Result<(String, String)> {
+    pub(super) fn encode(&self, bucket_dir: &Path, s: &BucketSettings) -> Result<(String, String)> {
         let mac = self
             .key
             .tag_hex(&[bucket_of(bucket_dir)?.as_bytes(), body(s)?.as_bytes()]);
@@ -409,7 +405,10 @@ impl Engine {
         // A stale anchor would be harmless (a new bucket of the name gets
         // its own), so a failure here does not undo the deletion.
         if let Err(e) = self.kms.forget_settings(name.as_str()) {
-            tracing::warn!(bucket = name.as_str(), "could not drop the bucket's settings MAC from the keystore: {e}");
+            tracing::warn!(
+                bucket = name.as_str(),
+                "could not drop the bucket's settings MAC from the keystore: {e}"
+            );
         }
         Ok(())
     }
