@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property, tamper, CLI and mount tests, a smoke
-# run of the benchmarks, then pjdfstest and fsx on a real mount. Needs root,
-# fuse3 and attr (.ci/run installs them).
+# run of the benchmarks, the Debian package, then pjdfstest and fsx on a real
+# mount, and the stress tests on a debug build. Runs as root; first installs
+# what is missing on a fresh Debian machine (scripts/setup.sh; as another
+# user that step stops with one line saying what to install).
+# SSEFS_TEST_ONLY=setup stops after the set-up. Extra arguments go to the
+# first cargo test run (a name filter, for instance).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+./scripts/setup.sh
+[ "${SSEFS_TEST_ONLY:-}" != setup ] || exit 0
+
 cargo build --release --bins
 cargo test --release --lib --bins --tests -- --test-threads=2 "$@"
+./scripts/sm4ni-check.sh
 # Each benchmark once, as a test (no timing): they must keep working.
 cargo test --release --benches
 ./scripts/package-test.sh

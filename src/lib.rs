@@ -6,6 +6,7 @@
 //! them), `engine` (buckets and objects on the backend), `ops` (reencrypt,
 //! rewrap, verify and status over whole buckets), `cli`.
 
+pub mod backend;
 pub mod cli;
 pub mod crypto;
 pub mod engine;

@@ -2,6 +2,7 @@
 //! prints results; all logic lives in the engine and the KMS.
 
 mod kms;
+mod preflight;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -389,6 +390,7 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
             };
             let base = cfg.map(ServiceConfig::mount_opts).unwrap_or_default();
             let opts = base.with(&options)?;
+            preflight::check(&mountpoint, &opts)?;
             let dir = g.data_dir();
             // Create a missing mount point (but leave a dead mount, which
             // stats as ENOTCONN, to the stale-mount cleanup).

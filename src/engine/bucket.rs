@@ -2,6 +2,7 @@
 //! settings file holding its default encryption rule and its chunk size.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::{Engine, BUCKET_SETTINGS};
+use crate::backend::Dir;
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::ChunkSize;
 use crate::kms::{Action, Kms, MacKey, MacPurpose, Principal};
@@ -300,6 +302,21 @@ impl Engine {
         self.data_dir.join(name.as_str())
     }
 
+    /// The bucket's directory, held open (resolved beneath the data
+    /// directory, no symlink followed), or NoSuchBucket.
+    pub fn bucket(&self, name: &BucketName) -> Result<Dir> {
+        self.root
+            .dir(Path::new(name.as_str()))
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => Error::new(
+                    OssCode::NoSuchBucket,
+                    "The specified bucket does not exist.",
+                )
+                .resource(name.as_str()),
+                _ => Error::io(name, e),
+            })
+    }
+
     /// The bucket's directory, or NoSuchBucket.
     pub fn existing_bucket(&self, name: &BucketName) -> Result<PathBuf> {
         let d = self.bucket_dir(name);
@@ -335,7 +352,7 @@ impl Engine {
     /// as a bucket that fails every access.
     pub fn init_bucket_settings(&self, name: &BucketName) -> Result<()> {
         let d = self.bucket_dir(name);
-        self.write_settings(&d, &BucketSettings::default())
+        self.write_settings(name, &BucketSettings::default())
             .inspect_err(|_| {
                 let _ = fs::remove_dir(&d);
             })
@@ -389,7 +406,7 @@ impl Engine {
         }
         fs::remove_dir(&d).map_err(|e| {
             if let Some(b) = &saved {
-                if let Err(r) = self.write_atomic(&sp, b) {
+                if let Err(r) = self.write_settings_file(name, b) {
                     tracing::error!(path = %sp.display(), "could not restore bucket settings: {r}");
                 }
             }
@@ -448,7 +465,7 @@ impl Engine {
         self.check_bucket_permission(p, name, &d, Action::OssPutBucketEncryption)?;
         let mut s = self.settings.read(&d)?.0;
         s.encryption = Some(rule.clone());
-        self.write_settings(&d, &s)
+        self.write_settings(name, &s)
     }
 
     /// GetBucketEncryption: NoSuchServerSideEncryptionRule when there is none.
@@ -473,7 +490,7 @@ impl Engine {
             return Ok(());
         }
         s.encryption = None;
-        self.write_settings(&d, &s)
+        self.write_settings(name, &s)
     }
 
     /// The rule in force for new objects, without a permission check (used
@@ -532,17 +549,23 @@ impl Engine {
             .resource(name.as_str()));
         }
         s.chunk_size = (chunk != ChunkSize::DEFAULT).then_some(chunk.bytes() as u64);
-        self.write_settings(&d, &s)
+        self.write_settings(name, &s)
     }
 
     /// Replaces a bucket's settings file: its new MAC allowed in the
     /// keystore first, then the file, then only the new MAC allowed.
-    pub(super) fn write_settings(&self, dir: &Path, s: &BucketSettings) -> Result<()> {
-        let name = bucket_of(dir)?;
-        let (text, tag) = self.settings.encode(dir, s)?;
-        self.kms.begin_settings_change(name, &tag)?;
-        self.write_atomic(&dir.join(BUCKET_SETTINGS), text.as_bytes())?;
-        self.kms.end_settings_change(name, &tag)
+    pub(super) fn write_settings(&self, name: &BucketName, s: &BucketSettings) -> Result<()> {
+        let (text, tag) = self.settings.encode(&self.bucket_dir(name), s)?;
+        self.kms.begin_settings_change(name.as_str(), &tag)?;
+        self.write_settings_file(name, text.as_bytes())?;
+        self.kms.end_settings_change(name.as_str(), &tag)
+    }
+
+    /// Replaces the bucket's settings file with `bytes`, as they are.
+    fn write_settings_file(&self, name: &BucketName, bytes: &[u8]) -> Result<()> {
+        let dir = self.bucket(name)?;
+        self.write_atomic(&dir, OsStr::new(BUCKET_SETTINGS), bytes)
+            .map_err(|e| e.resource(format!("{name}/{BUCKET_SETTINGS}")))
     }
 
     /// The upgrade of a data directory from before MACs: gives every
@@ -569,7 +592,7 @@ impl Engine {
             let s = Stored::parse(&text, &p)?.settings();
             s.chunk().map_err(|e| e.resource(p.display().to_string()))?;
             let (text, mac) = self.settings.encode(&d, &s)?;
-            self.write_atomic(&p, text.as_bytes())?;
+            self.write_settings_file(&b, text.as_bytes())?;
             sealed.insert(b.as_str().to_string(), mac);
         }
         Ok(sealed)

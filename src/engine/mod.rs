@@ -19,13 +19,13 @@ mod objects;
 mod upgrade;
 pub mod xattr;
 
-use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crate::backend::{strict, Dir, Ident};
 use crate::crypto::{fill_random, IntegrityError, SecretKey};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{ChunkSize, Header, KeyWrap, Method, HEADER_LEN};
@@ -35,8 +35,9 @@ use crate::oss::{SseAlgorithm, SseConfig};
 pub use bucket::BucketSettings;
 pub use cache::ChunkCache;
 pub use object::ObjectFile;
-pub(crate) use objects::copy_posix_attrs;
+pub use objects::open_regular;
 pub use objects::ObjectInfo;
+pub(crate) use objects::{copy_posix_attrs, mark_replaces};
 
 /// The state directory inside the data directory.
 pub const STATE_DIR: &str = ".ssefs";
@@ -45,6 +46,11 @@ pub const BUCKET_SETTINGS: &str = ".ssefs-bucket.toml";
 /// Backend xattr holding an object's encryption override (an SseConfig in
 /// TOML), so that rewrites of the object keep using it.
 pub const OVERRIDE_XATTR: &str = "user.ssefs.sse";
+/// Backend xattr a rewrite by `reencrypt` or `rewrap` leaves on the new
+/// file: the identity (`Ident::to_bytes`) of the backend file it replaced,
+/// so that a mount holding the old one can tell a rewrite of its object
+/// from a new file that took its name, and follow the rewrite.
+pub const REPLACES_XATTR: &str = "user.ssefs.replaces";
 /// Temp files older than this are left over from a crash and removed at open.
 const STALE_TEMP: Duration = Duration::from_secs(600);
 
@@ -62,12 +68,22 @@ pub fn default_root_key(data_dir: &Path) -> RootKeySource {
 
 pub struct Engine {
     data_dir: PathBuf,
+    /// The data directory, held: every backend name is resolved beneath it.
+    root: Dir,
+    /// `.ssefs/tmp`, where replacements are written.
+    tmp: Dir,
     /// Shared with open SSE-KMS objects, which re-check their key's state.
     kms: std::sync::Arc<Kms>,
     /// Decrypted chunks shared by open objects (the mount sets one).
     cache: Option<std::sync::Arc<ChunkCache>>,
     /// Parsed bucket settings, revalidated by a stat on every use.
     settings: bucket::SettingsCache,
+}
+
+/// A temp file in `.ssefs/tmp`, open for writing.
+pub struct TempFile {
+    pub name: OsString,
+    pub file: File,
 }
 
 impl KeyWrap for Kek {
@@ -103,17 +119,25 @@ impl Engine {
             )
             .resource(data_dir.display().to_string()));
         }
-        fs::create_dir_all(data_dir).ctx(data_dir.display())?;
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .recursive(true)
-            .create(state.join("tmp"))
-            .ctx(state.display())?;
+        for d in [data_dir, &state, &state.join("tmp")] {
+            strict::create_private_dir(d).ctx(d.display())?;
+        }
+        Self::check_private(data_dir)?;
         Kms::init(&state, root)
     }
 
     /// Opens an initialised data directory.
     pub fn open(data_dir: &Path, root: &RootKeySource) -> Result<Engine> {
+        let (engine, grants) = Self::open_unsealed(data_dir, root)?;
+        let config = data_dir.join(STATE_DIR).join("config.toml");
+        engine.kms.check_grants(grants.as_deref(), &config)?;
+        Ok(engine)
+    }
+
+    /// `open` but for the check of `config.toml` against its approved MAC
+    /// (which `ssefs kms seal-policy` makes): the engine, and the text of
+    /// `config.toml` its policy came from (`None`: no file).
+    fn open_unsealed(data_dir: &Path, root: &RootKeySource) -> Result<(Engine, Option<String>)> {
         let state = data_dir.join(STATE_DIR);
         if !state.join("keystore.toml").exists() {
             return Err(Error::new(
@@ -122,22 +146,48 @@ impl Engine {
             )
             .resource(data_dir.display().to_string()));
         }
-        let owner =
-            std::os::unix::fs::MetadataExt::uid(&fs::metadata(data_dir).ctx(data_dir.display())?);
+        Self::check_private(data_dir)?;
+        let root_dir = Dir::open(data_dir).ctx(data_dir.display())?;
+        let owner = root_dir
+            .stat(OsStr::new(""))
+            .ctx(data_dir.display())?
+            .st_uid;
+        // Made by versions that did not make it with the state directory.
+        let tmp_path = state.join("tmp");
+        strict::create_private_dir(&tmp_path).ctx(tmp_path.display())?;
+        strict::check(&tmp_path)?;
+        let tmp = root_dir
+            .dir(&Path::new(STATE_DIR).join("tmp"))
+            .ctx(tmp_path.display())?;
         let config = state.join("config.toml");
         let (policy, grants) = Policy::load_with_text(&config, owner)?;
         let kms = std::sync::Arc::new(Kms::open(&state, root, policy)?);
         let settings = bucket::SettingsCache::new(kms.clone());
         let engine = Engine {
             data_dir: data_dir.to_path_buf(),
+            root: root_dir,
+            tmp,
             kms,
             cache: None,
             settings,
         };
         engine.remove_stale_temps();
         engine.upgrade(grants.as_deref())?;
-        engine.kms.check_grants(grants.as_deref(), &config)?;
-        Ok(engine)
+        Ok((engine, grants))
+    }
+
+    /// Refuses a data directory that someone other than us (or root) could
+    /// change: the directory, the directories above it, its state
+    /// directory and the files in it that hold keys and policy.
+    pub fn check_private(data_dir: &Path) -> Result<()> {
+        strict::check(data_dir)?;
+        strict::check_ancestors(data_dir)?;
+        let state = data_dir.join(STATE_DIR);
+        strict::check(&state)?;
+        for f in ["keystore.toml", "config.toml", "root.key"] {
+            strict::check_if_present(&state.join(f))?;
+        }
+        Ok(())
     }
 
     /// Opens the data directory, initialising it first if it is new (what
@@ -167,68 +217,96 @@ impl Engine {
         &self.kms
     }
 
-    fn tmp_dir(&self) -> PathBuf {
-        self.data_dir.join(STATE_DIR).join("tmp")
+    /// The data directory, held open.
+    pub fn root(&self) -> &Dir {
+        &self.root
     }
 
     fn remove_stale_temps(&self) {
-        let Ok(entries) = fs::read_dir(self.tmp_dir()) else {
+        let Ok(entries) = self.tmp.entries() else {
             return;
         };
         let now = SystemTime::now();
-        for e in entries.flatten() {
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .map(|t| now.duration_since(t).unwrap_or_default() > STALE_TEMP)
-                .unwrap_or(false);
+        for e in entries {
+            let old = self.tmp.stat(&e.name).is_ok_and(|st| {
+                let t = SystemTime::UNIX_EPOCH + Duration::from_secs(st.st_mtime.max(0) as u64);
+                now.duration_since(t).unwrap_or_default() > STALE_TEMP
+            });
             if old {
-                let _ = fs::remove_file(e.path());
+                let _ = self.tmp.remove_file(&e.name);
             }
         }
     }
 
     /// Creates a new, empty temp file for an atomic replacement.
-    pub fn temp_file(&self, mode: u32) -> Result<(PathBuf, File)> {
+    pub fn temp_file(&self, mode: u32) -> Result<TempFile> {
         let mut r = [0u8; 12];
         fill_random(&mut r);
-        let name: String = r.iter().map(|b| format!("{b:02x}")).collect();
-        let path = self.tmp_dir().join(format!("{name}.tmp"));
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&path)
-            .ctx(path.display())?;
-        Ok((path, f))
+        let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        let name = OsString::from(format!("{hex}.tmp"));
+        let file = self
+            .tmp
+            .file(
+                Path::new(&name),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+                mode,
+            )
+            .ctx(format!("{STATE_DIR}/tmp/{hex}.tmp"))?;
+        Ok(TempFile { name, file })
     }
 
-    /// Durably replaces `dest` with `bytes` (temp file, fsync, rename, fsync
-    /// of the directory).
-    pub fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
-        let (tmp, mut f) = self.temp_file(0o644)?;
-        let res = f
+    /// Removes a temp file that will not be committed.
+    pub fn discard_temp(&self, tmp: &TempFile) {
+        let _ = self.tmp.remove_file(&tmp.name);
+    }
+
+    /// Durably replaces `name` in `dir` with `bytes` (temp file, fsync,
+    /// rename, fsync of the directory).
+    pub fn write_atomic(&self, dir: &Dir, name: &OsStr, bytes: &[u8]) -> Result<()> {
+        let mut tmp = self.temp_file(0o644)?;
+        let shown = Path::new(name).display().to_string();
+        let res = tmp
+            .file
             .write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .ctx(tmp.display())
-            .and_then(|_| self.commit_temp(&tmp, dest));
+            .and_then(|_| tmp.file.sync_all())
+            .ctx(&shown)
+            .and_then(|_| self.commit_temp(&tmp, dir, name, &shown));
         if res.is_err() {
-            let _ = fs::remove_file(&tmp);
+            self.discard_temp(&tmp);
         }
         res
     }
 
-    /// Renames a finished, fsynced temp file over `dest` and makes the
-    /// rename durable.
-    pub fn commit_temp(&self, tmp: &Path, dest: &Path) -> Result<()> {
-        fs::rename(tmp, dest).ctx(dest.display())?;
-        if let Some(parent) = dest.parent() {
-            File::open(parent)
-                .and_then(|d| d.sync_all())
-                .ctx(parent.display())?;
+    /// Renames a finished, fsynced temp file to `name` in `dir` (replacing
+    /// whatever is there) and makes the rename durable. For new objects;
+    /// a rewrite of an existing one goes through `replace_with_temp`.
+    pub fn commit_temp(&self, tmp: &TempFile, dir: &Dir, name: &OsStr, shown: &str) -> Result<()> {
+        self.tmp.rename(&tmp.name, dir, name).ctx(shown)?;
+        dir.sync().ctx(shown)
+    }
+
+    /// Puts a finished, fsynced temp file in the place of `name` in `dir`,
+    /// only while that is still the file `expect` (see `Dir::replace`).
+    /// The temp file is removed if it does not take the place.
+    pub fn replace_with_temp(
+        &self,
+        tmp: &TempFile,
+        (dir, name): (&Dir, &OsStr),
+        expect: Ident,
+        shown: &str,
+    ) -> Result<()> {
+        let r = dir.replace(name, &self.tmp, &tmp.name, expect);
+        if r.is_err() {
+            self.discard_temp(tmp);
         }
-        Ok(())
+        r.map_err(|e| match e.raw_os_error() {
+            Some(libc::ESTALE | libc::ENOENT) => Error::new(
+                OssCode::InternalError,
+                "the object was moved or replaced while it was rewritten; it was left as it is now",
+            )
+            .resource(shown),
+            _ => Error::io(shown, e),
+        })
     }
 
     /// The encryption a new object gets: its override, else the bucket rule

@@ -2,14 +2,16 @@
 //! Each new object is written to a temp file, fsynced and renamed into place,
 //! so a reader or a crash sees the old object or the new one, never a mix.
 
-use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{xattr, Engine, ObjectFile};
+use super::{xattr, Engine, ObjectFile, TempFile};
+use crate::backend::{Dir, Ident};
 use crate::crypto::Cipher;
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{ChunkSize, Header, Method};
@@ -78,32 +80,86 @@ fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Splits an object key into the directory it lives in (relative to its
+/// bucket) and its last component.
+fn split_key(key: &ObjectKey) -> (&Path, &OsStr) {
+    let p = Path::new(key.as_str());
+    // A parsed key is 1..1023 bytes of non-empty plain components, so it
+    // always has a last one; the fallback only keeps this total.
+    let leaf = p.file_name().unwrap_or(OsStr::new(key.as_str()));
+    (p.parent().unwrap_or(Path::new("")), leaf)
+}
+
+/// Opens `leaf` in `dir` for reading if it is a regular file: `None` when
+/// it is absent, a symlink, a directory or anything else. Never blocks on
+/// a FIFO, never follows a link.
+pub fn open_regular(dir: &Dir, leaf: &OsStr) -> io::Result<Option<File>> {
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+    match dir.file(Path::new(leaf), flags, 0) {
+        Ok(f) if f.metadata()?.is_file() => Ok(Some(f)),
+        Ok(_) => Ok(None),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Engine {
-    /// The backend path of an object.
+    /// The backend path of an object (for messages and tests; nothing is
+    /// opened by it).
     pub fn object_path(&self, bucket: &BucketName, key: &ObjectKey) -> PathBuf {
         self.bucket_dir(bucket).join(key.as_str())
     }
 
-    fn existing_object(&self, bucket: &BucketName, key: &ObjectKey) -> Result<(PathBuf, File)> {
-        self.existing_bucket(bucket)?;
-        let path = self.object_path(bucket, key);
-        let name = format!("{bucket}/{}", key.as_str());
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_file() => {}
-            _ => {
-                return Err(
-                    Error::new(OssCode::NoSuchKey, "The specified key does not exist.")
-                        .resource(name),
-                )
+    /// An existing object: its directory, its name there and its file.
+    fn existing_object(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+    ) -> Result<(Dir, OsString, File)> {
+        self.find_object(bucket, key.as_str(), &format!("{bucket}/{}", key.as_str()))
+    }
+
+    /// The object at `key` (a path below its bucket) found by descriptor:
+    /// the directory it is in (held), its name there and its file, open for
+    /// reading. NoSuchKey (naming `name`) when there is no regular file
+    /// there, or a symlink on the way.
+    pub fn find_object(
+        &self,
+        bucket: &BucketName,
+        key: &str,
+        name: &str,
+    ) -> Result<(Dir, OsString, File)> {
+        let b = self.bucket(bucket)?;
+        let no_key =
+            || Error::new(OssCode::NoSuchKey, "The specified key does not exist.").resource(name);
+        let rel = Path::new(key);
+        let leaf = rel.file_name().ok_or_else(no_key)?;
+        let dir = match b.dir(rel.parent().unwrap_or(Path::new(""))) {
+            Ok(d) => d,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                ) =>
+            {
+                return Err(no_key())
             }
-        }
-        let f = File::open(&path).ctx(&name)?;
-        Ok((path, f))
+            Err(e) => return Err(Error::io(name, e)),
+        };
+        let f = open_regular(&dir, leaf).ctx(name)?.ok_or_else(no_key)?;
+        Ok((dir, leaf.to_owned(), f))
     }
 
     /// Writes a whole new object from `src` into a temp file with the given
     /// encryption and the chunk size of its destination bucket, and returns
-    /// the temp path (fsynced, override recorded). The caller renames it
+    /// the temp file (fsynced, override recorded). The caller renames it
     /// into place.
     pub fn write_object_temp(
         &self,
@@ -112,12 +168,13 @@ impl Engine {
         over: Option<&SseConfig>,
         src: &mut dyn FnMut(&mut [u8]) -> Result<usize>,
         name: &str,
-    ) -> Result<(PathBuf, ObjectInfo)> {
+    ) -> Result<(TempFile, ObjectInfo)> {
         let (header, key) = self
             .new_header(p, sse, chunk)
             .map_err(|e| e.resource(name))?;
-        let (tmp, f) = self.temp_file(0o644)?;
+        let tmp = self.temp_file(0o644)?;
         let result = (|| {
+            let f = tmp.file.try_clone().ctx(name)?;
             let mut obj = ObjectFile::create(f, header, &key, name.to_owned())?;
             let mut buf = vec![0u8; IO_BUF];
             loop {
@@ -134,10 +191,42 @@ impl Engine {
         match result {
             Ok(info) => Ok((tmp, info)),
             Err(e) => {
-                let _ = fs::remove_file(&tmp);
+                self.discard_temp(&tmp);
                 Err(e)
             }
         }
+    }
+
+    /// The directory a new object `key` goes in, made as needed (beneath
+    /// the bucket, no symlink followed), and the object's name there.
+    fn new_object_place<'k>(
+        &self,
+        bucket: &BucketName,
+        key: &'k ObjectKey,
+        name: &str,
+    ) -> Result<(Dir, &'k OsStr)> {
+        let b = self.bucket(bucket)?;
+        let (parent, leaf) = split_key(key);
+        let dir = b
+            .create_dirs(parent, 0o755)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOTDIR | libc::ELOOP) => Error::new(
+                    OssCode::InvalidObjectName,
+                    "a part of the key names something that is not a directory",
+                )
+                .resource(name),
+                _ => Error::io(name, e),
+            })?;
+        if dir
+            .stat(leaf)
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        {
+            return Err(
+                Error::new(OssCode::InvalidObjectName, "a directory exists at this key")
+                    .resource(name),
+            );
+        }
+        Ok((dir, leaf))
     }
 
     /// PutObject: `over` is the request's encryption headers (they win over
@@ -150,28 +239,14 @@ impl Engine {
         src: &mut dyn Read,
         over: Option<&SseConfig>,
     ) -> Result<ObjectInfo> {
-        let dir = self.existing_bucket(bucket)?;
         let name = format!("{bucket}/{}", key.as_str());
-        let dest = self.object_path(bucket, key);
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).ctx(&name)?;
-        }
-        if fs::symlink_metadata(&dest)
-            .map(|m| m.is_dir())
-            .unwrap_or(false)
-        {
-            return Err(
-                Error::new(OssCode::InvalidObjectName, "a directory exists at this key")
-                    .resource(name),
-            );
-        }
-        let (sse, chunk) = self.upload_settings(&dir, over)?;
+        let (dir, leaf) = self.new_object_place(bucket, key, &name)?;
+        let (sse, chunk) = self.upload_settings(&self.bucket_dir(bucket), over)?;
         let mut fill = |b: &mut [u8]| read_full(src, b).ctx(&name);
         let (tmp, info) =
             self.write_object_temp(p, (sse.as_ref(), chunk), over, &mut fill, &name)?;
-        self.commit_temp(&tmp, &dest).inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })?;
+        self.commit_temp(&tmp, &dir, leaf, &name)
+            .inspect_err(|_| self.discard_temp(&tmp))?;
         Ok(info)
     }
 
@@ -183,7 +258,7 @@ impl Engine {
         key: &ObjectKey,
         dst: &mut dyn Write,
     ) -> Result<u64> {
-        let (_, f) = self.existing_object(bucket, key)?;
+        let (_, _, f) = self.existing_object(bucket, key)?;
         let name = format!("{bucket}/{}", key.as_str());
         let obj = self.open_object(p, f, name.clone(), self.bucket_chunk_size(bucket)?)?;
         let mut buf = vec![0u8; IO_BUF];
@@ -202,11 +277,11 @@ impl Engine {
 
     /// HeadObject: size and encryption from the header alone; no key is used.
     pub fn head_object(&self, bucket: &BucketName, key: &ObjectKey) -> Result<ObjectInfo> {
-        let (path, f) = self.existing_object(bucket, key)?;
+        let (_, _, f) = self.existing_object(bucket, key)?;
         let name = format!("{bucket}/{}", key.as_str());
         let h = Engine::read_header(&f, &name)?;
         Engine::check_chunk(&h, self.bucket_chunk_size(bucket)?, &name)?;
-        let len = fs::metadata(&path).ctx(&name)?.len();
+        let len = f.metadata().ctx(&name)?.len();
         let size = h.chunk.plaintext_len(len).ok_or_else(|| {
             Error::integrity("object length is not valid (truncated?)").resource(&name)
         })?;
@@ -224,76 +299,87 @@ impl Engine {
         dst: (&BucketName, &ObjectKey),
         over: Option<&SseConfig>,
     ) -> Result<ObjectInfo> {
-        let (src_path, f) = self.existing_object(src.0, src.1)?;
+        let (_, _, f) = self.existing_object(src.0, src.1)?;
         let src_name = format!("{}/{}", src.0, src.1.as_str());
         let obj = self.open_object(p, f, src_name.clone(), self.bucket_chunk_size(src.0)?)?;
-        let dst_dir = self.existing_bucket(dst.0)?;
         let dst_name = format!("{}/{}", dst.0, dst.1.as_str());
-        let dest = self.object_path(dst.0, dst.1);
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).ctx(&dst_name)?;
-        }
-        let (sse, chunk) = self.upload_settings(&dst_dir, over)?;
+        let (dir, leaf) = self.new_object_place(dst.0, dst.1, &dst_name)?;
+        let (sse, chunk) = self.upload_settings(&self.bucket_dir(dst.0), over)?;
         let mut fill = object_source(&obj);
         let (tmp, info) =
             self.write_object_temp(p, (sse.as_ref(), chunk), over, &mut fill, &dst_name)?;
         let finish = || -> Result<()> {
-            copy_posix_attrs(&src_path, &tmp).ctx(&dst_name)?;
-            self.commit_temp(&tmp, &dest)
+            copy_posix_attrs(obj.file(), &tmp.file).ctx(&dst_name)?;
+            self.commit_temp(&tmp, &dir, leaf, &dst_name)
         };
-        finish().inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })?;
+        finish().inspect_err(|_| self.discard_temp(&tmp))?;
         Ok(info)
     }
 
-    /// Re-encrypts the object at backend path `path` of bucket `bucket`
-    /// under `sse` (None: unencrypted), atomically, keeping its attributes;
-    /// records `over` as its override. Used by `reencrypt` and by setfattr
-    /// on a file.
-    pub fn reencrypt_path(
+    /// Re-encrypts the object `leaf` of `dir` (in `bucket`), whose backend
+    /// file the caller has open as `src`, under `sse` (None: unencrypted),
+    /// atomically, keeping its attributes; records `over` as its override.
+    /// The new file takes the name only while the name still holds `src`
+    /// (`Dir::replace`): whatever users rename meanwhile, nothing but that
+    /// one entry changes. Returns the new file, now in place. Used by
+    /// `reencrypt` and by setfattr on a file.
+    pub fn reencrypt_at(
         &self,
         p: &Principal,
-        (bucket, path): (&BucketName, &Path),
+        bucket: &BucketName,
+        (dir, leaf): (&Dir, &OsStr),
+        src: File,
         name: &str,
-        sse: Option<&SseConfig>,
-        over: Option<&SseConfig>,
-    ) -> Result<ObjectInfo> {
+        (sse, over): (Option<&SseConfig>, Option<&SseConfig>),
+    ) -> Result<(ObjectInfo, File)> {
+        let expect = Ident::of_fd(src.as_fd()).ctx(name)?;
         let chunk = self.bucket_chunk_size(bucket)?;
-        let f = OpenOptions::new().read(true).open(path).ctx(name)?;
-        let obj = self.open_object(p, f, name.to_owned(), chunk)?;
+        let obj = self.open_object(p, src, name.to_owned(), chunk)?;
         let mut fill = object_source(&obj);
         let (tmp, info) = self.write_object_temp(p, (sse, chunk), over, &mut fill, name)?;
-        let finish = || -> Result<()> {
-            copy_posix_attrs(path, &tmp).ctx(name)?;
-            self.commit_temp(&tmp, path)
+        let attrs = || -> Result<()> {
+            copy_posix_attrs(obj.file(), &tmp.file).ctx(name)?;
+            mark_replaces(&tmp.file, expect).ctx(name)?;
+            // The attributes are part of what the rename makes visible.
+            tmp.file.sync_all().ctx(name)
         };
-        finish().inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })?;
-        Ok(info)
+        attrs().inspect_err(|_| self.discard_temp(&tmp))?;
+        self.replace_with_temp(&tmp, (dir, leaf), expect, name)?;
+        Ok((info, tmp.file))
     }
 }
 
-/// Mode, owner, times and user xattrs (except the override, which the new
-/// object sets for itself).
-pub(crate) fn copy_posix_attrs(from: &Path, to: &Path) -> io::Result<()> {
-    let m = fs::metadata(from)?;
+/// Records on a rewritten object's new file which backend file it replaces
+/// (`REPLACES_XATTR`), for mounts that hold the old one.
+pub(crate) fn mark_replaces(f: &File, old: Ident) -> io::Result<()> {
+    xattr::set(
+        xattr::At::File(f),
+        OsStr::new(super::REPLACES_XATTR),
+        &old.to_bytes(),
+        0,
+    )
+}
+
+/// Mode, owner, times and user xattrs, from one open backend file to
+/// another (except ssefs's own `user.ssefs.*`, which the new object sets
+/// for itself).
+pub(crate) fn copy_posix_attrs(from: &File, to: &File) -> io::Result<()> {
+    let m = from.metadata()?;
     // Changing the owner needs privilege; as a plain user the owner is
     // already us, so only try when it differs. Before the mode: a chown
     // clears set-id bits.
-    let cur = fs::metadata(to)?;
+    let cur = to.metadata()?;
     if cur.uid() != m.uid() || cur.gid() != m.gid() {
-        std::os::unix::fs::chown(to, Some(m.uid()), Some(m.gid()))?;
+        std::os::unix::fs::fchown(to, Some(m.uid()), Some(m.gid()))?;
     }
-    fs::set_permissions(to, fs::Permissions::from_mode(m.mode() & 0o7777))?;
-    for name in xattr::list(xattr::At::Link(from))? {
-        if !name.starts_with(b"user.") || name == super::OVERRIDE_XATTR.as_bytes() {
+    to.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))?;
+    for name in xattr::list(xattr::At::File(from))? {
+        if !name.starts_with(b"user.") || name.starts_with(b"user.ssefs.") {
             continue;
         }
         let n = OsStr::from_bytes(&name);
-        if let Some(v) = xattr::get(xattr::At::Link(from), n)? {
-            xattr::set(xattr::At::Link(to), n, &v, 0)?;
+        if let Some(v) = xattr::get(xattr::At::File(from), n)? {
+            xattr::set(xattr::At::File(to), n, &v, 0)?;
         }
     }
     let times = [
@@ -306,10 +392,8 @@ pub(crate) fn copy_posix_attrs(from: &Path, to: &Path) -> io::Result<()> {
             tv_nsec: m.mtime_nsec(),
         },
     ];
-    let c = std::ffi::CString::new(to.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: c is a valid path string and times points to two timespecs.
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
+    // SAFETY: `to` is an open descriptor and times points to two timespecs.
+    let r = unsafe { libc::futimens(to.as_raw_fd(), times.as_ptr()) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -1138,7 +1138,7 @@ fn a_bucket_settings_file_with_a_bad_chunk_size_is_an_error() {
         encryption: None,
         chunk_size: Some(8192),
     };
-    e.engine.write_settings(&dir, &bad).unwrap();
+    e.engine.write_settings(&bk, &bad).unwrap();
     let err = e.engine.bucket_chunk_size(&bk).unwrap_err();
     assert_eq!(err.code, OssCode::InternalError);
     assert!(err.message.contains("8192"), "{}", err.message);

@@ -5,12 +5,11 @@
 //! crash is finished by the next open. Also the sealing of an operator's
 //! edit of the grants (`ssefs kms seal-policy`).
 
-use std::fs;
 use std::path::Path;
 
-use super::{bucket, Engine, STATE_DIR};
-use crate::error::{Error, IoContext, OssCode, Result};
-use crate::kms::{Kms, Policy, RootKeySource};
+use super::{Engine, STATE_DIR};
+use crate::error::Result;
+use crate::kms::{Policy, RootKeySource};
 
 impl Engine {
     /// Upgrades the data directory if it predates MACs; else nothing.
@@ -36,29 +35,10 @@ impl Engine {
     /// The operator's way to change grants: edit, then seal (as visudo
     /// does). Returns the policy sealed.
     pub fn seal_policy(data_dir: &Path, root: &RootKeySource) -> Result<Policy> {
-        let state = data_dir.join(STATE_DIR);
-        if !state.join("keystore.toml").exists() {
-            return Err(Error::new(
-                OssCode::KmsServiceNotEnabled,
-                "the data directory is not initialised (run `ssefs init`)",
-            )
-            .resource(data_dir.display().to_string()));
-        }
-        let owner =
-            std::os::unix::fs::MetadataExt::uid(&fs::metadata(data_dir).ctx(data_dir.display())?);
-        let config = state.join("config.toml");
-        let (policy, grants) = Policy::load_with_text(&config, owner)?;
-        let kms = std::sync::Arc::new(Kms::open(&state, root, policy.clone())?);
-        let settings = bucket::SettingsCache::new(kms.clone());
-        let engine = Engine {
-            data_dir: data_dir.to_path_buf(),
-            kms,
-            cache: None,
-            settings,
-        };
-        engine.upgrade(grants.as_deref())?;
+        let (engine, grants) = Self::open_unsealed(data_dir, root)?;
+        let config = data_dir.join(STATE_DIR).join("config.toml");
         engine.kms.seal_grants(grants.as_deref())?;
         tracing::info!(config = %config.display(), "sealed the grants and KMS settings");
-        Ok(policy)
+        Ok(engine.kms.policy().clone())
     }
 }

@@ -153,7 +153,7 @@ impl Fs {
             self.new_upload(&mut st, &self.bucket_dir(&bucket), &display, p, true)?;
             // Stat again: the header write changed the size and times.
             let stat = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
-            let attr = self.register(fd, &stat, &prole, name)?;
+            let attr = self.register(fd, &stat, (parent, &prole), name)?;
             let open = Arc::new(OpenObject::new(st, display));
             Ok((attr, open))
         })();
@@ -199,6 +199,7 @@ impl Fs {
         let _opening = lock(&self.open_locks[super::shard(ino)]);
         let (fd, role) = self.node(ino)?;
         let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        let (fd, st) = self.current(ino, fd, st);
         if Kind::from_mode(st.st_mode) != Kind::File {
             return Err(errno(libc::EISDIR));
         }

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::backend::Ident;
 use crate::engine::{Engine, BUCKET_SETTINGS, STATE_DIR};
 use crate::error::{Error, OssCode, Result};
 use crate::kms::Principal;
@@ -30,6 +31,9 @@ pub use io::OpenObject;
 
 /// FUSE's root inode number.
 pub const ROOT_INO: u64 = 1;
+
+/// The mode the mount root shows (see `Fs::attr_of`).
+const ROOT_MODE: u16 = 0o755;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -105,6 +109,11 @@ impl Role {
 struct Node {
     fd: Arc<OwnedFd>,
     role: Role,
+    /// The directory (FUSE inode) and name this inode was last looked up,
+    /// created or renamed to through the mount: where a re-encryption puts
+    /// its new file, after checking that the name still holds this inode.
+    /// A hard link has several; any one does.
+    link: Option<(u64, OsString)>,
     lookups: u64,
     /// The shared open object while any handle of this inode is open.
     open: Option<(Arc<OpenObject>, u32)>,
@@ -215,6 +224,7 @@ impl Fs {
             Node {
                 fd: Arc::new(fd),
                 role: Role::Root,
+                link: None,
                 lookups: 1,
                 open: None,
             },
@@ -251,6 +261,11 @@ impl Fs {
         }
     }
 
+    /// Where the inode was last seen by name (see `Node::link`).
+    fn link_of(&self, ino: u64) -> Option<(u64, OsString)> {
+        lock(&self.nodes).get(&ino)?.link.clone()
+    }
+
     fn node(&self, ino: u64) -> Result<(Arc<OwnedFd>, Role)> {
         let nodes = lock(&self.nodes);
         let n = nodes.get(&ino).ok_or_else(|| errno(libc::ESTALE))?;
@@ -284,7 +299,14 @@ impl Fs {
             mtime: ts(st.st_mtime, st.st_mtime_nsec),
             ctime: ts(st.st_ctime, st.st_ctime_nsec),
             kind,
-            perm: (st.st_mode & 0o7777) as u16,
+            perm: match role {
+                // The data directory is private on the backend (0700, so no
+                // local user can reach or swap what it holds); through the
+                // mount its root is the list of buckets, open to all, as a
+                // new directory would be. It cannot be changed (EPERM).
+                Role::Root => ROOT_MODE,
+                _ => (st.st_mode & 0o7777) as u16,
+            },
             nlink: st.st_nlink as u32,
             uid: st.st_uid,
             gid: st.st_gid,
@@ -319,10 +341,14 @@ impl Fs {
     }
 
     /// Registers (or re-counts) the inode `name` in `parent_fd` and returns its attr.
-    fn remember(&self, parent_fd: RawFd, parent_role: &Role, name: &OsStr) -> Result<Attr> {
+    fn remember(
+        &self,
+        (parent, parent_fd, parent_role): (u64, RawFd, &Role),
+        name: &OsStr,
+    ) -> Result<Attr> {
         let fd = sys::open_path(parent_fd, name).map_err(os_err)?;
         let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
-        self.register(fd, &st, parent_role, name)
+        self.register(fd, &st, (parent, parent_role), name)
     }
 
     /// Registers (or re-counts) the inode held by `fd`, whose stat is `st`.
@@ -330,7 +356,7 @@ impl Fs {
         &self,
         fd: OwnedFd,
         st: &libc::stat,
-        parent_role: &Role,
+        (parent, parent_role): (u64, &Role),
         name: &OsStr,
     ) -> Result<Attr> {
         let role = Self::child_role(parent_role, name)?;
@@ -339,15 +365,23 @@ impl Fs {
         }
         let attr = self.attr_of(st, &role)?;
         let mut nodes = lock(&self.nodes);
-        nodes
-            .entry(attr.ino)
-            .and_modify(|n| n.lookups += 1)
-            .or_insert(Node {
-                fd: Arc::new(fd),
-                role,
-                lookups: 1,
-                open: None,
-            });
+        let link = Some((parent, name.to_owned()));
+        match nodes.entry(attr.ino) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let n = e.get_mut();
+                n.lookups += 1;
+                n.link = link;
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Node {
+                    fd: Arc::new(fd),
+                    role,
+                    link,
+                    lookups: 1,
+                    open: None,
+                });
+            }
+        }
         Ok(attr)
     }
 
@@ -356,7 +390,7 @@ impl Fs {
         if Self::hidden(&prole, name) {
             return Err(errno(libc::ENOENT));
         }
-        self.remember(pfd.as_raw_fd(), &prole, name)
+        self.remember((parent, pfd.as_raw_fd(), &prole), name)
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
@@ -381,7 +415,57 @@ impl Fs {
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
         let (fd, role) = self.node(ino)?;
         let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        let (_, st) = self.current(ino, fd, st);
         self.attr_of(&st, &role)
+    }
+
+    /// The node's backend file and its stat, after following a rewrite by
+    /// `ssefs reencrypt` or `rewrap` (see `follow_rewrite`).
+    fn current(&self, ino: u64, fd: Arc<OwnedFd>, st: libc::stat) -> (Arc<OwnedFd>, libc::stat) {
+        if st.st_nlink != 0 || Kind::from_mode(st.st_mode) != Kind::File {
+            return (fd, st);
+        }
+        self.follow_rewrite(ino, &fd, &st).unwrap_or((fd, st))
+    }
+
+    /// A regular file whose backend inode is no longer linked may have been
+    /// rewritten by the CLI: a new file renamed over it, marked with the old
+    /// one's identity (`REPLACES_XATTR`). The node then takes the new file,
+    /// keeping its FUSE inode number, so that what the mount shows follows
+    /// what is on disk. A file deleted, or replaced by anything else, is
+    /// left as it is (an open, deleted file must keep working).
+    fn follow_rewrite(
+        &self,
+        ino: u64,
+        old: &Arc<OwnedFd>,
+        st: &libc::stat,
+    ) -> Option<(Arc<OwnedFd>, libc::stat)> {
+        let (parent, leaf) = lock(&self.nodes).get(&ino)?.link.clone()?;
+        let (pfd, _) = self.node(parent).ok()?;
+        let fd = sys::open_path(pfd.as_raw_fd(), &leaf).ok()?;
+        let nst = sys::stat_fd(fd.as_raw_fd()).ok()?;
+        if Kind::from_mode(nst.st_mode) != Kind::File {
+            return None;
+        }
+        let mark = crate::engine::xattr::get(
+            crate::engine::xattr::At::Follow(&sys::proc_path(fd.as_raw_fd())),
+            OsStr::new(crate::engine::REPLACES_XATTR),
+        )
+        .ok()??;
+        if Ident::from_bytes(&mark)? != Ident::of(st) {
+            return None;
+        }
+        let new_fd = Arc::new(fd);
+        let mut nodes = lock(&self.nodes);
+        let n = nodes.get_mut(&ino)?;
+        if !Arc::ptr_eq(&n.fd, old) {
+            // Followed already by another request.
+            return Some((n.fd.clone(), nst));
+        }
+        let prev = std::mem::replace(&mut n.fd, new_fd.clone());
+        lock(&self.aliases).moved(ino, nst.st_ino, prev);
+        tracing::debug!(ino, "following a rewrite of the object by the CLI");
+        Some((new_fd, nst))
     }
 
     /// Gives the inode `name`, just created by the daemon, to the requesting
@@ -423,14 +507,13 @@ impl Fs {
     /// `own` then `register`: for everything but regular files.
     fn adopt(
         &self,
-        parent_fd: RawFd,
-        parent_role: &Role,
+        (parent, parent_fd, parent_role): (u64, RawFd, &Role),
         name: &OsStr,
         uid: u32,
         gid: u32,
     ) -> Result<Attr> {
         let (fd, st) = self.own(parent_fd, name, uid, gid)?;
-        self.register(fd, &st, parent_role, name)
+        self.register(fd, &st, (parent, parent_role), name)
     }
 
     fn writable(&self) -> Result<()> {
@@ -471,7 +554,7 @@ impl Fs {
         if let Some(b) = &bucket {
             self.engine.init_bucket_settings(b)?;
         }
-        self.adopt(pfd.as_raw_fd(), &prole, name, uid, gid)
+        self.adopt((parent, pfd.as_raw_fd(), &prole), name, uid, gid)
     }
 
     pub fn mknod(
@@ -490,7 +573,7 @@ impl Fs {
             return Ok(attr);
         }
         sys::mknod_at(pfd.as_raw_fd(), name, mode, rdev as u64).map_err(os_err)?;
-        self.adopt(pfd.as_raw_fd(), &prole, name, p.uid, p.gid)
+        self.adopt((parent, pfd.as_raw_fd(), &prole), name, p.uid, p.gid)
     }
 
     pub fn symlink(
@@ -505,7 +588,7 @@ impl Fs {
         let (pfd, prole) = self.node(parent)?;
         Self::check_new_name(&prole, name)?;
         sys::symlink_at(target.as_os_str(), pfd.as_raw_fd(), name).map_err(os_err)?;
-        self.adopt(pfd.as_raw_fd(), &prole, name, uid, gid)
+        self.adopt((parent, pfd.as_raw_fd(), &prole), name, uid, gid)
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
@@ -570,7 +653,29 @@ impl Fs {
             return Err(errno(libc::ENOENT));
         }
         Self::check_new_name(&nrole, newname)?;
-        sys::rename_at(pfd.as_raw_fd(), name, nfd.as_raw_fd(), newname, flags).map_err(os_err)
+        sys::rename_at(pfd.as_raw_fd(), name, nfd.as_raw_fd(), newname, flags).map_err(os_err)?;
+        // Known inodes that moved keep their name up to date.
+        self.relink(nfd.as_raw_fd(), (newparent, newname));
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            self.relink(pfd.as_raw_fd(), (parent, name));
+        }
+        Ok(())
+    }
+
+    /// Records that whatever is now `name` in `dir` (FUSE inode `parent`,
+    /// backend descriptor `dir_fd`) is reached by that name, if the kernel
+    /// knows it.
+    fn relink(&self, dir_fd: RawFd, (parent, name): (u64, &OsStr)) {
+        let Ok(fd) = sys::open_path(dir_fd, name) else {
+            return;
+        };
+        let Ok(st) = sys::stat_fd(fd.as_raw_fd()) else {
+            return;
+        };
+        let ino = self.fuse_ino(st.st_ino);
+        if let Some(n) = lock(&self.nodes).get_mut(&ino) {
+            n.link = Some((parent, name.to_owned()));
+        }
     }
 
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<Attr> {
@@ -586,7 +691,7 @@ impl Fs {
             }));
         }
         sys::link_fd(fd.as_raw_fd(), nfd.as_raw_fd(), newname).map_err(os_err)?;
-        self.remember(nfd.as_raw_fd(), &nrole, newname)
+        self.remember((newparent, nfd.as_raw_fd(), &nrole), newname)
     }
 
     /// Clears the set-id bits a change to a regular file's bytes (write,
@@ -615,6 +720,7 @@ impl Fs {
 
     pub fn chmod(&self, ino: u64, mode: u32) -> Result<()> {
         self.writable()?;
+        Self::not_root(ino)?;
         let (fd, _) = self.node(ino)?;
         let _g = lock(&self.mode_locks[shard(ino)]);
         sys::chmod_fd(fd.as_raw_fd(), mode & 0o7777).map_err(os_err)
@@ -643,6 +749,7 @@ impl Fs {
     /// the group may not execute (Linux 6.2 and later), which is ours to do.
     pub fn chown(&self, ino: u64, uid: Option<u32>, gid: Option<u32>, p: &Principal) -> Result<()> {
         self.writable()?;
+        Self::not_root(ino)?;
         let (fd, _) = self.node(ino)?;
         let _g = lock(&self.mode_locks[shard(ino)]);
         let before = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
@@ -672,11 +779,27 @@ impl Fs {
         sys::utimens_fd(fd.as_raw_fd(), link, atime, mtime).map_err(os_err)
     }
 
+    /// The mount root's owner and mode are the private data directory's
+    /// on the backend, which users through the mount may not change.
+    fn not_root(ino: u64) -> Result<()> {
+        if ino == ROOT_INO {
+            tracing::warn!(
+                code = OssCode::AccessDenied.as_str(),
+                "the mount root's mode and owner are fixed (the data directory stays private)"
+            );
+            return Err(errno(libc::EPERM));
+        }
+        Ok(())
+    }
+
     /// access(2). With the kernel checking mode bits it has done so already;
     /// otherwise the check is ours, as a kernel filesystem would make it.
     pub fn access(&self, ino: u64, mask: i32, p: &Principal) -> Result<()> {
         let (fd, _) = self.node(ino)?;
-        let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        let mut st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        if ino == ROOT_INO {
+            st.st_mode = (st.st_mode & libc::S_IFMT) | u32::from(ROOT_MODE);
+        }
         if self.opts.kernel_checks_permissions || mask == libc::F_OK {
             return Ok(());
         }
@@ -797,7 +920,7 @@ impl Fs {
                 }
                 continue;
             }
-            let attr = match self.remember(dfd.as_raw_fd(), &role, &name) {
+            let attr = match self.remember((ino, dfd.as_raw_fd(), &role), &name) {
                 Ok(a) => a,
                 // Removed since opendir, or no longer a bucket: leave it out.
                 Err(_) => continue,

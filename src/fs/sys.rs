@@ -49,6 +49,17 @@ pub fn proc_cpath(fd: RawFd) -> CString {
     CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL in a number")
 }
 
+/// An O_PATH descriptor of the inode the open descriptor `fd` refers to,
+/// through its /proc magic link: no name is looked up, so nothing a user
+/// renames can change which inode it is.
+pub fn path_fd_of(fd: RawFd) -> io::Result<OwnedFd> {
+    let p = proc_cpath(fd);
+    // SAFETY: valid C string; the returned fd is owned below.
+    let r = check(unsafe { libc::open(p.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) })?;
+    // SAFETY: r is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
 /// An O_PATH descriptor of `name` in `dir`, not following symlinks.
 pub fn open_path(dir: RawFd, name: &OsStr) -> io::Result<OwnedFd> {
     let n = cstr(name)?;

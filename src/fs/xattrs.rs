@@ -11,11 +11,12 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use super::{errno, lock, os_err, sys, Fs, Kind, Role};
+use crate::backend::Dir;
 use crate::engine::xattr::{self, At};
 use crate::engine::Engine;
 use crate::error::{Error, OssCode, Result};
@@ -133,6 +134,7 @@ impl Fs {
     ) -> Result<(Target, std::os::fd::RawFd, Arc<std::os::fd::OwnedFd>)> {
         let (fd, role) = self.node(ino)?;
         let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        let (fd, st) = self.current(ino, fd, st);
         let t = match (&role, Kind::from_mode(st.st_mode)) {
             (Role::Root, _) => Target::Root,
             (Role::Bucket(b), _) => Target::Bucket(b.clone()),
@@ -412,7 +414,6 @@ impl Fs {
         p: &Principal,
     ) -> Result<()> {
         let (fd, role) = self.node(ino)?;
-        let backend_path = std::fs::read_link(sys::proc_path(fd.as_raw_fd())).map_err(os_err)?;
         let name = self.display_name(fd.as_raw_fd());
         let bucket = role.bucket().ok_or_else(|| errno(libc::EPERM))?.clone();
         let chunk = self.engine.bucket_chunk_size(&bucket)?;
@@ -436,11 +437,19 @@ impl Fs {
             }
             return Ok(());
         }
-        self.engine
-            .reencrypt_path(p, (&bucket, &backend_path), &name, sse, over)?;
+        // The new file goes where the object was last seen by name, through
+        // the directory's descriptor, and only if that name still holds
+        // this inode: a user renaming directories or planting symlinks
+        // meanwhile cannot steer it anywhere else (issue 12).
+        let (parent, leaf) = self.link_of(ino).ok_or_else(|| errno(libc::ENOENT))?;
+        let (pfd, _) = self.node(parent)?;
+        let dir = Dir::dup(pfd.as_fd()).map_err(os_err)?;
+        let src = sys::reopen(fd.as_raw_fd(), libc::O_RDONLY).map_err(os_err)?;
+        let (_, new_file) =
+            self.engine
+                .reencrypt_at(p, &bucket, (&dir, &leaf), src, &name, (sse, over))?;
         // The backend inode changed; keep the kernel's inode number for it.
-        let new_fd =
-            Arc::new(sys::open_path(libc::AT_FDCWD, backend_path.as_os_str()).map_err(os_err)?);
+        let new_fd = Arc::new(sys::path_fd_of(new_file.as_raw_fd()).map_err(os_err)?);
         let st = sys::stat_fd(new_fd.as_raw_fd()).map_err(os_err)?;
         {
             let mut nodes = lock(&self.nodes);

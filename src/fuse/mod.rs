@@ -368,7 +368,12 @@ fn watch_key_states(state_dir: &Path, fs: Arc<Fs>, notifier: fuser::Notifier) {
 /// `--foreground`) and returns once the mount answers.
 pub fn spawn_background(data_dir: &Path, mp: &Path, args: &[std::ffi::OsString]) -> Result<()> {
     clear_dead_mount(mp)?;
-    std::fs::create_dir_all(data_dir.join(STATE_DIR)).ctx(data_dir.display())?;
+    // Private whatever the umask: the daemon makes the rest of the state
+    // directory itself, but its log goes here first.
+    for d in [data_dir.to_path_buf(), data_dir.join(STATE_DIR)] {
+        crate::backend::strict::create_private_dir(&d).ctx(d.display())?;
+    }
+    Engine::check_private(data_dir)?;
     let log_path: PathBuf = data_dir.join(STATE_DIR).join("mount.log");
     let log = OpenOptions::new()
         .create(true)

@@ -23,22 +23,22 @@ mod verify;
 mod walk;
 
 use std::fmt;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::os::fd::AsFd;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::backend::Ident;
 use crate::error::{Error, IoContext, Result};
 
 pub use reencrypt::reencrypt;
 pub use rewrap::rewrap;
 pub use status::{status, BucketStatus, MountInfo, Status};
 pub use verify::verify;
-pub use walk::{objects, ObjectEntry};
+pub use walk::{objects, Found, ObjectEntry};
 
 /// An object an operation could not handle, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,12 +123,14 @@ pub(crate) struct Claim {
     _lock: Flock<File>,
 }
 
-/// Claims the object at `path` for replacement without waiting. `None` when
+/// Claims the object `found` for replacement without waiting. `None` when
 /// it is busy: open for writing through a mount (the daemon holds a shared
 /// lock), being replaced by another operation, or replaced since the caller
-/// listed it.
-pub(crate) fn claim(path: &Path, name: &str) -> Result<Option<Claim>> {
-    let mut f = File::open(path).ctx(name)?;
+/// opened it.
+pub(crate) fn claim(found: &walk::Found, name: &str) -> Result<Option<Claim>> {
+    // A second descriptor of the same open file: the lock lives as long as
+    // the claim, whatever the caller does with its own.
+    let mut f = found.file.try_clone().ctx(name)?;
     let lock = loop {
         match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
             Ok(l) => break l,
@@ -137,10 +139,10 @@ pub(crate) fn claim(path: &Path, name: &str) -> Result<Option<Claim>> {
             Err((_, e)) => return Err(Error::io(format!("locking {name}"), io::Error::from(e))),
         }
     };
-    // The lock must be on the file that is at `path` now.
-    let held = lock.metadata().ctx(name)?;
-    let now = fs::symlink_metadata(path).ctx(name)?;
-    if (held.dev(), held.ino()) != (now.dev(), now.ino()) {
+    // The lock must be on the file that has the name now.
+    let held = Ident::of_fd(lock.as_fd()).ctx(name)?;
+    let now = found.dir.stat(&found.leaf).ctx(name)?;
+    if held != Ident::of(&now) {
         return Ok(None);
     }
     Ok(Some(Claim { _lock: lock }))

@@ -8,8 +8,6 @@
 //! whose stored method, cipher or CMK differ from the target are rewritten;
 //! key versions are `rewrap`'s business.
 
-use std::fs::File;
-
 use indicatif::ProgressBar;
 
 use super::{claim, walk, Outcome, Report};
@@ -113,24 +111,27 @@ fn one(
     rule: Option<&SseConfig>,
     obj: &walk::ObjectEntry,
 ) -> Result<Outcome> {
-    if needs_rewrite(targets, rule, obj)?.is_none() {
+    let found = obj.find(engine)?;
+    if needs_rewrite(targets, rule, obj, &found)?.is_none() {
         return Ok(Outcome::Unchanged);
     }
     // Held until the new file is renamed into place.
-    let Some(_claim) = claim(&obj.path, &obj.name)? else {
+    let Some(_claim) = claim(&found, &obj.name)? else {
         return Ok(Outcome::Busy);
     };
     // Decide again under the claim: the object may have changed since.
-    let Some(over) = needs_rewrite(targets, rule, obj)? else {
+    let Some(over) = needs_rewrite(targets, rule, obj, &found)? else {
         return Ok(Outcome::Unchanged);
     };
     let target = over.as_ref().or(rule);
-    engine.reencrypt_path(
+    let src = found.file.try_clone().ctx(&obj.name)?;
+    engine.reencrypt_at(
         p,
-        (&obj.bucket, &obj.path),
+        &obj.bucket,
+        (&found.dir, &found.leaf),
+        src,
         &obj.name,
-        target,
-        over.as_ref(),
+        (target, over.as_ref()),
     )?;
     Ok(Outcome::Changed)
 }
@@ -141,19 +142,20 @@ fn needs_rewrite(
     targets: &mut Targets<'_>,
     rule: Option<&SseConfig>,
     obj: &walk::ObjectEntry,
+    found: &walk::Found,
 ) -> Result<Option<Option<SseConfig>>> {
-    if obj.headerless() {
+    if found.headerless() {
         return Ok(None);
     }
-    let f = File::open(&obj.path).ctx(&obj.name)?;
-    let header = Engine::read_header(&f, &obj.name)?;
+    let f = &found.file;
+    let header = Engine::read_header(f, &obj.name)?;
     // Not ours to fix: an object in the wrong bucket's chunk size fails.
     Engine::check_chunk(
         &header,
         targets.engine.bucket_chunk_size(&obj.bucket)?,
         &obj.name,
     )?;
-    let over = Engine::read_override(&f, &obj.name)?;
+    let over = Engine::read_override(f, &obj.name)?;
     let want = targets
         .resolve(over.as_ref().or(rule))
         .map_err(|e| e.resource(&obj.name))?;

@@ -9,14 +9,16 @@
 //! the whole file is copied behind the new header into a temp file, fsynced
 //! and renamed over the object (attributes and override kept).
 
-use std::fs::{self, File, Metadata};
+use std::fs::Metadata;
 use std::io::{self, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
 use indicatif::ProgressBar;
 
 use super::{claim, walk, Outcome, Report};
-use crate::engine::{copy_posix_attrs, Engine};
+use crate::backend::Ident;
+use crate::engine::{copy_posix_attrs, mark_replaces, Engine};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{Header, Method, HEADER_LEN};
 use crate::kms::{Kms, Principal, WrapTarget};
@@ -36,13 +38,14 @@ pub fn rewrap(
 
 /// Re-wraps one object if its key version is not current.
 fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<Outcome> {
-    if obj.headerless() {
+    let found = obj.find(engine)?;
+    if found.headerless() {
         return Ok(Outcome::Unchanged);
     }
     let name = obj.name.as_str();
-    let src = File::open(&obj.path).ctx(name)?;
+    let src = &found.file;
     let before = src.metadata().ctx(name)?;
-    let header = Engine::read_header(&src, name)?;
+    let header = Engine::read_header(src, name)?;
     // The chunks are copied byte for byte, so the chunk size stays the
     // header's; one that is not the bucket's is refused, not carried on.
     Engine::check_chunk(&header, engine.bucket_chunk_size(&obj.bucket)?, name)?;
@@ -61,7 +64,7 @@ fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<Outcom
     }
     // Held until the new file is renamed into place. A write that ended
     // before it still shows in `changed` below (`before` is from the open).
-    let Some(_claim) = claim(&obj.path, name)? else {
+    let Some(_claim) = claim(&found, name)? else {
         return Ok(Outcome::Busy);
     };
     // Unwrapping also authenticates the old header.
@@ -76,22 +79,25 @@ fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<Outcom
         &kek,
         &key,
     );
-    let over = Engine::read_override(&src, name)?;
+    let over = Engine::read_override(src, name)?;
+    let expect = Ident::of_fd(src.as_fd()).ctx(name)?;
 
-    let (tmp, mut f) = engine.temp_file(0o644)?;
+    let mut tmp = engine.temp_file(0o644)?;
     let res = (|| -> Result<()> {
+        let f = &mut tmp.file;
         f.write_all(&new.encode()).ctx(name)?;
-        let mut from = &src;
+        let mut from = src;
         from.seek(SeekFrom::Start(HEADER_LEN as u64)).ctx(name)?;
-        io::copy(&mut from, &mut f).ctx(name)?;
-        Engine::write_override(&f, name, over.as_ref())?;
-        copy_posix_attrs(&obj.path, &tmp).ctx(name)?;
+        io::copy(&mut from, f).ctx(name)?;
+        Engine::write_override(f, name, over.as_ref())?;
+        copy_posix_attrs(src, f).ctx(name)?;
+        mark_replaces(f, expect).ctx(name)?;
         f.sync_all().ctx(name)?;
         // The claim keeps writers through a mount out; a write by anything
         // else during the copy (the CLI's put or copy, another tool) would
         // leave a mix of old and new chunks in the temp file: give up on
         // this object rather than install that (a later run picks it up).
-        let after = fs::symlink_metadata(&obj.path).ctx(name)?;
+        let after = src.metadata().ctx(name)?;
         if changed(&before, &after) {
             return Err(Error::new(
                 OssCode::InternalError,
@@ -99,12 +105,14 @@ fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<Outcom
             )
             .resource(name));
         }
-        engine.commit_temp(&tmp, &obj.path)
+        Ok(())
     })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
+    if let Err(e) = res {
+        engine.discard_temp(&tmp);
+        return Err(e);
     }
-    res.map(|()| Outcome::Changed)
+    engine.replace_with_temp(&tmp, (&found.dir, &found.leaf), expect, name)?;
+    Ok(Outcome::Changed)
 }
 
 fn changed(a: &Metadata, b: &Metadata) -> bool {

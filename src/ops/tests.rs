@@ -290,10 +290,15 @@ fn claim_refuses_a_file_someone_holds() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("obj");
     std::fs::write(&path, b"x").unwrap();
+    let found = || super::Found {
+        dir: crate::backend::Dir::open(dir.path()).unwrap(),
+        leaf: "obj".into(),
+        file: std::fs::File::open(&path).unwrap(),
+    };
     // Free: claimed; a second claim meanwhile is refused.
-    let c = super::claim(&path, "b/obj").unwrap();
+    let c = super::claim(&found(), "b/obj").unwrap();
     assert!(c.is_some());
-    assert!(super::claim(&path, "b/obj").unwrap().is_none());
+    assert!(super::claim(&found(), "b/obj").unwrap().is_none());
     drop(c);
     // Held shared (as the daemon holds a file open for writing): busy.
     let shared = Flock::lock(
@@ -301,12 +306,12 @@ fn claim_refuses_a_file_someone_holds() {
         FlockArg::LockSharedNonblock,
     )
     .unwrap();
-    assert!(super::claim(&path, "b/obj").unwrap().is_none());
+    assert!(super::claim(&found(), "b/obj").unwrap().is_none());
     drop(shared);
-    assert!(super::claim(&path, "b/obj").unwrap().is_some());
-    // A missing object is an error naming it, not "busy".
-    let e = super::claim(&dir.path().join("gone"), "b/gone")
-        .err()
-        .unwrap();
-    assert!(e.to_string().contains("b/gone"), "{e}");
+    assert!(super::claim(&found(), "b/obj").unwrap().is_some());
+    // Replaced since it was opened: not ours to claim.
+    let stale = found();
+    std::fs::write(dir.path().join("other"), b"y").unwrap();
+    std::fs::rename(dir.path().join("other"), &path).unwrap();
+    assert!(super::claim(&stale, "b/obj").unwrap().is_none());
 }

@@ -1,12 +1,10 @@
 //! `ssefs verify [BUCKET]`: authenticates every chunk of every object.
 
-use std::fs::File;
-
 use indicatif::ProgressBar;
 
 use super::{walk, Outcome, Report};
 use crate::engine::Engine;
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use crate::kms::Principal;
 use crate::oss::BucketName;
 
@@ -21,13 +19,13 @@ pub fn verify(
 ) -> Result<Report> {
     let list = walk::all_objects(engine, bucket)?;
     Ok(Report::run(&list, pb, |obj| {
-        if obj.headerless() {
+        let found = obj.find(engine)?;
+        if found.headerless() {
             return Ok(Outcome::Unchanged);
         }
         let chunk = engine.bucket_chunk_size(&obj.bucket)?;
-        File::open(&obj.path)
-            .ctx(&obj.name)
-            .and_then(|f| engine.open_object(p, f, obj.name.clone(), chunk))
+        engine
+            .open_object(p, found.file, obj.name.clone(), chunk)
             .and_then(|o| o.verify())
             .map(|()| Outcome::Unchanged)
     }))

@@ -1,8 +1,12 @@
-//! Listing a bucket's objects on the backend.
+//! Listing a bucket's objects on the backend, through directory
+//! descriptors: users of a mount may rename directories and plant symlinks
+//! while a walk runs, and nothing they do can lead it outside the bucket.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::path::Path;
 
+use crate::backend::Dir;
 use crate::engine::Engine;
 use crate::error::{IoContext, Result};
 use crate::oss::BucketName;
@@ -10,20 +14,38 @@ use crate::oss::BucketName;
 /// One object file found on the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectEntry {
-    pub path: PathBuf,
+    /// Its key: its path below the bucket directory.
+    pub key: String,
     /// `BUCKET/KEY`, as messages and the summary show it.
     pub name: String,
     /// Its bucket, whose chunk size it must have.
     pub bucket: BucketName,
 }
 
-impl ObjectEntry {
+/// An object found again for work on it: the directory it is in (held),
+/// its name there, and its backend file, open for reading.
+pub struct Found {
+    pub dir: Dir,
+    pub leaf: OsString,
+    pub file: File,
+}
+
+impl Found {
     /// An empty backend file: the mount died between creating (or
     /// truncating) the object and writing its header (FORMAT.md §1). The
     /// mount reads it as an empty object and gives it a header at its first
     /// write, so there is nothing to verify, re-encrypt or re-wrap.
     pub fn headerless(&self) -> bool {
-        fs::symlink_metadata(&self.path).is_ok_and(|m| m.len() == 0)
+        self.file.metadata().is_ok_and(|m| m.len() == 0)
+    }
+}
+
+impl ObjectEntry {
+    /// Opens the object again, beneath its bucket with no symlink followed
+    /// (it may have been renamed, replaced or removed since the listing).
+    pub fn find(&self, engine: &Engine) -> Result<Found> {
+        let (dir, leaf, file) = engine.find_object(&self.bucket, &self.key, &self.name)?;
+        Ok(Found { dir, leaf, file })
     }
 }
 
@@ -36,38 +58,41 @@ pub fn objects(
     bucket: &BucketName,
     prefix: Option<&str>,
 ) -> Result<Vec<ObjectEntry>> {
-    let dir = engine.existing_bucket(bucket)?;
+    let dir = engine.bucket(bucket)?;
     let mut keys = Vec::new();
-    collect(&dir, "", &mut keys)?;
-    keys.retain(|(k, _)| prefix.is_none_or(|p| k.starts_with(p)));
+    collect(&dir, bucket.as_str(), "", &mut keys)?;
+    keys.retain(|k| prefix.is_none_or(|p| k.starts_with(p)));
     keys.sort();
     Ok(keys
         .into_iter()
-        .map(|(k, path)| ObjectEntry {
-            path,
-            name: format!("{bucket}/{k}"),
+        .map(|key| ObjectEntry {
+            name: format!("{bucket}/{key}"),
+            key,
             bucket: bucket.clone(),
         })
         .collect())
 }
 
-fn collect(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
-    for e in fs::read_dir(dir).ctx(dir.display())? {
-        let e = e.ctx(dir.display())?;
-        let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+fn collect(dir: &Dir, shown: &str, rel: &str, out: &mut Vec<String>) -> Result<()> {
+    for e in dir.entries().ctx(format!("{shown}/{rel}"))? {
+        let Some(name) = e.name.to_str().map(str::to_owned) else {
             // Object keys are UTF-8; anything else was not made by ssefs.
             continue;
         };
         if name.starts_with(".ssefs") {
             continue;
         }
-        // DirEntry::file_type does not follow symlinks.
-        let t = e.file_type().ctx(e.path().display())?;
+        // The type comes from the directory entry: symlinks are not followed.
         let key = format!("{rel}{name}");
-        if t.is_dir() {
-            collect(&e.path(), &format!("{key}/"), out)?;
-        } else if t.is_file() {
-            out.push((key, e.path()));
+        if e.kind == libc::S_IFDIR {
+            // Opened by descriptor, one component, no symlink: a directory
+            // swapped for a link since the listing is passed over.
+            match dir.dir(Path::new(OsStr::new(&name))) {
+                Ok(sub) => collect(&sub, shown, &format!("{key}/"), out)?,
+                Err(_) => continue,
+            }
+        } else if e.kind == libc::S_IFREG {
+            out.push(key);
         }
     }
     Ok(())
@@ -77,7 +102,7 @@ fn collect(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> Result<()
 pub(crate) fn buckets(engine: &Engine, bucket: Option<&BucketName>) -> Result<Vec<BucketName>> {
     match bucket {
         Some(b) => {
-            engine.existing_bucket(b)?;
+            engine.bucket(b)?;
             Ok(vec![b.clone()])
         }
         None => engine.list_buckets(),

@@ -1,8 +1,9 @@
 //! The CLI, run as a built binary.
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 
-use crate::util::{snapshot, DataDir};
+use crate::util::{snapshot, DataDir, Run};
 
 #[test]
 fn init_creates_a_private_root_key_and_refuses_to_run_twice() {
@@ -495,4 +496,51 @@ fn passphrase_mode_derives_the_root_key() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
+}
+
+/// Issue 17: the quick-start mount, run as a user (nobody) without fuse3 and
+/// with a mount point under a directory that user cannot write: one line
+/// naming both lacks and how to get them, exit status 1, nothing created.
+/// fuse3 is hidden through $FUSERMOUNT_PATH, which fuser itself would take.
+/// Then a helper that is not setuid root, on a mount point of the user's
+/// own: only that lack is named.
+#[test]
+fn mount_as_a_user_without_fuse3_says_in_one_line_what_is_missing() {
+    let d = DataDir::uninit();
+    let top = d.tmp.path();
+    std::fs::set_permissions(top, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mnt = d.path("mnt");
+    let as_nobody = |helper: &str, mp: &std::path::Path| {
+        let mut c = d.cmd();
+        c.env("FUSERMOUNT_PATH", helper)
+            .args(["mount", mp.to_str().unwrap()])
+            .uid(65534)
+            .gid(65534);
+        Run::from(c.output().unwrap())
+    };
+
+    let r = as_nobody("/nonexistent/fusermount3", &mnt);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    let r = r.fails_with("AccessDenied");
+    let want = format!(
+        "ssefs: AccessDenied: mounting as uid 65534 (not root) needs fusermount3, which is \
+         not installed (sudo apt-get install -y fuse3); and write access to {} to create {} \
+         (use one you own, or sudo chown it to you); or mount as root",
+        top.display(),
+        mnt.display()
+    );
+    assert_eq!(r.stderr.trim_end(), want);
+    assert!(!mnt.exists(), "the mount point was created");
+    assert!(!d.data().exists(), "the data directory was created");
+
+    std::fs::create_dir(&mnt).unwrap();
+    std::os::unix::fs::chown(&mnt, Some(65534), Some(65534)).unwrap();
+    let r = as_nobody("/bin/true", &mnt).fails_with("AccessDenied");
+    assert!(
+        r.stderr.contains("needs /bin/true to be setuid root, which it is not (sudo chmod u+s /bin/true); or mount as root"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("write access"), "{}", r.stderr);
+    assert!(!d.data().exists(), "the data directory was created");
 }

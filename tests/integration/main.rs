@@ -3,6 +3,7 @@
 mod badinput;
 mod chunks;
 mod cli;
+mod confine;
 mod crash;
 mod fullspace;
 mod keylife;

@@ -28,12 +28,54 @@ const SBOX: [u8; 256] = [
 ];
 
 /// Every tier this CPU runs (none without AES-NI: the tests below then check
-/// nothing, and `Sm4Gcm` falls back to the `sm4` crate).
+/// nothing, and `Sm4Gcm` falls back to the `sm4` crate). Where the test
+/// command finds aes and avx in /proc/cpuinfo it sets SSEFS_REQUIRE_SM4NI
+/// (scripts/sm4ni-check.sh): there no tier at all is a failure, not a skip.
 fn tiers() -> Vec<Tier> {
-    [Tier::Vaes, Tier::Avx2, Tier::Ssse3]
+    let t: Vec<Tier> = [Tier::Vaes, Tier::Avx2, Tier::Ssse3]
         .into_iter()
         .filter(|t| t.supported())
-        .collect()
+        .collect();
+    assert!(
+        !t.is_empty() || std::env::var_os("SSEFS_REQUIRE_SM4NI").is_none(),
+        "SSEFS_REQUIRE_SM4NI is set but no SM4-NI tier runs here: the kernels went untested"
+    );
+    t
+}
+
+/// The CPU flags the kernel reports for the first processor, if any.
+fn cpuinfo_flags() -> Option<Vec<String>> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("flags"))?;
+    let (_, flags) = line.split_once(':')?;
+    Some(flags.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Issue 12, item 5: the run-time detection picks the tier the kernel's own
+/// view of the CPU allows, so a CPU with AES-NI and AVX never quietly takes
+/// the portable path (and never a tier it lacks).
+#[cfg(target_os = "linux")]
+#[test]
+fn detection_agrees_with_proc_cpuinfo() {
+    let flags = cpuinfo_flags().expect("/proc/cpuinfo has a flags line on Linux x86_64");
+    let has = |f: &str| flags.iter().any(|x| x == f);
+    let base = has("aes") && has("ssse3");
+    let want = if base && has("avx2") && has("vaes") {
+        Some(Tier::Vaes)
+    } else if base && has("avx2") {
+        Some(Tier::Avx2)
+    } else if base {
+        Some(Tier::Ssse3)
+    } else {
+        None
+    };
+    assert_eq!(Tier::best(), want, "flags: {}", flags.join(" "));
+    if has("aes") && has("avx") {
+        assert!(
+            Sm4Ni::new(&[0; 16]).is_some(),
+            "aes and avx, yet no SM4-NI key"
+        );
+    }
 }
 
 fn reference(key: &[u8; 16]) -> sm4::Sm4 {
