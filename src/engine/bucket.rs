@@ -50,7 +50,7 @@ impl BucketSettings {
 }
 
 /// `.ssefs-bucket.toml` as stored: the settings and their MAC (FORMAT.md
-/// §6.1). Absent only in data directories from before MACs, until the first
+/// §8.1). Absent only in data directories from before MACs, until the first
 /// open upgrades them.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,7 +2,7 @@
 //! sealed: bucket settings, the keystore's metadata, the grants. Someone
 //! who can write the backend but lacks the root key cannot forge a tag, so
 //! an edited policy is an integrity error rather than a silent change
-//! (docs/FORMAT.md §6, docs/SECURITY.md).
+//! (docs/FORMAT.md §8, docs/SECURITY.md).
 //!
 //! Derivation: HKDF-SHA256 (RFC 5869) with salt `ssefs-policy-mac-v1`, the
 //! root key as input keying material and the purpose's label as info, 32
@@ -37,7 +37,7 @@ pub enum MacPurpose {
 }
 
 impl MacPurpose {
-    /// The HKDF info string (docs/FORMAT.md §6 lists them).
+    /// The HKDF info string (docs/FORMAT.md §8 lists them).
     pub fn label(self) -> &'static [u8] {
         match self {
             MacPurpose::BucketSettings => b"ssefs bucket settings",

@@ -199,7 +199,7 @@ impl Kms {
     }
 
     /// The key that authenticates one kind of policy file, derived from the
-    /// root key (docs/FORMAT.md §6).
+    /// root key (docs/FORMAT.md §8).
     pub fn policy_mac_key(&self, purpose: MacPurpose) -> MacKey {
         MacKey::derive(&self.root, purpose)
     }
