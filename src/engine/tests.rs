@@ -736,6 +736,15 @@ fn granted_users_may_use_keys_and_bucket_owners_may_manage_rules() {
         "[[grant]]\nuids = [1000]\nactions = [\"kms:GenerateDataKey\", \"kms:Decrypt\"]\nresources = [\"alias/team\"]\n\n[[grant]]\ngids = [2000]\nactions = [\"oss:GetBucketEncryption\"]\nresources = [\"bkt\"]\n",
     )
     .unwrap();
+    // Refused until approved (issue 12, part 3), then in force.
+    assert_eq!(
+        Engine::open(&data, &root_src).err().map(|e| e.code),
+        Some(OssCode::DataIntegrityError)
+    );
+    assert_eq!(
+        Engine::seal_policy(&data, &root_src).unwrap().grant_count(),
+        2
+    );
     let e = Engine::open(&data, &root_src).unwrap();
     e.create_bucket(&b("bkt")).unwrap();
     e.kms()
@@ -968,7 +977,7 @@ fn the_chunk_size_is_set_only_while_the_bucket_is_empty() {
         .unwrap();
     assert_eq!(e.engine.bucket_chunk_size(&bk).unwrap(), ChunkSize::KIB4);
     let settings = fs::read_to_string(e.data.join("bkt").join(BUCKET_SETTINGS)).unwrap();
-    assert_eq!(settings.trim(), "chunk_size = 4096");
+    assert_eq!(without_mac(&settings), "chunk_size = 4096");
     e.put("bkt", "o", b"x", None).unwrap();
     let err = e
         .engine
@@ -1001,9 +1010,7 @@ fn the_chunk_size_is_set_only_while_the_bucket_is_empty() {
         .unwrap();
     // Back to the default: the field is gone, as if never set.
     assert_eq!(
-        fs::read_to_string(e.data.join("bkt").join(BUCKET_SETTINGS))
-            .unwrap()
-            .trim(),
+        without_mac(&fs::read_to_string(e.data.join("bkt").join(BUCKET_SETTINGS)).unwrap()),
         ""
     );
     // Someone else's bucket: AccessDenied, as for the rule.
@@ -1104,19 +1111,195 @@ fn an_object_moved_to_a_bucket_of_another_chunk_size_is_refused() {
     }
 }
 
+/// A settings file's lines other than its MAC.
+fn without_mac(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with("mac = "))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string()
+}
+
 #[test]
 fn a_bucket_settings_file_with_a_bad_chunk_size_is_an_error() {
     let e = env();
-    e.engine.create_bucket(&b("bkt")).unwrap();
-    fs::write(
-        e.data.join("bkt").join(BUCKET_SETTINGS),
-        "chunk_size = 8192\n",
-    )
-    .unwrap();
-    let err = e.engine.bucket_chunk_size(&b("bkt")).unwrap_err();
+    let bk = b("bkt");
+    e.engine.create_bucket(&bk).unwrap();
+    let dir = e.data.join("bkt");
+    // Written by hand: not authenticated, so an integrity error.
+    fs::write(dir.join(BUCKET_SETTINGS), "chunk_size = 8192\n").unwrap();
+    let err = e.engine.bucket_chunk_size(&bk).unwrap_err();
+    assert_eq!(err.code, OssCode::DataIntegrityError);
+    assert!(e.put("bkt", "o", b"x", None).is_err());
+    // With a valid MAC (only a bug could write that): still refused, and
+    // the message says why.
+    let bad = BucketSettings {
+        encryption: None,
+        chunk_size: Some(8192),
+    };
+    e.engine.write_settings(&bk, &bad).unwrap();
+    let err = e.engine.bucket_chunk_size(&bk).unwrap_err();
     assert_eq!(err.code, OssCode::InternalError);
     assert!(err.message.contains("8192"), "{}", err.message);
     assert!(e.put("bkt", "o", b"x", None).is_err());
+}
+
+/// Issue 12, part 3: someone who can write the backend but lacks the root
+/// key edits a bucket's settings so that uploads would be plaintext: the
+/// file emptied, deleted, edited, or copied from a bucket without a rule.
+/// Every write is refused as an integrity error naming the file, no object
+/// file is created, and putting the file back restores service.
+#[test]
+fn tampered_bucket_settings_are_an_integrity_error_and_nothing_is_written() {
+    let e = env();
+    e.engine.create_bucket(&b("sm4")).unwrap();
+    e.engine.create_bucket(&b("plain")).unwrap();
+    // What the bucket's file held before its rule: valid once, not now.
+    let before_rule = fs::read(e.data.join("sm4").join(BUCKET_SETTINGS)).unwrap();
+    e.engine
+        .put_bucket_encryption(&root(), &b("sm4"), &rule("SM4", None, None))
+        .unwrap();
+    e.put("sm4", "before", b"sealed", None).unwrap();
+    let sp = e.data.join("sm4").join(BUCKET_SETTINGS);
+    let good = fs::read(&sp).unwrap();
+    let plain_file = fs::read(e.data.join("plain").join(BUCKET_SETTINGS)).unwrap();
+    let edited = String::from_utf8(good.clone())
+        .unwrap()
+        .replace("SM4", "AES256");
+    assert_ne!(edited.as_bytes(), &good[..]);
+    let cases: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("emptied", Some(Vec::new())),
+        ("deleted", None),
+        ("edited", Some(edited.into_bytes())),
+        ("copied", Some(plain_file)),
+        ("older copy written back", Some(before_rule)),
+        (
+            "MAC only",
+            Some(good.split(|&c| c == b'\n').next().unwrap().to_vec()),
+        ),
+    ];
+    for (what, content) in cases {
+        match &content {
+            Some(c) => fs::write(&sp, c).unwrap(),
+            None => fs::remove_file(&sp).unwrap(),
+        }
+        let err = e.put("sm4", "new", b"secret", None).unwrap_err();
+        assert_eq!(err.code, OssCode::DataIntegrityError, "{what}: {err}");
+        assert_eq!(err.errno(), libc::EIO);
+        assert_eq!(err.resource.as_deref(), sp.to_str(), "{what}");
+        assert!(
+            !e.path("sm4", "new").exists(),
+            "{what}: an object was written"
+        );
+        for r in [
+            e.engine.bucket_rule(&b("sm4")).map(|_| ()),
+            e.engine
+                .get_bucket_encryption(&root(), &b("sm4"))
+                .map(|_| ()),
+            e.engine.delete_bucket_encryption(&root(), &b("sm4")),
+            e.engine
+                .put_bucket_encryption(&root(), &b("sm4"), &rule("AES256", None, None)),
+            e.engine.bucket_chunk_size(&b("sm4")).map(|_| ()),
+        ] {
+            assert_eq!(r.unwrap_err().code, OssCode::DataIntegrityError, "{what}");
+        }
+        // Restored, the bucket works again with its rule.
+        fs::write(&sp, &good).unwrap();
+        assert_eq!(
+            e.engine.bucket_rule(&b("sm4")).unwrap(),
+            Some(rule("SM4", None, None)),
+            "{what}"
+        );
+    }
+    e.put("sm4", "after", b"sealed", None).unwrap();
+    let h = e.engine.head_object(&b("sm4"), &k("after")).unwrap();
+    assert_eq!(h.algorithm, Some(crate::oss::SseAlgorithm::Sm4));
+}
+
+/// A data directory from before MACs: bucket settings files without a MAC
+/// (or none at all, meaning the defaults) and a keystore without one. The
+/// first open seals them all as they are and marks the keystore; from then
+/// on a file without a MAC is refused.
+#[test]
+fn the_first_open_upgrades_a_data_directory_from_before_macs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let root_src = RootKeySource::File(dir.path().join("root.key"));
+    Engine::init(&data, &root_src).unwrap();
+    let e = Engine::open(&data, &root_src).unwrap();
+    for n in ["ruled", "bare", "nofile"] {
+        e.create_bucket(&b(n)).unwrap();
+    }
+    e.put_bucket_encryption(&root(), &b("ruled"), &rule("SM4", None, None))
+        .unwrap();
+    e.put_bucket_chunk_size(&root(), &b("bare"), ChunkSize::KIB4)
+        .unwrap();
+    // What an older ssefs wrote.
+    for n in ["ruled", "bare"] {
+        let p = data.join(n).join(BUCKET_SETTINGS);
+        let old = without_mac(&fs::read_to_string(&p).unwrap());
+        fs::write(&p, old).unwrap();
+    }
+    fs::remove_file(data.join("nofile").join(BUCKET_SETTINGS)).unwrap();
+    let config = data.join(".ssefs/config.toml");
+    fs::write(&config, "[kms]\nmaster_rotation_days = 30\n").unwrap();
+    e.kms().downgrade_for_test().unwrap();
+    drop(e);
+
+    let e = Engine::open(&data, &root_src).unwrap();
+    assert!(!e.kms().needs_upgrade());
+    assert_eq!(
+        e.bucket_rule(&b("ruled")).unwrap(),
+        Some(rule("SM4", None, None))
+    );
+    assert_eq!(e.bucket_chunk_size(&b("bare")).unwrap(), ChunkSize::KIB4);
+    assert_eq!(e.bucket_rule(&b("nofile")).unwrap(), None);
+    for n in ["ruled", "bare", "nofile"] {
+        let t = fs::read_to_string(data.join(n).join(BUCKET_SETTINGS)).unwrap();
+        assert!(t.starts_with("mac = "), "{n}: {t}");
+    }
+    // The grants were sealed as they were: in force, and an edit refused.
+    assert_eq!(e.kms().policy().master_rotation_days(), 30);
+    fs::write(&config, "[kms]\nmaster_rotation_days = 0\n").unwrap();
+    assert_eq!(
+        Engine::open(&data, &root_src).err().map(|e| e.code),
+        Some(OssCode::DataIntegrityError)
+    );
+    fs::write(&config, "[kms]\nmaster_rotation_days = 30\n").unwrap();
+    // Upgraded once: an old-style file now is an integrity error.
+    let p = data.join("ruled").join(BUCKET_SETTINGS);
+    fs::write(&p, "[encryption]\nalgorithm = \"AES256\"\n").unwrap();
+    drop(e);
+    let e = Engine::open(&data, &root_src).unwrap();
+    assert_eq!(
+        e.bucket_rule(&b("ruled")).unwrap_err().code,
+        OssCode::DataIntegrityError
+    );
+}
+
+/// New buckets get a settings file with its MAC at once, so a bucket made
+/// now cannot be passed off as one without settings; deleting an empty
+/// bucket works whatever its settings hold.
+#[test]
+fn new_buckets_have_authenticated_settings_and_empty_ones_can_always_go() {
+    let e = env();
+    e.engine.create_bucket(&b("bkt")).unwrap();
+    let sp = e.data.join("bkt").join(BUCKET_SETTINGS);
+    assert!(fs::read_to_string(&sp).unwrap().starts_with("mac = "));
+    assert_eq!(e.engine.bucket_rule(&b("bkt")).unwrap(), None);
+    fs::write(&sp, "garbage = 1\n").unwrap();
+    e.engine.delete_bucket(&b("bkt")).unwrap();
+    assert!(!e.data.join("bkt").exists());
+    // A bucket that is not empty keeps its file, as it was.
+    e.engine.create_bucket(&b("bkt")).unwrap();
+    e.put("bkt", "o", b"x", None).unwrap();
+    let before = fs::read(&sp).unwrap();
+    assert_eq!(
+        e.engine.delete_bucket(&b("bkt")).unwrap_err().code,
+        OssCode::BucketNotEmpty
+    );
+    assert_eq!(fs::read(&sp).unwrap(), before);
 }
 
 #[test]
