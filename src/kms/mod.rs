@@ -324,15 +324,7 @@ impl Kms {
         }
         s.grants_mac = grants.map(|t| self.grants_tag(t));
         s.bucket_settings = buckets.into_iter().map(|(b, t)| (b, vec![t])).collect();
-        mac::seal_store(&self.root, &mut s, &self.keystore)?;
-        let stamp = store::write(&self.dir, &lock, &s)?;
-        let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        let epoch = c.epoch + 1;
-        *c = Cached {
-            stamp,
-            store: Arc::new(s),
-            epoch,
-        };
+        self.save(&lock, s)?;
         tracing::info!(
             keystore = %self.keystore.display(),
             "added integrity MACs to the keystore (first start of this ssefs version)"
@@ -620,8 +612,15 @@ impl Kms {
         let now = now_secs();
         s.purge_expired(now);
         let out = f(&mut s, now)?;
+        self.save(&lock, s)?;
+        drop(lock);
+        Ok(out)
+    }
+
+    /// Seals `s`'s MAC, writes it and makes it the cached keystore.
+    fn save(&self, lock: &store::WriteLock, mut s: Store) -> Result<()> {
         mac::seal_store(&self.root, &mut s, &self.keystore)?;
-        let stamp = store::write(&self.dir, &lock, &s)?;
+        let stamp = store::write(&self.dir, lock, &s)?;
         let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
         let epoch = c.epoch + 1;
         *c = Cached {
@@ -629,9 +628,7 @@ impl Kms {
             store: Arc::new(s),
             epoch,
         };
-        drop(c);
-        drop(lock);
-        Ok(out)
+        Ok(())
     }
 
     /// Test hook: rewrites the keystore as an ssefs from before MACs wrote
