@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{Engine, BUCKET_SETTINGS};
 use crate::backend::Dir;
 use crate::error::{Error, IoContext, OssCode, Result};
-use crate::format::ChunkSize;
+use crate::format::{ChunkSize, SlotFormat};
 use crate::kms::{Action, Principal};
 use crate::oss::{BucketName, SseConfig};
 
@@ -30,11 +30,23 @@ pub struct BucketSettings {
     /// empty, so that a file's length alone gives its object's size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_size: Option<u64>,
+    /// The slot format of the bucket's objects (FORMAT.md §3.1; absent:
+    /// narrow, as in every bucket made before wide slots). Buckets made now
+    /// get "wide"; like the chunk size it changes only while the bucket is
+    /// empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_format: Option<SlotFormat>,
 }
 
 impl BucketSettings {
-    /// The chunk size new objects get and existing ones must have.
+    /// The chunk size and slot format new objects get and existing ones
+    /// must have.
     pub fn chunk(&self) -> Result<ChunkSize> {
+        let format = self.slot_format.unwrap_or_default();
+        Ok(self.chunk_bytes()?.with_format(format))
+    }
+
+    fn chunk_bytes(&self) -> Result<ChunkSize> {
         match self.chunk_size {
             None => Ok(ChunkSize::DEFAULT),
             Some(n) => ChunkSize::from_bytes(n).ok_or_else(|| {
@@ -223,7 +235,19 @@ impl Engine {
             )
             .resource(name.as_str())),
             Err(e) => Err(Error::io(name, e)),
-        }
+        }?;
+        self.init_bucket_settings(name)
+    }
+
+    /// Gives a new, empty bucket its settings: wide slots (FORMAT.md
+    /// §3.1), which bound nonce reuse (§4.1). Called wherever a bucket is
+    /// made (`create_bucket`, mkdir at the mount's root).
+    pub fn init_bucket_settings(&self, name: &BucketName) -> Result<()> {
+        let s = BucketSettings {
+            slot_format: Some(SlotFormat::Wide),
+            ..BucketSettings::default()
+        };
+        self.write_settings(name, &s)
     }
 
     /// Buckets, sorted by name. Entries that are not valid bucket names
@@ -366,8 +390,9 @@ impl Engine {
     /// Only while the bucket holds nothing but its settings: the size of an
     /// object is computed from its file length and its bucket's chunk size
     /// (FORMAT.md §3.2), so existing objects would show wrong sizes. Setting
-    /// the size it already has succeeds and changes nothing. The same
-    /// permission as the encryption rule is needed.
+    /// the size it already has succeeds and changes nothing. A change also
+    /// makes the bucket's slots wide (§3.1). The same permission as the
+    /// encryption rule is needed.
     pub fn put_bucket_chunk_size(
         &self,
         p: &Principal,
@@ -377,7 +402,7 @@ impl Engine {
         let d = self.existing_bucket(name)?;
         self.check_bucket_permission(p, name, &d, Action::OssPutBucketEncryption)?;
         let mut s = read_settings(&d)?;
-        if s.chunk()? == chunk {
+        if s.chunk()?.bytes() == chunk.bytes() {
             return Ok(());
         }
         if !bucket_is_empty(&d)? {
@@ -390,7 +415,9 @@ impl Engine {
             )
             .resource(name.as_str()));
         }
-        s.chunk_size = (chunk != ChunkSize::DEFAULT).then_some(chunk.bytes() as u64);
+        s.chunk_size =
+            (chunk.bytes() != ChunkSize::DEFAULT.bytes()).then_some(chunk.bytes() as u64);
+        s.slot_format = Some(SlotFormat::Wide);
         self.write_settings(name, &s)
     }
 
