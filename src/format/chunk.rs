@@ -46,8 +46,8 @@ pub fn seal_chunk(
 }
 
 /// Opens a narrow chunk slot in place and returns its plaintext, a
-/// sub-slice of `slot`. An all-zero full slot (of `chunk`'s size) that is not the last
-/// chunk is a hole (§3.3) and reads as zeros.
+/// sub-slice of `slot`. An all-zero full slot (of `chunk`'s size) that is
+/// not the last chunk is a hole (§3.3) and reads as zeros.
 pub fn open_chunk<'a>(
     aead: &Aead,
     chunk: ChunkSize,
@@ -111,10 +111,27 @@ pub struct ChunkKeys {
 
 enum Keys {
     Narrow(Aead),
-    Wide {
-        kdf: KeyDeriver,
-        recent: Mutex<Option<([u8; R_LEN], Arc<Aead>)>>,
-    },
+    Wide { kdf: KeyDeriver, recent: Recent },
+}
+
+/// The last R used with this object and its K_R.
+type Recent = Mutex<Option<([u8; R_LEN], Arc<Aead>)>>;
+
+/// K_R for `r`: the recent one when it has the same R, else derived now
+/// (and kept as the recent one).
+fn wide_aead(
+    kdf: &KeyDeriver,
+    recent: &Recent,
+    r: &[u8; R_LEN],
+) -> Result<Arc<Aead>, IntegrityError> {
+    if let Some((lr, a)) = recent.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if lr == r {
+            return Ok(a.clone());
+        }
+    }
+    let a = Arc::new(kdf.aead(r)?);
+    *recent.lock().unwrap_or_else(|e| e.into_inner()) = Some((*r, a.clone()));
+    Ok(a)
 }
 
 impl ChunkKeys {
@@ -135,10 +152,6 @@ impl ChunkKeys {
         Ok(ChunkKeys { chunk, keys })
     }
 
-    pub fn chunk(&self) -> ChunkSize {
-        self.chunk
-    }
-
     /// What seals the chunks of one write: a wide write draws one R for up
     /// to `max_chunks_per_r()` chunks.
     pub fn sealer(&self) -> Sealer<'_> {
@@ -146,27 +159,6 @@ impl ChunkKeys {
             keys: self,
             current: None,
             left: 0,
-        }
-    }
-
-    /// K_R, from the last one used when it has the same R.
-    fn wide_aead(&self, kdf: &KeyDeriver, r: &[u8; R_LEN]) -> Result<Arc<Aead>, IntegrityError> {
-        if let Keys::Wide { recent, .. } = &self.keys {
-            let last = recent.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((lr, a)) = last.as_ref() {
-                if lr == r {
-                    return Ok(a.clone());
-                }
-            }
-        }
-        let a = Arc::new(kdf.aead(r)?);
-        self.remember(r, &a);
-        Ok(a)
-    }
-
-    fn remember(&self, r: &[u8; R_LEN], a: &Arc<Aead>) {
-        if let Keys::Wide { recent, .. } = &self.keys {
-            *recent.lock().unwrap_or_else(|e| e.into_inner()) = Some((*r, a.clone()));
         }
     }
 
@@ -180,11 +172,11 @@ impl ChunkKeys {
         last: bool,
         slot: &'a mut [u8],
     ) -> Result<&'a [u8], IntegrityError> {
-        let kdf = match &self.keys {
+        let (kdf, recent) = match &self.keys {
             Keys::Narrow(aead) => {
                 return open_chunk(aead, self.chunk, object_id, index, last, slot)
             }
-            Keys::Wide { kdf, .. } => kdf,
+            Keys::Wide { kdf, recent } => (kdf, recent),
         };
         if slot.len() <= WIDE_OVERHEAD {
             return Err(IntegrityError);
@@ -214,7 +206,7 @@ impl ChunkKeys {
             }
             return Ok(body);
         }
-        let aead = self.wide_aead(kdf, &r)?;
+        let aead = wide_aead(kdf, recent, &r)?;
         aead.open(&Nonce(n), &ad, body, &t)?;
         Ok(body)
     }
@@ -241,19 +233,19 @@ impl Sealer<'_> {
         plain: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), IntegrityError> {
-        let kdf = match &self.keys.keys {
+        let (kdf, recent) = match &self.keys.keys {
             Keys::Narrow(aead) => {
                 seal_chunk(aead, object_id, index, last, plain, out);
                 return Ok(());
             }
-            Keys::Wide { kdf, .. } => kdf,
+            Keys::Wide { kdf, recent } => (kdf, recent),
         };
         if self.left == 0 || self.current.is_none() {
             let mut r = [0u8; R_LEN];
             fill_random(&mut r);
-            let a = Arc::new(kdf.aead(&r)?);
-            // A read of what this write sealed finds the key ready.
-            self.keys.remember(&r, &a);
+            // Kept as the recent K_R too: a read of what this write sealed
+            // finds the key ready.
+            let a = wide_aead(kdf, recent, &r)?;
             self.current = Some((r, a));
             self.left = max_chunks_per_r();
         }
