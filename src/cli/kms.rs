@@ -6,6 +6,7 @@ use clap::Subcommand;
 
 use super::{out, GlobalArgs};
 use crate::crypto::SecretKey;
+use crate::engine::{Engine, STATE_DIR};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::kms::KeyOrigin;
 
@@ -55,6 +56,10 @@ pub enum KmsCmd {
     RotateMaster,
     /// List the SSE-OSS master key versions.
     ListMaster,
+    /// Check DATA_DIR/.ssefs/config.toml (grants, master_rotation_days) and
+    /// approve it. Every open refuses a config.toml other than the one last
+    /// approved, so a change takes effect only once sealed: edit, then seal.
+    SealPolicy,
 }
 
 /// Reads key material from a file: exactly 32 raw bytes, or 64 hex digits.
@@ -81,6 +86,21 @@ fn read_material(path: &PathBuf) -> Result<SecretKey> {
 }
 
 pub fn run(g: &GlobalArgs, cmd: KmsCmd) -> Result<()> {
+    if let KmsCmd::SealPolicy = cmd {
+        // Before any open, which would refuse the edit being approved.
+        let dir = g.data_dir();
+        let p = Engine::seal_policy(&dir, &g.root_source(&dir, false)?)?;
+        let days = match p.master_rotation_days() {
+            0 => "never".to_string(),
+            d => format!("every {d} days"),
+        };
+        let src = dir.join(STATE_DIR).join("config.toml");
+        return out(&format!(
+            "sealed {}: {} grant(s), master key rotated {days}\n",
+            src.display(),
+            p.grant_count()
+        ));
+    }
     let e = g.open_engine()?;
     let k = e.kms();
     match cmd {
@@ -128,6 +148,8 @@ pub fn run(g: &GlobalArgs, cmd: KmsCmd) -> Result<()> {
                 .collect();
             out(&s)
         }
+        // Handled above, before the open.
+        KmsCmd::SealPolicy => Ok(()),
         KmsCmd::RotateMaster => out(&format!("master key version {}\n", k.rotate_master()?)),
         KmsCmd::ListMaster => {
             let s: String = k

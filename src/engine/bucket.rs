@@ -1,13 +1,13 @@
 //! Buckets: top-level directories of the data directory, each with a
 //! settings file holding its default encryption rule and its chunk size.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,7 @@ use super::{Engine, BUCKET_SETTINGS};
 use crate::backend::Dir;
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{ChunkSize, SlotFormat};
-use crate::kms::{Action, Principal};
+use crate::kms::{Action, Kms, MacKey, MacPurpose, Principal};
 use crate::oss::{BucketName, SseConfig};
 
 /// What `.ssefs-bucket.toml` holds.
@@ -61,22 +61,66 @@ impl BucketSettings {
     }
 }
 
-/// Reads a bucket's settings; a missing file means defaults.
-pub(super) fn read_settings(bucket_dir: &Path) -> Result<BucketSettings> {
-    let p = bucket_dir.join(BUCKET_SETTINGS);
-    match fs::read_to_string(&p) {
-        Ok(s) => toml::from_str::<BucketSettings>(&s)
-            .map_err(|e| {
-                Error::new(
-                    OssCode::InternalError,
-                    format!("bucket settings unreadable: {e}"),
-                )
-            })
-            .and_then(|b| b.chunk().map(|_| b))
-            .map_err(|e| e.resource(p.display().to_string())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BucketSettings::default()),
-        Err(e) => Err(Error::io(p.display(), e)),
+/// `.ssefs-bucket.toml` as stored: the settings and their MAC (FORMAT.md
+/// §8.1). Absent only in data directories from before MACs, until the first
+/// open upgrades them.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encryption: Option<SseConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunk_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slot_format: Option<SlotFormat>,
+}
+
+impl Stored {
+    fn parse(text: &str, path: &Path) -> Result<Stored> {
+        toml::from_str::<Stored>(text).map_err(|e| {
+            Error::new(
+                OssCode::InternalError,
+                format!("bucket settings unreadable: {e}"),
+            )
+            .resource(path.display().to_string())
+        })
     }
+
+    fn settings(&self) -> BucketSettings {
+        BucketSettings {
+            encryption: self.encryption.clone(),
+            chunk_size: self.chunk_size,
+            slot_format: self.slot_format,
+        }
+    }
+}
+
+/// The bucket a bucket directory is (its last component).
+fn bucket_of(bucket_dir: &Path) -> Result<&str> {
+    bucket_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| {
+            Error::new(OssCode::InternalError, "not a bucket directory")
+                .resource(bucket_dir.display().to_string())
+        })
+}
+
+/// The MAC input besides the bucket's name: the settings' TOML as ssefs
+/// writes it, without the `mac` line.
+fn body(s: &BucketSettings) -> Result<String> {
+    toml::to_string(s).map_err(|e| Error::new(OssCode::InternalError, e.to_string()))
+}
+
+/// The integrity error for a settings file that is not as ssefs wrote it.
+fn tampered(path: &Path, why: &str) -> Error {
+    Error::integrity(format!(
+        "bucket settings {} {why}: changed outside ssefs? Nothing is written to the bucket until the file is restored from a backup (an empty bucket can be deleted and made again)",
+        path.display()
+    ))
+    .resource(path.display().to_string())
 }
 
 /// Whether the bucket directory holds nothing but its settings file (an
@@ -120,42 +164,121 @@ impl Stamp {
 /// another mount at once.
 /// One bucket's settings as parsed, and the version of the file they came from.
 /// A parsed settings file, its stamp, and when the stamp was last checked.
-type Parsed = (Stamp, Option<SseConfig>, ChunkSize, std::time::Instant);
+/// The keystore epoch is that of the check against the keystore's anchor.
+type Parsed = (Stamp, u64, Option<SseConfig>, ChunkSize, std::time::Instant);
 
 /// How long `chunk_recent` trusts a checked entry without a stat. Sizes in
 /// `ls -l` may lag a change of an empty bucket's chunk size by this much
 /// (an object created by the mount re-checks first, and refreshes it).
 const RECENT: std::time::Duration = std::time::Duration::from_secs(1);
 
-#[derive(Debug, Default)]
 pub(super) struct SettingsCache {
+    /// Holds each bucket's current settings MAC (the anchor).
+    kms: Arc<Kms>,
+    /// Authenticates every settings file (bound to its bucket's name).
+    key: MacKey,
     entries: Mutex<HashMap<PathBuf, Parsed>>,
 }
 
 impl SettingsCache {
+    pub(super) fn new(kms: Arc<Kms>) -> SettingsCache {
+        SettingsCache {
+            key: kms.policy_mac_key(MacPurpose::BucketSettings),
+            kms,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reads a bucket's settings and checks their MAC and that it is the
+    /// one the keystore holds for the bucket. Every bucket has a settings
+    /// file (made with it, or at the upgrade): a missing, empty, edited,
+    /// copied or older one is an integrity error, never the defaults.
+    /// Returns the keystore epoch of the check too.
+    pub(super) fn read(&self, bucket_dir: &Path) -> Result<(BucketSettings, u64)> {
+        let (s, mac) = self.read_mac_only(bucket_dir)?;
+        let (allowed, epoch) = self.kms.settings_anchor(bucket_of(bucket_dir)?)?;
+        if !allowed.contains(&mac) {
+            let p = bucket_dir.join(BUCKET_SETTINGS);
+            return Err(tampered(
+                &p,
+                "is not the bucket's current one (an older copy written back?)",
+            ));
+        }
+        Ok((s, epoch))
+    }
+
+    /// `read` without the keystore's anchor (for the upgrade, which makes
+    /// the anchors): the settings and their MAC.
+    fn read_mac_only(&self, bucket_dir: &Path) -> Result<(BucketSettings, String)> {
+        let p = bucket_dir.join(BUCKET_SETTINGS);
+        let text = match fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(tampered(&p, "is missing"))
+            }
+            Err(e) => return Err(Error::io(p.display(), e)),
+        };
+        let stored = Stored::parse(&text, &p)?;
+        let Some(mac) = &stored.mac else {
+            return Err(tampered(&p, "has no MAC"));
+        };
+        let s = stored.settings();
+        self.key
+            .verify_hex(
+                &[bucket_of(bucket_dir)?.as_bytes(), body(&s)?.as_bytes()],
+                mac,
+            )
+            .map_err(|_| tampered(&p, "fails authentication"))?;
+        s.chunk().map_err(|e| e.resource(p.display().to_string()))?;
+        Ok((s, mac.clone()))
+    }
+
+    /// The file `read` accepts for `s` in `bucket_dir` (once the keystore
+    /// holds its MAC), and that MAC.
+    pub(super) fn encode(&self, bucket_dir: &Path, s: &BucketSettings) -> Result<(String, String)> {
+        let mac = self
+            .key
+            .tag_hex(&[bucket_of(bucket_dir)?.as_bytes(), body(s)?.as_bytes()]);
+        let stored = Stored {
+            mac: Some(mac.clone()),
+            encryption: s.encryption.clone(),
+            chunk_size: s.chunk_size,
+            slot_format: s.slot_format,
+        };
+        let text = toml::to_string(&stored)
+            .map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
+        Ok((text, mac))
+    }
+
     /// The bucket's current rule and chunk size.
     pub(super) fn get(&self, bucket_dir: &Path) -> Result<(Option<SseConfig>, ChunkSize)> {
         let p = bucket_dir.join(BUCKET_SETTINGS);
         let stamp = match fs::metadata(&p) {
             Ok(m) => Stamp::of(&m),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, ChunkSize::DEFAULT)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(tampered(&p, "is missing"))
+            }
             Err(e) => return Err(Error::io(p.display(), e)),
         };
+        // One stat of the keystore: its anchor for the bucket may have
+        // changed (the epoch says whether anything in it did).
+        let (_, epoch) = self.kms.settings_anchor("")?;
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((s, rule, chunk, checked)) = entries.get_mut(bucket_dir) {
-            if *s == stamp {
+        if let Some((s, e, rule, chunk, checked)) = entries.get_mut(bucket_dir) {
+            if *s == stamp && *e == epoch {
                 *checked = std::time::Instant::now();
                 return Ok((rule.clone(), *chunk));
             }
         }
         // Parse outside the cache's view of time: the stamp taken before the
         // read is stored, so a change racing the read is seen next time.
-        let s = read_settings(bucket_dir)?;
+        let (s, epoch) = self.read(bucket_dir)?;
         let chunk = s.chunk()?;
         entries.insert(
             bucket_dir.to_path_buf(),
             (
                 stamp,
+                epoch,
                 s.encryption.clone(),
                 chunk,
                 std::time::Instant::now(),
@@ -180,7 +303,7 @@ impl SettingsCache {
     pub(super) fn chunk_recent(&self, bucket_dir: &Path) -> Result<ChunkSize> {
         {
             let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((_, _, chunk, checked)) = entries.get(bucket_dir) {
+            if let Some((_, _, _, chunk, checked)) = entries.get(bucket_dir) {
                 if checked.elapsed() < RECENT {
                     return Ok(*chunk);
                 }
@@ -223,31 +346,38 @@ impl Engine {
         }
     }
 
+    /// CreateBucket: the directory and its (default) settings file.
     pub fn create_bucket(&self, name: &BucketName) -> Result<()> {
         match fs::DirBuilder::new()
             .mode(0o755)
             .create(self.bucket_dir(name))
         {
-            Ok(()) => Ok(()),
+            Ok(()) => self.init_bucket_settings(name),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::new(
                 OssCode::BucketAlreadyExists,
                 "The requested bucket name is not available.",
             )
             .resource(name.as_str())),
             Err(e) => Err(Error::io(name, e)),
-        }?;
-        self.init_bucket_settings(name)
+        }
     }
 
-    /// Gives a new, empty bucket its settings: wide slots (FORMAT.md
-    /// §3.1), which bound nonce reuse (§4.1). Called wherever a bucket is
-    /// made (`create_bucket`, mkdir at the mount's root).
+    /// Gives a bucket directory just made (by `create_bucket` or a mkdir
+    /// through the mount) its settings file, with the MAC every later read
+    /// checks, and wide slots (FORMAT.md §3.1), which bound nonce reuse
+    /// (§4.1). On failure the directory is removed again, rather than left
+    /// as a bucket that fails every access.
     pub fn init_bucket_settings(&self, name: &BucketName) -> Result<()> {
+        let d = self.bucket_dir(name);
         let s = BucketSettings {
             slot_format: Some(SlotFormat::Wide),
             ..BucketSettings::default()
         };
         self.write_settings(name, &s)
+            .inspect_err(|_| {
+                let _ = fs::remove_dir(&d);
+            })
+            .map_err(|e| e.resource(name.as_str()))
     }
 
     /// Buckets, sorted by name. Entries that are not valid bucket names
@@ -281,19 +411,44 @@ impl Engine {
             )
             .resource(name.as_str()));
         }
-        match fs::remove_file(d.join(BUCKET_SETTINGS)) {
+        // An empty bucket is deleted whatever its settings file holds (a
+        // damaged one loses nothing); if the directory turns out not to be
+        // empty after all, the file is put back as it was.
+        let sp = d.join(BUCKET_SETTINGS);
+        let saved = match fs::read(&sp) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(name, e)),
+        };
+        match fs::remove_file(&sp) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(name, e)),
         }
-        fs::remove_dir(&d).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOTEMPTY) => Error::new(
-                OssCode::BucketNotEmpty,
-                "The bucket you tried to delete is not empty.",
-            )
-            .resource(name.as_str()),
-            _ => Error::io(name, e),
-        })
+        fs::remove_dir(&d).map_err(|e| {
+            if let Some(b) = &saved {
+                if let Err(r) = self.write_settings_file(name, b) {
+                    tracing::error!(path = %sp.display(), "could not restore bucket settings: {r}");
+                }
+            }
+            match e.raw_os_error() {
+                Some(libc::ENOTEMPTY) => Error::new(
+                    OssCode::BucketNotEmpty,
+                    "The bucket you tried to delete is not empty.",
+                )
+                .resource(name.as_str()),
+                _ => Error::io(name, e),
+            }
+        })?;
+        // A stale anchor would be harmless (a new bucket of the name gets
+        // its own), so a failure here does not undo the deletion.
+        if let Err(e) = self.kms.forget_settings(name.as_str()) {
+            tracing::warn!(
+                bucket = name.as_str(),
+                "could not drop the bucket's settings MAC from the keystore: {e}"
+            );
+        }
+        Ok(())
     }
 
     /// Root, the data directory's owner, the bucket's owner, or a grant.
@@ -329,7 +484,7 @@ impl Engine {
     ) -> Result<()> {
         let d = self.existing_bucket(name)?;
         self.check_bucket_permission(p, name, &d, Action::OssPutBucketEncryption)?;
-        let mut s = read_settings(&d)?;
+        let mut s = self.settings.read(&d)?.0;
         s.encryption = Some(rule.clone());
         self.write_settings(name, &s)
     }
@@ -338,7 +493,7 @@ impl Engine {
     pub fn get_bucket_encryption(&self, p: &Principal, name: &BucketName) -> Result<SseConfig> {
         let d = self.existing_bucket(name)?;
         self.check_bucket_permission(p, name, &d, Action::OssGetBucketEncryption)?;
-        read_settings(&d)?.encryption.ok_or_else(|| {
+        self.settings.read(&d)?.0.encryption.ok_or_else(|| {
             Error::new(
                 OssCode::NoSuchServerSideEncryptionRule,
                 "The server side encryption configuration was not found",
@@ -351,7 +506,7 @@ impl Engine {
     pub fn delete_bucket_encryption(&self, p: &Principal, name: &BucketName) -> Result<()> {
         let d = self.existing_bucket(name)?;
         self.check_bucket_permission(p, name, &d, Action::OssDeleteBucketEncryption)?;
-        let mut s = read_settings(&d)?;
+        let mut s = self.settings.read(&d)?.0;
         if s.encryption.is_none() {
             return Ok(());
         }
@@ -401,7 +556,7 @@ impl Engine {
     ) -> Result<()> {
         let d = self.existing_bucket(name)?;
         self.check_bucket_permission(p, name, &d, Action::OssPutBucketEncryption)?;
-        let mut s = read_settings(&d)?;
+        let mut s = self.settings.read(&d)?.0;
         if s.chunk()?.bytes() == chunk.bytes() {
             return Ok(());
         }
@@ -421,11 +576,49 @@ impl Engine {
         self.write_settings(name, &s)
     }
 
-    fn write_settings(&self, name: &BucketName, s: &BucketSettings) -> Result<()> {
-        let text =
-            toml::to_string(s).map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
+    /// Replaces a bucket's settings file: its new MAC allowed in the
+    /// keystore first, then the file, then only the new MAC allowed.
+    pub(super) fn write_settings(&self, name: &BucketName, s: &BucketSettings) -> Result<()> {
+        let (text, tag) = self.settings.encode(&self.bucket_dir(name), s)?;
+        self.kms.begin_settings_change(name.as_str(), &tag)?;
+        self.write_settings_file(name, text.as_bytes())?;
+        self.kms.end_settings_change(name.as_str(), &tag)
+    }
+
+    /// Replaces the bucket's settings file with `bytes`, as they are.
+    fn write_settings_file(&self, name: &BucketName, bytes: &[u8]) -> Result<()> {
         let dir = self.bucket(name)?;
-        self.write_atomic(&dir, OsStr::new(BUCKET_SETTINGS), text.as_bytes())
+        self.write_atomic(&dir, OsStr::new(BUCKET_SETTINGS), bytes)
             .map_err(|e| e.resource(format!("{name}/{BUCKET_SETTINGS}")))
+    }
+
+    /// The upgrade of a data directory from before MACs: gives every
+    /// bucket's settings file its MAC, trusting what it holds now (a
+    /// missing file means the defaults, as it did). A file that already has
+    /// one (an upgrade interrupted) must verify. Returns each bucket's MAC,
+    /// for the keystore to hold (it cannot be written before its own MAC is
+    /// added: `Kms::finish_upgrade`).
+    pub(super) fn seal_legacy_settings(&self) -> Result<BTreeMap<String, String>> {
+        let mut sealed = BTreeMap::new();
+        for b in self.list_buckets()? {
+            let d = self.bucket_dir(&b);
+            let p = d.join(BUCKET_SETTINGS);
+            let text = match fs::read_to_string(&p) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(Error::io(p.display(), e)),
+            };
+            if Stored::parse(&text, &p)?.mac.is_some() {
+                let (_, mac) = self.settings.read_mac_only(&d)?;
+                sealed.insert(b.as_str().to_string(), mac);
+                continue;
+            }
+            let s = Stored::parse(&text, &p)?.settings();
+            s.chunk().map_err(|e| e.resource(p.display().to_string()))?;
+            let (text, mac) = self.settings.encode(&d, &s)?;
+            self.write_settings_file(&b, text.as_bytes())?;
+            sealed.insert(b.as_str().to_string(), mac);
+        }
+        Ok(sealed)
     }
 }

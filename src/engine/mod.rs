@@ -17,6 +17,7 @@ mod bucket;
 mod cache;
 mod object;
 mod objects;
+mod upgrade;
 pub mod xattr;
 
 use std::ffi::{OsStr, OsString};
@@ -123,6 +124,16 @@ impl Engine {
 
     /// Opens an initialised data directory.
     pub fn open(data_dir: &Path, root: &RootKeySource) -> Result<Engine> {
+        let (engine, grants) = Self::open_unsealed(data_dir, root)?;
+        let config = data_dir.join(STATE_DIR).join("config.toml");
+        engine.kms.check_grants(grants.as_deref(), &config)?;
+        Ok(engine)
+    }
+
+    /// `open` but for the check of `config.toml` against its approved MAC
+    /// (which `ssefs kms seal-policy` makes): the engine, and the text of
+    /// `config.toml` its policy came from (`None`: no file).
+    fn open_unsealed(data_dir: &Path, root: &RootKeySource) -> Result<(Engine, Option<String>)> {
         let state = data_dir.join(STATE_DIR);
         if !state.join("keystore.toml").exists() {
             return Err(Error::new(
@@ -144,18 +155,21 @@ impl Engine {
         let tmp = root_dir
             .dir(&Path::new(STATE_DIR).join("tmp"))
             .ctx(tmp_path.display())?;
-        let policy = Policy::load(&state.join("config.toml"), owner)?;
-        let kms = Kms::open(&state, root, policy)?;
+        let config = state.join("config.toml");
+        let (policy, grants) = Policy::load_with_text(&config, owner)?;
+        let kms = std::sync::Arc::new(Kms::open(&state, root, policy)?);
+        let settings = bucket::SettingsCache::new(kms.clone());
         let engine = Engine {
             data_dir: data_dir.to_path_buf(),
             root: root_dir,
             tmp,
-            kms: std::sync::Arc::new(kms),
+            kms,
             cache: None,
-            settings: bucket::SettingsCache::default(),
+            settings,
         };
         engine.remove_stale_temps();
-        Ok(engine)
+        engine.upgrade(grants.as_deref())?;
+        Ok((engine, grants))
     }
 
     /// Refuses a data directory that someone other than us (or root) could

@@ -762,6 +762,15 @@ fn granted_users_may_use_keys_and_bucket_owners_may_manage_rules() {
         "[[grant]]\nuids = [1000]\nactions = [\"kms:GenerateDataKey\", \"kms:Decrypt\"]\nresources = [\"alias/team\"]\n\n[[grant]]\ngids = [2000]\nactions = [\"oss:GetBucketEncryption\"]\nresources = [\"bkt\"]\n",
     )
     .unwrap();
+    // Refused until approved (issue 12, part 3), then in force.
+    assert_eq!(
+        Engine::open(&data, &root_src).err().map(|e| e.code),
+        Some(OssCode::DataIntegrityError)
+    );
+    assert_eq!(
+        Engine::seal_policy(&data, &root_src).unwrap().grant_count(),
+        2
+    );
     let e = Engine::open(&data, &root_src).unwrap();
     e.create_bucket(&b("bkt")).unwrap();
     e.kms()
@@ -1000,7 +1009,10 @@ fn the_chunk_size_is_set_only_while_the_bucket_is_empty() {
         ChunkSize::KIB4.wide()
     );
     let settings = fs::read_to_string(e.data.join("bkt").join(BUCKET_SETTINGS)).unwrap();
-    assert_eq!(settings.trim(), "chunk_size = 4096\nslot_format = \"wide\"");
+    assert_eq!(
+        without_mac(&settings),
+        "chunk_size = 4096\nslot_format = \"wide\""
+    );
     e.put("bkt", "o", b"x", None).unwrap();
     let err = e
         .engine
@@ -1034,9 +1046,7 @@ fn the_chunk_size_is_set_only_while_the_bucket_is_empty() {
     // Back to the default: the field is gone, as if never set; the
     // slots stay wide.
     assert_eq!(
-        fs::read_to_string(e.data.join("bkt").join(BUCKET_SETTINGS))
-            .unwrap()
-            .trim(),
+        without_mac(&fs::read_to_string(e.data.join("bkt").join(BUCKET_SETTINGS)).unwrap()),
         "slot_format = \"wide\""
     );
     // Someone else's bucket: AccessDenied, as for the rule.
@@ -1137,19 +1147,205 @@ fn an_object_moved_to_a_bucket_of_another_chunk_size_is_refused() {
     }
 }
 
+/// A settings file's lines other than its MAC.
+fn without_mac(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with("mac = "))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string()
+}
+
 #[test]
 fn a_bucket_settings_file_with_a_bad_chunk_size_is_an_error() {
     let e = env();
-    e.engine.create_bucket(&b("bkt")).unwrap();
-    fs::write(
-        e.data.join("bkt").join(BUCKET_SETTINGS),
-        "chunk_size = 8192\n",
-    )
-    .unwrap();
-    let err = e.engine.bucket_chunk_size(&b("bkt")).unwrap_err();
+    let bk = b("bkt");
+    e.engine.create_bucket(&bk).unwrap();
+    let dir = e.data.join("bkt");
+    // Written by hand: not authenticated, so an integrity error.
+    fs::write(dir.join(BUCKET_SETTINGS), "chunk_size = 8192\n").unwrap();
+    let err = e.engine.bucket_chunk_size(&bk).unwrap_err();
+    assert_eq!(err.code, OssCode::DataIntegrityError);
+    assert!(e.put("bkt", "o", b"x", None).is_err());
+    // With a valid MAC (only a bug could write that): still refused, and
+    // the message says why.
+    let bad = BucketSettings {
+        encryption: None,
+        chunk_size: Some(8192),
+        slot_format: None,
+    };
+    e.engine.write_settings(&bk, &bad).unwrap();
+    let err = e.engine.bucket_chunk_size(&bk).unwrap_err();
     assert_eq!(err.code, OssCode::InternalError);
     assert!(err.message.contains("8192"), "{}", err.message);
     assert!(e.put("bkt", "o", b"x", None).is_err());
+}
+
+/// Issue 12, part 3: someone who can write the backend but lacks the root
+/// key edits a bucket's settings so that uploads would be plaintext: the
+/// file emptied, deleted, edited, or copied from a bucket without a rule.
+/// Every write is refused as an integrity error naming the file, no object
+/// file is created, and putting the file back restores service.
+#[test]
+fn tampered_bucket_settings_are_an_integrity_error_and_nothing_is_written() {
+    let e = env();
+    e.engine.create_bucket(&b("sm4")).unwrap();
+    e.engine.create_bucket(&b("plain")).unwrap();
+    // What the bucket's file held before its rule: valid once, not now.
+    let before_rule = fs::read(e.data.join("sm4").join(BUCKET_SETTINGS)).unwrap();
+    e.engine
+        .put_bucket_encryption(&root(), &b("sm4"), &rule("SM4", None, None))
+        .unwrap();
+    e.put("sm4", "before", b"sealed", None).unwrap();
+    let sp = e.data.join("sm4").join(BUCKET_SETTINGS);
+    let good = fs::read(&sp).unwrap();
+    let plain_file = fs::read(e.data.join("plain").join(BUCKET_SETTINGS)).unwrap();
+    let edited = String::from_utf8(good.clone())
+        .unwrap()
+        .replace("SM4", "AES256");
+    assert_ne!(edited.as_bytes(), &good[..]);
+    let cases: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("emptied", Some(Vec::new())),
+        ("deleted", None),
+        ("edited", Some(edited.into_bytes())),
+        ("copied", Some(plain_file)),
+        ("older copy written back", Some(before_rule)),
+        (
+            "MAC only",
+            Some(good.split(|&c| c == b'\n').next().unwrap().to_vec()),
+        ),
+    ];
+    for (what, content) in cases {
+        match &content {
+            Some(c) => fs::write(&sp, c).unwrap(),
+            None => fs::remove_file(&sp).unwrap(),
+        }
+        let err = e.put("sm4", "new", b"secret", None).unwrap_err();
+        assert_eq!(err.code, OssCode::DataIntegrityError, "{what}: {err}");
+        assert_eq!(err.errno(), libc::EIO);
+        assert_eq!(err.resource.as_deref(), sp.to_str(), "{what}");
+        assert!(
+            !e.path("sm4", "new").exists(),
+            "{what}: an object was written"
+        );
+        for r in [
+            e.engine.bucket_rule(&b("sm4")).map(|_| ()),
+            e.engine
+                .get_bucket_encryption(&root(), &b("sm4"))
+                .map(|_| ()),
+            e.engine.delete_bucket_encryption(&root(), &b("sm4")),
+            e.engine
+                .put_bucket_encryption(&root(), &b("sm4"), &rule("AES256", None, None)),
+            e.engine.bucket_chunk_size(&b("sm4")).map(|_| ()),
+        ] {
+            assert_eq!(r.unwrap_err().code, OssCode::DataIntegrityError, "{what}");
+        }
+        // Restored, the bucket works again with its rule.
+        fs::write(&sp, &good).unwrap();
+        assert_eq!(
+            e.engine.bucket_rule(&b("sm4")).unwrap(),
+            Some(rule("SM4", None, None)),
+            "{what}"
+        );
+    }
+    e.put("sm4", "after", b"sealed", None).unwrap();
+    let h = e.engine.head_object(&b("sm4"), &k("after")).unwrap();
+    assert_eq!(h.algorithm, Some(crate::oss::SseAlgorithm::Sm4));
+}
+
+/// A data directory from before MACs: bucket settings files without a MAC
+/// (or none at all, meaning the defaults) and a keystore without one. The
+/// first open seals them all as they are and marks the keystore; from then
+/// on a file without a MAC is refused.
+#[test]
+fn the_first_open_upgrades_a_data_directory_from_before_macs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let root_src = RootKeySource::File(dir.path().join("root.key"));
+    Engine::init(&data, &root_src).unwrap();
+    let e = Engine::open(&data, &root_src).unwrap();
+    for n in ["ruled", "bare", "nofile"] {
+        e.create_bucket(&b(n)).unwrap();
+    }
+    e.put_bucket_encryption(&root(), &b("ruled"), &rule("SM4", None, None))
+        .unwrap();
+    e.put_bucket_chunk_size(&root(), &b("bare"), ChunkSize::KIB4)
+        .unwrap();
+    // What an older ssefs wrote (no MAC, and narrow slots: no
+    // `slot_format`).
+    for n in ["ruled", "bare"] {
+        let p = data.join(n).join(BUCKET_SETTINGS);
+        let old: Vec<String> = without_mac(&fs::read_to_string(&p).unwrap())
+            .lines()
+            .filter(|l| !l.starts_with("slot_format"))
+            .map(str::to_owned)
+            .collect();
+        fs::write(&p, old.join("\n")).unwrap();
+    }
+    fs::remove_file(data.join("nofile").join(BUCKET_SETTINGS)).unwrap();
+    let config = data.join(".ssefs/config.toml");
+    fs::write(&config, "[kms]\nmaster_rotation_days = 30\n").unwrap();
+    e.kms().downgrade_for_test().unwrap();
+    drop(e);
+
+    let e = Engine::open(&data, &root_src).unwrap();
+    assert!(!e.kms().needs_upgrade());
+    assert_eq!(
+        e.bucket_rule(&b("ruled")).unwrap(),
+        Some(rule("SM4", None, None))
+    );
+    assert_eq!(e.bucket_chunk_size(&b("bare")).unwrap(), ChunkSize::KIB4);
+    assert_eq!(e.bucket_rule(&b("nofile")).unwrap(), None);
+    assert_eq!(
+        e.bucket_chunk_size(&b("nofile")).unwrap(),
+        ChunkSize::DEFAULT
+    );
+    for n in ["ruled", "bare", "nofile"] {
+        let t = fs::read_to_string(data.join(n).join(BUCKET_SETTINGS)).unwrap();
+        assert!(t.starts_with("mac = "), "{n}: {t}");
+    }
+    // The grants were sealed as they were: in force, and an edit refused.
+    assert_eq!(e.kms().policy().master_rotation_days(), 30);
+    fs::write(&config, "[kms]\nmaster_rotation_days = 0\n").unwrap();
+    assert_eq!(
+        Engine::open(&data, &root_src).err().map(|e| e.code),
+        Some(OssCode::DataIntegrityError)
+    );
+    fs::write(&config, "[kms]\nmaster_rotation_days = 30\n").unwrap();
+    // Upgraded once: an old-style file now is an integrity error.
+    let p = data.join("ruled").join(BUCKET_SETTINGS);
+    fs::write(&p, "[encryption]\nalgorithm = \"AES256\"\n").unwrap();
+    drop(e);
+    let e = Engine::open(&data, &root_src).unwrap();
+    assert_eq!(
+        e.bucket_rule(&b("ruled")).unwrap_err().code,
+        OssCode::DataIntegrityError
+    );
+}
+
+/// New buckets get a settings file with its MAC at once, so a bucket made
+/// now cannot be passed off as one without settings; deleting an empty
+/// bucket works whatever its settings hold.
+#[test]
+fn new_buckets_have_authenticated_settings_and_empty_ones_can_always_go() {
+    let e = env();
+    e.engine.create_bucket(&b("bkt")).unwrap();
+    let sp = e.data.join("bkt").join(BUCKET_SETTINGS);
+    assert!(fs::read_to_string(&sp).unwrap().starts_with("mac = "));
+    assert_eq!(e.engine.bucket_rule(&b("bkt")).unwrap(), None);
+    fs::write(&sp, "garbage = 1\n").unwrap();
+    e.engine.delete_bucket(&b("bkt")).unwrap();
+    assert!(!e.data.join("bkt").exists());
+    // A bucket that is not empty keeps its file, as it was.
+    e.engine.create_bucket(&b("bkt")).unwrap();
+    e.put("bkt", "o", b"x", None).unwrap();
+    let before = fs::read(&sp).unwrap();
+    assert_eq!(
+        e.engine.delete_bucket(&b("bkt")).unwrap_err().code,
+        OssCode::BucketNotEmpty
+    );
+    assert_eq!(fs::read(&sp).unwrap(), before);
 }
 
 #[test]
@@ -1240,15 +1436,19 @@ fn a_long_write_draws_a_new_r_every_max_chunks_per_r() {
 #[test]
 fn new_buckets_are_wide_and_old_ones_stay_narrow() {
     let e = env();
+    // Settings as a bucket made before wide slots has them (after the
+    // MAC upgrade): no `slot_format`.
+    let old_style = |name: &str, chunk_size: Option<u64>| {
+        e.engine.create_bucket(&b(name)).unwrap();
+        let s = BucketSettings {
+            chunk_size,
+            ..Default::default()
+        };
+        e.engine.write_settings(&b(name), &s).unwrap();
+    };
     e.engine.create_bucket(&b("new")).unwrap();
-    // Old-style buckets: settings without the field, and none at all.
-    fs::create_dir(e.data.join("old")).unwrap();
-    fs::write(
-        e.data.join("old").join(BUCKET_SETTINGS),
-        "chunk_size = 4096\n",
-    )
-    .unwrap();
-    fs::create_dir(e.data.join("bare")).unwrap();
+    old_style("old", Some(4096));
+    old_style("old16", None);
     assert_eq!(
         e.engine.bucket_chunk_size(&b("new")).unwrap(),
         ChunkSize::DEFAULT.wide()
@@ -1258,7 +1458,7 @@ fn new_buckets_are_wide_and_old_ones_stay_narrow() {
         ChunkSize::KIB4
     );
     assert_eq!(
-        e.engine.bucket_chunk_size(&b("bare")).unwrap(),
+        e.engine.bucket_chunk_size(&b("old16")).unwrap(),
         ChunkSize::DEFAULT
     );
     let data = pattern(40_000, 9);
@@ -1267,7 +1467,7 @@ fn new_buckets_are_wide_and_old_ones_stay_narrow() {
         for (bucket, c) in [
             ("new", ChunkSize::DEFAULT.wide()),
             ("old", ChunkSize::KIB4),
-            ("bare", ChunkSize::DEFAULT),
+            ("old16", ChunkSize::DEFAULT),
         ] {
             e.put(bucket, &key, &data, sse.as_ref()).unwrap();
             let f = fs::File::open(e.path(bucket, &key)).unwrap();
@@ -1281,7 +1481,7 @@ fn new_buckets_are_wide_and_old_ones_stay_narrow() {
             assert_eq!(e.get(bucket, &key).unwrap(), data, "{name} {bucket}");
         }
         // Same chunk size, other slot format: refused, never misread.
-        fs::rename(e.path("bare", &key), e.path("new", "moved")).unwrap();
+        fs::rename(e.path("old16", &key), e.path("new", "moved")).unwrap();
         let err = e.get("new", "moved").unwrap_err();
         assert_eq!(err.code, OssCode::DataIntegrityError, "{name}");
         assert!(err.message.contains("slots"), "{}", err.message);
@@ -1303,7 +1503,7 @@ fn new_buckets_are_wide_and_old_ones_stay_narrow() {
         assert_eq!(e.get("new", "copied").unwrap(), data);
     }
     // An empty old bucket becomes wide when its chunk size is set.
-    fs::create_dir(e.data.join("empty")).unwrap();
+    old_style("empty", None);
     e.engine
         .put_bucket_chunk_size(&root(), &b("empty"), ChunkSize::KIB64)
         .unwrap();

@@ -539,21 +539,19 @@ impl Fs {
     pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, uid: u32, gid: u32) -> Result<Attr> {
         self.writable()?;
         let (pfd, prole) = self.node(parent)?;
-        let bucket = if let Role::Root = prole {
+        let mut bucket = None;
+        if let Role::Root = prole {
             // mkdir at the root creates a bucket.
             let s = name.to_str().ok_or_else(|| errno(libc::EINVAL))?;
-            Some(BucketName::parse(s).map_err(|e| {
+            bucket = Some(BucketName::parse(s).map_err(|e| {
                 tracing::warn!(code = e.code.as_str(), path = s, "{}", e.message);
                 errno(libc::EINVAL)
-            })?)
+            })?);
         } else {
             Self::check_new_name(&prole, name)?;
-            None
-        };
+        }
         sys::mkdir_at(pfd.as_raw_fd(), name, mode).map_err(os_err)?;
         if let Some(b) = &bucket {
-            // New buckets get wide slots (FORMAT.md §3.1), as with
-            // `Engine::create_bucket`.
             self.engine.init_bucket_settings(b)?;
         }
         self.adopt((parent, pfd.as_raw_fd(), &prole), name, uid, gid)

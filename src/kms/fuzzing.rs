@@ -47,7 +47,7 @@ impl Keystore {
 
     /// The checks a loaded keystore passes before use, under root key `root`.
     pub fn verify(&self, root: &[u8]) -> Result<()> {
-        verify_store(&self.0, &SecretKey::from_bytes(root), Path::new(PATH))
+        verify_store(&self.0, &SecretKey::from_bytes(root), Path::new(PATH), true)
     }
 
     /// What every write does first (drop keys past their deletion date at

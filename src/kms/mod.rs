@@ -7,6 +7,7 @@
 //! `ssefs kms ...` calls) is in `manage`; the file format in `store`.
 
 pub mod location;
+mod mac;
 mod manage;
 mod metadata;
 mod names;
@@ -19,6 +20,7 @@ mod store;
 #[doc(hidden)]
 pub mod fuzzing;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
@@ -32,6 +34,7 @@ use zeroize::Zeroizing;
 use crate::crypto::{Aead, Cipher, IntegrityError, Nonce, SecretKey, NONCE_LEN, TAG_LEN};
 use crate::error::{Error, IoContext, OssCode, Result};
 
+pub use mac::{MacKey, MacPurpose};
 pub use metadata::{rfc3339, KeyCreator, KeyMetadata, KeyOrigin, KeyState, MasterInfo};
 pub use policy::{Action, Policy, Principal, NOBODY_UID};
 
@@ -170,6 +173,7 @@ impl Kms {
         let mut s = Store::new(rootkey::check_value(&key), kdf);
         s.data_dir_id = Some(id);
         s.add_master_version(&key, now_secs());
+        mac::seal_store(&key, &mut s, &path)?;
         store::write(state_dir, &lock, &s)?;
         tracing::info!(keystore = %path.display(), "initialized keystore");
         Ok(())
@@ -182,8 +186,13 @@ impl Kms {
         s.check_version(&keystore)?;
         // Held for the life of the process: kept out of core dumps and swap.
         let root = rootkey::load(root, s.root.kdf.as_ref(), s.data_dir_id, &keystore)?.locked();
-        verify_store(&s, &root, &keystore)?;
-        let needs_id = s.data_dir_id.is_none();
+        // A keystore from before MACs is accepted here only; the engine adds
+        // its MAC (`finish_upgrade`) once the bucket settings have theirs.
+        verify_store(&s, &root, &keystore, true)?;
+        // A keystore from before MACs gets its id with the upgrade (a save
+        // now would add the keystore's MAC before the bucket settings have
+        // theirs, and mark the upgrade done).
+        let needs_id = s.data_dir_id.is_none() && s.mac.is_some();
         let kms = Kms {
             dir: state_dir.to_path_buf(),
             keystore,
@@ -204,7 +213,7 @@ impl Kms {
     /// Gives a keystore made before data directory ids existed its id.
     /// Only the name of a moved root key file depends on it, so a keystore
     /// that cannot be written now (a read-only backend) just stays without.
-    fn assign_data_dir_id(&self) {
+    pub(crate) fn assign_data_dir_id(&self) {
         let r = self.modify(|s, _| {
             Ok(match s.data_dir_id {
                 Some(id) => id,
@@ -241,6 +250,94 @@ impl Kms {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// The key that authenticates one kind of policy file, derived from the
+    /// root key (docs/FORMAT.md §8).
+    pub fn policy_mac_key(&self, purpose: MacPurpose) -> MacKey {
+        MacKey::derive(&self.root, purpose)
+    }
+
+    fn grants_tag(&self, text: &str) -> String {
+        self.policy_mac_key(MacPurpose::Grants)
+            .tag_hex(&[text.as_bytes()])
+    }
+
+    /// Refuses a `config.toml` (`text`, `None`: no file) other than the one
+    /// last sealed: grants widened or master rotation stopped by someone
+    /// who can write the backend but does not hold the root key.
+    pub fn check_grants(&self, text: Option<&str>, path: &Path) -> Result<()> {
+        let s = self.snapshot()?;
+        let key = self.policy_mac_key(MacPurpose::Grants);
+        let ok = match (&s.grants_mac, text) {
+            (None, None) => true,
+            (Some(tag), Some(t)) => key.verify_hex(&[t.as_bytes()], tag).is_ok(),
+            _ => false,
+        };
+        if ok {
+            return Ok(());
+        }
+        let what = if text.is_none() {
+            "is missing"
+        } else {
+            "is not as last sealed"
+        };
+        Err(Error::integrity(format!(
+            "{} {what} (edited outside ssefs?): check it, then run `ssefs kms seal-policy`",
+            path.display()
+        ))
+        .resource(path.display().to_string()))
+    }
+
+    /// Records `text` (`None`: no file) as the approved `config.toml`.
+    pub fn seal_grants(&self, text: Option<&str>) -> Result<()> {
+        let tag = text.map(|t| self.grants_tag(t));
+        self.modify(|s, _| {
+            s.grants_mac = tag;
+            Ok(())
+        })
+    }
+
+    /// Whether the keystore predates MACs: the data directory was made by
+    /// an older ssefs and has not been upgraded yet.
+    pub fn needs_upgrade(&self) -> bool {
+        let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        c.store.mac.is_none()
+    }
+
+    /// Adds the keystore's MAC (the last step of upgrading a data
+    /// directory: from now on every policy file must carry its MAC). Logs
+    /// once; does nothing if another process did it first.
+    /// `grants`: the text of `config.toml` now (`None`: no file), sealed as
+    /// it is, as `seal_grants` would.
+    /// `buckets`: each bucket's settings MAC, as just sealed (§8.1).
+    pub fn finish_upgrade(
+        &self,
+        grants: Option<&str>,
+        buckets: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let lock = store::lock(&self.dir)?;
+        let (mut s, _) = store::read(&self.dir)?;
+        verify_store(&s, &self.root, &self.keystore, true)?;
+        if s.mac.is_some() {
+            return Ok(());
+        }
+        s.grants_mac = grants.map(|t| self.grants_tag(t));
+        s.bucket_settings = buckets.into_iter().map(|(b, t)| (b, vec![t])).collect();
+        mac::seal_store(&self.root, &mut s, &self.keystore)?;
+        let stamp = store::write(&self.dir, &lock, &s)?;
+        let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        let epoch = c.epoch + 1;
+        *c = Cached {
+            stamp,
+            store: Arc::new(s),
+            epoch,
+        };
+        tracing::info!(
+            keystore = %self.keystore.display(),
+            "added integrity MACs to the keystore (first start of this ssefs version)"
+        );
+        Ok(())
     }
 
     /// For writing a new object: resolves `target`, checks that the key is
@@ -507,8 +604,10 @@ impl Kms {
         Ok(epoch)
     }
 
+    /// Every load after open: a keystore must carry its MAC (an old one
+    /// was upgraded at open).
     fn verify(&self, s: &Store) -> Result<()> {
-        verify_store(s, &self.root, &self.keystore)
+        verify_store(s, &self.root, &self.keystore, false)
     }
 
     /// Applies `f` to the current keystore under the write lock and writes
@@ -521,6 +620,7 @@ impl Kms {
         let now = now_secs();
         s.purge_expired(now);
         let out = f(&mut s, now)?;
+        mac::seal_store(&self.root, &mut s, &self.keystore)?;
         let stamp = store::write(&self.dir, &lock, &s)?;
         let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
         let epoch = c.epoch + 1;
@@ -532,6 +632,21 @@ impl Kms {
         drop(c);
         drop(lock);
         Ok(out)
+    }
+
+    /// Test hook: rewrites the keystore as an ssefs from before MACs wrote
+    /// it (no MAC, the check value sealed as it then was), as the upgrade
+    /// tests start from.
+    #[cfg(test)]
+    pub(crate) fn downgrade_for_test(&self) -> Result<()> {
+        let lock = store::lock(&self.dir)?;
+        let (mut s, _) = store::read(&self.dir)?;
+        s.mac = None;
+        s.grants_mac = None;
+        s.bucket_settings.clear();
+        s.root.check = rootkey::check_value(&self.root);
+        store::write(&self.dir, &lock, &s)?;
+        Ok(())
     }
 
     /// Test hook: edit the stored keystore directly (e.g. to age a key).
@@ -559,7 +674,7 @@ pub fn check_root_key(state_dir: &Path, key: &SecretKey) -> Result<Option<Uuid>>
         )
         .resource(path.display().to_string()));
     }
-    verify_store(&s, key, &path)?;
+    verify_store(&s, key, &path, true)?;
     Ok(s.data_dir_id)
 }
 
@@ -576,10 +691,11 @@ pub fn recorded_data_dir_id(state_dir: &Path) -> Option<Uuid> {
 }
 
 /// Every check a keystore read from `path` passes before it is used: its
-/// format version, the root key's check value, then every sealed entry.
-fn verify_store(s: &Store, root: &SecretKey, path: &Path) -> Result<()> {
+/// format version, the root key's check value and the MAC over its
+/// metadata, then every sealed entry. `legacy_ok`: see `mac::verify_store_mac`.
+fn verify_store(s: &Store, root: &SecretKey, path: &Path, legacy_ok: bool) -> Result<()> {
     s.check_version(path)?;
-    rootkey::verify_check(root, &s.root.check, path)?;
+    mac::verify_store_mac(root, s, path, legacy_ok)?;
     s.verify(root, path)
 }
 

@@ -320,12 +320,19 @@ impl Policy {
 
     /// Loads the policy file at `path`; a missing file is an empty policy.
     pub fn load(path: &Path, owner_uid: u32) -> Result<Policy> {
+        Policy::load_with_text(path, owner_uid).map(|(p, _)| p)
+    }
+
+    /// `load`, and the text it parsed (`None`: no file), which the caller
+    /// checks against the MAC sealed in the keystore (`Kms::check_grants`):
+    /// the very bytes the policy came from.
+    pub fn load_with_text(path: &Path, owner_uid: u32) -> Result<(Policy, Option<String>)> {
         let text = match fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let mut p = Policy::empty(owner_uid);
                 p.source = Some(path.to_path_buf());
-                return Ok(p);
+                return Ok((p, None));
             }
             Err(e) => {
                 return Err(
@@ -340,7 +347,7 @@ impl Policy {
         if meta.permissions().mode() & 0o002 != 0 {
             return Err(invalid(path, "the file is world-writable; chmod o-w it"));
         }
-        Policy::parse(&text, owner_uid, path)
+        Policy::parse(&text, owner_uid, path).map(|p| (p, Some(text)))
     }
 
     /// Parses policy text; `origin` names the file in errors.
@@ -426,6 +433,11 @@ impl Policy {
     pub fn with_master_rotation_days(mut self, days: u32) -> Self {
         self.master_rotation_days = days;
         self
+    }
+
+    /// How many grants the policy holds.
+    pub fn grant_count(&self) -> usize {
+        self.grants.len()
     }
 
     pub fn master_rotation_days(&self) -> u32 {

@@ -31,9 +31,20 @@ pub(super) const KEY_LEN: usize = 32;
 #[serde(deny_unknown_fields)]
 pub(super) struct Store {
     pub version: u32,
+    /// HMAC-SHA256 (hex) over the rest of the file, under a key derived from
+    /// the root key (`mac.rs`). Absent only in keystores written before
+    /// ssefs authenticated them; the first open adds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// HMAC-SHA256 (hex) of `config.toml` (grants, master rotation) as
+    /// last sealed by `ssefs kms seal-policy` (or the upgrade); absent: no
+    /// such file. Authenticated with the rest by `mac`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants_mac: Option<String>,
     /// Names the root key file kept outside the data directory
     /// (`KEY_DIR/ID.key`); given at init, or at the first open of a
-    /// keystore made before it existed.
+    /// keystore made before it existed. Authenticated by `mac`, but read
+    /// unverified first to pick the key file to try.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir_id: Option<Uuid>,
     pub root: RootSection,
@@ -44,6 +55,11 @@ pub(super) struct Store {
     /// Alias name -> CMK id.
     #[serde(default)]
     pub aliases: BTreeMap<String, Uuid>,
+    /// Bucket name -> the MACs its settings file may carry (one; two while
+    /// a change is under way), so that an older, once-valid settings file
+    /// written back is refused (FORMAT.md §8.1).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bucket_settings: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,11 +152,14 @@ impl Store {
     pub fn new(check: String, kdf: Option<KdfParams>) -> Self {
         Store {
             version: FORMAT_VERSION,
+            mac: None,
+            grants_mac: None,
             data_dir_id: None,
             root: RootSection { check, kdf },
             master: Vec::new(),
             cmk: Vec::new(),
             aliases: BTreeMap::new(),
+            bucket_settings: BTreeMap::new(),
         }
     }
 

@@ -270,14 +270,15 @@ fn corrupt_keystore_is_an_error() {
         "{e}"
     );
 
-    // Flip one hex digit of the sealed master key.
+    // Flip one hex digit of the sealed master key: the keystore's MAC
+    // covers the whole file, so this is an integrity error naming it.
     let i = good.find("sealed = \"").unwrap() + 20;
     let mut bad = good.clone().into_bytes();
     bad[i] = if bad[i] == b'0' { b'1' } else { b'0' };
     fs::write(&path, &bad).unwrap();
     let e = Env::open_err(&env);
-    assert_eq!(e.code, OssCode::InternalError);
-    assert!(e.message.contains("corrupt"), "{e}");
+    assert_eq!(e.code, OssCode::DataIntegrityError);
+    assert!(e.message.contains("keystore.toml"), "{e}");
     assert!(kms.encryptor(&owner(), &WrapTarget::Master).is_err());
 }
 
@@ -1323,4 +1324,115 @@ fn regression_malformed_aliases_and_descriptions_are_invalid_parameters() {
         );
     }
     assert_eq!(kms.list_keys().unwrap().len(), 1, "nothing was created");
+}
+
+/// Issue 12, part 3: the keystore's metadata (states, aliases, dates) is
+/// authenticated. An edit by hand is refused at open and at the re-check
+/// that open SSE-KMS objects make, naming the file.
+#[test]
+fn a_keystore_edited_by_hand_is_an_integrity_error() {
+    let env = Env::new();
+    let kms = env.open();
+    let k = kms.create_key(None, KeyOrigin::AliyunKms, None).unwrap();
+    kms.disable_key(&id_of(&k)).unwrap();
+    let id = Uuid::parse_str(&id_of(&k)).unwrap();
+    let epoch = code(kms.check_cmk_usable(id.as_bytes(), 0));
+    assert_eq!(epoch, OssCode::RejectedDisabled);
+    let path = env.dir.join("keystore.toml");
+    let good = env.keystore_text();
+    assert!(good.contains("state = \"Disabled\""), "{good}");
+    // Re-enabled by hand.
+    fs::write(
+        &path,
+        good.replace("state = \"Disabled\"", "state = \"Enabled\""),
+    )
+    .unwrap();
+    for e in [
+        Env::open_err(&env),
+        kms.check_cmk_usable(id.as_bytes(), 0).unwrap_err(),
+        kms.encryptor(&owner(), &cmk(&id_of(&k))).unwrap_err(),
+        kms.list_keys().unwrap_err(),
+    ] {
+        assert_eq!(e.code, OssCode::DataIntegrityError, "{e}");
+        assert!(e.message.contains("keystore.toml"), "{e}");
+        assert_eq!(e.resource.as_deref(), path.to_str());
+    }
+    // Nothing was rewritten by those attempts: the edit is still there, and
+    // putting the file back restores service as it was.
+    assert!(env.keystore_text().contains("state = \"Enabled\""));
+    fs::write(&path, &good).unwrap();
+    assert_eq!(
+        code(kms.check_cmk_usable(id.as_bytes(), 0)),
+        OssCode::RejectedDisabled
+    );
+}
+
+#[test]
+fn a_swapped_alias_in_the_keystore_is_an_integrity_error() {
+    let env = Env::new();
+    let kms = env.open();
+    let a = kms.create_key(None, KeyOrigin::AliyunKms, None).unwrap();
+    let b = kms.create_key(None, KeyOrigin::AliyunKms, None).unwrap();
+    kms.create_alias("alias/prod", &id_of(&a)).unwrap();
+    let text = env.keystore_text();
+    let swapped = text.replace(
+        &format!("\"alias/prod\" = \"{}\"", id_of(&a)),
+        &format!("\"alias/prod\" = \"{}\"", id_of(&b)),
+    );
+    assert_ne!(swapped, text, "the alias line is where expected: {text}");
+    fs::write(env.dir.join("keystore.toml"), swapped).unwrap();
+    let e = kms.encryptor(&owner(), &cmk("alias/prod")).unwrap_err();
+    assert_eq!(e.code, OssCode::DataIntegrityError, "{e}");
+    assert_eq!(Env::open_err(&env).code, OssCode::DataIntegrityError);
+}
+
+/// A keystore from before MACs is accepted at open (the engine then
+/// upgrades it); one whose MAC was stripped, to pass it off as such, is not:
+/// its check value was re-sealed when the MAC was added.
+#[test]
+fn a_keystore_without_its_mac_is_refused_unless_it_predates_macs() {
+    let env = Env::new();
+    let kms = env.open();
+    assert!(!kms.needs_upgrade());
+    let text = env.keystore_text();
+    let stripped: String = text
+        .lines()
+        .filter(|l| !l.starts_with("mac = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(stripped, text);
+    fs::write(env.dir.join("keystore.toml"), &stripped).unwrap();
+    let e = Env::open_err(&env);
+    assert_eq!(e.code, OssCode::DataIntegrityError, "{e}");
+    assert!(e.message.contains("removed"), "{e}");
+    assert_eq!(
+        kms.list_keys().unwrap_err().code,
+        OssCode::DataIntegrityError
+    );
+
+    // A genuine old keystore: opens, is flagged, and upgrading adds the MAC.
+    fs::write(env.dir.join("keystore.toml"), &text).unwrap();
+    kms.downgrade_for_test().unwrap();
+    assert!(!env.keystore_text().contains("mac = "));
+    let old = env.open();
+    assert!(old.needs_upgrade());
+    old.finish_upgrade(None, Default::default()).unwrap();
+    assert!(!old.needs_upgrade());
+    assert!(env.keystore_text().contains("mac = "));
+    let again = env.open();
+    assert!(!again.needs_upgrade());
+    again.list_keys().unwrap();
+    // A wrong root key is still told apart from tampering.
+    let other = TempDir::new().unwrap();
+    let wrong = RootKeySource::File(other.path().join("root.key"));
+    fs::write(other.path().join("root.key"), [7u8; 32]).unwrap();
+    fs::set_permissions(
+        other.path().join("root.key"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let e = Kms::open(&env.dir, &wrong, Policy::empty(OWNER))
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(e.code, OssCode::InvalidParameter, "{e}");
 }

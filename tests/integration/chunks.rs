@@ -65,11 +65,14 @@ fn the_chunk_size_is_set_and_read_on_an_empty_bucket() {
     assert_eq!(m.getfattr("small", CHUNK).as_deref(), Ok("16384"));
     m.setfattr("small", CHUNK, "4096").unwrap();
     assert_eq!(m.getfattr("small", CHUNK).as_deref(), Ok("4096"));
+    // Besides its MAC line (FORMAT.md §8.1).
     assert_eq!(
         fs::read_to_string(m.backend("small/.ssefs-bucket.toml"))
             .unwrap()
-            .trim(),
-        "chunk_size = 4096\nslot_format = \"wide\""
+            .lines()
+            .filter(|l| !l.starts_with("mac = "))
+            .collect::<Vec<_>>(),
+        ["chunk_size = 4096", "slot_format = \"wide\""]
     );
     // Listed once set, as the rule's names are.
     let list = Command::new("getfattr")
@@ -446,44 +449,47 @@ fn fsx_on_a_4_kib_bucket() {
 }
 
 /// FORMAT.md §3.1, §3.2, §4.1 through a mount: a bucket made with mkdir
-/// gets wide slots (40 bytes a slot, header byte 12 = 1); a bucket from
-/// before (settings without `slot_format`) keeps narrow ones (28 bytes,
-/// byte 12 = 0). Both show the right sizes and read back, after a remount
-/// too; `user.ssefs.chunk-size` works on both; `mv` from the old bucket to
-/// the new one re-encrypts into wide slots.
+/// gets wide slots (40 bytes a slot, header byte 12 = 1); the buckets of a
+/// data directory made by an older version (tests/fixtures/old-layout,
+/// upgraded on first use) keep narrow ones (28 bytes, byte 12 = 0). Both
+/// show the right sizes and read back, after a remount too;
+/// `user.ssefs.chunk-size` works on both; `mv` from an old bucket to a new
+/// one re-encrypts into wide slots.
 #[test]
 fn new_buckets_get_wide_slots_and_old_ones_stay_narrow() {
-    let m = Mount::new(&[]);
-    fs::create_dir(m.p("new")).unwrap();
+    let m = Mount::on(crate::rootkey::old_layout(), &[]);
+    // The old object, as the older version wrote it.
+    let old = crate::rootkey::OLD_OBJECT.len() as u64;
+    assert_eq!(header_slot_format(&m.backend("bkt/o")), 0);
     assert_eq!(
-        fs::read_to_string(m.backend("new/.ssefs-bucket.toml"))
-            .unwrap()
-            .trim(),
-        "slot_format = \"wide\""
+        fs::metadata(m.backend("bkt/o")).unwrap().len(),
+        backend_len_in(old, 16384, 28)
     );
-    // A bucket as an older version left it.
-    fs::create_dir(m.backend("old")).unwrap();
-    fs::write(m.backend("old/.ssefs-bucket.toml"), "chunk_size = 4096\n").unwrap();
-    assert_eq!(m.getfattr("new", CHUNK).as_deref(), Ok("16384"));
-    assert_eq!(m.getfattr("old", CHUNK).as_deref(), Ok("4096"));
+    assert_eq!(
+        fs::read_to_string(m.p("bkt/o")).unwrap(),
+        crate::rootkey::OLD_OBJECT
+    );
+    fs::create_dir(m.p("wide")).unwrap();
+    assert_eq!(
+        fs::read_to_string(m.backend("wide/.ssefs-bucket.toml"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("mac = "))
+            .collect::<Vec<_>>(),
+        ["slot_format = \"wide\""]
+    );
+    assert_eq!(m.getfattr("wide", CHUNK).as_deref(), Ok("16384"));
+    assert_eq!(m.getfattr("bkt", CHUNK).as_deref(), Ok("16384"));
     let data = seeded_bytes(4, 50_000);
     let want = [
+        ("wide/f", 1u8, backend_len_in(50_000, 16384, 40)),
+        ("bkt/f", 0u8, backend_len_in(50_000, 16384, 28)),
+        // The CLI's bucket (made at the upgrade) is new, hence wide.
         ("new/f", 1u8, backend_len_in(50_000, 16384, 40)),
-        ("old/f", 0u8, backend_len_in(50_000, 4096, 28)),
-        ("new/plain", 1u8, backend_len_in(50_000, 16384, 40)),
-        ("old/plain", 0u8, backend_len_in(50_000, 4096, 28)),
+        // Under an SM4 rule from before.
+        ("sm4/f", 0u8, backend_len_in(50_000, 16384, 28)),
     ];
-    for b in ["new", "old"] {
-        m.setfattr(b, SSE, "AES256").unwrap();
-    }
-    // Unencrypted objects follow their bucket's slots too.
-    for (f, ..) in &want[..2] {
-        fs::write(m.p(f), &data).unwrap();
-    }
-    for b in ["new", "old"] {
-        xattr_remove(&m.p(b), SSE).unwrap();
-    }
-    for (f, ..) in &want[2..] {
+    for (f, ..) in want {
         fs::write(m.p(f), &data).unwrap();
     }
     let check = |m: &Mount| {
@@ -499,28 +505,28 @@ fn new_buckets_get_wide_slots_and_old_ones_stay_narrow() {
     m.mount(&[]);
     check(&m);
     // Random writes in place keep both formats readable.
-    for f in ["new/f", "old/f"] {
+    for f in ["wide/f", "bkt/f"] {
         let file = fs::OpenOptions::new().write(true).open(m.p(f)).unwrap();
         std::os::unix::fs::FileExt::write_all_at(&file, b"patched", 20_000).unwrap();
     }
     let mut patched = data.clone();
     patched[20_000..20_007].copy_from_slice(b"patched");
-    assert_eq!(fs::read(m.p("new/f")).unwrap(), patched);
-    assert_eq!(fs::read(m.p("old/f")).unwrap(), patched);
+    assert_eq!(fs::read(m.p("wide/f")).unwrap(), patched);
+    assert_eq!(fs::read(m.p("bkt/f")).unwrap(), patched);
 
     // Moving from the old bucket to a new one is a copy into wide slots.
     let st = Command::new("mv")
-        .arg(m.p("old/f"))
-        .arg(m.p("new/moved"))
+        .arg(m.p("bkt/f"))
+        .arg(m.p("wide/moved"))
         .status()
         .unwrap();
     assert!(st.success());
-    assert_eq!(header_slot_format(&m.backend("new/moved")), 1);
+    assert_eq!(header_slot_format(&m.backend("wide/moved")), 1);
     assert_eq!(
-        fs::metadata(m.backend("new/moved")).unwrap().len(),
+        fs::metadata(m.backend("wide/moved")).unwrap().len(),
         backend_len_in(50_000, 16384, 40)
     );
-    assert_eq!(fs::read(m.p("new/moved")).unwrap(), patched);
+    assert_eq!(fs::read(m.p("wide/moved")).unwrap(), patched);
 
     // The chunk size of a new, empty bucket: still wide.
     fs::create_dir(m.p("new4k")).unwrap();

@@ -131,6 +131,7 @@ fn status_shows_buckets_and_keys() {
         "data/.ssefs/config.toml",
         b"[kms]\nmaster_rotation_days = 0\n",
     );
+    d.run(&["kms", "seal-policy"]).ok();
     let s = d.run(&["status"]).ok().stdout;
     assert!(
         s.contains("rotated automatically: never ([kms] master_rotation_days in "),

@@ -192,25 +192,38 @@ fn a_copy_of_the_data_directory_alone_decrypts_nothing() {
     assert_eq!(r.stdout.as_bytes(), &body[..]);
 }
 
-/// A data directory as the previous version made it: the key inside, and
-/// a keystore without a data directory id. One object in bucket "bkt".
-fn old_layout() -> DataDir {
+/// What the old layout's `bkt/o` holds (tests/fixtures/old-layout).
+pub(crate) const OLD_OBJECT: &str = "made by ssefs 0294309\n";
+
+/// A data directory as the previous version made it: a copy of
+/// tests/fixtures/old-layout, made by that version's binary (the key
+/// inside, a keystore without a data directory id or MACs). The first open
+/// upgrades it and gives it its id, and says so.
+pub(crate) fn old_layout() -> DataDir {
     let d = DataDir::uninit();
-    d.run(&["--insecure-root-key-in-data-dir", "init"]).ok();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/old-layout/data");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&fixture)
+        .arg(d.data())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Git keeps no modes but the execute bit: give them as ssefs made them.
+    for (p, mode) in [
+        ("", 0o700),
+        (".ssefs", 0o700),
+        (".ssefs/keystore.toml", 0o600),
+        (".ssefs/root.key", 0o600),
+    ] {
+        fs::set_permissions(d.data().join(p), fs::Permissions::from_mode(mode)).unwrap();
+    }
     let ks = d.data().join(".ssefs/keystore.toml");
-    let text = fs::read_to_string(&ks).unwrap();
-    let old: String = text
-        .lines()
-        .filter(|l| !l.starts_with("data_dir_id"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    assert_ne!(old, text, "no data_dir_id to remove");
-    fs::write(&ks, old).unwrap();
-    // The first open gives the keystore its id, and says so.
+    assert!(!fs::read_to_string(&ks).unwrap().contains("data_dir_id"));
     let r = Run::from(
         d.cmd()
             .env("RUST_LOG", "info")
-            .args(["bucket", "create", "bkt"])
+            .args(["bucket", "create", "new"])
             .output()
             .unwrap(),
     )
@@ -221,11 +234,6 @@ fn old_layout() -> DataDir {
         r.stderr
     );
     assert!(fs::read_to_string(&ks).unwrap().contains("data_dir_id"));
-    d.run_stdin(
-        &["object", "put", "bkt/o", "-", "--sse", "AES256"],
-        b"kept safe",
-    )
-    .ok();
     assert!(!d.keys().exists());
     d
 }
@@ -236,7 +244,11 @@ fn an_old_layout_still_mounts_warns_and_moves_out() {
     let legacy = d.data().join(".ssefs/root.key");
     let key = fs::read(&legacy).unwrap();
     let m = Mount::on(d, &[]);
-    assert_eq!(fs::read(m.p("bkt/o")).unwrap(), b"kept safe");
+    assert_eq!(fs::read(m.p("bkt/o")).unwrap(), OLD_OBJECT.as_bytes());
+    assert_eq!(
+        fs::read(m.p("sm4/obj")).unwrap(),
+        b"an SM4 object from before\n"
+    );
     fs::write(m.p("bkt/new"), b"written").unwrap();
     m.unmount();
     // The daemon said where the key is.
@@ -298,7 +310,7 @@ fn a_kill_at_any_step_of_the_move_loses_nothing() {
         // Still opens, with nothing named.
         assert_eq!(
             d.run(&["object", "get", "bkt/o"]).ok().stdout,
-            "kept safe",
+            OLD_OBJECT,
             "{step}"
         );
         // And the move completes when run again.
@@ -307,7 +319,7 @@ fn a_kill_at_any_step_of_the_move_loses_nothing() {
         assert_eq!(fs::read(d.key_file()).unwrap(), key, "{step}");
         assert_eq!(
             d.run(&["object", "get", "bkt/o"]).ok().stdout,
-            "kept safe",
+            OLD_OBJECT,
             "{step}"
         );
         let left: Vec<_> = fs::read_dir(d.keys()).unwrap().flatten().collect();
