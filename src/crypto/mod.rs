@@ -5,6 +5,7 @@
 //!
 //! Nothing here knows about objects or headers; `format` builds on it.
 
+pub mod derive;
 mod secmem;
 mod sm4gcm;
 #[cfg(target_arch = "x86_64")]

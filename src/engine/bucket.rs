@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{Engine, BUCKET_SETTINGS};
 use crate::backend::Dir;
 use crate::error::{Error, IoContext, OssCode, Result};
-use crate::format::ChunkSize;
+use crate::format::{ChunkSize, SlotFormat};
 use crate::kms::{Action, Kms, MacKey, MacPurpose, Principal};
 use crate::oss::{BucketName, SseConfig};
 
@@ -30,11 +30,23 @@ pub struct BucketSettings {
     /// empty, so that a file's length alone gives its object's size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_size: Option<u64>,
+    /// The slot format of the bucket's objects (FORMAT.md §3.1; absent:
+    /// narrow, as in every bucket made before wide slots). Buckets made now
+    /// get "wide"; like the chunk size it changes only while the bucket is
+    /// empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_format: Option<SlotFormat>,
 }
 
 impl BucketSettings {
-    /// The chunk size new objects get and existing ones must have.
+    /// The chunk size and slot format new objects get and existing ones
+    /// must have.
     pub fn chunk(&self) -> Result<ChunkSize> {
+        let format = self.slot_format.unwrap_or_default();
+        Ok(self.chunk_bytes()?.with_format(format))
+    }
+
+    fn chunk_bytes(&self) -> Result<ChunkSize> {
         match self.chunk_size {
             None => Ok(ChunkSize::DEFAULT),
             Some(n) => ChunkSize::from_bytes(n).ok_or_else(|| {
@@ -61,6 +73,8 @@ struct Stored {
     encryption: Option<SseConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     chunk_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slot_format: Option<SlotFormat>,
 }
 
 impl Stored {
@@ -78,6 +92,7 @@ impl Stored {
         BucketSettings {
             encryption: self.encryption.clone(),
             chunk_size: self.chunk_size,
+            slot_format: self.slot_format,
         }
     }
 }
@@ -228,6 +243,7 @@ impl SettingsCache {
             mac: Some(mac.clone()),
             encryption: s.encryption.clone(),
             chunk_size: s.chunk_size,
+            slot_format: s.slot_format,
         };
         let text = toml::to_string(&stored)
             .map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
@@ -348,11 +364,16 @@ impl Engine {
 
     /// Gives a bucket directory just made (by `create_bucket` or a mkdir
     /// through the mount) its settings file, with the MAC every later read
-    /// checks. On failure the directory is removed again, rather than left
+    /// checks, and wide slots (FORMAT.md §3.1), which bound nonce reuse
+    /// (§4.1). On failure the directory is removed again, rather than left
     /// as a bucket that fails every access.
     pub fn init_bucket_settings(&self, name: &BucketName) -> Result<()> {
         let d = self.bucket_dir(name);
-        self.write_settings(name, &BucketSettings::default())
+        let s = BucketSettings {
+            slot_format: Some(SlotFormat::Wide),
+            ..BucketSettings::default()
+        };
+        self.write_settings(name, &s)
             .inspect_err(|_| {
                 let _ = fs::remove_dir(&d);
             })
@@ -524,8 +545,9 @@ impl Engine {
     /// Only while the bucket holds nothing but its settings: the size of an
     /// object is computed from its file length and its bucket's chunk size
     /// (FORMAT.md §3.2), so existing objects would show wrong sizes. Setting
-    /// the size it already has succeeds and changes nothing. The same
-    /// permission as the encryption rule is needed.
+    /// the size it already has succeeds and changes nothing. A change also
+    /// makes the bucket's slots wide (§3.1). The same permission as the
+    /// encryption rule is needed.
     pub fn put_bucket_chunk_size(
         &self,
         p: &Principal,
@@ -535,7 +557,7 @@ impl Engine {
         let d = self.existing_bucket(name)?;
         self.check_bucket_permission(p, name, &d, Action::OssPutBucketEncryption)?;
         let mut s = self.settings.read(&d)?.0;
-        if s.chunk()? == chunk {
+        if s.chunk()?.bytes() == chunk.bytes() {
             return Ok(());
         }
         if !bucket_is_empty(&d)? {
@@ -548,7 +570,9 @@ impl Engine {
             )
             .resource(name.as_str()));
         }
-        s.chunk_size = (chunk != ChunkSize::DEFAULT).then_some(chunk.bytes() as u64);
+        s.chunk_size =
+            (chunk.bytes() != ChunkSize::DEFAULT.bytes()).then_some(chunk.bytes() as u64);
+        s.slot_format = Some(SlotFormat::Wide);
         self.write_settings(name, &s)
     }
 

@@ -380,13 +380,21 @@ impl Engine {
         Ok(self.track(ObjectFile::new(file, header, &key, name)?))
     }
 
-    /// Refuses an object whose chunk size is not its bucket's `chunk`: its
-    /// size as `stat` shows it (from the bucket's chunk size, FORMAT.md
-    /// §3.2) would be wrong. Only a backend file moved between buckets by
-    /// hand, or tampering, does that.
+    /// Refuses an object whose chunk size or slot format is not its
+    /// bucket's `chunk`: its size as `stat` shows it (from the bucket's
+    /// chunk size and slot format, FORMAT.md §3.2) would be wrong. Only a
+    /// backend file moved between buckets by hand, or tampering, does that.
     pub fn check_chunk(header: &Header, chunk: ChunkSize, name: &str) -> Result<()> {
         if header.chunk == chunk {
             return Ok(());
+        }
+        if header.chunk.bytes() == chunk.bytes() {
+            return Err(Error::integrity(format!(
+                "the object's slots are {:?}, its bucket's {:?} (FORMAT.md §3.1): moved between buckets outside ssefs?",
+                header.chunk.format(),
+                chunk.format()
+            ))
+            .resource(name));
         }
         Err(Error::integrity(format!(
             "the object's chunk size ({}) is not its bucket's ({chunk}): moved between buckets outside ssefs?",

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::cache::{ChunkCache, Owner};
-use crate::crypto::{Aead, SecretKey};
+use crate::crypto::SecretKey;
 use crate::error::{Error, IoContext, Result};
-use crate::format::{open_chunk, seal_chunk, ChunkSize, Header, Method, HEADER_LEN};
+use crate::format::{ChunkKeys, ChunkSize, Header, Method, Sealer, HEADER_LEN};
 use crate::kms::Kms;
 
 /// The CMK of an open SSE-KMS object, checked again before every read and
@@ -21,15 +21,17 @@ struct KeyCheck {
     epoch: AtomicU64,
 }
 
-/// An open object: its backend file, parsed header and keyed cipher.
+/// An open object: its backend file, parsed header and chunk keys.
 /// Reads take `&self` (positional reads, safe to share); writes take
 /// `&mut self`, so callers serialise them (the FUSE layer holds a lock per
 /// inode).
 pub struct ObjectFile {
     file: File,
     header: Header,
-    aead: Aead,
-    /// The header's chunk size, checked against the bucket's at open.
+    /// The data key's AEAD (narrow slots) or K_R derivation (wide, §4.1).
+    keys: ChunkKeys,
+    /// The header's chunk size and slot format, checked against the
+    /// bucket's at open.
     chunk: ChunkSize,
     size: u64,
     /// The file length is one no valid object has (§3.2): reads reaching
@@ -71,7 +73,7 @@ impl ObjectFile {
         meta: &std::fs::Metadata,
         len: u64,
     ) -> Result<Self> {
-        let aead = Aead::new(header.cipher, data_key).map_err(|_| {
+        let keys = ChunkKeys::new(header.cipher, header.chunk, data_key).map_err(|_| {
             Error::integrity("data key does not fit the header's cipher").resource(&name)
         })?;
         let owner = Owner {
@@ -92,7 +94,7 @@ impl ObjectFile {
         Ok(ObjectFile {
             file,
             header,
-            aead,
+            keys,
             chunk,
             size,
             damaged,
@@ -146,19 +148,50 @@ impl ObjectFile {
         }
     }
 
-    /// Seals `plain` as chunk `index`, appends the slot to `out`, and keeps
-    /// the cache coherent.
-    fn seal(&self, index: u64, last: bool, plain: &[u8], out: &mut Vec<u8>) {
-        seal_chunk(&self.aead, &self.header.object_id, index, last, plain, out);
+    /// Seals `plain` as chunk `index` with `sealer` (one per write call),
+    /// appends the slot to `out`, and keeps the cache coherent.
+    fn seal(
+        &self,
+        sealer: &mut Sealer<'_>,
+        index: u64,
+        last: bool,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.seal_only(sealer, index, last, plain, out)?;
         self.remember(index, plain);
+        Ok(())
     }
 
     /// `seal` for a chunk not worth keeping: any cached copy is dropped.
-    fn seal_uncached(&self, index: u64, last: bool, plain: &[u8], out: &mut Vec<u8>) {
-        seal_chunk(&self.aead, &self.header.object_id, index, last, plain, out);
+    fn seal_uncached(
+        &self,
+        sealer: &mut Sealer<'_>,
+        index: u64,
+        last: bool,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.seal_only(sealer, index, last, plain, out)?;
         if let Some(c) = &self.cache {
             c.remove(&self.owner, index);
         }
+        Ok(())
+    }
+
+    fn seal_only(
+        &self,
+        sealer: &mut Sealer<'_>,
+        index: u64,
+        last: bool,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        sealer
+            .seal(&self.header.object_id, index, last, plain, out)
+            .map_err(|_| {
+                Error::integrity("data key does not fit the header's cipher").resource(&self.name)
+            })
     }
 
     /// Writes `header` at offset 0 of an empty or to-be-replaced file and
@@ -243,15 +276,10 @@ impl ObjectFile {
         }
         let mut slot = self.read_slots(index, index)?;
         let last = Some(index) == self.last_index();
-        let plain = open_chunk(
-            &self.aead,
-            self.chunk,
-            &self.header.object_id,
-            index,
-            last,
-            &mut slot,
-        )
-        .map_err(|_| self.integrity_err(index))?;
+        let plain = self
+            .keys
+            .open(&self.header.object_id, index, last, &mut slot)
+            .map_err(|_| self.integrity_err(index))?;
         self.remember(index, plain);
         Ok(plain.to_vec())
     }
@@ -295,15 +323,15 @@ impl ObjectFile {
                         let (lo, len) = slots.ok_or_else(|| self.integrity_err(index))?;
                         let at = (index - lo) as usize * c.slot();
                         let slot = &mut scratch[at..(at + c.slot()).min(len)];
-                        opened = open_chunk(
-                            &self.aead,
-                            c,
-                            &self.header.object_id,
-                            index,
-                            Some(index) == object_last,
-                            slot,
-                        )
-                        .map_err(|_| self.integrity_err(index))?;
+                        opened = self
+                            .keys
+                            .open(
+                                &self.header.object_id,
+                                index,
+                                Some(index) == object_last,
+                                slot,
+                            )
+                            .map_err(|_| self.integrity_err(index))?;
                         (opened, false)
                     }
                 };
@@ -344,6 +372,8 @@ impl ObjectFile {
         let last_w = c.index_of(end - 1);
 
         let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
+        // One R for the chunks of this write (wide slots, §4.1).
+        let mut sealer = self.keys.sealer();
         // A write that grows the object rewrites its old last chunk: kept,
         // to be restored if the write fails. When the chunk stops being
         // last, it is sealed again, padded to a full chunk, unless the write
@@ -357,7 +387,7 @@ impl ObjectFile {
                 let mut plain = plain.clone();
                 plain.resize(c.bytes(), 0);
                 let mut slot = Vec::with_capacity(c.slot());
-                self.seal(*ol, false, &plain, &mut slot);
+                self.seal(&mut sealer, *ol, false, &plain, &mut slot)?;
                 runs.push((*ol, slot));
             }
         }
@@ -378,9 +408,9 @@ impl ObjectFile {
                 // whole cache); a short last chunk is kept for the append
                 // that is likely to follow.
                 if len == c.bytes() {
-                    self.seal_uncached(index, is_last, piece, &mut sealed);
+                    self.seal_uncached(&mut sealer, index, is_last, piece, &mut sealed)?;
                 } else {
-                    self.seal(index, is_last, piece, &mut sealed);
+                    self.seal(&mut sealer, index, is_last, piece, &mut sealed)?;
                 }
                 continue;
             }
@@ -393,7 +423,7 @@ impl ObjectFile {
             scratch.resize(len, 0);
             let at = (from - chunk_start) as usize;
             scratch[at..at + piece.len()].copy_from_slice(piece);
-            self.seal(index, is_last, &scratch, &mut sealed);
+            self.seal(&mut sealer, index, is_last, &scratch, &mut sealed)?;
         }
         runs.push((first, sealed));
 
@@ -424,15 +454,13 @@ impl ObjectFile {
         let _ = self.file.set_len(self.chunk.backend_len(old_size));
         if let Some((ol, plain)) = old_last {
             let mut slot = Vec::with_capacity(self.chunk.slot());
-            seal_chunk(
-                &self.aead,
-                &self.header.object_id,
-                ol,
-                true,
-                &plain,
-                &mut slot,
-            );
-            let _ = self.file.write_all_at(&slot, self.chunk.slot_offset(ol));
+            let sealed =
+                self.keys
+                    .sealer()
+                    .seal(&self.header.object_id, ol, true, &plain, &mut slot);
+            if sealed.is_ok() {
+                let _ = self.file.write_all_at(&slot, self.chunk.slot_offset(ol));
+            }
         }
     }
 
@@ -454,7 +482,7 @@ impl ObjectFile {
             let mut plain = self.load_chunk(k)?;
             plain.truncate(c.chunk_len(new_size, k));
             let mut slot = Vec::with_capacity(c.slot());
-            self.seal(k, true, &plain, &mut slot);
+            self.seal(&mut self.keys.sealer(), k, true, &plain, &mut slot)?;
             self.file
                 .write_all_at(&slot, c.slot_offset(k))
                 .ctx(&self.name)?;

@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::crypto::Cipher;
 use crate::format::tests::FixedKek;
+use crate::format::SlotFormat::{Narrow, Wide};
 use crate::format::{ChunkSize, CHUNK_OVERHEAD};
 use crate::kms::KeyOrigin;
 use crate::oss::{BucketName, ObjectKey};
@@ -155,9 +156,13 @@ fn op(c: usize) -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A chunk size (every one the format allows) and up to `n` operations.
-fn sized_ops(n: usize) -> impl Strategy<Value = (ChunkSize, Vec<Op>)> {
-    prop::sample::select(ChunkSize::ALL.to_vec())
+/// A chunk size (every one the format allows, in `format`'s slots) and up
+/// to `n` operations.
+fn sized_ops(
+    n: usize,
+    format: crate::format::SlotFormat,
+) -> impl Strategy<Value = (ChunkSize, Vec<Op>)> {
+    prop::sample::select(ChunkSize::ALL.map(|c| c.with_format(format)).to_vec())
         .prop_flat_map(move |c| (Just(c), prop::collection::vec(op(c.bytes()), 1..n)))
 }
 
@@ -211,16 +216,37 @@ fn run_model(
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
-    fn random_access_matches_a_model_aes((chunk, ops) in sized_ops(24)) {
+    fn random_access_matches_a_model_aes((chunk, ops) in sized_ops(24, Narrow)) {
         run_model(Cipher::Aes256Gcm, chunk, &ops)?;
     }
     #[test]
-    fn random_access_matches_a_model_sm4((chunk, ops) in sized_ops(12)) {
+    fn random_access_matches_a_model_sm4((chunk, ops) in sized_ops(12, Narrow)) {
         run_model(Cipher::Sm4Gcm, chunk, &ops)?;
     }
     #[test]
-    fn random_access_matches_a_model_plain((chunk, ops) in sized_ops(24)) {
+    fn random_access_matches_a_model_plain((chunk, ops) in sized_ops(24, Narrow)) {
         run_model(Cipher::None, chunk, &ops)?;
+    }
+    // The same in wide slots (FORMAT.md §3.1, §4.1).
+    #[test]
+    fn random_access_matches_a_model_aes_wide((chunk, ops) in sized_ops(24, Wide)) {
+        run_model(Cipher::Aes256Gcm, chunk, &ops)?;
+    }
+    #[test]
+    fn random_access_matches_a_model_sm4_wide((chunk, ops) in sized_ops(12, Wide)) {
+        run_model(Cipher::Sm4Gcm, chunk, &ops)?;
+    }
+    #[test]
+    fn random_access_matches_a_model_plain_wide((chunk, ops) in sized_ops(24, Wide)) {
+        run_model(Cipher::None, chunk, &ops)?;
+    }
+    /// With one R per 3 chunks, writes of many chunks cross R boundaries.
+    #[test]
+    fn random_access_matches_a_model_wide_small_r_limit((chunk, ops) in sized_ops(24, Wide)) {
+        crate::format::TEST_MAX_CHUNKS_PER_R.with(|c| c.set(Some(3)));
+        let r = run_model(Cipher::Aes256Gcm, chunk, &ops);
+        crate::format::TEST_MAX_CHUNKS_PER_R.with(|c| c.set(None));
+        r?;
     }
 }
 
@@ -589,7 +615,7 @@ fn disabling_a_cmk_stops_reads_and_writes_of_objects_already_open() {
         .open(data.join("bkt/o"))
         .unwrap();
     let mut o = engine
-        .open_object(&root_p(), f, "bkt/o".into(), ChunkSize::DEFAULT)
+        .open_object(&root_p(), f, "bkt/o".into(), ChunkSize::DEFAULT.wide())
         .unwrap();
     let mut buf = vec![0u8; body.len()];
     assert_eq!(o.read_at(0, &mut buf).unwrap(), body.len());
@@ -971,13 +997,22 @@ fn the_chunk_size_is_set_only_while_the_bucket_is_empty() {
     let e = env();
     let bk = b("bkt");
     e.engine.create_bucket(&bk).unwrap();
-    assert_eq!(e.engine.bucket_chunk_size(&bk).unwrap(), ChunkSize::DEFAULT);
+    assert_eq!(
+        e.engine.bucket_chunk_size(&bk).unwrap(),
+        ChunkSize::DEFAULT.wide()
+    );
     e.engine
         .put_bucket_chunk_size(&root(), &bk, ChunkSize::KIB4)
         .unwrap();
-    assert_eq!(e.engine.bucket_chunk_size(&bk).unwrap(), ChunkSize::KIB4);
+    assert_eq!(
+        e.engine.bucket_chunk_size(&bk).unwrap(),
+        ChunkSize::KIB4.wide()
+    );
     let settings = fs::read_to_string(e.data.join("bkt").join(BUCKET_SETTINGS)).unwrap();
-    assert_eq!(without_mac(&settings), "chunk_size = 4096");
+    assert_eq!(
+        without_mac(&settings),
+        "chunk_size = 4096\nslot_format = \"wide\""
+    );
     e.put("bkt", "o", b"x", None).unwrap();
     let err = e
         .engine
@@ -1008,10 +1043,11 @@ fn the_chunk_size_is_set_only_while_the_bucket_is_empty() {
     e.engine
         .put_bucket_chunk_size(&root(), &bk, ChunkSize::DEFAULT)
         .unwrap();
-    // Back to the default: the field is gone, as if never set.
+    // Back to the default: the field is gone, as if never set; the
+    // slots stay wide.
     assert_eq!(
         without_mac(&fs::read_to_string(e.data.join("bkt").join(BUCKET_SETTINGS)).unwrap()),
-        ""
+        "slot_format = \"wide\""
     );
     // Someone else's bucket: AccessDenied, as for the rule.
     let other = Principal::new(4242, 4242);
@@ -1042,9 +1078,9 @@ fn objects_are_written_with_their_buckets_chunk_size() {
         let f = fs::File::open(e.path(bucket, key)).unwrap();
         Engine::read_header(&f, key).unwrap().chunk
     };
-    assert_eq!(chunk_of("small", "o"), ChunkSize::KIB4);
+    assert_eq!(chunk_of("small", "o"), ChunkSize::KIB4.wide());
     let len = fs::metadata(e.path("small", "o")).unwrap().len();
-    assert_eq!(len, ChunkSize::KIB4.backend_len(100_000));
+    assert_eq!(len, ChunkSize::KIB4.wide().backend_len(100_000));
     assert_eq!(
         e.engine.head_object(&b("small"), &k("o")).unwrap().size,
         100_000
@@ -1071,7 +1107,7 @@ fn objects_are_written_with_their_buckets_chunk_size() {
             Some(&sm4),
         )
         .unwrap();
-    assert_eq!(chunk_of("small", "o"), ChunkSize::KIB4);
+    assert_eq!(chunk_of("small", "o"), ChunkSize::KIB4.wide());
     assert_eq!(e.get("small", "o").unwrap(), data);
 }
 
@@ -1137,6 +1173,7 @@ fn a_bucket_settings_file_with_a_bad_chunk_size_is_an_error() {
     let bad = BucketSettings {
         encryption: None,
         chunk_size: Some(8192),
+        slot_format: None,
     };
     e.engine.write_settings(&bk, &bad).unwrap();
     let err = e.engine.bucket_chunk_size(&bk).unwrap_err();
@@ -1235,11 +1272,16 @@ fn the_first_open_upgrades_a_data_directory_from_before_macs() {
         .unwrap();
     e.put_bucket_chunk_size(&root(), &b("bare"), ChunkSize::KIB4)
         .unwrap();
-    // What an older ssefs wrote.
+    // What an older ssefs wrote (no MAC, and narrow slots: no
+    // `slot_format`).
     for n in ["ruled", "bare"] {
         let p = data.join(n).join(BUCKET_SETTINGS);
-        let old = without_mac(&fs::read_to_string(&p).unwrap());
-        fs::write(&p, old).unwrap();
+        let old: Vec<String> = without_mac(&fs::read_to_string(&p).unwrap())
+            .lines()
+            .filter(|l| !l.starts_with("slot_format"))
+            .map(str::to_owned)
+            .collect();
+        fs::write(&p, old.join("\n")).unwrap();
     }
     fs::remove_file(data.join("nofile").join(BUCKET_SETTINGS)).unwrap();
     let config = data.join(".ssefs/config.toml");
@@ -1255,6 +1297,10 @@ fn the_first_open_upgrades_a_data_directory_from_before_macs() {
     );
     assert_eq!(e.bucket_chunk_size(&b("bare")).unwrap(), ChunkSize::KIB4);
     assert_eq!(e.bucket_rule(&b("nofile")).unwrap(), None);
+    assert_eq!(
+        e.bucket_chunk_size(&b("nofile")).unwrap(),
+        ChunkSize::DEFAULT
+    );
     for n in ["ruled", "bare", "nofile"] {
         let t = fs::read_to_string(data.join(n).join(BUCKET_SETTINGS)).unwrap();
         assert!(t.starts_with("mac = "), "{n}: {t}");
@@ -1328,4 +1374,141 @@ fn the_cache_is_bounded_in_bytes_across_chunk_sizes() {
     assert_eq!(cache.held_bytes(), 65536);
     cache.remove_from(&owner(3), 0);
     assert_eq!(cache.held_bytes(), 0);
+}
+
+// ------------------------------------------------------------ wide slots
+
+/// The R of every slot of an object's backend file (FORMAT.md §3.1: the
+/// first 12 bytes of each wide slot).
+fn slot_rs(bytes: &[u8], c: ChunkSize) -> Vec<[u8; 12]> {
+    (0..)
+        .map(|i| c.slot_offset(i) as usize)
+        .take_while(|&at| at < bytes.len())
+        .map(|at| bytes[at..at + 12].try_into().unwrap())
+        .collect()
+}
+
+/// The nonce bound's test hook (FORMAT.md §4.1): with at most 4 chunks per
+/// R, one write of 50 chunks seals them under 13 R (read back from the
+/// backend file); without the hook the same write uses one. Everything
+/// reads back, now and after a reopen.
+#[test]
+fn a_long_write_draws_a_new_r_every_max_chunks_per_r() {
+    for cipher in [Cipher::Aes256Gcm, Cipher::Sm4Gcm] {
+        let c = ChunkSize::KIB4.wide();
+        let data = pattern(50 * c.bytes(), 5);
+        let count = |tmp: &tempfile::NamedTempFile| {
+            let rs = slot_rs(&fs::read(tmp.path()).unwrap(), c);
+            assert_eq!(rs.len(), 50);
+            rs.iter().collect::<std::collections::HashSet<_>>().len()
+        };
+
+        let (tmp, mut o, _) = temp_object_in(cipher, c);
+        o.write_at(0, &data).unwrap();
+        assert_eq!(count(&tmp), 1, "{cipher:?}: one write, one R");
+
+        let (tmp, mut o, key2) = temp_object_in(cipher, c);
+        crate::format::TEST_MAX_CHUNKS_PER_R.with(|l| l.set(Some(4)));
+        let w = o.write_at(0, &data);
+        crate::format::TEST_MAX_CHUNKS_PER_R.with(|l| l.set(None));
+        w.unwrap();
+        assert_eq!(count(&tmp), 13, "{cipher:?}: 50 chunks, 4 per R");
+        let mut back = vec![0u8; data.len()];
+        assert_eq!(o.read_at(0, &mut back).unwrap(), data.len());
+        assert_eq!(back, data);
+        o.verify().unwrap();
+        let o2 = reopen(&tmp, &key2);
+        let mut back = vec![0u8; data.len()];
+        o2.read_at(0, &mut back).unwrap();
+        assert_eq!(back, data);
+        // A one-byte write draws a new R for its chunk, one not seen before.
+        let before = slot_rs(&fs::read(tmp.path()).unwrap(), c);
+        o.write_at(7 * c.bytes() as u64, &[1]).unwrap();
+        let after = slot_rs(&fs::read(tmp.path()).unwrap(), c);
+        assert!(!before.contains(&after[7]));
+        assert_eq!(before[..7], after[..7]);
+    }
+}
+
+/// A bucket made by this version has wide slots; one made before (no
+/// `slot_format` in its settings, or no settings file) keeps narrow ones.
+/// Both read back; an object moved by hand between them is refused.
+#[test]
+fn new_buckets_are_wide_and_old_ones_stay_narrow() {
+    let e = env();
+    // Settings as a bucket made before wide slots has them (after the
+    // MAC upgrade): no `slot_format`.
+    let old_style = |name: &str, chunk_size: Option<u64>| {
+        e.engine.create_bucket(&b(name)).unwrap();
+        let s = BucketSettings {
+            chunk_size,
+            ..Default::default()
+        };
+        e.engine.write_settings(&b(name), &s).unwrap();
+    };
+    e.engine.create_bucket(&b("new")).unwrap();
+    old_style("old", Some(4096));
+    old_style("old16", None);
+    assert_eq!(
+        e.engine.bucket_chunk_size(&b("new")).unwrap(),
+        ChunkSize::DEFAULT.wide()
+    );
+    assert_eq!(
+        e.engine.bucket_chunk_size(&b("old")).unwrap(),
+        ChunkSize::KIB4
+    );
+    assert_eq!(
+        e.engine.bucket_chunk_size(&b("old16")).unwrap(),
+        ChunkSize::DEFAULT
+    );
+    let data = pattern(40_000, 9);
+    for (i, (name, sse)) in methods().into_iter().enumerate() {
+        let key = format!("m{i}");
+        for (bucket, c) in [
+            ("new", ChunkSize::DEFAULT.wide()),
+            ("old", ChunkSize::KIB4),
+            ("old16", ChunkSize::DEFAULT),
+        ] {
+            e.put(bucket, &key, &data, sse.as_ref()).unwrap();
+            let f = fs::File::open(e.path(bucket, &key)).unwrap();
+            assert_eq!(
+                Engine::read_header(&f, &key).unwrap().chunk,
+                c,
+                "{name} {bucket}"
+            );
+            let len = fs::metadata(e.path(bucket, &key)).unwrap().len();
+            assert_eq!(len, c.backend_len(data.len() as u64), "{name} {bucket}");
+            assert_eq!(e.get(bucket, &key).unwrap(), data, "{name} {bucket}");
+        }
+        // Same chunk size, other slot format: refused, never misread.
+        fs::rename(e.path("old16", &key), e.path("new", "moved")).unwrap();
+        let err = e.get("new", "moved").unwrap_err();
+        assert_eq!(err.code, OssCode::DataIntegrityError, "{name}");
+        assert!(err.message.contains("slots"), "{}", err.message);
+        fs::remove_file(e.path("new", "moved")).unwrap();
+        // A copy into the new bucket re-encrypts it in wide slots.
+        e.engine
+            .copy_object(
+                &root(),
+                (&b("old"), &k(&key)),
+                (&b("new"), &k("copied")),
+                None,
+            )
+            .unwrap();
+        let f = fs::File::open(e.path("new", "copied")).unwrap();
+        assert_eq!(
+            Engine::read_header(&f, "copied").unwrap().chunk,
+            ChunkSize::DEFAULT.wide()
+        );
+        assert_eq!(e.get("new", "copied").unwrap(), data);
+    }
+    // An empty old bucket becomes wide when its chunk size is set.
+    old_style("empty", None);
+    e.engine
+        .put_bucket_chunk_size(&root(), &b("empty"), ChunkSize::KIB64)
+        .unwrap();
+    assert_eq!(
+        e.engine.bucket_chunk_size(&b("empty")).unwrap(),
+        ChunkSize::KIB64.wide()
+    );
 }

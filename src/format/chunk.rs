@@ -1,8 +1,19 @@
-//! Sealing and opening one chunk slot: nonce || ciphertext || tag (§3, §4).
+//! Sealing and opening chunk slots (§3, §4): narrow ones, nonce ‖
+//! ciphertext ‖ tag under the data key, and wide ones, R ‖ N ‖ ciphertext ‖
+//! tag under a key derived from the data key and R (§4.1).
 
-use crate::crypto::{Aead, IntegrityError, Nonce, NONCE_LEN, TAG_LEN};
+use std::sync::{Arc, Mutex};
 
-use super::{ChunkSize, CHUNK_OVERHEAD};
+use crate::crypto::derive::{KeyDeriver, R_LEN};
+use crate::crypto::{
+    checksum16, fill_random, tags_equal, Aead, Cipher, IntegrityError, Nonce, SecretKey, NONCE_LEN,
+    TAG_LEN,
+};
+
+use super::{ChunkSize, SlotFormat, CHUNK_OVERHEAD, WIDE_OVERHEAD};
+
+/// Bytes before a wide slot's ciphertext: R, then N.
+const WIDE_PREFIX: usize = R_LEN + NONCE_LEN;
 
 /// Associated data of chunk `index` (§4): the object id, the index and
 /// whether it is the last chunk. Binding the index stops chunks moving within
@@ -16,8 +27,8 @@ pub fn chunk_ad(object_id: &[u8; 16], index: u64, last: bool) -> [u8; 25] {
     ad
 }
 
-/// Seals `plain` as chunk `index` under a fresh random nonce and appends the
-/// slot to `out`.
+/// Seals `plain` as chunk `index` in a narrow slot, under a fresh random
+/// nonce, and appends the slot to `out`.
 pub fn seal_chunk(
     aead: &Aead,
     object_id: &[u8; 16],
@@ -34,9 +45,9 @@ pub fn seal_chunk(
     out.extend_from_slice(&tag);
 }
 
-/// Opens a chunk slot in place and returns its plaintext, a sub-slice of
-/// `slot`. An all-zero full slot (of `chunk`'s size) that is not the last
-/// chunk is a hole (§3.3) and reads as zeros.
+/// Opens a narrow chunk slot in place and returns its plaintext, a
+/// sub-slice of `slot`. An all-zero full slot (of `chunk`'s size) that is
+/// not the last chunk is a hole (§3.3) and reads as zeros.
 pub fn open_chunk<'a>(
     aead: &Aead,
     chunk: ChunkSize,
@@ -65,4 +76,200 @@ pub fn open_chunk<'a>(
     t.copy_from_slice(tag);
     aead.open(&Nonce(n), &chunk_ad(object_id, index, last), body, &t)?;
     Ok(body)
+}
+
+/// How many chunks one write seals under one R before it draws another
+/// (§4.1). With random 96-bit N, the chunks sharing an R add at most
+/// 2^16 · (their number) / 2^97 to the chance of a repeated (key, nonce);
+/// FORMAT.md §4.1 works the bound.
+pub const MAX_CHUNKS_PER_R: u64 = 1 << 16;
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: a smaller `MAX_CHUNKS_PER_R` for the calling thread
+    /// (engine tests set it to watch one write draw several R).
+    pub(crate) static TEST_MAX_CHUNKS_PER_R: std::cell::Cell<Option<u64>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// `MAX_CHUNKS_PER_R`, or in tests the thread's smaller limit.
+pub fn max_chunks_per_r() -> u64 {
+    #[cfg(test)]
+    if let Some(n) = TEST_MAX_CHUNKS_PER_R.with(|c| c.get()) {
+        return n.max(1);
+    }
+    MAX_CHUNKS_PER_R
+}
+
+/// The keys of one object's chunks: the data key's AEAD for narrow slots;
+/// for wide slots the derivation of K_R (§4.1) and the last K_R used, so
+/// that sequential reads derive once per run of chunks sharing an R.
+pub struct ChunkKeys {
+    chunk: ChunkSize,
+    keys: Keys,
+}
+
+enum Keys {
+    Narrow(Aead),
+    Wide { kdf: KeyDeriver, recent: Recent },
+}
+
+/// The last R used with this object and its K_R.
+type Recent = Mutex<Option<([u8; R_LEN], Arc<Aead>)>>;
+
+/// K_R for `r`: the recent one when it has the same R, else derived now
+/// (and kept as the recent one).
+fn wide_aead(
+    kdf: &KeyDeriver,
+    recent: &Recent,
+    r: &[u8; R_LEN],
+) -> Result<Arc<Aead>, IntegrityError> {
+    if let Some((lr, a)) = recent.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if lr == r {
+            return Ok(a.clone());
+        }
+    }
+    let a = Arc::new(kdf.aead(r)?);
+    *recent.lock().unwrap_or_else(|e| e.into_inner()) = Some((*r, a.clone()));
+    Ok(a)
+}
+
+impl ChunkKeys {
+    /// The keys for an object of `cipher` under `data_key`, in `chunk`'s
+    /// slot format. A key of the wrong length is refused.
+    pub fn new(
+        cipher: Cipher,
+        chunk: ChunkSize,
+        data_key: &SecretKey,
+    ) -> Result<Self, IntegrityError> {
+        let keys = match chunk.format() {
+            SlotFormat::Narrow => Keys::Narrow(Aead::new(cipher, data_key)?),
+            SlotFormat::Wide => Keys::Wide {
+                kdf: KeyDeriver::new(cipher, data_key)?,
+                recent: Mutex::new(None),
+            },
+        };
+        Ok(ChunkKeys { chunk, keys })
+    }
+
+    /// What seals the chunks of one write: a wide write draws one R for up
+    /// to `max_chunks_per_r()` chunks.
+    pub fn sealer(&self) -> Sealer<'_> {
+        Sealer {
+            keys: self,
+            current: None,
+            left: 0,
+        }
+    }
+
+    /// Opens a slot of this object in place (§4) and returns its
+    /// plaintext, a sub-slice of `slot`. An all-zero full slot that is not
+    /// the last chunk is a hole (§3.3) and reads as zeros.
+    pub fn open<'a>(
+        &self,
+        object_id: &[u8; 16],
+        index: u64,
+        last: bool,
+        slot: &'a mut [u8],
+    ) -> Result<&'a [u8], IntegrityError> {
+        let (kdf, recent) = match &self.keys {
+            Keys::Narrow(aead) => {
+                return open_chunk(aead, self.chunk, object_id, index, last, slot)
+            }
+            Keys::Wide { kdf, recent } => (kdf, recent),
+        };
+        if slot.len() <= WIDE_OVERHEAD {
+            return Err(IntegrityError);
+        }
+        let full = self.chunk.slot();
+        // As for narrow slots: R of a real slot is almost never zero.
+        if !last
+            && slot.len() == full
+            && slot[..R_LEN].iter().all(|&b| b == 0)
+            && slot.iter().all(|&b| b == 0)
+        {
+            return Ok(&slot[WIDE_PREFIX..full - TAG_LEN]);
+        }
+        let (prefix, rest) = slot.split_at_mut(WIDE_PREFIX);
+        let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let mut r = [0u8; R_LEN];
+        r.copy_from_slice(&prefix[..R_LEN]);
+        let mut n = [0u8; NONCE_LEN];
+        n.copy_from_slice(&prefix[R_LEN..]);
+        let mut t = [0u8; TAG_LEN];
+        t.copy_from_slice(tag);
+        let ad = chunk_ad(object_id, index, last);
+        if kdf.cipher() == Cipher::None {
+            // No key to bind R: the checksum covers it (§4).
+            if !tags_equal(&plain_wide_tag(&ad, &r, &n, body), &t) {
+                return Err(IntegrityError);
+            }
+            return Ok(body);
+        }
+        let aead = wide_aead(kdf, recent, &r)?;
+        aead.open(&Nonce(n), &ad, body, &t)?;
+        Ok(body)
+    }
+}
+
+/// Seals the chunks of one write (`ChunkKeys::sealer`).
+pub struct Sealer<'a> {
+    keys: &'a ChunkKeys,
+    /// The write's current R and K_R (wide slots).
+    current: Option<([u8; R_LEN], Arc<Aead>)>,
+    /// Chunks the current R may still seal.
+    left: u64,
+}
+
+impl Sealer<'_> {
+    /// Seals `plain` as chunk `index` and appends the slot to `out`: a
+    /// fresh random nonce (N), under the data key (narrow) or under K_R
+    /// for the write's R (wide, §4.1).
+    pub fn seal(
+        &mut self,
+        object_id: &[u8; 16],
+        index: u64,
+        last: bool,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), IntegrityError> {
+        let (kdf, recent) = match &self.keys.keys {
+            Keys::Narrow(aead) => {
+                seal_chunk(aead, object_id, index, last, plain, out);
+                return Ok(());
+            }
+            Keys::Wide { kdf, recent } => (kdf, recent),
+        };
+        if self.left == 0 || self.current.is_none() {
+            let mut r = [0u8; R_LEN];
+            fill_random(&mut r);
+            // Kept as the recent K_R too: a read of what this write sealed
+            // finds the key ready.
+            let a = wide_aead(kdf, recent, &r)?;
+            self.current = Some((r, a));
+            self.left = max_chunks_per_r();
+        }
+        self.left -= 1;
+        let (r, aead) = self.current.as_ref().ok_or(IntegrityError)?;
+        let n = Nonce::random();
+        out.extend_from_slice(r);
+        out.extend_from_slice(&n.0);
+        let start = out.len();
+        out.extend_from_slice(plain);
+        let ad = chunk_ad(object_id, index, last);
+        let tag = if kdf.cipher() == Cipher::None {
+            plain_wide_tag(&ad, r, &n.0, &out[start..])
+        } else {
+            aead.seal(&n, &ad, &mut out[start..])
+        };
+        out.extend_from_slice(&tag);
+        Ok(())
+    }
+}
+
+/// The tag of a wide slot of an unencrypted object (§4): a narrow one's
+/// over R ‖ N in place of the nonce, under its own domain, so that no wide
+/// slot checks as a narrow one.
+fn plain_wide_tag(ad: &[u8], r: &[u8; R_LEN], n: &[u8; NONCE_LEN], plain: &[u8]) -> [u8; TAG_LEN] {
+    checksum16(&[b"ssefs-plain-wide-v1", ad, r, n, plain])
 }

@@ -3,7 +3,7 @@
 use crate::crypto::{checksum16, fill_random, tags_equal, Cipher, IntegrityError, SecretKey};
 use crate::error::{Error, Result};
 
-use super::ChunkSize;
+use super::{ChunkSize, SlotFormat};
 
 pub const HEADER_LEN: usize = 128;
 const MAGIC: &[u8; 8] = b"SSEFSOBJ";
@@ -46,7 +46,8 @@ pub trait KeyWrap {
 pub struct Header {
     pub method: Method,
     pub cipher: Cipher,
-    /// The object's chunk size (§2, byte 11; §3). It must be its bucket's.
+    /// The object's chunk size and slot format (§2, bytes 11 and 12; §3).
+    /// Both must be its bucket's.
     pub chunk: ChunkSize,
     /// Random per upload; bound into every chunk's associated data.
     pub object_id: [u8; 16],
@@ -153,7 +154,8 @@ impl Header {
             Cipher::Sm4Gcm => 2,
         };
         b[11] = self.chunk.shift();
-        // 12..16 reserved, zero
+        b[12] = self.chunk.format().byte();
+        // 13..16 reserved, zero
         b[16..32].copy_from_slice(&self.object_id);
         b[32..48].copy_from_slice(&self.key_id);
         b[48..52].copy_from_slice(&self.key_version.to_le_bytes());
@@ -202,7 +204,13 @@ impl Header {
         let Some(chunk) = ChunkSize::from_shift(b[11]) else {
             return Err(bad("unsupported chunk size"));
         };
-        if b[12..16] != [0; 4] {
+        // An older reader refuses byte 12 = 1 as a reserved byte set: it
+        // never takes wide slots for narrow ones.
+        let Some(format) = SlotFormat::from_byte(b[12]) else {
+            return Err(bad("unknown slot format"));
+        };
+        let chunk = chunk.with_format(format);
+        if b[13..16] != [0; 3] {
             return Err(bad("reserved bytes set"));
         }
         let key_len = cipher.key_len();

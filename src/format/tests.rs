@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::crypto::derive::KeyDeriver;
 use crate::crypto::{Aead, Cipher, IntegrityError, Nonce, SecretKey};
 use crate::format::header::KeyWrap;
 
@@ -57,6 +58,8 @@ fn unhex(s: &str) -> Vec<u8> {
 
 /// The inputs of the test vectors in FORMAT.md §6.
 struct Vector {
+    /// `chunk` in wide slots: every chunk's R is twelve bytes of this.
+    wide_r: Option<u8>,
     file: &'static str,
     method: Method,
     cipher: Cipher,
@@ -69,9 +72,10 @@ struct Vector {
 
 const PLAINTEXT: &[u8] = b"ssefs test vector\n";
 
-fn vectors() -> [Vector; 3] {
+fn vectors() -> [Vector; 4] {
     [
         Vector {
+            wide_r: None,
             file: "aes256-sse-oss.hex",
             method: Method::Oss,
             cipher: Cipher::Aes256Gcm,
@@ -82,6 +86,7 @@ fn vectors() -> [Vector; 3] {
             plaintext: PLAINTEXT.to_vec(),
         },
         Vector {
+            wide_r: None,
             file: "sm4-sse-kms.hex",
             method: Method::Kms,
             cipher: Cipher::Sm4Gcm,
@@ -94,6 +99,7 @@ fn vectors() -> [Vector; 3] {
         // Two 4 KiB chunks: bytes 00 01 .. ff repeated to 4096, then the
         // 18 bytes above (§6).
         Vector {
+            wide_r: None,
             file: "aes256-sse-oss-4k.hex",
             method: Method::Oss,
             cipher: Cipher::Aes256Gcm,
@@ -101,6 +107,23 @@ fn vectors() -> [Vector; 3] {
             key_id: [0; 16],
             version: 1,
             wrap_nonce: 0x44,
+            plaintext: [
+                (0..4096).map(|i| i as u8).collect::<Vec<u8>>(),
+                PLAINTEXT.to_vec(),
+            ]
+            .concat(),
+        },
+        // The same content in wide 4 KiB slots (§3.1, §4.1): both chunks
+        // under R = twelve 66 bytes, as one write seals them.
+        Vector {
+            wide_r: Some(0x66),
+            file: "aes256-sse-oss-4k-wide.hex",
+            method: Method::Oss,
+            cipher: Cipher::Aes256Gcm,
+            chunk: ChunkSize::KIB4.wide(),
+            key_id: [0; 16],
+            version: 1,
+            wrap_nonce: 0x55,
             plaintext: [
                 (0..4096).map(|i| i as u8).collect::<Vec<u8>>(),
                 PLAINTEXT.to_vec(),
@@ -138,14 +161,28 @@ fn build(v: &Vector) -> (Vec<u8>, FixedKek) {
     let data_key = SecretKey::from_bytes(&seq(0x40, v.cipher.key_len()));
     let h = Header::seal_with(v.method, v.cipher, v.chunk, object_id, &kek, &data_key);
     let mut out = h.encode().to_vec();
-    let aead = Aead::new(v.cipher, &data_key).unwrap();
+    // Narrow slots are sealed under the data key; wide ones under
+    // K_R = KDF(data key, R) (§4.1), and begin with R.
+    let aead = match v.wide_r {
+        None => Aead::new(v.cipher, &data_key).unwrap(),
+        Some(r) => Aead::new(
+            v.cipher,
+            &KeyDeriver::new(v.cipher, &data_key)
+                .unwrap()
+                .derive(&[r; 12]),
+        )
+        .unwrap(),
+    };
     let chunks: Vec<&[u8]> = v.plaintext.chunks(v.chunk.bytes()).collect();
     for (i, plain) in chunks.iter().enumerate() {
-        // Chunk i's nonce is twelve bytes of 0x22 + i.
+        // Chunk i's nonce (N, when wide) is twelve bytes of 0x22 + i.
         let nonce = Nonce([0x22 + i as u8; 12]);
         let mut body = plain.to_vec();
         let last = i + 1 == chunks.len();
         let tag = aead.seal(&nonce, &chunk_ad(&object_id, i as u64, last), &mut body);
+        if let Some(r) = v.wide_r {
+            out.extend_from_slice(&[r; 12]);
+        }
         out.extend_from_slice(&nonce.0);
         out.extend_from_slice(&body);
         out.extend_from_slice(&tag);
@@ -184,7 +221,7 @@ fn test_vectors_match_the_files_and_the_spec() {
         );
         let dk = h.unwrap_data_key(&kek).unwrap();
         assert_eq!(dk.expose(), &seq(0x40, v.cipher.key_len())[..]);
-        let aead = Aead::new(h.cipher, &dk).unwrap();
+        let keys = ChunkKeys::new(h.cipher, h.chunk, &dk).unwrap();
         let size = h.chunk.plaintext_len(want.len() as u64).unwrap();
         assert_eq!(size, v.plaintext.len() as u64);
         let n = h.chunk.chunk_count(size);
@@ -193,7 +230,7 @@ fn test_vectors_match_the_files_and_the_spec() {
             let from = h.chunk.slot_offset(i) as usize;
             let to = (h.chunk.slot_offset(i + 1) as usize).min(want.len());
             let mut slot = want[from..to].to_vec();
-            let plain = open_chunk(&aead, h.chunk, &h.object_id, i, i + 1 == n, &mut slot).unwrap();
+            let plain = keys.open(&h.object_id, i, i + 1 == n, &mut slot).unwrap();
             got.extend_from_slice(plain);
         }
         assert_eq!(got, v.plaintext);
@@ -374,8 +411,16 @@ fn sizes_of_4_kib_chunks() {
     );
 }
 
+/// Every chunk size, in both slot formats.
+fn all_chunks() -> Vec<ChunkSize> {
+    ChunkSize::ALL
+        .into_iter()
+        .flat_map(|c| [c, c.wide()])
+        .collect()
+}
+
 fn any_chunk() -> impl Strategy<Value = ChunkSize> {
-    prop::sample::select(ChunkSize::ALL.to_vec())
+    prop::sample::select(all_chunks())
 }
 
 proptest! {
@@ -391,10 +436,199 @@ proptest! {
     fn invalid_lengths_are_refused(
         c in any_chunk(),
         full in 0u64..1000,
-        rem in 1u64..=CHUNK_OVERHEAD as u64,
+        rem in 1u64..=WIDE_OVERHEAD as u64,
     ) {
+        prop_assume!(rem <= c.overhead() as u64);
         let len = HEADER_LEN as u64 + full * c.slot() as u64 + rem;
         prop_assert_eq!(c.plaintext_len(len), None);
         prop_assert_eq!(c.shown_len(len), (full * c.bytes() as u64, true));
     }
+}
+
+// ------------------------------------------------------------ wide slots
+
+fn wide_keys(cipher: Cipher, c: ChunkSize) -> ChunkKeys {
+    ChunkKeys::new(cipher, c.wide(), &SecretKey::random(cipher.key_len())).unwrap()
+}
+
+/// Seals chunk 3 of object 7.. (not last) in one write and returns the slot.
+fn sealed_wide(keys: &ChunkKeys, plain: &[u8]) -> Vec<u8> {
+    let mut slot = Vec::new();
+    keys.sealer()
+        .seal(&[7; 16], 3, false, plain, &mut slot)
+        .unwrap();
+    slot
+}
+
+/// §3.1, §4.1: a wide slot is R ‖ N ‖ ciphertext ‖ tag, opens back, and
+/// any change to R, N, the ciphertext, the tag or the associated data
+/// fails, for each cipher (and the checksum of unencrypted objects).
+#[test]
+fn wide_slots_round_trip_and_bind_r_and_n() {
+    for cipher in [Cipher::Aes256Gcm, Cipher::Sm4Gcm, Cipher::None] {
+        let keys = wide_keys(cipher, ChunkSize::KIB4);
+        let plain = b"wide slot plaintext";
+        let slot = sealed_wide(&keys, plain);
+        assert_eq!(slot.len(), plain.len() + 40);
+        assert_eq!(
+            keys.open(&[7; 16], 3, false, &mut slot.clone()).unwrap(),
+            plain
+        );
+        if cipher != Cipher::None {
+            assert_ne!(
+                &slot[24..24 + plain.len()],
+                plain,
+                "{cipher:?}: not encrypted"
+            );
+        }
+        for at in [0, 11, 12, 23, 24, slot.len() - 1] {
+            let mut bad = slot.clone();
+            bad[at] ^= 1;
+            assert!(
+                keys.open(&[7; 16], 3, false, &mut bad).is_err(),
+                "{cipher:?}: byte {at} changed undetected"
+            );
+        }
+        assert!(keys.open(&[7; 16], 4, false, &mut slot.clone()).is_err());
+        assert!(keys.open(&[7; 16], 3, true, &mut slot.clone()).is_err());
+        assert!(keys.open(&[8; 16], 3, false, &mut slot.clone()).is_err());
+        // Under another data key it does not open.
+        let other = wide_keys(cipher, ChunkSize::KIB4);
+        if cipher != Cipher::None {
+            assert!(other.open(&[7; 16], 3, false, &mut slot.clone()).is_err());
+        }
+        // Nor as a narrow slot of the same key length.
+        let narrow = ChunkKeys::new(
+            cipher,
+            ChunkSize::KIB4,
+            &SecretKey::random(cipher.key_len()),
+        )
+        .unwrap();
+        assert!(narrow.open(&[7; 16], 3, false, &mut slot.clone()).is_err());
+    }
+}
+
+/// One write shares an R; another write draws a new one; N is new for
+/// every chunk. With a test limit of 2 chunks per R, a write of five
+/// chunks uses three R.
+#[test]
+fn a_write_shares_one_r_up_to_the_limit() {
+    let keys = wide_keys(Cipher::Aes256Gcm, ChunkSize::KIB4);
+    let seal_run = |n: u64| -> Vec<Vec<u8>> {
+        let mut s = keys.sealer();
+        (0..n)
+            .map(|i| {
+                let mut slot = Vec::new();
+                s.seal(&[1; 16], i, false, b"x", &mut slot).unwrap();
+                slot
+            })
+            .collect()
+    };
+    let distinct = |slots: &[Vec<u8>], range: std::ops::Range<usize>| {
+        slots
+            .iter()
+            .map(|s| s[range.clone()].to_vec())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
+    let a = seal_run(5);
+    assert_eq!(distinct(&a, 0..12), 1);
+    assert_eq!(distinct(&a, 12..24), 5);
+    let b = seal_run(1);
+    assert_ne!(a[0][..12], b[0][..12], "a new write draws a new R");
+
+    super::chunk::TEST_MAX_CHUNKS_PER_R.with(|c| c.set(Some(2)));
+    let c = seal_run(5);
+    super::chunk::TEST_MAX_CHUNKS_PER_R.with(|c| c.set(None));
+    assert_eq!(distinct(&c, 0..12), 3);
+    for (i, s) in c.iter().enumerate() {
+        assert_eq!(
+            keys.open(&[1; 16], i as u64, false, &mut s.clone())
+                .unwrap(),
+            b"x"
+        );
+    }
+    assert_eq!(max_chunks_per_r(), MAX_CHUNKS_PER_R);
+}
+
+/// §3.3 in wide slots: an all-zero full slot (C + 40 bytes) that is not
+/// last reads as zeros; a zero slot of narrow size, or a last one, fails.
+#[test]
+fn a_zero_wide_slot_is_a_hole_only_when_not_last() {
+    for cipher in [Cipher::Aes256Gcm, Cipher::Sm4Gcm, Cipher::None] {
+        for c in ChunkSize::ALL {
+            let keys = wide_keys(cipher, c);
+            let mut z = vec![0u8; c.wide().slot()];
+            assert_eq!(z.len(), c.bytes() + 40);
+            assert_eq!(
+                keys.open(&[0; 16], 0, false, &mut z).unwrap(),
+                &vec![0u8; c.bytes()][..]
+            );
+            let mut z = vec![0u8; c.wide().slot()];
+            assert!(keys.open(&[0; 16], 0, true, &mut z).is_err());
+            let mut z = vec![0u8; c.slot()];
+            assert!(keys.open(&[0; 16], 0, false, &mut z).is_err());
+            assert!(keys.open(&[0; 16], 0, false, &mut [0u8; 40]).is_err());
+        }
+    }
+}
+
+/// §2, byte 12: 0 narrow, 1 wide; other values are refused even under a
+/// valid checksum, and the byte is authenticated by the key wrap.
+#[test]
+fn header_byte_12_is_the_slot_format() {
+    let (b, kek) = build(&vectors()[0]);
+    let good: [u8; HEADER_LEN] = b[..HEADER_LEN].try_into().unwrap();
+    assert_eq!(good[12], 0);
+    let (bw, kekw) = build(&vectors()[3]);
+    let wide = Header::parse(&bw).unwrap();
+    assert_eq!(bw[12], 1);
+    assert_eq!(wide.chunk, ChunkSize::KIB4.wide());
+    assert_eq!(wide.chunk.format(), SlotFormat::Wide);
+    wide.unwrap_data_key(&kekw).unwrap();
+    let mut accepted = Vec::new();
+    for v in 0..=255u8 {
+        let mut h = good;
+        h[12] = v;
+        let sum = crate::crypto::checksum16(&[b"ssefs-header-v1", &h[..112]]);
+        h[112..].copy_from_slice(&sum);
+        match Header::parse(&h) {
+            Ok(p) => {
+                assert_eq!(p.chunk.format().byte(), v);
+                assert_eq!(p.chunk.bytes(), 16384);
+                assert_eq!(Header::parse(&p.encode()).unwrap(), p);
+                if v != 0 {
+                    assert!(
+                        p.unwrap_data_key(&kek).is_err(),
+                        "byte 12 not authenticated"
+                    );
+                }
+                accepted.push(v);
+            }
+            Err(e) => assert_eq!(e.code, crate::error::OssCode::DataIntegrityError),
+        }
+    }
+    assert_eq!(accepted, vec![0, 1]);
+    for c in all_chunks() {
+        let h = Header::new_plain(c);
+        assert_eq!(Header::parse(&h.encode()).unwrap().chunk, c);
+    }
+}
+
+/// The sizes of §3.2 for wide 4 KiB slots, worked by hand.
+#[test]
+fn sizes_of_wide_4_kib_chunks() {
+    let c = ChunkSize::KIB4.wide();
+    assert_eq!((c.slot(), c.overhead()), (4136, 40));
+    assert_eq!(c.backend_len(0), 128);
+    assert_eq!(c.backend_len(1), 128 + 41);
+    assert_eq!(c.backend_len(4096), 128 + 4136);
+    assert_eq!(c.backend_len(4097), 128 + 4136 + 41);
+    assert_eq!(c.slot_offset(2), 128 + 2 * 4136);
+    assert_eq!(c.plaintext_len(128 + 2 * 4136 + 40), None);
+    assert_eq!(c.plaintext_len(128 + 2 * 4136 + 41), Some(8193));
+    assert_eq!(c.shown_len(128 + 2 * 4136 + 30), (8192, true));
+    // A narrow object's length read as wide is another size, or none.
+    assert_eq!(ChunkSize::KIB4.plaintext_len(128 + 4124 + 29), Some(4097));
+    assert_eq!(c.plaintext_len(128 + 4124 + 29), None);
 }

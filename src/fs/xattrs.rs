@@ -235,7 +235,10 @@ impl Fs {
         // Listed where it was set (as the rule's names are), so that
         // copying a bucket's attributes carries it.
         if let Target::Bucket(b) = &t {
-            if self.engine.bucket_chunk_size(b).ok() != Some(ChunkSize::DEFAULT) {
+            // (Any slot format: the attribute is the size alone.)
+            if self.engine.bucket_chunk_size(b).ok().map(|c| c.bytes())
+                != Some(ChunkSize::DEFAULT.bytes())
+            {
                 out.extend_from_slice(XA_CHUNK.as_bytes());
                 out.push(0);
             }

@@ -22,10 +22,22 @@ fn header_shift(backend: &Path) -> u8 {
     fs::read(backend).unwrap()[11]
 }
 
-/// The backend length of `plain` bytes in chunks of `c` (FORMAT.md §3.2).
+/// The backend length of `plain` bytes in chunks of `c` (FORMAT.md §3.2)
+/// in wide slots (§3.1: 40 bytes of overhead), as every bucket made by
+/// this version has.
 fn backend_len(plain: u64, c: u64) -> u64 {
+    backend_len_in(plain, c, 40)
+}
+
+/// `backend_len` with `overhead` bytes a slot: 28 narrow, 40 wide.
+fn backend_len_in(plain: u64, c: u64, overhead: u64) -> u64 {
     let (full, rem) = (plain / c, plain % c);
-    128 + full * (c + 28) + if rem == 0 { 0 } else { rem + 28 }
+    128 + full * (c + overhead) + if rem == 0 { 0 } else { rem + overhead }
+}
+
+/// Byte 12 of an object's backend file: its slot format (0 narrow, 1 wide).
+fn header_slot_format(backend: &Path) -> u8 {
+    fs::read(backend).unwrap()[12]
 }
 
 /// The mount log from byte `from` on.
@@ -60,7 +72,7 @@ fn the_chunk_size_is_set_and_read_on_an_empty_bucket() {
             .lines()
             .filter(|l| !l.starts_with("mac = "))
             .collect::<Vec<_>>(),
-        ["chunk_size = 4096"]
+        ["chunk_size = 4096", "slot_format = \"wide\""]
     );
     // Listed once set, as the rule's names are.
     let list = Command::new("getfattr")
@@ -434,4 +446,98 @@ fn fsx_on_a_4_kib_bucket() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{ops} operations")));
     assert_eq!(header_shift(&m.backend("fsx4k/f.bin")), 12);
     m.d.run(&["verify", "fsx4k"]).ok();
+}
+
+/// FORMAT.md §3.1, §3.2, §4.1 through a mount: a bucket made with mkdir
+/// gets wide slots (40 bytes a slot, header byte 12 = 1); the buckets of a
+/// data directory made by an older version (tests/fixtures/old-layout,
+/// upgraded on first use) keep narrow ones (28 bytes, byte 12 = 0). Both
+/// show the right sizes and read back, after a remount too;
+/// `user.ssefs.chunk-size` works on both; `mv` from an old bucket to a new
+/// one re-encrypts into wide slots.
+#[test]
+fn new_buckets_get_wide_slots_and_old_ones_stay_narrow() {
+    let m = Mount::on(crate::rootkey::old_layout(), &[]);
+    // The old object, as the older version wrote it.
+    let old = crate::rootkey::OLD_OBJECT.len() as u64;
+    assert_eq!(header_slot_format(&m.backend("bkt/o")), 0);
+    assert_eq!(
+        fs::metadata(m.backend("bkt/o")).unwrap().len(),
+        backend_len_in(old, 16384, 28)
+    );
+    assert_eq!(
+        fs::read_to_string(m.p("bkt/o")).unwrap(),
+        crate::rootkey::OLD_OBJECT
+    );
+    fs::create_dir(m.p("wide")).unwrap();
+    assert_eq!(
+        fs::read_to_string(m.backend("wide/.ssefs-bucket.toml"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("mac = "))
+            .collect::<Vec<_>>(),
+        ["slot_format = \"wide\""]
+    );
+    assert_eq!(m.getfattr("wide", CHUNK).as_deref(), Ok("16384"));
+    assert_eq!(m.getfattr("bkt", CHUNK).as_deref(), Ok("16384"));
+    let data = seeded_bytes(4, 50_000);
+    let want = [
+        ("wide/f", 1u8, backend_len_in(50_000, 16384, 40)),
+        ("bkt/f", 0u8, backend_len_in(50_000, 16384, 28)),
+        // The CLI's bucket (made at the upgrade) is new, hence wide.
+        ("new/f", 1u8, backend_len_in(50_000, 16384, 40)),
+        // Under an SM4 rule from before.
+        ("sm4/f", 0u8, backend_len_in(50_000, 16384, 28)),
+    ];
+    for (f, ..) in want {
+        fs::write(m.p(f), &data).unwrap();
+    }
+    let check = |m: &Mount| {
+        for (f, format, len) in want {
+            assert_eq!(header_slot_format(&m.backend(f)), format, "{f}");
+            assert_eq!(fs::metadata(m.backend(f)).unwrap().len(), len, "{f}");
+            assert_eq!(fs::metadata(m.p(f)).unwrap().len(), 50_000, "{f}");
+            assert_eq!(fs::read(m.p(f)).unwrap(), data, "{f}");
+        }
+    };
+    check(&m);
+    m.unmount();
+    m.mount(&[]);
+    check(&m);
+    // Random writes in place keep both formats readable.
+    for f in ["wide/f", "bkt/f"] {
+        let file = fs::OpenOptions::new().write(true).open(m.p(f)).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"patched", 20_000).unwrap();
+    }
+    let mut patched = data.clone();
+    patched[20_000..20_007].copy_from_slice(b"patched");
+    assert_eq!(fs::read(m.p("wide/f")).unwrap(), patched);
+    assert_eq!(fs::read(m.p("bkt/f")).unwrap(), patched);
+
+    // Moving from the old bucket to a new one is a copy into wide slots.
+    let st = Command::new("mv")
+        .arg(m.p("bkt/f"))
+        .arg(m.p("wide/moved"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(header_slot_format(&m.backend("wide/moved")), 1);
+    assert_eq!(
+        fs::metadata(m.backend("wide/moved")).unwrap().len(),
+        backend_len_in(50_000, 16384, 40)
+    );
+    assert_eq!(fs::read(m.p("wide/moved")).unwrap(), patched);
+
+    // The chunk size of a new, empty bucket: still wide.
+    fs::create_dir(m.p("new4k")).unwrap();
+    m.setfattr("new4k", CHUNK, "4096").unwrap();
+    assert_eq!(m.getfattr("new4k", CHUNK).as_deref(), Ok("4096"));
+    fs::write(m.p("new4k/f"), &data).unwrap();
+    assert_eq!(header_slot_format(&m.backend("new4k/f")), 1);
+    assert_eq!(
+        fs::metadata(m.backend("new4k/f")).unwrap().len(),
+        backend_len_in(50_000, 4096, 40)
+    );
+    assert_eq!(fs::read(m.p("new4k/f")).unwrap(), data);
+    m.d.run(&["verify"]).ok();
 }

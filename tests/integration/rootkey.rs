@@ -193,13 +193,13 @@ fn a_copy_of_the_data_directory_alone_decrypts_nothing() {
 }
 
 /// What the old layout's `bkt/o` holds (tests/fixtures/old-layout).
-const OLD_OBJECT: &str = "made by ssefs 0294309\n";
+pub(crate) const OLD_OBJECT: &str = "made by ssefs 0294309\n";
 
 /// A data directory as the previous version made it: a copy of
 /// tests/fixtures/old-layout, made by that version's binary (the key
 /// inside, a keystore without a data directory id or MACs). The first open
 /// upgrades it and gives it its id, and says so.
-fn old_layout() -> DataDir {
+pub(crate) fn old_layout() -> DataDir {
     let d = DataDir::uninit();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/old-layout/data");
     let st = Command::new("cp")

@@ -26,10 +26,12 @@ const KEY: &str = "user.oss.server-side-encryption-key-id";
 const DATA: &str = "user.oss.server-side-data-encryption";
 
 // The layout of docs/FORMAT.md §2-§3, restated here so the test checks the
-// spec rather than the code.
+// spec rather than the code. Buckets made through the mount have wide slots
+// (§3.1): R (12), N (12), ciphertext, tag (16).
 const HDR: usize = 128;
 const CHUNK: usize = 16 * 1024;
-const SLOT: usize = CHUNK + 12 + 16;
+const OVERHEAD: usize = 12 + 12 + 16;
+const SLOT: usize = CHUNK + OVERHEAD;
 const KEY_ID: std::ops::Range<usize> = 32..48;
 const OBJECT_ID: std::ops::Range<usize> = 16..32;
 /// The header's fields (§2), so that each is hit about as often as the
@@ -40,7 +42,8 @@ const FIELDS: &[std::ops::Range<usize>] = &[
     9..10,
     10..11,
     11..12,
-    12..16,
+    12..13,
+    13..16,
     OBJECT_ID,
     KEY_ID,
     48..52,
@@ -379,15 +382,15 @@ fn tamper(
         }
         Class::TruncOffBoundary => {
             // Inside the header, or inside a slot but not at its start:
-            // leaving at most 28 bytes of it (no length an object has), or
-            // more.
+            // leaving at most its overhead of it (no length an object
+            // has), or more.
             let len = match rng.below(3) {
                 _ if n == 0 => rng.range(1..HDR),
                 0 => rng.range(1..HDR),
-                1 => HDR + rng.below(n) * SLOT + rng.range(1..29),
+                1 => HDR + rng.below(n) * SLOT + rng.range(1..OVERHEAD + 1),
                 _ => {
                     let i = rng.below(n);
-                    HDR + i * SLOT + rng.range(29..slot(own, i).len())
+                    HDR + i * SLOT + rng.range(OVERHEAD + 1..slot(own, i).len())
                 }
             };
             b.truncate(len);
