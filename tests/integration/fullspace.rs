@@ -140,6 +140,26 @@ fn fill_up(path: &Path, mut data: Vec<u8>) -> Vec<u8> {
     data
 }
 
+/// Waits (up to 10 s) until the filesystem holding `dir` has `bytes` free.
+/// An unlinked file's blocks come back only when the daemon lets go of its
+/// inode, which it does at the kernel's FORGET: asynchronous, and later
+/// still when other tests keep the machine busy.
+fn wait_for_free_space(dir: &Path, bytes: u64) {
+    let t = std::time::Instant::now();
+    loop {
+        let st = nix::sys::statvfs::statvfs(dir).unwrap();
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        if free >= bytes {
+            return;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "only {free} bytes free 10 s after the filler was removed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn expect_enospc(what: &str, r: std::io::Result<()>) {
     match r {
         Err(e) => assert_eq!(errno_of(&e), libc::ENOSPC, "{what}: {e}"),
@@ -235,6 +255,7 @@ fn a_full_disk_fails_writes_with_enospc_and_damages_nothing() {
     // Space freed: everything works again.
     fs::remove_file(m.p("full/filler")).unwrap();
     earlier.files.retain(|(n, _, _)| n != "full/filler");
+    wait_for_free_space(&m.d.data(), 1 << 20);
     for (name, data, _) in &mut earlier.files {
         let mut f = OpenOptions::new().append(true).open(m.p(name)).unwrap();
         f.write_all(&add).unwrap();
