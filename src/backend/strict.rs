@@ -30,15 +30,26 @@ fn refuse(path: &Path, why: String, fix: String) -> Error {
 /// Checks the metadata `m` of `path` (a state directory, keystore or key
 /// file): owned by root or by us, and not writable by group or others.
 fn check_meta(path: &Path, m: &fs::Metadata) -> Result<()> {
-    if !trusted_owner(m.uid()) {
+    check_owner_mode(path, m.uid(), m.mode())
+}
+
+/// The directory actually held (opened after `check` looked at its path):
+/// the same rules, on what the descriptor refers to, so that nothing
+/// swapped in between the check and the open is used.
+pub fn check_held(path: &Path, dir: &super::Dir) -> Result<()> {
+    let st = dir.stat(std::ffi::OsStr::new("")).ctx(path.display())?;
+    check_owner_mode(path, st.st_uid, st.st_mode)
+}
+
+fn check_owner_mode(path: &Path, uid: u32, mode: u32) -> Result<()> {
+    if !trusted_owner(uid) {
         let me = nix::unistd::geteuid().as_raw();
         return Err(refuse(
             path,
-            format!("it is owned by uid {}, not by uid {me} or root", m.uid()),
+            format!("it is owned by uid {uid}, not by uid {me} or root"),
             format!("chown {me} {}", path.display()),
         ));
     }
-    let mode = m.mode();
     if mode & 0o022 != 0 {
         return Err(refuse(
             path,

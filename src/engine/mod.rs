@@ -144,6 +144,7 @@ impl Engine {
         }
         Self::check_private(data_dir)?;
         let root_dir = Dir::open(data_dir).ctx(data_dir.display())?;
+        strict::check_held(data_dir, &root_dir)?;
         let owner = root_dir
             .stat(OsStr::new(""))
             .ctx(data_dir.display())?
