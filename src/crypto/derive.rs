@@ -5,9 +5,12 @@
 //! AES-256 (a 32-byte key), i = 0..2 for SM4 (a 16-byte key).
 
 use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
+use ring::hmac;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::{Aead, Cipher, IntegrityError, SecretKey};
+use super::{
+    checksum16, hmac16, plain_mac_key, Aead, Cipher, IntegrityError, SecretKey, NONCE_LEN, TAG_LEN,
+};
 
 /// Length of R, the per-write random value of a wide slot.
 pub const R_LEN: usize = 12;
@@ -16,7 +19,10 @@ pub const R_LEN: usize = 12;
 /// are built with their `zeroize` features: the key schedules are wiped on
 /// drop.
 enum BlockKey {
-    None,
+    /// An unencrypted object: no K_R; its slots' tags are keyed with
+    /// K_plain (`Some`), or unkeyed checksums in an object from before
+    /// keyed tags (`None`).
+    None(Option<Box<hmac::Key>>),
     Aes(Box<aes::Aes256>),
     Sm4(Box<sm4::Sm4>),
 }
@@ -28,13 +34,14 @@ pub struct KeyDeriver {
 }
 
 impl KeyDeriver {
-    /// The key length must be `cipher.key_len()`, as for `Aead::new`.
+    /// The key length must fit `cipher`, as for `Aead::new`.
     pub fn new(cipher: Cipher, data_key: &SecretKey) -> Result<Self, IntegrityError> {
-        if data_key.len() != cipher.key_len() {
+        if !cipher.fits_key(data_key.len()) {
             return Err(IntegrityError);
         }
         let key = match cipher {
-            Cipher::None => BlockKey::None,
+            Cipher::None if data_key.is_empty() => BlockKey::None(None),
+            Cipher::None => BlockKey::None(Some(Box::new(plain_mac_key(data_key)))),
             Cipher::Aes256Gcm => {
                 let mut k = Array::try_from(data_key.expose()).map_err(|_| IntegrityError)?;
                 let c = aes::Aes256::new(&k);
@@ -60,11 +67,28 @@ impl KeyDeriver {
         let mut out = Zeroizing::new([0u8; 32]);
         let n = self.cipher.key_len();
         match &self.key {
-            BlockKey::None => {}
+            BlockKey::None(_) => {}
             BlockKey::Aes(c) => kdf_blocks(c.as_ref(), r, &mut out[..n]),
             BlockKey::Sm4(c) => kdf_blocks(c.as_ref(), r, &mut out[..n]),
         }
         SecretKey::from_bytes(&out[..n])
+    }
+
+    /// The tag of a wide slot of an unencrypted object (FORMAT.md §4.2): a
+    /// narrow one's over R ‖ N in place of the nonce, under its own
+    /// domain, so that no wide slot checks as a narrow one. Keyed with
+    /// K_plain, or the unkeyed checksum of objects from before keyed tags.
+    pub fn plain_tag(
+        &self,
+        ad: &[u8],
+        r: &[u8; R_LEN],
+        n: &[u8; NONCE_LEN],
+        plain: &[u8],
+    ) -> [u8; TAG_LEN] {
+        match &self.key {
+            BlockKey::None(Some(k)) => hmac16(k, &[b"ssefs-plain-wide-mac-v1", ad, r, n, plain]),
+            _ => checksum16(&[b"ssefs-plain-wide-v1", ad, r, n, plain]),
+        }
     }
 
     /// The AEAD keyed with K_R.

@@ -1,7 +1,8 @@
 //! Cryptographic primitives: key and nonce newtypes, the two chunk ciphers
 //! (AES-256-GCM from ring; SM4-GCM on our AES-NI kernel where the CPU has
 //! AES-NI, else aes-gcm's generic GCM over `sm4`),
-//! the unkeyed checksum used for unencrypted objects, and the randomness source.
+//! the keyed tags of unencrypted objects (and the unkeyed checksums they
+//! carried before), and the randomness source.
 //!
 //! Nothing here knows about objects or headers; `format` builds on it.
 
@@ -14,8 +15,8 @@ mod sm4ni;
 use std::fmt;
 
 use ring::aead::{self, Aad, LessSafeKey, UnboundKey};
-use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
+use ring::{digest, hmac};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 pub use sm4gcm::Sm4Gcm;
@@ -24,6 +25,10 @@ pub use sm4gcm::Sm4Gcm;
 pub const NONCE_LEN: usize = 12;
 /// Length of every tag we store (GCM's full 128-bit tag, or a truncated SHA-256).
 pub const TAG_LEN: usize = 16;
+
+/// Length of the key of an unencrypted object's tags (FORMAT.md §4.2):
+/// K_plain, derived from the root key; its "data key".
+pub const PLAIN_MAC_KEY_LEN: usize = 32;
 
 /// Failed authentication. Deliberately carries no detail: the caller knows
 /// which object and chunk it was opening and adds that context.
@@ -34,7 +39,8 @@ pub struct IntegrityError;
 /// The data cipher of an object, as recorded in its header (FORMAT.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cipher {
-    /// No encryption: chunks carry a SHA-256 checksum instead of a GCM tag.
+    /// No encryption: chunks carry an HMAC-SHA256 tag instead of a GCM
+    /// tag (a SHA-256 checksum in objects from before keyed tags).
     None,
     Aes256Gcm,
     Sm4Gcm,
@@ -47,6 +53,13 @@ impl Cipher {
             Cipher::Aes256Gcm => 32,
             Cipher::Sm4Gcm => 16,
         }
+    }
+
+    /// Whether a key of `len` bytes keys this cipher: `key_len()`, and for
+    /// `None` also K_plain (keyed tags, FORMAT.md §4.2; length 0 gives the
+    /// unkeyed checksums of objects from before them).
+    pub fn fits_key(self, len: usize) -> bool {
+        len == self.key_len() || (self == Cipher::None && len == PLAIN_MAC_KEY_LEN)
     }
 
     pub fn name(self) -> &'static str {
@@ -165,6 +178,9 @@ impl Nonce {
     }
 }
 
+/// Domain of a narrow slot's keyed tag in an unencrypted object (§4.2).
+const PLAIN_MAC_DOMAIN: &[u8] = b"ssefs-plain-mac-v1";
+
 /// Fills `buf` from the operating system's CSPRNG.
 pub fn fill_random(buf: &mut [u8]) {
     // SystemRandom reads getrandom(2); it fails only if the kernel cannot
@@ -187,29 +203,53 @@ pub fn checksum16(parts: &[&[u8]]) -> [u8; TAG_LEN] {
     out
 }
 
+/// First 16 bytes of HMAC-SHA256 under `key` over the concatenation of
+/// `parts`: the keyed tags of unencrypted objects (FORMAT.md §4.2).
+pub fn hmac16(key: &hmac::Key, parts: &[&[u8]]) -> [u8; TAG_LEN] {
+    let mut ctx = hmac::Context::with_key(key);
+    for p in parts {
+        ctx.update(p);
+    }
+    let d = ctx.sign();
+    let mut out = [0u8; TAG_LEN];
+    out.copy_from_slice(&d.as_ref()[..TAG_LEN]);
+    out
+}
+
+/// The HMAC key of an unencrypted object's tags, from K_plain.
+pub(crate) fn plain_mac_key(key: &SecretKey) -> hmac::Key {
+    hmac::Key::new(hmac::HMAC_SHA256, key.expose())
+}
+
 /// Constant-time comparison of two tags.
 pub fn tags_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A keyed AEAD (or the unkeyed checksum for `Cipher::None`) that seals and
-/// opens buffers in place with a detached tag.
+/// A keyed AEAD (or, for `Cipher::None`, the keyed tag or the unkeyed
+/// checksum of FORMAT.md §4.2) that seals and opens buffers in place with a
+/// detached tag.
 pub enum Aead {
+    /// Unencrypted, unkeyed checksums: only objects from before keyed tags,
+    /// read once by the upgrade that converts them.
     None,
+    /// Unencrypted, HMAC-SHA256 tags under K_plain.
+    PlainMac(Box<hmac::Key>),
     Aes(Box<LessSafeKey>),
     Sm4(Box<Sm4Gcm>),
 }
 
 impl Aead {
-    /// Builds the AEAD for `cipher` from `key`. The key length must match
-    /// `cipher.key_len()`; a mismatch is a bug in the caller or a corrupt
+    /// Builds the AEAD for `cipher` from `key`. The key length must fit
+    /// (`Cipher::fits_key`); a mismatch is a bug in the caller or a corrupt
     /// header, reported as an integrity error.
     pub fn new(cipher: Cipher, key: &SecretKey) -> Result<Self, IntegrityError> {
-        if key.len() != cipher.key_len() {
+        if !cipher.fits_key(key.len()) {
             return Err(IntegrityError);
         }
         Ok(match cipher {
-            Cipher::None => Aead::None,
+            Cipher::None if key.is_empty() => Aead::None,
+            Cipher::None => Aead::PlainMac(Box::new(plain_mac_key(key))),
             Cipher::Aes256Gcm => {
                 let k = UnboundKey::new(&aead::AES_256_GCM, key.expose())
                     .map_err(|_| IntegrityError)?;
@@ -224,7 +264,7 @@ impl Aead {
 
     pub fn cipher(&self) -> Cipher {
         match self {
-            Aead::None => Cipher::None,
+            Aead::None | Aead::PlainMac(_) => Cipher::None,
             Aead::Aes(_) => Cipher::Aes256Gcm,
             Aead::Sm4(_) => Cipher::Sm4Gcm,
         }
@@ -234,6 +274,7 @@ impl Aead {
     pub fn seal(&self, nonce: &Nonce, ad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
         match self {
             Aead::None => checksum16(&[b"ssefs-plain-v1", ad, &nonce.0, buf]),
+            Aead::PlainMac(k) => hmac16(k, &[PLAIN_MAC_DOMAIN, ad, &nonce.0, buf]),
             Aead::Aes(k) => {
                 // Sealing only fails for inputs longer than GCM's 64 GiB limit;
                 // chunks are at most ChunkSize::MAX_BYTES (64 KiB).
@@ -263,8 +304,11 @@ impl Aead {
         tag: &[u8; TAG_LEN],
     ) -> Result<(), IntegrityError> {
         match self {
-            Aead::None => {
-                let want = checksum16(&[b"ssefs-plain-v1", ad, &nonce.0, buf]);
+            Aead::None | Aead::PlainMac(_) => {
+                let want = match self {
+                    Aead::PlainMac(k) => hmac16(k, &[PLAIN_MAC_DOMAIN, ad, &nonce.0, buf]),
+                    _ => checksum16(&[b"ssefs-plain-v1", ad, &nonce.0, buf]),
+                };
                 if tags_equal(&want, tag) {
                     Ok(())
                 } else {

@@ -18,6 +18,7 @@ mod cache;
 mod object;
 mod objects;
 mod upgrade;
+pub mod walk;
 pub mod xattr;
 
 use std::ffi::{OsStr, OsString};
@@ -340,7 +341,8 @@ impl Engine {
         chunk: ChunkSize,
     ) -> Result<(Header, SecretKey)> {
         let Some(cfg) = sse else {
-            return Ok((Header::new_plain(chunk), SecretKey::from_bytes(&[])));
+            let key = self.kms.plain_key();
+            return Ok((Header::new_plain(chunk, &key)?, key));
         };
         let (method, target) = match cfg.algorithm {
             SseAlgorithm::Aes256 | SseAlgorithm::Sm4 => (Method::Oss, WrapTarget::Master),
@@ -411,10 +413,24 @@ impl Engine {
             .with_key_check(self.kms.clone())
     }
 
-    /// The data key of an object, checking key state and permission.
+    /// The data key of an object, checking key state and permission. For
+    /// an unencrypted object, K_plain once its header MAC checks (FORMAT.md
+    /// §2.5); an empty key for one from before keyed tags, accepted only
+    /// until the upgrade has converted them all (§8.6).
     pub fn unwrap_key(&self, p: &Principal, header: &Header) -> Result<SecretKey> {
         if header.method == Method::None {
-            return Ok(SecretKey::from_bytes(&[]));
+            if header.is_unkeyed_plain() {
+                if self.kms.plain_macs_required()? {
+                    return Err(Error::integrity(
+                        "unencrypted object without a MAC: not written by ssefs (forged?), \
+                         or restored from before the upgrade to keyed tags",
+                    ));
+                }
+                return Ok(SecretKey::from_bytes(&[]));
+            }
+            let key = self.kms.plain_key();
+            header.check_plain(&key)?;
+            return Ok(key);
         }
         let kek = self
             .kms

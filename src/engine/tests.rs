@@ -41,7 +41,8 @@ fn temp_object_in(
         .open(tmp.path())
         .unwrap();
     let (h, key) = if cipher == Cipher::None {
-        (Header::new_plain(chunk), SecretKey::from_bytes(&[]))
+        let key = SecretKey::random(crate::crypto::PLAIN_MAC_KEY_LEN);
+        (Header::new_plain(chunk, &key).unwrap(), key)
     } else {
         let kek = FixedKek {
             key_id: [0; 16],

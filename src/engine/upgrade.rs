@@ -1,20 +1,42 @@
-//! The first open of a data directory made before ssefs authenticated its
-//! policy files: every one gets its MAC, the keystore's last, since the
-//! keystore's MAC is what says the upgrade is done (from then on a policy
-//! file without a MAC is an integrity error). An upgrade interrupted by a
-//! crash is finished by the next open. Also the sealing of an operator's
-//! edit of the grants (`ssefs kms seal-policy`).
+//! The first open of a data directory made by an older ssefs.
+//!
+//! - Before policy MACs: every policy file gets its MAC, the keystore's
+//!   last, since the keystore's MAC is what says that step is done (from
+//!   then on a policy file without a MAC is an integrity error).
+//! - Before keyed tags on unencrypted objects: every such object is
+//!   rewritten with them, then the keystore records it (`plain_macs`); from
+//!   then on an unencrypted object without them is an integrity error
+//!   (FORMAT.md §8.6).
+//!
+//! An upgrade interrupted by a crash is finished by the next open. Also the
+//! sealing of an operator's edit of the grants (`ssefs kms seal-policy`).
 
 use std::path::Path;
 
+use super::walk::{self, ObjectEntry};
 use super::{Engine, STATE_DIR};
-use crate::error::Result;
-use crate::kms::{Policy, RootKeySource};
+use crate::error::{IoContext, Result};
+use crate::kms::{Policy, Principal, RootKeySource};
+
+/// What became of one object in the conversion to keyed tags.
+enum Converted {
+    /// Encrypted, or already with keyed tags.
+    Nothing,
+    Rewritten,
+    /// Open for writing through a mount, or replaced meanwhile.
+    Busy,
+}
 
 impl Engine {
     /// Upgrades the data directory if it predates MACs; else nothing.
     /// `grants`: the text of `config.toml` now (`None`: no file).
     pub(super) fn upgrade(&self, grants: Option<&str>) -> Result<()> {
+        self.upgrade_policy(grants)?;
+        self.upgrade_plain_objects()
+    }
+
+    /// Adds the policy MACs (FORMAT.md §8.4) if the keystore has none.
+    fn upgrade_policy(&self, grants: Option<&str>) -> Result<()> {
         if !self.kms.needs_upgrade() {
             return Ok(());
         }
@@ -30,6 +52,78 @@ impl Engine {
             "upgraded the data directory: bucket settings, grants and the keystore now carry MACs"
         );
         Ok(())
+    }
+
+    /// Rewrites every unencrypted object from before keyed tags with them
+    /// (FORMAT.md §8.6), then records in the keystore that all have them.
+    /// An object that is busy or cannot be converted now is left as it is
+    /// and named in a warning; the record then waits for a later open, so
+    /// that no object still readable today becomes unreadable.
+    fn upgrade_plain_objects(&self) -> Result<()> {
+        if self.kms.plain_macs_required()? {
+            return Ok(());
+        }
+        let p = Principal::current();
+        let (mut rewritten, mut left) = (0usize, Vec::new());
+        for obj in walk::all_objects(self, None)? {
+            match self.convert_plain(&p, &obj) {
+                Ok(Converted::Nothing) => {}
+                Ok(Converted::Rewritten) => rewritten += 1,
+                Ok(Converted::Busy) => left.push(format!("{} (busy)", obj.name)),
+                Err(e) => left.push(format!("{} ({e})", obj.name)),
+            }
+        }
+        if !left.is_empty() {
+            tracing::warn!(
+                data_dir = %self.data_dir.display(),
+                rewritten,
+                left = %left.join(", "),
+                "unencrypted objects from before keyed tags are left to convert; the next \
+                 start tries again (until then such objects are accepted without a MAC)"
+            );
+            return Ok(());
+        }
+        self.kms.finish_plain_upgrade()?;
+        tracing::info!(
+            data_dir = %self.data_dir.display(),
+            rewritten,
+            "upgraded the data directory: unencrypted objects now carry keyed tags \
+             (FORMAT.md §8.6)"
+        );
+        Ok(())
+    }
+
+    /// Gives one object keyed tags if it is unencrypted without them:
+    /// a rewrite to a temp file renamed over it, under a claim, as
+    /// `reencrypt` does, keeping its content, attributes and override.
+    fn convert_plain(&self, p: &Principal, obj: &ObjectEntry) -> Result<Converted> {
+        let found = match obj.find(self) {
+            Ok(f) => f,
+            // Removed since the listing: nothing left to convert.
+            Err(e) if e.os_errno == Some(libc::ENOENT) => return Ok(Converted::Nothing),
+            Err(e) => return Err(e),
+        };
+        if found.headerless() || !Self::read_header(&found.file, &obj.name)?.is_unkeyed_plain() {
+            return Ok(Converted::Nothing);
+        }
+        let Some(_claim) = walk::claim(&found, &obj.name)? else {
+            return Ok(Converted::Busy);
+        };
+        // Decide again under the claim: a mount may have rewritten it.
+        if !Self::read_header(&found.file, &obj.name)?.is_unkeyed_plain() {
+            return Ok(Converted::Nothing);
+        }
+        let over = Self::read_override(&found.file, &obj.name)?;
+        let src = found.file.try_clone().ctx(&obj.name)?;
+        self.reencrypt_at(
+            p,
+            &obj.bucket,
+            (&found.dir, &found.leaf),
+            src,
+            &obj.name,
+            (None, over.as_ref()),
+        )?;
+        Ok(Converted::Rewritten)
     }
 
     /// `ssefs kms seal-policy`: validates the data directory's

@@ -6,8 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::crypto::derive::{KeyDeriver, R_LEN};
 use crate::crypto::{
-    checksum16, fill_random, tags_equal, Aead, Cipher, IntegrityError, Nonce, SecretKey, NONCE_LEN,
-    TAG_LEN,
+    fill_random, tags_equal, Aead, Cipher, IntegrityError, Nonce, SecretKey, NONCE_LEN, TAG_LEN,
 };
 
 use super::{ChunkSize, SlotFormat, CHUNK_OVERHEAD, WIDE_OVERHEAD};
@@ -200,8 +199,8 @@ impl ChunkKeys {
         t.copy_from_slice(tag);
         let ad = chunk_ad(object_id, index, last);
         if kdf.cipher() == Cipher::None {
-            // No key to bind R: the checksum covers it (§4).
-            if !tags_equal(&plain_wide_tag(&ad, &r, &n, body), &t) {
+            // No K_R: the tag covers R (§4.2).
+            if !tags_equal(&kdf.plain_tag(&ad, &r, &n, body), &t) {
                 return Err(IntegrityError);
             }
             return Ok(body);
@@ -258,18 +257,11 @@ impl Sealer<'_> {
         out.extend_from_slice(plain);
         let ad = chunk_ad(object_id, index, last);
         let tag = if kdf.cipher() == Cipher::None {
-            plain_wide_tag(&ad, r, &n.0, &out[start..])
+            kdf.plain_tag(&ad, r, &n.0, &out[start..])
         } else {
             aead.seal(&n, &ad, &mut out[start..])
         };
         out.extend_from_slice(&tag);
         Ok(())
     }
-}
-
-/// The tag of a wide slot of an unencrypted object (§4): a narrow one's
-/// over R ‖ N in place of the nonce, under its own domain, so that no wide
-/// slot checks as a narrow one.
-fn plain_wide_tag(ad: &[u8], r: &[u8; R_LEN], n: &[u8; NONCE_LEN], plain: &[u8]) -> [u8; TAG_LEN] {
-    checksum16(&[b"ssefs-plain-wide-v1", ad, r, n, plain])
 }

@@ -1,6 +1,9 @@
 //! The 128-byte object header (FORMAT.md §2).
 
-use crate::crypto::{checksum16, fill_random, tags_equal, Cipher, IntegrityError, SecretKey};
+use crate::crypto::{
+    checksum16, fill_random, hmac16, plain_mac_key, tags_equal, Cipher, IntegrityError, SecretKey,
+    PLAIN_MAC_KEY_LEN,
+};
 use crate::error::{Error, Result};
 
 use super::{ChunkSize, SlotFormat};
@@ -13,11 +16,16 @@ const AD_LEN: usize = 52;
 /// Bytes 0..SUM_LEN are covered by the header checksum (§2.3).
 const SUM_LEN: usize = 112;
 const SUM_DOMAIN: &[u8] = b"ssefs-header-v1";
+/// An unencrypted object's header MAC (§2.5) covers bytes 0..PLAIN_MAC_LEN.
+const PLAIN_MAC_LEN: usize = 96;
+const PLAIN_MAC_DOMAIN: &[u8] = b"ssefs-plain-header-v1";
 
 /// How the data key is protected: the OSS method (§2.1, byte 9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
-    /// Not encrypted: no data key; chunks carry checksums.
+    /// Not encrypted: no data key; the header and the chunks carry
+    /// HMAC-SHA256 tags under K_plain, a key derived from the root key
+    /// (§2.5, §4.2).
     None,
     /// SSE-OSS: wrapped by a version of the service master key.
     Oss,
@@ -60,10 +68,28 @@ pub struct Header {
 }
 
 impl Header {
-    /// A header for a new unencrypted object.
-    pub fn new_plain(chunk: ChunkSize) -> Self {
+    /// A header for a new unencrypted object, with its MAC under K_plain
+    /// (§2.5).
+    pub fn new_plain(chunk: ChunkSize, plain_key: &SecretKey) -> Result<Self> {
         let mut object_id = [0u8; 16];
         fill_random(&mut object_id);
+        Self::plain_with(chunk, object_id, plain_key)
+    }
+
+    /// `new_plain` with a given object id (and the test vector of §6).
+    pub fn plain_with(
+        chunk: ChunkSize,
+        object_id: [u8; 16],
+        plain_key: &SecretKey,
+    ) -> Result<Self> {
+        let mut h = Self::unkeyed_plain(chunk, object_id);
+        h.wrap_tag = h.plain_mac(plain_key)?;
+        Ok(h)
+    }
+
+    /// A header of an unencrypted object as ssefs wrote them before keyed
+    /// tags: no MAC (bytes 96..112 zero). Only tests make these now.
+    pub fn unkeyed_plain(chunk: ChunkSize, object_id: [u8; 16]) -> Self {
         Header {
             method: Method::None,
             cipher: Cipher::None,
@@ -74,6 +100,37 @@ impl Header {
             wrap_nonce: [0; 12],
             wrapped_key: [0; 32],
             wrap_tag: [0; 16],
+        }
+    }
+
+    /// The MAC of an unencrypted object's header (§2.5).
+    fn plain_mac(&self, plain_key: &SecretKey) -> Result<[u8; 16]> {
+        if plain_key.len() != PLAIN_MAC_KEY_LEN {
+            return Err(Error::integrity("not a key for unencrypted objects"));
+        }
+        let b = self.encode();
+        Ok(hmac16(
+            &plain_mac_key(plain_key),
+            &[PLAIN_MAC_DOMAIN, &b[..PLAIN_MAC_LEN]],
+        ))
+    }
+
+    /// An unencrypted object's header without a MAC: written before keyed
+    /// tags (§8.6), or forged.
+    pub fn is_unkeyed_plain(&self) -> bool {
+        self.method == Method::None && self.wrap_tag == [0; 16]
+    }
+
+    /// Checks an unencrypted object's header MAC under K_plain (§2.5).
+    pub fn check_plain(&self, plain_key: &SecretKey) -> Result<()> {
+        let ok =
+            self.method == Method::None && tags_equal(&self.plain_mac(plain_key)?, &self.wrap_tag);
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::integrity(
+                "unencrypted object's header failed authentication (tampered or forged header)",
+            ))
         }
     }
 
@@ -219,7 +276,12 @@ impl Header {
         } else {
             64 + key_len
         };
-        let zero_to = if method == Method::None { 112 } else { 96 };
+        // An unencrypted object's bytes 96..112 are its MAC (§2.5).
+        let zero_to = if method == Method::None {
+            PLAIN_MAC_LEN
+        } else {
+            96
+        };
         if b[zero_from..zero_to].iter().any(|&x| x != 0) {
             return Err(bad("padding bytes set"));
         }

@@ -40,6 +40,11 @@ impl KeyWrap for FixedKek {
     }
 }
 
+/// A K_plain (§4.2) for tests that need any.
+fn plain_key() -> SecretKey {
+    SecretKey::from_bytes(&[0x5a; 32])
+}
+
 fn seq(start: u8, n: usize) -> Vec<u8> {
     (0..n).map(|i| start.wrapping_add(i as u8)).collect()
 }
@@ -72,7 +77,18 @@ struct Vector {
 
 const PLAINTEXT: &[u8] = b"ssefs test vector\n";
 
-fn vectors() -> [Vector; 4] {
+impl Vector {
+    /// The data key: bytes 40 41 … (its cipher's length), or for an
+    /// unencrypted object K_plain = bytes 80 81 … 9f (§4.2).
+    fn data_key(&self) -> Vec<u8> {
+        match self.method {
+            Method::None => seq(0x80, 32),
+            _ => seq(0x40, self.cipher.key_len()),
+        }
+    }
+}
+
+fn vectors() -> [Vector; 5] {
     [
         Vector {
             wide_r: None,
@@ -130,6 +146,23 @@ fn vectors() -> [Vector; 4] {
             ]
             .concat(),
         },
+        // The same content unencrypted, in wide 4 KiB slots with keyed tags
+        // under K_plain (§2.5, §4.2); R = twelve 77 bytes.
+        Vector {
+            wide_r: Some(0x77),
+            file: "plain-4k-wide.hex",
+            method: Method::None,
+            cipher: Cipher::None,
+            chunk: ChunkSize::KIB4.wide(),
+            key_id: [0; 16],
+            version: 0,
+            wrap_nonce: 0,
+            plaintext: [
+                (0..4096).map(|i| i as u8).collect::<Vec<u8>>(),
+                PLAINTEXT.to_vec(),
+            ]
+            .concat(),
+        },
     ]
 }
 
@@ -158,20 +191,19 @@ fn build(v: &Vector) -> (Vec<u8>, FixedKek) {
         nonce: [v.wrap_nonce; 12],
     };
     let object_id: [u8; 16] = seq(0xa0, 16).try_into().unwrap();
-    let data_key = SecretKey::from_bytes(&seq(0x40, v.cipher.key_len()));
-    let h = Header::seal_with(v.method, v.cipher, v.chunk, object_id, &kek, &data_key);
+    let data_key = SecretKey::from_bytes(&v.data_key());
+    let h = match v.method {
+        Method::None => Header::plain_with(v.chunk, object_id, &data_key).unwrap(),
+        _ => Header::seal_with(v.method, v.cipher, v.chunk, object_id, &kek, &data_key),
+    };
     let mut out = h.encode().to_vec();
     // Narrow slots are sealed under the data key; wide ones under
-    // K_R = KDF(data key, R) (§4.1), and begin with R.
+    // K_R = KDF(data key, R) (§4.1), and begin with R; an unencrypted
+    // object's wide slots carry the keyed tag of §4.2.
+    let kdf = KeyDeriver::new(v.cipher, &data_key).unwrap();
     let aead = match v.wide_r {
         None => Aead::new(v.cipher, &data_key).unwrap(),
-        Some(r) => Aead::new(
-            v.cipher,
-            &KeyDeriver::new(v.cipher, &data_key)
-                .unwrap()
-                .derive(&[r; 12]),
-        )
-        .unwrap(),
+        Some(r) => Aead::new(v.cipher, &kdf.derive(&[r; 12])).unwrap(),
     };
     let chunks: Vec<&[u8]> = v.plaintext.chunks(v.chunk.bytes()).collect();
     for (i, plain) in chunks.iter().enumerate() {
@@ -179,7 +211,11 @@ fn build(v: &Vector) -> (Vec<u8>, FixedKek) {
         let nonce = Nonce([0x22 + i as u8; 12]);
         let mut body = plain.to_vec();
         let last = i + 1 == chunks.len();
-        let tag = aead.seal(&nonce, &chunk_ad(&object_id, i as u64, last), &mut body);
+        let ad = chunk_ad(&object_id, i as u64, last);
+        let tag = match (v.method, v.wide_r) {
+            (Method::None, Some(r)) => kdf.plain_tag(&ad, &[r; 12], &nonce.0, &body),
+            _ => aead.seal(&nonce, &ad, &mut body),
+        };
         if let Some(r) = v.wide_r {
             out.extend_from_slice(&[r; 12]);
         }
@@ -219,8 +255,15 @@ fn test_vectors_match_the_files_and_the_spec() {
             (h.method, h.cipher, h.chunk, h.key_version),
             (v.method, v.cipher, v.chunk, v.version)
         );
-        let dk = h.unwrap_data_key(&kek).unwrap();
-        assert_eq!(dk.expose(), &seq(0x40, v.cipher.key_len())[..]);
+        let dk = match h.method {
+            Method::None => {
+                let k = SecretKey::from_bytes(&v.data_key());
+                h.check_plain(&k).unwrap();
+                k
+            }
+            _ => h.unwrap_data_key(&kek).unwrap(),
+        };
+        assert_eq!(dk.expose(), &v.data_key()[..]);
         let keys = ChunkKeys::new(h.cipher, h.chunk, &dk).unwrap();
         let size = h.chunk.plaintext_len(want.len() as u64).unwrap();
         assert_eq!(size, v.plaintext.len() as u64);
@@ -273,7 +316,7 @@ fn every_header_byte_is_checked() {
 #[test]
 fn a_plain_header_round_trips_and_has_no_key() {
     for c in ChunkSize::ALL {
-        let h = Header::new_plain(c);
+        let h = Header::new_plain(c, &plain_key()).unwrap();
         let p = Header::parse(&h.encode()).unwrap();
         assert_eq!(p, h);
         assert_eq!((p.method, p.chunk), (Method::None, c));
@@ -328,7 +371,9 @@ fn only_4_16_and_64_kib_chunks_are_accepted() {
 /// checksum recomputed, was accepted although nothing authenticates it.
 #[test]
 fn regression_a_plain_header_with_a_key_version_is_refused() {
-    let mut b = Header::new_plain(ChunkSize::DEFAULT).encode();
+    let mut b = Header::new_plain(ChunkSize::DEFAULT, &plain_key())
+        .unwrap()
+        .encode();
     b[48] = 1;
     let sum = crate::crypto::checksum16(&[b"ssefs-header-v1", &b[..112]]);
     b[112..].copy_from_slice(&sum);
@@ -610,7 +655,7 @@ fn header_byte_12_is_the_slot_format() {
     }
     assert_eq!(accepted, vec![0, 1]);
     for c in all_chunks() {
-        let h = Header::new_plain(c);
+        let h = Header::new_plain(c, &plain_key()).unwrap();
         assert_eq!(Header::parse(&h.encode()).unwrap().chunk, c);
     }
 }
@@ -632,3 +677,95 @@ fn sizes_of_wide_4_kib_chunks() {
     assert_eq!(ChunkSize::KIB4.plaintext_len(128 + 4124 + 29), Some(4097));
     assert_eq!(c.plaintext_len(128 + 4124 + 29), None);
 }
+
+/// Issue 12: an unencrypted object's header carries a MAC under K_plain
+/// (§2.5). Without K_plain no header can be made to pass: every bit of
+/// bytes 0..112, flipped with the checksum recomputed (as anyone can), is
+/// refused by the parser or by the MAC; another K_plain refuses it whole.
+#[test]
+fn an_unencrypted_header_is_authenticated_under_k_plain() {
+    for c in all_chunks() {
+        let h = Header::new_plain(c, &plain_key()).unwrap();
+        assert!(!h.is_unkeyed_plain());
+        let good = h.encode();
+        Header::parse(&good)
+            .unwrap()
+            .check_plain(&plain_key())
+            .unwrap();
+        let other = SecretKey::from_bytes(&[0xa5; 32]);
+        assert!(Header::parse(&good).unwrap().check_plain(&other).is_err());
+        for i in 0..112 {
+            for bit in [0x01u8, 0x80] {
+                let mut b = good;
+                b[i] ^= bit;
+                let sum = crate::crypto::checksum16(&[b"ssefs-header-v1", &b[..112]]);
+                b[112..].copy_from_slice(&sum);
+                if let Ok(p) = Header::parse(&b) {
+                    assert!(
+                        p.check_plain(&plain_key()).is_err(),
+                        "byte {i} bit {bit:#x} of a plain header undetected"
+                    );
+                }
+            }
+        }
+        // Stripping the MAC makes a header of the old, unkeyed kind: the
+        // parser takes it (the engine decides whether that kind is still
+        // accepted), but it never passes as keyed.
+        let mut b = good;
+        b[96..112].fill(0);
+        let sum = crate::crypto::checksum16(&[b"ssefs-header-v1", &b[..112]]);
+        b[112..].copy_from_slice(&sum);
+        let p = Header::parse(&b).unwrap();
+        assert!(p.is_unkeyed_plain());
+        assert!(p.check_plain(&plain_key()).is_err());
+    }
+}
+
+/// Issue 12: an unencrypted object's chunk tags are keyed (§4.2), narrow
+/// and wide. A slot whose content was changed, or forged with the unkeyed
+/// checksum (all that was needed before), or sealed under another K_plain,
+/// does not open; one sealed under K_plain does.
+#[test]
+fn unencrypted_chunks_are_authenticated_under_k_plain() {
+    let id = [3u8; 16];
+    let unkeyed = SecretKey::from_bytes(&[]);
+    let other = SecretKey::from_bytes(&[0xa5; 32]);
+    for c in all_chunks() {
+        let keys = ChunkKeys::new(Cipher::None, c, &plain_key()).unwrap();
+        let seal = |k: &SecretKey, body: &[u8]| {
+            let ks = ChunkKeys::new(Cipher::None, c, k).unwrap();
+            let mut out = Vec::new();
+            ks.sealer().seal(&id, 5, true, body, &mut out).unwrap();
+            out
+        };
+        let slot = seal(&plain_key(), b"the real content");
+        let mut s = slot.clone();
+        assert_eq!(
+            keys.open(&id, 5, true, &mut s).unwrap(),
+            b"the real content"
+        );
+        // The content sits in the clear; change one byte of it.
+        let mut s = slot.clone();
+        let at = c.overhead() - TAG_LEN_FOR_TEST;
+        s[at] ^= 1;
+        assert!(keys.open(&id, 5, true, &mut s).is_err(), "{c:?}");
+        // Moved to another index, or marked not last.
+        assert!(keys.open(&id, 6, true, &mut slot.clone()).is_err());
+        assert!(keys.open(&id, 5, false, &mut slot.clone()).is_err());
+        for forged in [
+            seal(&unkeyed, b"forged content!!"),
+            seal(&other, b"forged content!!"),
+        ] {
+            assert!(
+                keys.open(&id, 5, true, &mut forged.clone()).is_err(),
+                "{c:?}: a slot without K_plain opened"
+            );
+        }
+        // And a keyed slot is not an unkeyed one either.
+        let old = ChunkKeys::new(Cipher::None, c, &unkeyed).unwrap();
+        assert!(old.open(&id, 5, true, &mut slot.clone()).is_err());
+    }
+}
+
+/// Tag length, for finding the content in a slot (its tag comes last).
+const TAG_LEN_FOR_TEST: usize = crate::crypto::TAG_LEN;

@@ -34,6 +34,9 @@ pub enum MacPurpose {
     Keystore,
     /// The grants and KMS settings of `.ssefs/config.toml`.
     Grants,
+    /// The headers and chunks of unencrypted objects (K_plain, FORMAT.md
+    /// §2.5, §4.2): their "data key".
+    PlainObjects,
 }
 
 impl MacPurpose {
@@ -43,6 +46,7 @@ impl MacPurpose {
             MacPurpose::BucketSettings => b"ssefs bucket settings",
             MacPurpose::Keystore => b"ssefs keystore metadata",
             MacPurpose::Grants => b"ssefs grants",
+            MacPurpose::PlainObjects => b"ssefs unencrypted objects",
         }
     }
 }
@@ -87,6 +91,12 @@ impl MacKey {
             purpose,
             key: SecretKey::from_bytes(&out[..]),
         }
+    }
+
+    /// The key itself, for a purpose whose tags are made outside this
+    /// module (K_plain: the format layer's object tags).
+    pub(super) fn into_secret(self) -> SecretKey {
+        self.key
     }
 
     pub fn purpose(&self) -> MacPurpose {
@@ -280,6 +290,11 @@ mod tests {
             .verify_hex(&[b"bktc", b"hunk_size = 4096\n"], &tag)
             .is_err());
         assert!(k.verify_hex(&[b"bkt", b"chunk_size = 4096\n"], "").is_err());
+        let plain = MacKey::derive(&root, MacPurpose::PlainObjects).into_secret();
+        assert_eq!(
+            crate::kms::store::hex_encode(plain.expose()),
+            "1a43a6ee25e890a4665ff9a2de81eb452f2cc373560bf3e83ee68b4e83a0af28"
+        );
         let g = MacKey::derive(&root, MacPurpose::Grants);
         assert_eq!(
             g.tag_hex(&[b"[kms]\nmaster_rotation_days = 30\n"]),

@@ -145,6 +145,8 @@ pub struct Kms {
     dir: PathBuf,
     keystore: PathBuf,
     root: SecretKey,
+    /// K_plain (FORMAT.md §4.2), derived from `root` once.
+    plain: SecretKey,
     policy: Policy,
     cache: RwLock<Cached>,
 }
@@ -193,10 +195,14 @@ impl Kms {
         // now would add the keystore's MAC before the bucket settings have
         // theirs, and mark the upgrade done).
         let needs_id = s.data_dir_id.is_none() && s.mac.is_some();
+        let plain = MacKey::derive(&root, MacPurpose::PlainObjects)
+            .into_secret()
+            .locked();
         let kms = Kms {
             dir: state_dir.to_path_buf(),
             keystore,
             root,
+            plain,
             policy,
             cache: RwLock::new(Cached {
                 stamp,
@@ -303,6 +309,27 @@ impl Kms {
     pub fn needs_upgrade(&self) -> bool {
         let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
         c.store.mac.is_none()
+    }
+
+    /// K_plain: the key of unencrypted objects' tags (FORMAT.md §2.5, §4.2).
+    pub fn plain_key(&self) -> SecretKey {
+        SecretKey::from_bytes(self.plain.expose())
+    }
+
+    /// Whether every unencrypted object must carry keyed tags: false only
+    /// until the upgrade of a data directory from before them is done.
+    pub fn plain_macs_required(&self) -> Result<bool> {
+        Ok(self.snapshot()?.plain_macs)
+    }
+
+    /// Records that every unencrypted object now carries keyed tags (the
+    /// end of their upgrade, FORMAT.md §8.6): from now on one without is an
+    /// integrity error.
+    pub fn finish_plain_upgrade(&self) -> Result<()> {
+        self.modify(|s, _| {
+            s.plain_macs = true;
+            Ok(())
+        })
     }
 
     /// Adds the keystore's MAC (the last step of upgrading a data
@@ -640,6 +667,7 @@ impl Kms {
         let (mut s, _) = store::read(&self.dir)?;
         s.mac = None;
         s.grants_mac = None;
+        s.plain_macs = false;
         s.bucket_settings.clear();
         s.root.check = rootkey::check_value(&self.root);
         store::write(&self.dir, &lock, &s)?;

@@ -47,6 +47,13 @@ pub(super) struct Store {
     /// unverified first to pick the key file to try.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir_id: Option<Uuid>,
+    /// Every unencrypted object carries keyed tags (FORMAT.md §4.2, §8.6):
+    /// from now on one without them is an integrity error. Set at init,
+    /// and by the upgrade once it has converted every object. Absent
+    /// (false) in keystores from before keyed tags; left out when false,
+    /// so that their text, and hence their MAC, is unchanged.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub plain_macs: bool,
     pub root: RootSection,
     #[serde(default)]
     pub master: Vec<MasterEntry>,
@@ -148,6 +155,11 @@ pub(super) fn cmk_ad(id: &Uuid, version: u32) -> Vec<u8> {
     ad
 }
 
+/// serde's `skip_serializing_if` for a flag written only when set.
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 impl Store {
     pub fn new(check: String, kdf: Option<KdfParams>) -> Self {
         Store {
@@ -155,6 +167,7 @@ impl Store {
             mac: None,
             grants_mac: None,
             data_dir_id: None,
+            plain_macs: true,
             root: RootSection { check, kdf },
             master: Vec::new(),
             cmk: Vec::new(),

@@ -20,24 +20,19 @@ mod reencrypt;
 mod rewrap;
 mod status;
 mod verify;
-mod walk;
 
 use std::fmt;
-use std::fs::File;
-use std::io;
-use std::os::fd::AsFd;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 
-use crate::backend::Ident;
-use crate::error::{Error, IoContext, Result};
+use crate::error::Result;
 
+pub(crate) use crate::engine::walk;
 pub use reencrypt::reencrypt;
 pub use rewrap::rewrap;
 pub use status::{status, BucketStatus, MountInfo, Status};
 pub use verify::verify;
+pub(crate) use walk::claim;
 pub use walk::{objects, Found, ObjectEntry};
 
 /// An object an operation could not handle, and why.
@@ -114,38 +109,6 @@ impl Report {
             reason: reason.to_string(),
         });
     }
-}
-
-/// An exclusive flock(2) on an object's backend file, held while an
-/// operation replaces the file; released on drop (after the rename, it
-/// locks the old file, which no one can open by name any more).
-pub(crate) struct Claim {
-    _lock: Flock<File>,
-}
-
-/// Claims the object `found` for replacement without waiting. `None` when
-/// it is busy: open for writing through a mount (the daemon holds a shared
-/// lock), being replaced by another operation, or replaced since the caller
-/// opened it.
-pub(crate) fn claim(found: &walk::Found, name: &str) -> Result<Option<Claim>> {
-    // A second descriptor of the same open file: the lock lives as long as
-    // the claim, whatever the caller does with its own.
-    let mut f = found.file.try_clone().ctx(name)?;
-    let lock = loop {
-        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => break l,
-            Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
-            Err((g, Errno::EINTR)) => f = g,
-            Err((_, e)) => return Err(Error::io(format!("locking {name}"), io::Error::from(e))),
-        }
-    };
-    // The lock must be on the file that has the name now.
-    let held = Ident::of_fd(lock.as_fd()).ctx(name)?;
-    let now = found.dir.stat(&found.leaf).ctx(name)?;
-    if held != Ident::of(&now) {
-        return Ok(None);
-    }
-    Ok(Some(Claim { _lock: lock }))
 }
 
 /// A progress bar on stderr for `len` objects. indicatif draws nothing when

@@ -10,6 +10,7 @@ mod hardening;
 mod keylife;
 mod mount;
 mod ops;
+mod plainmac;
 mod policy;
 mod rootkey;
 mod service;

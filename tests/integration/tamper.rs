@@ -358,10 +358,9 @@ fn tamper(
                 // Names a CMK that does not exist: indistinguishable from a
                 // deleted key.
                 Expect::Fails(libc::ENOKEY, "KeyNotFound")
-            } else if kind.plain && OBJECT_ID.contains(&at) && n == 0 {
-                // An unencrypted empty object has nothing its id binds.
-                Expect::Reads(Vec::new())
             } else {
+                // An unencrypted object's header, empty or not, carries its
+                // keyed MAC (FORMAT.md §2.5).
                 eio
             }
         }
