@@ -85,7 +85,6 @@ struct Kind {
     bucket: &'static str,
     rule: &'static [(&'static str, &'static str)],
     kms: bool,
-    plain: bool,
 }
 
 const KINDS: &[Kind] = &[
@@ -93,37 +92,31 @@ const KINDS: &[Kind] = &[
         bucket: "t-plain",
         rule: &[],
         kms: false,
-        plain: true,
     },
     Kind {
         bucket: "t-aes256",
         rule: &[(SSE, "AES256")],
         kms: false,
-        plain: false,
     },
     Kind {
         bucket: "t-sm4",
         rule: &[(SSE, "SM4")],
         kms: false,
-        plain: false,
     },
     Kind {
         bucket: "t-kms",
         rule: &[(SSE, "KMS")],
         kms: true,
-        plain: false,
     },
     Kind {
         bucket: "t-kms-sm4",
         rule: &[(SSE, "KMS"), (DATA, "SM4")],
         kms: true,
-        plain: false,
     },
     Kind {
         bucket: "t-cmk",
         rule: &[(SSE, "KMS"), (KEY, "alias/tamper")],
         kms: true,
-        plain: false,
     },
 ];
 
