@@ -9,6 +9,8 @@
 
 mod attr;
 mod io;
+#[cfg(test)]
+mod model_tests;
 mod sys;
 #[cfg(test)]
 mod tests;
