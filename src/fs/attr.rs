@@ -159,12 +159,14 @@ impl Fs {
         // chown: only root gives a file away; the owner may set the group
         // to one of theirs (and the owner to themselves).
         if let Some(uid) = ch.uid {
-            if !root && !(owner && uid == cur.uid) {
+            let allowed = root || (owner && uid == cur.uid);
+            if !allowed {
                 return Err(errno(libc::EPERM));
             }
         }
         if let Some(gid) = ch.gid {
-            if !root && !(owner && (gid == cur.gid || p.in_group(gid))) {
+            let allowed = root || (owner && (gid == cur.gid || p.in_group(gid)));
+            if !allowed {
                 return Err(errno(libc::EPERM));
             }
         }
