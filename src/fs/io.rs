@@ -203,7 +203,11 @@ impl Fs {
         if Kind::from_mode(st.st_mode) != Kind::File {
             return Err(errno(libc::EISDIR));
         }
-        if self.opts.read_only && flags & libc::O_ACCMODE != libc::O_RDONLY {
+        // O_TRUNC writes whatever the access mode says (it would start a
+        // new upload below).
+        if self.opts.read_only
+            && (flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0)
+        {
             return Err(errno(libc::EROFS));
         }
         if !self.opts.kernel_checks_permissions {

@@ -7,8 +7,13 @@
 //! root is the data directory; its entries are buckets; below a bucket
 //! everything is an ordinary POSIX tree whose regular files are objects.
 
+mod attr;
 mod io;
+#[cfg(test)]
+mod model_tests;
 mod sys;
+#[cfg(test)]
+mod tests;
 mod xattrs;
 
 use std::collections::HashMap;
@@ -27,6 +32,7 @@ use crate::error::{Error, OssCode, Result};
 use crate::kms::Principal;
 use crate::oss::{BucketName, RESERVED_PREFIX};
 
+pub use attr::{AttrChanges, SetTime};
 pub use io::OpenObject;
 
 /// FUSE's root inode number.
@@ -983,18 +989,23 @@ fn setid_kill(st: &libc::stat, p: &Principal) -> u32 {
 /// X_OK bits), by POSIX mode bits: root may read and write anything and
 /// execute what has an execute bit (or is a directory).
 pub(crate) fn may(st: &libc::stat, mask: i32, p: &Principal) -> bool {
+    let mode = (Kind::from_mode(st.st_mode), st.st_mode & 0o7777);
+    may_mode(mode, (st.st_uid, st.st_gid), mask, p)
+}
+
+/// `may` for an inode of kind and permission bits `mode`, owned by `owner`
+/// (uid, gid).
+fn may_mode((kind, perm): (Kind, u32), (uid, gid): (u32, u32), mask: i32, p: &Principal) -> bool {
     let mask = (mask & 0o7) as u32;
     if p.uid == 0 {
-        return mask & libc::X_OK as u32 == 0
-            || st.st_mode & libc::S_IFMT == libc::S_IFDIR
-            || st.st_mode & 0o111 != 0;
+        return mask & libc::X_OK as u32 == 0 || kind == Kind::Dir || perm & 0o111 != 0;
     }
-    let bits = if st.st_uid == p.uid {
-        (st.st_mode >> 6) & 0o7
-    } else if p.in_group(st.st_gid) {
-        (st.st_mode >> 3) & 0o7
+    let bits = if uid == p.uid {
+        (perm >> 6) & 0o7
+    } else if p.in_group(gid) {
+        (perm >> 3) & 0o7
     } else {
-        st.st_mode & 0o7
+        perm & 0o7
     };
     bits & mask == mask
 }

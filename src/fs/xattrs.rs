@@ -420,7 +420,24 @@ impl Fs {
         let name = self.display_name(fd.as_raw_fd());
         let bucket = role.bucket().ok_or_else(|| errno(libc::EPERM))?.clone();
         let chunk = self.engine.bucket_chunk_size(&bucket)?;
-        let size = self.getattr(ino)?.size;
+        let attr = self.getattr(ino)?;
+        let size = attr.size;
+        if size != 0 && attr.nlink > 1 {
+            // A re-encryption is a new file renamed over one name: the
+            // object's other names would keep the old file, which the
+            // mount would still show as this inode (one inode number for
+            // two files, writes through one name seen under the other
+            // until a remount). Refused instead; a file made since
+            // (between this check and the rename) is split as before.
+            tracing::warn!(
+                code = OssCode::InvalidArgument.as_str(),
+                path = name.as_str(),
+                nlink = attr.nlink,
+                "an object with several hard links cannot be re-encrypted in place: \
+                 copy it, or remove its other names first"
+            );
+            return Err(errno(libc::EMLINK));
+        }
         // The open object (if any) is locked for the whole change so no
         // write slips in between the copy and the rename.
         let open = lock(&self.nodes)

@@ -14,7 +14,7 @@ use fuser::{
 };
 
 use crate::error::{Error, OssCode};
-use crate::fs::{Attr, Fs, Kind};
+use crate::fs::{Attr, AttrChanges, Fs, Kind, SetTime};
 use crate::kms::Principal;
 
 /// How long the kernel may cache entries and attributes. Every change goes
@@ -101,22 +101,11 @@ fn principal(req: &Request) -> Principal {
     Principal::of_process(req.uid(), req.gid(), req.pid())
 }
 
-fn timespec(t: Option<TimeOrNow>) -> Option<libc::timespec> {
-    t.map(|t| match t {
-        TimeOrNow::Now => libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_NOW,
-        },
-        TimeOrNow::SpecificTime(st) => {
-            let d = st
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default();
-            libc::timespec {
-                tv_sec: d.as_secs() as i64,
-                tv_nsec: d.subsec_nanos() as i64,
-            }
-        }
-    })
+fn set_time(t: TimeOrNow) -> SetTime {
+    match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(t) => SetTime::At(t),
+    }
 }
 
 impl Filesystem for SsefsFuse {
@@ -176,36 +165,19 @@ impl Filesystem for SsefsFuse {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let p = principal(req);
-        let r = (|| {
-            if let Some(s) = size {
-                self.fs.truncate(ino.0, fh.map(|f| f.0), s, &p)?;
-            }
-            if uid.is_some() || gid.is_some() {
-                self.fs.chown(ino.0, uid, gid, &p)?;
-            }
-            // Under FUSE_HANDLE_KILLPRIV_V2 both chown(f, -1, -1) and the
-            // kernel's own removal of set-id bits before a write arrive as
-            // a SETATTR of nothing.
-            let empty = uid.is_none()
-                && gid.is_none()
-                && mode.is_none()
-                && size.is_none()
-                && atime.is_none()
-                && mtime.is_none()
-                && ctime.is_none();
-            if empty {
-                self.fs.chown_nothing(ino.0, &p)?;
-            }
-            if let Some(m) = mode {
-                self.fs.chmod(ino.0, m)?;
-            }
-            if atime.is_some() || mtime.is_some() {
-                self.fs.utimens(ino.0, timespec(atime), timespec(mtime))?;
-            }
-            self.fs.getattr(ino.0)
-        })();
-        match r {
+        let changes = AttrChanges {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(set_time),
+            mtime: mtime.map(set_time),
+            ctime,
+        };
+        match self
+            .fs
+            .setattr(ino.0, &changes, &principal(req), fh.map(|f| f.0))
+        {
             Ok(a) => reply.attr(&TTL, &attr(&a)),
             Err(e) => reply.error(errno("setattr", e)),
         }

@@ -56,18 +56,33 @@ impl Seen {
 }
 
 /// Reads `f` whole, again and again, until `stop`; every read either
-/// returns `want` exactly or fails with EKEYREVOKED.
+/// returns all of `want` exactly or fails with EKEYREVOKED. A read(2) may
+/// return part of the file (the kernel stops at a page it could not fill):
+/// the rest is read on from there, so only the whole file counts as ok.
 fn reader(f: File, want: Arc<Vec<u8>>, seen: Arc<Seen>, stop: Arc<AtomicBool>) {
     let mut buf = vec![0u8; want.len()];
     while !stop.load(Ordering::SeqCst) {
-        match f.read_at(&mut buf, 0) {
-            Ok(n) if buf[..n] == want[..n] && n > 0 => seen.ok.fetch_add(1, Ordering::SeqCst),
+        match read_whole(&f, &mut buf) {
+            Ok(n) if n == want.len() && buf == *want => seen.ok.fetch_add(1, Ordering::SeqCst),
             Err(e) if errno_of(&e) == libc::EKEYREVOKED => {
                 seen.revoked.fetch_add(1, Ordering::SeqCst)
             }
             Ok(_) | Err(_) => seen.bad.fetch_add(1, Ordering::SeqCst),
         };
     }
+}
+
+/// Fills `buf` from offset 0 of `f`, going on after partial reads; the
+/// count is short only at end of file.
+fn read_whole(f: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], n as u64)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// Waits until `cond` holds; panics with `what` after PATIENCE.
