@@ -116,9 +116,11 @@ def plot(med, bad, systems, layouts, sizes, png, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     colors = {"ext4": "tab:gray", "gocryptfs": "tab:blue", "securefs": "tab:green",
               "ssefs-aes256": "tab:red"}
+    markers = {"ext4": "o", "gocryptfs": "s", "securefs": "^", "ssefs-aes256": "D"}
     fig, axes = plt.subplots(len(layouts), len(PHASES), figsize=(4 * len(PHASES), 3.4 * len(layouts)),
                              squeeze=False, sharex=True)
     for i, l in enumerate(layouts):
@@ -129,7 +131,7 @@ def plot(med, bad, systems, layouts, sizes, png, title):
                 if not xs:
                     continue
                 ys = [med[(s, l, n, p)] for n in xs]
-                ax.plot(xs, ys, marker="o", label=s, color=colors.get(s))
+                ax.plot(xs, ys, marker=markers.get(s, "o"), markerfacecolor="none", label=s, color=colors.get(s))
                 # a size it failed at: a cross on the x axis side
                 for n in sizes:
                     if (s, l, n, p) in bad and bad[(s, l, n, p)].startswith("fail"):
@@ -144,7 +146,10 @@ def plot(med, bad, systems, layouts, sizes, png, title):
                 ax.set_xlabel("files")
             ax.set_xticks(sizes)
             ax.set_xticklabels([human(n) for n in sizes])
-            ax.minorticks_off()
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_minor_locator(NullLocator())
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     handles, labels = axes[0][0].get_legend_handles_labels()
     for row in axes:
         for ax in row:
@@ -152,9 +157,9 @@ def plot(med, bad, systems, layouts, sizes, png, title):
                 if lab not in labels:
                     handles.append(h)
                     labels.append(lab)
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False)
-    fig.suptitle(title, y=0.995, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.suptitle(title, y=0.99, fontsize=11)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.95), ncol=len(labels), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.90))
     fig.savefig(png, dpi=110)
 
 
