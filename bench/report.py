@@ -2,7 +2,7 @@
 """Turn bench/run.sh's per-round CSV into the markdown table.
 
 Usage: report.py RESULTS.csv [--systems "ext4 bindfs ..."] [--seq-rw read]
-                 [--settings TEXT] [--no-targets]
+                 [--settings TEXT] [--no-targets] [--ref gocryptfs]
 
 Each cell is "median (ratio to gocryptfs)"; peak RSS is the maximum over the
 rounds instead of the median. Ratios are value / gocryptfs value for every
@@ -14,7 +14,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-ALL_SYSTEMS = "ext4 bindfs gocryptfs securefs ssefs-aes256 ssefs-sm4 ssefs-kms ssefs-aes256-4k".split()
+ALL_SYSTEMS = "ext4 bindfs gocryptfs securefs ssefs-aes256 ssefs-sm4 ssefs-kms ssefs-aes256-4k pthp pthp-uring".split()
 
 # metric, header, unit, higher_is_better
 def columns(seq_rw):
@@ -67,6 +67,8 @@ def main():
     ap.add_argument("--seq-rw", default="read")
     ap.add_argument("--settings", default="")
     ap.add_argument("--no-targets", action="store_true")
+    ap.add_argument("--ref", default="gocryptfs",
+                    help="the system every ratio is taken against (default gocryptfs)")
     args = ap.parse_args()
 
     vals = defaultdict(list)  # (system, metric) -> [values]
@@ -92,8 +94,9 @@ def main():
 
     out = []
     out.append("")
-    out.append(f"Median of {len(rounds)} round(s); each cell is `median (ratio to gocryptfs)`. "
-               "Ratio = value / gocryptfs value: for MB/s and IOPS higher is better, "
+    ref = args.ref
+    out.append(f"Median of {len(rounds)} round(s); each cell is `median (ratio to {ref})`. "
+               f"Ratio = value / {ref} value: for MB/s and IOPS higher is better, "
                "for the time columns (s) and RSS lower is better. "
                "Peak RSS is the FUSE daemon's VmHWM, the maximum over the rounds (ext4 has no daemon). "
                "ssefs-sm4 and ssefs-kms run the write/read workloads only.")
@@ -108,7 +111,7 @@ def main():
         cells = [s]
         for m, _, _, _ in cols:
             v = summary(s, m)
-            g = summary("gocryptfs", m)
+            g = summary(ref, m)
             if v is None:
                 cells.append("—")
             elif g:
@@ -119,7 +122,7 @@ def main():
     out.append("")
     out.append("↓ = lower is better.")
 
-    if not args.no_targets and "gocryptfs" in systems:
+    if not args.no_targets and ref == "gocryptfs" and "gocryptfs" in systems:
         out.append("")
         out.append("Targets for ssefs (relative to gocryptfs in this run):")
         out.append("")

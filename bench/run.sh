@@ -23,8 +23,17 @@ FIO_SIZE_MB=${FIO_SIZE_MB:-256}     # fio file size (each of the 4 jobs gets its
 FIO_SEQ_RW=${FIO_SEQ_RW:-read}      # 1 MiB x 4 jobs: read or write
 CORPUS_FILES=${CORPUS_FILES:-0}     # 0 = whole corpus; N = first N files of it; CORPUS=none skips
 # ssefs-aes256-4k: an AES256 bucket with 4 KiB chunks (user.ssefs.chunk-size)
-ALL_SYSTEMS="ext4 bindfs gocryptfs securefs ssefs-aes256 ssefs-sm4 ssefs-kms ssefs-aes256-4k"
-SYSTEMS=${SYSTEMS:-$ALL_SYSTEMS}
+# pthp and pthp-uring: libfuse's passthrough_hp example (PTHP, libfuse >= 3.18)
+# over /dev/fuse reads and writes, and over FUSE-over-io_uring; not in the
+# default set (see bench/results/2026-12-03-fuse-io-uring.md)
+DEFAULT_SYSTEMS="ext4 bindfs gocryptfs securefs ssefs-aes256 ssefs-sm4 ssefs-kms ssefs-aes256-4k"
+ALL_SYSTEMS="$DEFAULT_SYSTEMS pthp pthp-uring"
+SYSTEMS=${SYSTEMS:-$DEFAULT_SYSTEMS}
+PTHP=${PTHP:-passthrough_hp}
+# the fuse module's switch for FUSE-over-io_uring; set per mount for the pthp
+# rows and put back to this value on exit
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+URING_ORIG=$(cat "$URING_PARAM" 2>/dev/null || echo)
 WORKDIR=${WORKDIR:-/work/bench-work}
 SSEFS=${SSEFS:-$REPO/target/release/ssefs}
 CORPUS=${CORPUS:-/work/bench-cache/corpus.tar}
@@ -61,6 +70,8 @@ for s in $SYSTEMS; do
     case $s in bindfs|gocryptfs|securefs) need+=("$s") ;; esac
 done
 for c in "${need[@]}"; do command -v "$c" >/dev/null || die "missing $c (apt-get install -y gocryptfs securefs bindfs fio fuse3 attr)"; done
+case " $SYSTEMS " in *" pthp"*) command -v "$PTHP" >/dev/null || die "PTHP=$PTHP: no passthrough_hp (build libfuse >= 3.18's examples)" ;; esac
+case " $SYSTEMS " in *" pthp-uring "*) [ -w "$URING_PARAM" ] || die "no writable $URING_PARAM: this kernel has no FUSE-over-io_uring" ;; esac
 case " $SYSTEMS " in *" ssefs-"*) [ -x "$SSEFS" ] || die "SSEFS=$SSEFS is not an executable (cargo build --release)" ;; esac
 
 # ---------------------------------------------------------------- mounts and cleanup
@@ -90,6 +101,9 @@ cleanup() {
         findmnt -rn -o TARGET | while read -r m; do
             case "$m" in "$WORKDIR"/*) unmount "$m" ;; esac
         done
+    fi
+    if [ -n "$URING_ORIG" ] && [ "$(cat "$URING_PARAM" 2>/dev/null)" != "$URING_ORIG" ]; then
+        echo "$URING_ORIG" >"$URING_PARAM" && log "enable_uring back to $URING_ORIG"
     fi
     exit $rc
 }
@@ -145,6 +159,14 @@ mount_system() {
         [ -f "$back/.securefs.json" ] || securefs create --format "$SECUREFS_FORMAT" \
             --pbkdf pkcs5-pbkdf2-hmac-sha256 --rounds 1 --keyfile "$PASSFILE" "$back" >&2
         securefs mount -b --keyfile "$PASSFILE" --log "$base/securefs.log" "$back" "$mnt" >&2 ;;
+    pthp)
+        # reads and writes through the daemon (--nopassthrough), as an
+        # encrypting filesystem must; /dev/fuse transport
+        echo N >"$URING_PARAM"
+        FUSE_URING_ENABLE=0 "$PTHP" --nopassthrough "$back" "$mnt" >&2 ;;
+    pthp-uring)
+        echo Y >"$URING_PARAM"
+        FUSE_URING_ENABLE=1 "$PTHP" --nopassthrough -o io_uring "$back" "$mnt" >&2 ;;
     ssefs-*)
         SSEFS_DATA_DIR=$back SSEFS_KEY_DIR=$base/keys "$SSEFS" mount "$mnt" >&2 ;;
     esac
@@ -152,6 +174,13 @@ mount_system() {
     for i in $(seq 100); do is_mounted "$mnt" && break; sleep 0.1; done
     is_mounted "$mnt" || die "$s: $mnt did not mount"
     case $s in
+    pthp-uring)
+        # the ring threads (fuse-ring-N) exist only when the kernel took the
+        # io_uring registration
+        local pid; pid=$(daemon_pid "$mnt") || die "$s: no daemon"
+        for i in $(seq 50); do grep -qs '^fuse-ring' /proc/"$pid"/task/*/comm && break; sleep 0.1; done
+        grep -qs '^fuse-ring' /proc/"$pid"/task/*/comm || die "$s: daemon $pid has no io_uring queue threads"
+        BENCH_DIR=$mnt ;;
     ssefs-*)
         # ssefs-ALG or ssefs-ALG-4k (a bucket with 4 KiB chunks)
         local sse=${s#ssefs-} chunk=16384
@@ -378,6 +407,7 @@ clear_backends
     if [ -n "$(git --no-optional-locks -C "$REPO" status --porcelain -uno 2>/dev/null)" ]; then rev="$rev + uncommitted changes"; fi
     ver=$("$SSEFS" --version 2>/dev/null | head -1 || true)
     echo "- ssefs: ${ver:-?} ($SSEFS built $(date -u -r "$SSEFS" '+%Y-%m-%d %H:%M UTC'); work tree $REPO at git $rev)"
+    case " $SYSTEMS " in *" pthp"*) echo "- passthrough_hp: $(command -v "$PTHP") (${PTHP_DESC:-libfuse version not given: PTHP_DESC}), --nopassthrough, default threads; fuse enable_uring was $URING_ORIG at the start" ;; esac
     echo "- Peers: $(gocryptfs -version 2>/dev/null | cut -d';' -f1); securefs $(dpkg-query -W -f '${Version}' securefs 2>/dev/null) (format $SECUREFS_FORMAT); bindfs $(bindfs --version 2>/dev/null | awk '{print $2; exit}'); fio $(fio --version)"
     echo
     backend_note=$BACKEND; [ "$BACKEND" = loop ] && backend_note="loop (a fresh ${IMG_GB} GiB ext4 image per system and round)"
@@ -412,7 +442,7 @@ done
 log "done in $(elapsed "$T_START" "$(now)") s"
 [ -z "$FAILED" ] || echo "Failed (missing from the table):$FAILED" >>"$MD"
 
-"$PYTHON" "$HERE/report.py" "$CSV" --systems "$SYSTEMS" --seq-rw "$FIO_SEQ_RW" \
+"$PYTHON" "$HERE/report.py" "$CSV" --systems "$SYSTEMS" --seq-rw "$FIO_SEQ_RW" --ref "${REF:-gocryptfs}" \
     --settings "Cold = $( [ "${COLD_REMOUNT:-1}" = 1 ] && echo 'unmount, drop_caches, mount again (no daemon cache survives)' || echo 'drop_caches only'); untar and rm -rf times $( [ "${META_SYNC:-0}" = 1 ] && echo include || echo exclude) a final sync. fio: psync, buffered (--direct=0, --invalidate=1), ${FIO_RUNTIME}s time_based, files laid out first and then cold; 4K random read then random write (--end_fsync=1), 1 job on one ${FIO_SIZE_MB} MiB file; 1M sequential $FIO_SEQ_RW, 4 jobs x ${FIO_SIZE_MB} MiB files." \
     >>"$MD"
 clear_backends
