@@ -133,6 +133,9 @@ impl ServiceConfig {
             read_only: self.read_only,
             threads: self.threads.unwrap_or(d.threads),
             cache_mb: self.cache_mb.unwrap_or(d.cache_mb),
+            // Only with `-o max_inodes=` for now; the default suits the
+            // 256 MiB memory target.
+            max_inodes: d.max_inodes,
         }
     }
 }

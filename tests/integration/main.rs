@@ -12,6 +12,7 @@ mod mount;
 mod ops;
 mod policy;
 mod rootkey;
+mod scale;
 mod service;
 mod stress;
 mod tamper;
