@@ -30,7 +30,12 @@
 //! recently used ones (a clock sweep over a bit per node) are handed to
 //! the FUSE layer, which asks the kernel to drop their entries
 //! (FUSE_NOTIFY_INVAL_ENTRY); the kernel then forgets them as usual and
-//! looks them up again if they are needed.
+//! looks them up again if they are needed. Only entries of files, symlinks
+//! and the like: a directory's dropped entry can outlive the request (a
+//! child still holds it), and a later lookup of the directory must then
+//! move that old alias under the new parent entry, which the kernel
+//! refuses with ESTALE when it cannot take the locks at once (we measured
+//! rsync failing so). Directories are few next to files in most trees.
 
 use std::ffi::OsStr;
 use std::num::NonZeroUsize;
@@ -127,6 +132,9 @@ pub(super) struct Node {
     pub(super) open: Option<Box<Opened>>,
     /// Used since the last sweep of the clock (see `Fs::stale_entries`).
     pub(super) recent: bool,
+    /// A directory: never handed to the kernel to forget (see
+    /// `Fs::stale_entries`).
+    pub(super) dir: bool,
 }
 
 /// A bounded LRU cache of O_PATH descriptors by FUSE inode number. A

@@ -231,6 +231,7 @@ impl Fs {
                 lookups: 1,
                 open: None,
                 recent: true,
+                dir: true,
             },
         );
         let cache = inodes::cache_size(sys::fd_limit());
@@ -319,7 +320,12 @@ impl Fs {
     fn node(&self, ino: u64) -> Result<(Arc<OwnedFd>, Role)> {
         let (handle, role) = {
             let mut nodes = lock(&self.nodes);
-            let n = nodes.get_mut(&ino).ok_or_else(|| errno(libc::ESTALE))?;
+            let Some(n) = nodes.get_mut(&ino) else {
+                // The kernel never uses an inode it has forgotten: a
+                // lookup count went wrong somewhere.
+                tracing::warn!(ino, "a request for an inode the daemon does not know");
+                return Err(errno(libc::ESTALE));
+            };
             n.recent = true;
             let handle = match (&n.backing, &n.open) {
                 (Backing::Fd(fd), _) => return Ok((fd.clone(), n.role.clone())),
@@ -331,7 +337,12 @@ impl Fs {
             }
             (handle, n.role.clone())
         };
-        let fd = Arc::new(self.open_handle(ino, &handle)?);
+        let fd = match self.open_handle(ino, &handle) {
+            Ok(fd) => fd,
+            Err(e) if e.os_errno == Some(libc::ESTALE) => self.open_by_link(ino).ok_or(e)?,
+            Err(e) => return Err(e),
+        };
+        let fd = Arc::new(fd);
         // Cached only if the node still stands for this handle: one
         // forgotten or re-pointed meanwhile must not leave a descriptor
         // behind (it would keep an unlinked file's space until evicted).
@@ -356,13 +367,34 @@ impl Fs {
             Some(libc::ESTALE | libc::ENOENT) => errno(libc::ESTALE),
             _ => os_err(e),
         };
-        let fd = sys::open_handle(root.as_raw_fd(), h.ty(), h.bytes()).map_err(stale)?;
+        let fd = sys::open_handle(root.as_raw_fd(), h.ty(), h.bytes()).map_err(|e| {
+            tracing::debug!(ino, "open_by_handle_at: {e}");
+            stale(e)
+        })?;
         let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
         if (st.st_dev, st.st_ino) != (*dev, self.backend_ino(ino)) {
             tracing::warn!(ino, "a file handle opened another inode than recorded");
             return Err(errno(libc::ESTALE));
         }
         Ok(fd)
+    }
+
+    /// The node's inode found again by the name it was last seen under,
+    /// beneath its directory's descriptor, when its handle would not open.
+    /// ext4 with inline_data fails to reconnect some directory handles
+    /// (measured: ESTALE for a directory that exists, once the backend's
+    /// dentries were dropped), so a handle's failure alone does not make a
+    /// node stale. The same identity check as for handles applies.
+    fn open_by_link(&self, ino: u64) -> Option<OwnedFd> {
+        let (parent, name) = self.link_of(ino)?;
+        if parent == ino {
+            return None;
+        }
+        let (pfd, _) = self.node(parent).ok()?;
+        let fd = sys::open_path(pfd.as_raw_fd(), &name).ok()?;
+        let st = sys::stat_fd(fd.as_raw_fd()).ok()?;
+        let dev = self.handle_root.as_ref()?.1;
+        ((st.st_dev, st.st_ino) == (dev, self.backend_ino(ino))).then_some(fd)
     }
 
     /// How a new node with descriptor `fd` and stat `st` reaches its
@@ -505,6 +537,7 @@ impl Fs {
                     lookups: 1,
                     open: None,
                     recent: true,
+                    dir: attr.kind == Kind::Dir,
                 });
             }
         }
@@ -545,7 +578,8 @@ impl Fs {
     /// Waits until more than `max_inodes` inodes are known, then returns up
     /// to `want` entries (directory, name) of the least recently used, for
     /// the kernel to drop: a clock sweep, where a node used since the last
-    /// sweep gets another round. Never the root, a bucket, or an open file.
+    /// sweep gets another round. Never the root, a bucket, a directory (see
+    /// `inodes`) or an open file.
     pub fn stale_entries(&self) -> Vec<(u64, OsString)> {
         let max = self.opts.max_inodes;
         let mut nodes = self
@@ -559,7 +593,7 @@ impl Fs {
             if out.len() >= want {
                 break;
             }
-            if !matches!(n.role, Role::InBucket(_)) || n.open.is_some() {
+            if !matches!(n.role, Role::InBucket(_)) || n.open.is_some() || n.dir {
                 continue;
             }
             if std::mem::take(&mut n.recent) {

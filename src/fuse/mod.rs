@@ -396,14 +396,18 @@ fn trim_inodes(fs: Arc<Fs>, notifier: fuser::Notifier) {
                     "more inodes known than max_inodes: asking the kernel to forget the least recently used"
                 );
             }
-            tracing::debug!(known = fs.known_inodes(), asked = stale.len(), "trimming inodes");
+            let asked = stale.len();
+            tracing::debug!(known = fs.known_inodes(), asked, "trimming inodes");
             for (parent, name) in stale {
                 // ENOENT: the kernel has dropped the entry already.
                 let _ = notifier.inval_entry(fuser::INodeNo(parent), &name);
             }
             // Let the kernel's FORGETs arrive before looking again, or the
-            // same entries would be asked for twice.
-            std::thread::sleep(Duration::from_millis(20));
+            // same entries would be asked for twice; longer when nothing
+            // could be dropped (all directories, open or used just now),
+            // so that a full table does not cost a sweep every 20 ms.
+            let idle = if asked == 0 { 500 } else { 20 };
+            std::thread::sleep(Duration::from_millis(idle));
             }
         });
     if let Err(e) = spawned {

@@ -254,6 +254,7 @@ mod tests {
                 read_only: true,
                 threads: 8,
                 cache_mb: 0,
+                max_inodes: crate::fs::DEFAULT_MAX_INODES,
             }
         );
     }
