@@ -184,9 +184,12 @@ pub(super) fn cache_size(soft: u64) -> NonZeroUsize {
 }
 
 /// How many inodes the daemon remembers before it asks the kernel to drop
-/// some, by default. About 200 bytes each with the hash table's slack and
-/// the name (measured in bench/results/2026-12-03-tree-2m.md): some 80 MiB,
-/// below the 256 MiB the daemon may use with its 64 MiB chunk cache.
+/// some, by default. A table slot is 97 bytes (key, node, control byte)
+/// and the name another ~32: 400,000 fit a table of 2^19 slots (51 MiB),
+/// which doubles (and never shrinks) past 458,752 entries. Measured with
+/// the 64 MiB chunk cache (bench/results/2026-12-03-tree-2m.md): daemon RSS
+/// 120 MiB, 170 MiB once a burst of creations outran the trimmer and the
+/// table doubled; under the 256 MiB target either way.
 pub const DEFAULT_MAX_INODES: usize = 400_000;
 
 #[cfg(test)]
