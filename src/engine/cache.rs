@@ -20,8 +20,20 @@ pub struct Owner {
 
 type Key = (Owner, u64);
 
+/// What an entry costs beyond its plaintext: the key, the LRU's node and
+/// hash slot, the `Arc` and the `Vec` with their allocator headers (about
+/// 200 bytes, rounded up). Counted so that a tree of tiny objects, whose
+/// chunks hold a few bytes each, cannot fill the memory with millions of
+/// entries while the plaintext stays under the cap (measured: 250 MiB of
+/// daemon RSS at 900k objects of 8 bytes with a 64 MiB cache).
+pub(crate) const ENTRY_COST: usize = 256;
+
+fn cost(plain: &[u8]) -> usize {
+    plain.len() + ENTRY_COST
+}
+
 /// Objects of different chunk sizes share the cache, so it is bounded in
-/// bytes of plaintext, not in entries.
+/// bytes (plaintext and each entry's own cost), not in entries.
 struct Inner {
     lru: LruCache<Key, Arc<Vec<u8>>>,
     bytes: usize,
@@ -30,20 +42,20 @@ struct Inner {
 impl Inner {
     fn pop(&mut self, k: &Key) {
         if let Some(v) = self.lru.pop(k) {
-            self.bytes -= v.len();
+            self.bytes -= cost(&v);
         }
     }
 }
 
 pub struct ChunkCache {
     inner: Mutex<Inner>,
-    /// At most this many bytes of plaintext are held, except that the
-    /// chunk put last is always kept.
+    /// At most this many bytes (plaintext and `ENTRY_COST` per entry) are
+    /// held, except that the chunk put last is always kept.
     cap: usize,
 }
 
 impl ChunkCache {
-    /// A cache holding up to `bytes` of plaintext.
+    /// A cache holding up to `bytes` (see `cap`).
     pub fn new(bytes: usize) -> ChunkCache {
         ChunkCache {
             inner: Mutex::new(Inner {
@@ -60,7 +72,7 @@ impl ChunkCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Bytes of plaintext held now.
+    /// Bytes held now: plaintext and `ENTRY_COST` per entry.
     pub fn held_bytes(&self) -> usize {
         self.lock().bytes
     }
@@ -71,13 +83,13 @@ impl ChunkCache {
 
     pub fn put(&self, object: &Owner, index: u64, plain: Vec<u8>) {
         let mut c = self.lock();
-        c.bytes += plain.len();
+        c.bytes += cost(&plain);
         if let Some(old) = c.lru.put((*object, index), Arc::new(plain)) {
-            c.bytes -= old.len();
+            c.bytes -= cost(&old);
         }
         while c.bytes > self.cap && c.lru.len() > 1 {
             match c.lru.pop_lru() {
-                Some((_, v)) => c.bytes -= v.len(),
+                Some((_, v)) => c.bytes -= cost(&v),
                 None => break,
             }
         }

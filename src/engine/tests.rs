@@ -1357,10 +1357,11 @@ fn the_cache_is_bounded_in_bytes_across_chunk_sizes() {
         dev: 1,
         ino: n as u64,
     };
+    let entry = super::cache::ENTRY_COST;
     for i in 0..9 {
         cache.put(&owner(1), i, vec![0; 4096]);
     }
-    assert_eq!(cache.held_bytes(), 9 * 4096);
+    assert_eq!(cache.held_bytes(), 9 * (4096 + entry));
     cache.put(&owner(2), 0, vec![0; 16384]);
     assert!(cache.held_bytes() <= 40_000);
     assert!(cache.get(&owner(2), 0).is_some(), "the newest stays");
@@ -1372,9 +1373,30 @@ fn the_cache_is_bounded_in_bytes_across_chunk_sizes() {
     assert_eq!(cache.held_bytes(), held);
     // One chunk larger than the whole cache is still kept (alone).
     cache.put(&owner(3), 0, vec![0; 65536]);
-    assert_eq!(cache.held_bytes(), 65536);
+    assert_eq!(cache.held_bytes(), 65536 + entry);
     cache.remove_from(&owner(3), 0);
     assert_eq!(cache.held_bytes(), 0);
+}
+
+/// Tiny chunks (objects of a few bytes) are bounded by their entries' own
+/// cost, not only by their plaintext: a 64 KiB cache of 8-byte chunks
+/// holds a few hundred, not 8,192.
+#[test]
+fn tiny_chunks_are_bounded_by_their_entry_cost() {
+    let cache = ChunkCache::new(64 << 10);
+    for n in 0..10_000u64 {
+        let owner = super::cache::Owner {
+            object_id: [0; 16],
+            dev: 1,
+            ino: n,
+        };
+        cache.put(&owner, 0, vec![0; 8]);
+    }
+    assert!(cache.held_bytes() <= 64 << 10);
+    assert_eq!(
+        cache.held_bytes(),
+        (64 << 10) / (8 + super::cache::ENTRY_COST) * (8 + super::cache::ENTRY_COST)
+    );
 }
 
 // ------------------------------------------------------------ wide slots

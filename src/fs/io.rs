@@ -4,12 +4,12 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{errno, lock, os_err, sys, Attr, Fs, Handle, Kind, Node};
+use super::{errno, lock, os_err, sys, Attr, Fs, Handle, Kind, Node, Opened};
 use crate::engine::{Engine, ObjectFile};
 use crate::error::Result;
 use crate::format::ChunkSize;
@@ -135,6 +135,7 @@ impl Fs {
         };
         let result = (|| {
             let (fd, _) = self.own(pfd.as_raw_fd(), name, p.uid, p.gid)?;
+            let fd = Arc::new(fd);
             let display = format!(
                 "{}/{}",
                 self.display_name(pfd.as_raw_fd()),
@@ -153,30 +154,35 @@ impl Fs {
             self.new_upload(&mut st, &self.bucket_dir(&bucket), &display, p, true)?;
             // Stat again: the header write changed the size and times.
             let stat = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
-            let attr = self.register(fd, &stat, (parent, &prole), name)?;
+            let attr = self.register(fd.clone(), &stat, (parent, &prole), name)?;
             let open = Arc::new(OpenObject::new(st, display));
-            Ok((attr, open))
+            Ok((attr, open, fd))
         })();
-        let (attr, open) = result.inspect_err(|_| undo())?;
+        let (attr, open, fd) = result.inspect_err(|_| undo())?;
         let _ = flags;
-        let fh = self.attach(attr.ino, open)?;
+        let fh = self.attach(attr.ino, open, fd)?;
         Ok((fh, attr))
     }
 
     /// Registers a handle for `ino`'s shared open object. If another open
     /// of the inode registered its object since `open` was set up, the
     /// handle shares that one instead, so every handle sees one state.
-    fn attach(&self, ino: u64, open: Arc<OpenObject>) -> Result<u64> {
+    /// `fd`, the inode's O_PATH descriptor, stays pinned while it is open.
+    fn attach(&self, ino: u64, open: Arc<OpenObject>, fd: Arc<OwnedFd>) -> Result<u64> {
         let open = {
             let mut nodes = lock(&self.nodes);
             let node: &mut Node = nodes.get_mut(&ino).ok_or_else(|| errno(libc::ESTALE))?;
             match &mut node.open {
-                Some((o, n)) => {
-                    *n += 1;
-                    o.clone()
+                Some(o) => {
+                    o.count += 1;
+                    o.obj.clone()
                 }
                 None => {
-                    node.open = Some((open.clone(), 1));
+                    node.open = Some(Box::new(Opened {
+                        obj: open.clone(),
+                        count: 1,
+                        fd,
+                    }));
                     open
                 }
             }
@@ -240,7 +246,7 @@ impl Fs {
         }
         let existing = lock(&self.nodes)
             .get(&ino)
-            .and_then(|n| n.open.as_ref().map(|(o, _)| o.clone()));
+            .and_then(|n| n.open.as_ref().map(|o| o.obj.clone()));
         let open = match existing {
             Some(o) => {
                 // Check this opener's right to the key (an overwrite with
@@ -285,7 +291,7 @@ impl Fs {
                 ))
             }
         };
-        let fh = self.attach(ino, open)?;
+        let fh = self.attach(ino, open, fd)?;
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY || truncating;
         if writing {
             // On the object the handle got (attach may have swapped it).
@@ -508,9 +514,9 @@ impl Fs {
         let Some(node) = nodes.get_mut(&ino) else {
             return;
         };
-        if let Some((_, n)) = &mut node.open {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(o) = &mut node.open {
+            o.count -= 1;
+            if o.count == 0 {
                 node.open = None;
                 if node.lookups == 0 {
                     self.remove_node(&mut nodes, ino);
@@ -526,7 +532,7 @@ impl Fs {
     pub fn open_inodes_with_unusable_keys(&self) -> Vec<u64> {
         let open: Vec<(u64, Arc<OpenObject>)> = lock(&self.nodes)
             .iter()
-            .filter_map(|(ino, n)| n.open.as_ref().map(|(o, _)| (*ino, o.clone())))
+            .filter_map(|(ino, n)| n.open.as_ref().map(|o| (*ino, o.obj.clone())))
             .collect();
         open.into_iter()
             .filter(|(_, o)| {

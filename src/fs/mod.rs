@@ -2,12 +2,14 @@
 //! without a mount. The FUSE adapter (`crate::fuse`) only translates kernel
 //! requests into these calls and results back into replies.
 //!
-//! Inodes are the backend's own: each known inode is held as an O_PATH
-//! descriptor, so renames and hard links need no path bookkeeping. The mount
+//! Inodes are the backend's own: each known inode is named by its file
+//! handle, or held as an O_PATH descriptor where it cannot be (see
+//! `inodes`), so renames and hard links need no path bookkeeping. The mount
 //! root is the data directory; its entries are buckets; below a bucket
 //! everything is an ordinary POSIX tree whose regular files are objects.
 
 mod attr;
+mod inodes;
 mod io;
 #[cfg(test)]
 mod model_tests;
@@ -23,7 +25,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::backend::Ident;
@@ -33,7 +35,10 @@ use crate::kms::Principal;
 use crate::oss::{BucketName, RESERVED_PREFIX};
 
 pub use attr::{AttrChanges, SetTime};
+pub use inodes::DEFAULT_MAX_INODES;
 pub use io::OpenObject;
+
+use inodes::{Backing, FdCache, FileHandle, Node, Opened};
 
 /// FUSE's root inode number.
 pub const ROOT_INO: u64 = 1;
@@ -112,19 +117,6 @@ impl Role {
     }
 }
 
-struct Node {
-    fd: Arc<OwnedFd>,
-    role: Role,
-    /// The directory (FUSE inode) and name this inode was last looked up,
-    /// created or renamed to through the mount: where a re-encryption puts
-    /// its new file, after checking that the name still holds this inode.
-    /// A hard link has several; any one does.
-    link: Option<(u64, OsString)>,
-    lookups: u64,
-    /// The shared open object while any handle of this inode is open.
-    open: Option<(Arc<OpenObject>, u32)>,
-}
-
 enum Handle {
     File(Arc<OpenObject>),
     Dir(Vec<(u64, Kind, OsString)>),
@@ -140,6 +132,9 @@ pub struct FsOptions {
     /// The mount's device number (major, minor), set by the FUSE layer
     /// once mounted; `open` looks for programs running from the mount by it.
     pub mount_dev: Arc<OnceLock<(u32, u32)>>,
+    /// Known inodes past which the kernel is asked to forget the least
+    /// recently used (see `inodes`).
+    pub max_inodes: usize,
 }
 
 pub struct Fs {
@@ -147,6 +142,13 @@ pub struct Fs {
     opts: FsOptions,
     root_backend_ino: u64,
     nodes: Mutex<HashMap<u64, Node>>,
+    /// Signalled (with `nodes`) when more than `max_inodes` are known.
+    over_full: Condvar,
+    /// Descriptors of handle-backed nodes. Lock order: `nodes` before it.
+    fds: FdCache,
+    /// The data directory opened for open_by_handle_at, and its device;
+    /// `None` where handles cannot be used (see `inodes`).
+    handle_root: Option<(File, u64)>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     running_as_root: bool,
@@ -224,22 +226,30 @@ impl Fs {
         let dir = engine.data_dir().to_path_buf();
         let fd = sys::open_path(libc::AT_FDCWD, dir.as_os_str()).map_err(os_err)?;
         let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        let handle_root = Self::handle_root(&fd, &st);
         let mut nodes = HashMap::new();
         nodes.insert(
             ROOT_INO,
             Node {
-                fd: Arc::new(fd),
+                backing: Backing::Fd(Arc::new(fd)),
                 role: Role::Root,
                 link: None,
                 lookups: 1,
                 open: None,
+                recent: true,
+                dir: true,
             },
         );
+        let cache = inodes::cache_size(sys::fd_limit());
+        tracing::debug!(descriptors = cache.get(), "descriptor cache");
         Ok(Fs {
             engine,
             opts,
             root_backend_ino: st.st_ino,
             nodes: Mutex::new(nodes),
+            over_full: Condvar::new(),
+            fds: FdCache::new(cache),
+            handle_root,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             aliases: Mutex::new(Aliases::default()),
@@ -247,6 +257,32 @@ impl Fs {
             mode_locks: [const { Mutex::new(()) }; OPEN_LOCKS],
             running_as_root: nix::unistd::geteuid().is_root(),
         })
+    }
+
+    /// The data directory opened for open_by_handle_at (which refuses an
+    /// O_PATH descriptor), if its filesystem makes handles and the daemon
+    /// may open them: tried once on the directory itself. Otherwise every
+    /// node keeps a descriptor, as before issue 13, and the log says so.
+    fn handle_root(fd: &OwnedFd, st: &libc::stat) -> Option<(File, u64)> {
+        let tried = sys::handle_of(fd.as_raw_fd()).and_then(|h| {
+            let h = FileHandle::from_raw(&h);
+            let dir = sys::reopen(fd.as_raw_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+            let again = sys::open_handle(dir.as_raw_fd(), h.ty(), h.bytes())?;
+            let ast = sys::stat_fd(again.as_raw_fd())?;
+            if (ast.st_dev, ast.st_ino) != (st.st_dev, st.st_ino) {
+                return Err(std::io::Error::from_raw_os_error(libc::ESTALE));
+            }
+            Ok(dir)
+        });
+        match tried {
+            Ok(dir) => Some((dir, st.st_dev)),
+            Err(e) => {
+                tracing::warn!(
+                    "file handles unavailable on the data directory ({e}): one descriptor per known inode, so trees larger than the open-file limit fail with EMFILE"
+                );
+                None
+            }
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -269,13 +305,116 @@ impl Fs {
 
     /// Where the inode was last seen by name (see `Node::link`).
     fn link_of(&self, ino: u64) -> Option<(u64, OsString)> {
-        lock(&self.nodes).get(&ino)?.link.clone()
+        let nodes = lock(&self.nodes);
+        let (parent, name) = nodes.get(&ino)?.link.as_ref()?;
+        Some((*parent, name.to_os_string()))
     }
 
+    /// The backend inode number of FUSE inode `fuse` when it is its own
+    /// (not an alias): `fuse_ino` backwards.
+    fn backend_ino(&self, fuse: u64) -> u64 {
+        if fuse == self.root_backend_ino {
+            ROOT_INO
+        } else if fuse == ROOT_INO {
+            self.root_backend_ino
+        } else {
+            fuse
+        }
+    }
+
+    /// A descriptor of the node's backend inode, and its role.
     fn node(&self, ino: u64) -> Result<(Arc<OwnedFd>, Role)> {
+        let (handle, role) = {
+            let mut nodes = lock(&self.nodes);
+            let Some(n) = nodes.get_mut(&ino) else {
+                // The kernel never uses an inode it has forgotten: a
+                // lookup count went wrong somewhere.
+                tracing::warn!(ino, "a request for an inode the daemon does not know");
+                return Err(errno(libc::ESTALE));
+            };
+            n.recent = true;
+            let handle = match (&n.backing, &n.open) {
+                (Backing::Fd(fd), _) => return Ok((fd.clone(), n.role.clone())),
+                (Backing::Handle(_), Some(o)) => return Ok((o.fd.clone(), n.role.clone())),
+                (Backing::Handle(h), None) => h.clone(),
+            };
+            if let Some(fd) = self.fds.get(ino) {
+                return Ok((fd, n.role.clone()));
+            }
+            (handle, n.role.clone())
+        };
+        let fd = match self.open_handle(ino, &handle) {
+            Ok(fd) => fd,
+            Err(e) if e.os_errno == Some(libc::ESTALE) => self.open_by_link(ino).ok_or(e)?,
+            Err(e) => return Err(e),
+        };
+        let fd = Arc::new(fd);
+        // Cached only if the node still stands for this handle: one
+        // forgotten or re-pointed meanwhile must not leave a descriptor
+        // behind (it would keep an unlinked file's space until evicted).
         let nodes = lock(&self.nodes);
-        let n = nodes.get(&ino).ok_or_else(|| errno(libc::ESTALE))?;
-        Ok((n.fd.clone(), n.role.clone()))
+        if let Some(n) = nodes.get(&ino) {
+            if matches!(&n.backing, Backing::Handle(h) if *h == handle) {
+                self.fds.put(ino, fd.clone());
+            }
+        }
+        Ok((fd, role))
+    }
+
+    /// Opens a node's handle and checks that it is still the inode recorded
+    /// for it (see `inodes` on confinement): anything else is ESTALE.
+    fn open_handle(&self, ino: u64, h: &FileHandle) -> Result<OwnedFd> {
+        let (root, dev) = self
+            .handle_root
+            .as_ref()
+            .ok_or_else(|| errno(libc::ESTALE))?;
+        let stale = |e: std::io::Error| match e.raw_os_error() {
+            // ENOENT: some filesystems say so for a freed inode.
+            Some(libc::ESTALE | libc::ENOENT) => errno(libc::ESTALE),
+            _ => os_err(e),
+        };
+        let fd = sys::open_handle(root.as_raw_fd(), h.ty(), h.bytes()).map_err(|e| {
+            tracing::debug!(ino, "open_by_handle_at: {e}");
+            stale(e)
+        })?;
+        let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        if (st.st_dev, st.st_ino) != (*dev, self.backend_ino(ino)) {
+            tracing::warn!(ino, "a file handle opened another inode than recorded");
+            return Err(errno(libc::ESTALE));
+        }
+        Ok(fd)
+    }
+
+    /// The node's inode found again by the name it was last seen under,
+    /// beneath its directory's descriptor, when its handle would not open.
+    /// ext4 with inline_data fails to reconnect some directory handles
+    /// (measured: ESTALE for a directory that exists, once the backend's
+    /// dentries were dropped), so a handle's failure alone does not make a
+    /// node stale. The same identity check as for handles applies.
+    fn open_by_link(&self, ino: u64) -> Option<OwnedFd> {
+        let (parent, name) = self.link_of(ino)?;
+        if parent == ino {
+            return None;
+        }
+        let (pfd, _) = self.node(parent).ok()?;
+        let fd = sys::open_path(pfd.as_raw_fd(), &name).ok()?;
+        let st = sys::stat_fd(fd.as_raw_fd()).ok()?;
+        let dev = self.handle_root.as_ref()?.1;
+        ((st.st_dev, st.st_ino) == (dev, self.backend_ino(ino))).then_some(fd)
+    }
+
+    /// How a new node with descriptor `fd` and stat `st` reaches its
+    /// inode: by handle where it can (the descriptor then goes to the
+    /// cache), else by keeping the descriptor.
+    fn backing_for(&self, ino: u64, fd: Arc<OwnedFd>, st: &libc::stat) -> Backing {
+        let on_root_fs = matches!(&self.handle_root, Some((_, dev)) if *dev == st.st_dev);
+        if on_root_fs && self.fuse_ino(st.st_ino) == ino && ino != ROOT_INO {
+            if let Ok(h) = sys::handle_of(fd.as_raw_fd()) {
+                self.fds.put(ino, fd);
+                return Backing::Handle(FileHandle::from_raw(&h));
+            }
+        }
+        Backing::Fd(fd)
     }
 
     /// The attributes of an inode with stat `st` and role `role`. An
@@ -354,13 +493,13 @@ impl Fs {
     ) -> Result<Attr> {
         let fd = sys::open_path(parent_fd, name).map_err(os_err)?;
         let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
-        self.register(fd, &st, (parent, parent_role), name)
+        self.register(Arc::new(fd), &st, (parent, parent_role), name)
     }
 
     /// Registers (or re-counts) the inode held by `fd`, whose stat is `st`.
     fn register(
         &self,
-        fd: OwnedFd,
+        fd: Arc<OwnedFd>,
         st: &libc::stat,
         (parent, parent_role): (u64, &Role),
         name: &OsStr,
@@ -370,23 +509,46 @@ impl Fs {
             return Err(errno(libc::ENOENT));
         }
         let attr = self.attr_of(st, &role)?;
+        let link = Some((parent, name.to_os_string().into_boxed_os_str()));
         let mut nodes = lock(&self.nodes);
-        let link = Some((parent, name.to_owned()));
         match nodes.entry(attr.ino) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 let n = e.get_mut();
                 n.lookups += 1;
                 n.link = link;
+                n.recent = true;
+                if let Backing::Handle(h) = &n.backing {
+                    // The same inode number on the same filesystem, but a
+                    // different handle: the inode the node named was freed
+                    // (nothing held it) and its number reused. The node
+                    // now stands for the new file, as it would have
+                    // before handles (a held descriptor kept the number).
+                    match sys::handle_of(fd.as_raw_fd()) {
+                        Ok(raw) if FileHandle::from_raw(&raw) == *h => {}
+                        Ok(raw) => n.backing = Backing::Handle(FileHandle::from_raw(&raw)),
+                        Err(_) => n.backing = Backing::Fd(fd.clone()),
+                    }
+                    if matches!(n.backing, Backing::Handle(_)) {
+                        self.fds.put(attr.ino, fd);
+                    } else {
+                        self.fds.remove(attr.ino);
+                    }
+                }
             }
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(Node {
-                    fd: Arc::new(fd),
+                    backing: self.backing_for(attr.ino, fd, st),
                     role,
                     link,
                     lookups: 1,
                     open: None,
+                    recent: true,
+                    dir: attr.kind == Kind::Dir,
                 });
             }
+        }
+        if nodes.len() > self.opts.max_inodes {
+            self.over_full.notify_one();
         }
         Ok(attr)
     }
@@ -416,6 +578,43 @@ impl Fs {
     fn remove_node(&self, nodes: &mut HashMap<u64, Node>, ino: u64) {
         nodes.remove(&ino);
         lock(&self.aliases).forgotten(ino);
+        self.fds.remove(ino);
+    }
+
+    /// Waits until more than `max_inodes` inodes are known, then returns up
+    /// to `want` entries (directory, name) of the least recently used, for
+    /// the kernel to drop: a clock sweep, where a node used since the last
+    /// sweep gets another round. Never the root, a bucket, a directory (see
+    /// `inodes`) or an open file.
+    pub fn stale_entries(&self) -> Vec<(u64, OsString)> {
+        let max = self.opts.max_inodes;
+        let mut nodes = self
+            .over_full
+            .wait_while(lock(&self.nodes), |n| n.len() <= max)
+            .unwrap_or_else(|p| p.into_inner());
+        // Down to 7/8 of the limit, so that one sweep serves many lookups.
+        let want = nodes.len() - max + max / 8;
+        let mut out = Vec::with_capacity(want.min(1 << 16));
+        for n in nodes.values_mut() {
+            if out.len() >= want {
+                break;
+            }
+            if !matches!(n.role, Role::InBucket(_)) || n.open.is_some() || n.dir {
+                continue;
+            }
+            if std::mem::take(&mut n.recent) {
+                continue;
+            }
+            if let Some((parent, name)) = &n.link {
+                out.push((*parent, name.to_os_string()));
+            }
+        }
+        out
+    }
+
+    /// How many inodes are known (for tests and the benchmark's log).
+    pub fn known_inodes(&self) -> usize {
+        lock(&self.nodes).len()
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
@@ -446,7 +645,7 @@ impl Fs {
         old: &Arc<OwnedFd>,
         st: &libc::stat,
     ) -> Option<(Arc<OwnedFd>, libc::stat)> {
-        let (parent, leaf) = lock(&self.nodes).get(&ino)?.link.clone()?;
+        let (parent, leaf) = self.link_of(ino)?;
         let (pfd, _) = self.node(parent).ok()?;
         let fd = sys::open_path(pfd.as_raw_fd(), &leaf).ok()?;
         let nst = sys::stat_fd(fd.as_raw_fd()).ok()?;
@@ -464,12 +663,17 @@ impl Fs {
         let new_fd = Arc::new(fd);
         let mut nodes = lock(&self.nodes);
         let n = nodes.get_mut(&ino)?;
-        if !Arc::ptr_eq(&n.fd, old) {
-            // Followed already by another request.
-            return Some((n.fd.clone(), nst));
+        if let Backing::Fd(cur) = &n.backing {
+            if !Arc::ptr_eq(cur, old) {
+                // Followed already by another request.
+                return Some((cur.clone(), nst));
+            }
         }
-        let prev = std::mem::replace(&mut n.fd, new_fd.clone());
-        lock(&self.aliases).moved(ino, nst.st_ino, prev);
+        // The node keeps a descriptor of the new file from now on: its
+        // backend inode number is no longer the node's (an alias).
+        n.backing = Backing::Fd(new_fd.clone());
+        self.fds.remove(ino);
+        lock(&self.aliases).moved(ino, nst.st_ino, old.clone());
         tracing::debug!(ino, "following a rewrite of the object by the CLI");
         Some((new_fd, nst))
     }
@@ -519,7 +723,7 @@ impl Fs {
         gid: u32,
     ) -> Result<Attr> {
         let (fd, st) = self.own(parent_fd, name, uid, gid)?;
-        self.register(fd, &st, (parent, parent_role), name)
+        self.register(Arc::new(fd), &st, (parent, parent_role), name)
     }
 
     fn writable(&self) -> Result<()> {
@@ -680,7 +884,7 @@ impl Fs {
         };
         let ino = self.fuse_ino(st.st_ino);
         if let Some(n) = lock(&self.nodes).get_mut(&ino) {
-            n.link = Some((parent, name.to_owned()));
+            n.link = Some((parent, name.to_os_string().into_boxed_os_str()));
         }
     }
 

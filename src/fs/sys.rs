@@ -282,3 +282,80 @@ pub fn runs_as_program(dev: (u32, u32), ino: u64) -> bool {
         r == 0 && (stx.stx_dev_major, stx.stx_dev_minor) == dev && stx.stx_ino == ino
     })
 }
+
+/// `struct file_handle` with room for the largest handle the kernel makes
+/// (MAX_HANDLE_SZ), as name_to_handle_at(2) fills it.
+#[repr(C)]
+pub struct RawHandle {
+    pub bytes: u32,
+    pub ty: libc::c_int,
+    pub data: [u8; libc::MAX_HANDLE_SZ as usize],
+}
+
+/// The file handle of the inode behind `fd` (name_to_handle_at with
+/// AT_EMPTY_PATH): it names the inode on its filesystem without holding it.
+pub fn handle_of(fd: RawFd) -> io::Result<RawHandle> {
+    let mut h = RawHandle {
+        bytes: libc::MAX_HANDLE_SZ as u32,
+        ty: 0,
+        data: [0; libc::MAX_HANDLE_SZ as usize],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `h` is a file_handle whose handle_bytes says how much room
+    // follows it; mount_id is written; the empty path with AT_EMPTY_PATH
+    // names fd itself.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            fd,
+            c"".as_ptr(),
+            &mut h as *mut RawHandle,
+            &mut mount_id as *mut libc::c_int,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(h)
+}
+
+/// Opens the inode a handle names on the filesystem of `mount_fd`, as an
+/// O_PATH descriptor that does not follow a symlink.
+pub fn open_handle(mount_fd: RawFd, ty: libc::c_int, data: &[u8]) -> io::Result<OwnedFd> {
+    let mut h = RawHandle {
+        bytes: data.len() as u32,
+        ty,
+        data: [0; libc::MAX_HANDLE_SZ as usize],
+    };
+    let n = data.len().min(h.data.len());
+    h.data[..n].copy_from_slice(&data[..n]);
+    // SAFETY: `h` is a valid file_handle of `data.len()` bytes; the
+    // returned descriptor is owned below.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_fd,
+            &mut h as *mut RawHandle,
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: r is a fresh descriptor we own (a descriptor fits c_int).
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// The soft limit on open descriptors (RLIMIT_NOFILE).
+pub fn fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    lim.rlim_cur
+}

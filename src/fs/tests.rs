@@ -44,6 +44,7 @@ pub(super) fn fs_on(engine: &Arc<Engine>, read_only: bool, kernel_checks: bool) 
             read_only,
             kernel_checks_permissions: kernel_checks,
             mount_dev: Arc::new(OnceLock::new()),
+            max_inodes: super::DEFAULT_MAX_INODES,
         },
     )
     .unwrap()

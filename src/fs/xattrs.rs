@@ -442,7 +442,7 @@ impl Fs {
         // write slips in between the copy and the rename.
         let open = lock(&self.nodes)
             .get(&ino)
-            .and_then(|n| n.open.as_ref().map(|(o, _)| o.clone()));
+            .and_then(|n| n.open.as_ref().map(|o| o.obj.clone()));
         let mut guard = open.as_ref().map(|o| o.write_lock());
         if size == 0 {
             let (header, key) = self
@@ -474,9 +474,12 @@ impl Fs {
         {
             let mut nodes = lock(&self.nodes);
             if let Some(n) = nodes.get_mut(&ino) {
-                let old = std::mem::replace(&mut n.fd, new_fd.clone());
+                // The node keeps a descriptor of the new file: its backend
+                // inode number is no longer the node's (an alias).
+                n.backing = super::Backing::Fd(new_fd.clone());
                 n.role = role;
-                lock(&self.aliases).moved(ino, st.st_ino, old);
+                self.fds.remove(ino);
+                lock(&self.aliases).moved(ino, st.st_ino, fd.clone());
             }
         }
         if let Some(g) = guard.as_mut() {

@@ -33,6 +33,9 @@ pub struct MountOpts {
     pub threads: usize,
     /// MiB of decrypted chunks kept in memory.
     pub cache_mb: usize,
+    /// Inodes the daemon remembers before it asks the kernel to forget the
+    /// least recently used (see `crate::fs`).
+    pub max_inodes: usize,
 }
 
 impl Default for MountOpts {
@@ -44,6 +47,7 @@ impl Default for MountOpts {
             read_only: false,
             threads: 4,
             cache_mb: 64,
+            max_inodes: crate::fs::DEFAULT_MAX_INODES,
         }
     }
 }
@@ -85,6 +89,13 @@ impl MountOpts {
                         .ok()
                         .filter(|n| *n <= 1 << 20)
                         .ok_or_else(|| bad("a number of MiB"))?
+                }
+                ("max_inodes", Some(n)) => {
+                    o.max_inodes = n
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 64)
+                        .ok_or_else(|| bad("a number of inodes, at least 64"))?
                 }
                 ("threads", Some(n)) => {
                     o.threads = n
@@ -265,6 +276,7 @@ pub fn run_foreground(
             read_only: opts.read_only,
             kernel_checks_permissions: opts.kernel_checks_permissions(),
             mount_dev: dev_cell.clone(),
+            max_inodes: opts.max_inodes,
         },
     )?);
     let mut mount_options = vec![
@@ -301,7 +313,8 @@ pub fn run_foreground(
     if let Some(dev) = mount_dev(mp) {
         let _ = dev_cell.set(dev);
     }
-    watch_key_states(&data_dir.join(STATE_DIR), fs, session.notifier());
+    watch_key_states(&data_dir.join(STATE_DIR), fs.clone(), session.notifier());
+    trim_inodes(fs, session.notifier());
     let mut unmounter = session.unmount_callable();
     let mp_owned = mp.to_path_buf();
     std::thread::spawn(move || {
@@ -362,6 +375,44 @@ fn watch_key_states(state_dir: &Path, fs: Arc<Fs>, notifier: fuser::Notifier) {
             }
         }
     });
+}
+
+/// Keeps the inode table within `max_inodes`: the kernel forgets inodes
+/// only under memory pressure, so past the limit it is asked to drop the
+/// entries of the least recently used (FUSE_NOTIFY_INVAL_ENTRY), and then
+/// forgets their inodes as for any other reason. The kernel takes the
+/// directory's lock for each, so this runs on its own thread, never in a
+/// request (which may hold that lock already).
+fn trim_inodes(fs: Arc<Fs>, notifier: fuser::Notifier) {
+    let spawned = std::thread::Builder::new()
+        .name("trim-inodes".into())
+        .spawn(move || {
+            let mut first = true;
+            loop {
+            let stale = fs.stale_entries();
+            if std::mem::take(&mut first) {
+                tracing::info!(
+                    known = fs.known_inodes(),
+                    "more inodes known than max_inodes: asking the kernel to forget the least recently used"
+                );
+            }
+            let asked = stale.len();
+            tracing::debug!(known = fs.known_inodes(), asked, "trimming inodes");
+            for (parent, name) in stale {
+                // ENOENT: the kernel has dropped the entry already.
+                let _ = notifier.inval_entry(fuser::INodeNo(parent), &name);
+            }
+            // Let the kernel's FORGETs arrive before looking again, or the
+            // same entries would be asked for twice; longer when nothing
+            // could be dropped (all directories, open or used just now),
+            // so that a full table does not cost a sweep every 20 ms.
+            let idle = if asked == 0 { 500 } else { 20 };
+            std::thread::sleep(Duration::from_millis(idle));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the inode trimmer ({e}): the daemon remembers every inode the kernel does");
+    }
 }
 
 /// Starts the daemon in the background (this binary again, with
@@ -435,8 +486,9 @@ pub fn spawn_background(
     .resource(mp.display().to_string()))
 }
 
-/// Every inode the kernel knows is held as an O_PATH descriptor (see
-/// `crate::fs`), so a tree of many files needs many descriptors: the soft
+/// Known inodes cost no descriptor each where the backend makes file
+/// handles (see `crate::fs`), but a backend without them, open objects and
+/// the descriptor cache (sized from this limit) still use them: the soft
 /// limit goes up to the hard one, as the process may do on its own.
 fn raise_fd_limit() {
     let mut lim = libc::rlimit {

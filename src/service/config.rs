@@ -42,6 +42,8 @@ pub struct ServiceConfig {
     pub threads: Option<usize>,
     #[serde(default, deserialize_with = "cache_mb")]
     pub cache_mb: Option<usize>,
+    #[serde(default, deserialize_with = "max_inodes")]
+    pub max_inodes: Option<usize>,
     #[serde(default, deserialize_with = "log_level")]
     pub log_level: Option<String>,
 }
@@ -57,6 +59,7 @@ pub const KEYS: &[&str] = &[
     "read_only",
     "threads",
     "cache_mb",
+    "max_inodes",
     "log_level",
 ];
 
@@ -133,6 +136,7 @@ impl ServiceConfig {
             read_only: self.read_only,
             threads: self.threads.unwrap_or(d.threads),
             cache_mb: self.cache_mb.unwrap_or(d.cache_mb),
+            max_inodes: self.max_inodes.unwrap_or(d.max_inodes),
         }
     }
 }
@@ -179,6 +183,11 @@ fn threads<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<usize>
 
 fn cache_mb<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<usize>, D::Error> {
     ranged(d, 0..=1 << 20, "cache_mb must be 0 to 1048576 (MiB)")
+}
+
+fn max_inodes<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<usize>, D::Error> {
+    // The same bounds as `-o max_inodes=N` (MountOpts::parse).
+    ranged(d, 64..=usize::MAX, "max_inodes must be at least 64")
 }
 
 fn log_level<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
@@ -251,6 +260,7 @@ mod tests {
                 read_only: true,
                 threads: 8,
                 cache_mb: 0,
+                max_inodes: crate::fs::DEFAULT_MAX_INODES,
             }
         );
     }
@@ -277,6 +287,11 @@ mod tests {
         rejects("threads = 0\n", ":1:11", "threads must be 1 to 64, not 0");
         rejects("\nthreads = 65\n", ":2:11", "not 65");
         rejects("cache_mb = -1\n", ":1:12", "cache_mb must be 0 to");
+        rejects(
+            "max_inodes = 10\n",
+            ":1:14",
+            "max_inodes must be at least 64",
+        );
         rejects("log_level = \"loud=\"\n", ":1:13", "log_level \"loud=\"");
         rejects(
             "log_level = \"inf\"\n",
@@ -363,6 +378,7 @@ mod tests {
         let d = MountOpts::default();
         assert_eq!(c.threads, Some(d.threads), "threads default");
         assert_eq!(c.cache_mb, Some(d.cache_mb), "cache_mb default");
+        assert_eq!(c.max_inodes, Some(d.max_inodes), "max_inodes default");
         assert!(!c.allow_other && !c.allow_root && !c.read_only);
     }
 }

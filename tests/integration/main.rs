@@ -13,6 +13,7 @@ mod ops;
 mod plainmac;
 mod policy;
 mod rootkey;
+mod scale;
 mod service;
 mod stress;
 mod tamper;
