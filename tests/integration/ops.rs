@@ -347,13 +347,15 @@ fn a_writer_opening_during_a_reencrypt_writes_to_the_new_object() {
     std::fs::write(m.p("bkt/big"), content(3, len)).unwrap();
     d.run(&["bucket", "encryption", "put", "bkt", "--algorithm", "SM4"])
         .ok();
-    let child = d
-        .cmd()
-        .args(["reencrypt", "bkt"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let spawn = || {
+        d.cmd()
+            .args(["reencrypt", "bkt"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn();
     let tmp = d.data().join(".ssefs/tmp");
     let t = std::time::Instant::now();
     while std::fs::read_dir(&tmp).map_or(0, |r| r.count()) == 0 {
@@ -361,6 +363,15 @@ fn a_writer_opening_during_a_reencrypt_writes_to_the_new_object() {
             t.elapsed() < Duration::from_secs(60),
             "reencrypt never started rewriting"
         );
+        // FUSE sends the release of the file written above asynchronously:
+        // a reencrypt that runs before the daemon has it finds the object
+        // (rightly) busy and skips it. Run it again then.
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.contains("1 busy"), "reencrypt ended early: {out:?}");
+            child = spawn();
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
     let f = OpenOptions::new().write(true).open(m.p("bkt/big")).unwrap();
