@@ -2,6 +2,9 @@
 //!
 //! `cargo bench --bench crypto`
 
+// A benchmark is a test harness: a failed setup step should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use ssefs::crypto::{fill_random, Aead, Cipher, Nonce, SecretKey, Sm4Gcm};

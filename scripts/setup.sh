@@ -73,4 +73,14 @@ if [[ -n $pkgs ]]; then
     exit 1
   fi
 fi
+# clippy comes with rustup's default profile; a minimal toolchain lacks it.
+if ! cargo clippy --version >/dev/null 2>&1; then
+  if command -v rustup >/dev/null 2>&1; then
+    echo "setup: installing clippy (rustup component add clippy)" >&2
+    rustup component add clippy >/dev/null
+  else
+    echo "ssefs tests need clippy (cargo clippy): install it with your Rust toolchain" >&2
+    exit 1
+  fi
+fi
 echo "setup: everything the tests need is installed" >&2

@@ -13,6 +13,9 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 [ "${SSEFS_TEST_ONLY:-}" != setup ] || exit 0
 
 cargo build --release --bins
+# The lints of Cargo.toml's [lints] (no unwrap or expect outside tests, a
+# SAFETY comment on every unsafe block) and clippy's defaults, as errors.
+cargo clippy --release --all-targets -- -D warnings
 cargo test --release --lib --bins --tests -- --test-threads=2 "$@"
 ./scripts/sm4ni-check.sh
 # Each benchmark once, as a test (no timing): they must keep working.

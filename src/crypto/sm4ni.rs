@@ -16,6 +16,13 @@
 //! x86_64 only. `Sm4Ni::new` returns `None` when the CPU lacks AES-NI or
 //! SSSE3, and `Sm4Gcm` then uses the portable `sm4` crate.
 
+// Every `unsafe fn` here is a `#[target_feature]` kernel whose body is
+// nothing but SIMD intrinsics, under one contract for all: the caller has
+// checked that the CPU has the features (`Tier::supported`, before any
+// `Sm4Ni` exists). Wrapping each body in its own `unsafe` block would
+// restate that contract a hundred times.
+#![allow(unsafe_op_in_unsafe_fn)]
+
 use std::arch::x86_64::*;
 
 use zeroize::{Zeroize, ZeroizeOnDrop};

@@ -267,9 +267,11 @@ pub fn runs_as_program(dev: (u32, u32), ino: u64) -> bool {
         let Ok(path) = CString::new(format!("/proc/{}/exe", pid.to_string_lossy())) else {
             return false;
         };
+        // SAFETY: statx is a plain C struct, for which all zero bytes is a
+        // valid value.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
         // SAFETY: statx writes only into `stx`, a plain struct we own; the
         // path is a valid C string.
-        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
         let r = unsafe {
             libc::statx(
                 libc::AT_FDCWD,

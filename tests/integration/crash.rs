@@ -564,6 +564,7 @@ impl Seen {
 /// others (no readahead: each read asks the daemon for that chunk only).
 fn read_back(path: &Path, backend: &Path) -> Seen {
     let f = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    // SAFETY: a descriptor this test owns, and plain integers.
     unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
     let size = f.metadata().unwrap().len();
     let mut chunks = Vec::new();
@@ -933,6 +934,7 @@ fn daemon_killed_at_random_points_loses_nothing_that_returned() {
             let ks = s.spawn(move || keystore_writer(d, killed2, ks_rng));
             thread::sleep(delay);
             killed.store(true, Ordering::SeqCst);
+            // SAFETY: kill(2) takes plain integers; no memory is involved.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             wait_dead(pid);
             let ends: Vec<Ended> = workers.into_iter().map(|w| w.join().unwrap()).collect();
@@ -1150,6 +1152,7 @@ fn regression_a_mount_right_after_a_crash_replaces_the_dead_one() {
     // Fresh attributes of the mount point in the kernel's cache.
     fs::metadata(&m.mnt).unwrap();
     let pid = daemon_pid(&m);
+    // SAFETY: kill(2) takes plain integers; no memory is involved.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     wait_dead(pid);
     m.mount(&[]);

@@ -1,5 +1,8 @@
 //! Integration tests: the built `ssefs` binary, driven as a user would.
 
+// Test code: a failed step should stop the test loudly, where it failed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod badinput;
 mod chunks;
 mod cli;

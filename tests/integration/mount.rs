@@ -140,6 +140,7 @@ fn last_errno() -> i32 {
 pub fn xattr_get(p: &Path, name: &str) -> Result<String, i32> {
     let mut buf = vec![0u8; 4096];
     let n = CString::new(name).unwrap();
+    // SAFETY: the C strings and buffers passed live for the whole call, and each length is its buffer's own.
     let r = unsafe {
         libc::getxattr(
             cpath(p).as_ptr(),
@@ -157,6 +158,7 @@ pub fn xattr_get(p: &Path, name: &str) -> Result<String, i32> {
 
 pub fn xattr_set(p: &Path, name: &str, v: &[u8]) -> Result<(), i32> {
     let n = CString::new(name).unwrap();
+    // SAFETY: the C strings and buffers passed live for the whole call, and each length is its buffer's own.
     let r = unsafe { libc::setxattr(cpath(p).as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
     if r < 0 {
         Err(last_errno())
@@ -167,6 +169,7 @@ pub fn xattr_set(p: &Path, name: &str, v: &[u8]) -> Result<(), i32> {
 
 pub fn xattr_remove(p: &Path, name: &str) -> Result<(), i32> {
     let n = CString::new(name).unwrap();
+    // SAFETY: the C strings and buffers passed live for the whole call, and each length is its buffer's own.
     let r = unsafe { libc::removexattr(cpath(p).as_ptr(), n.as_ptr()) };
     if r < 0 {
         Err(last_errno())
@@ -177,6 +180,7 @@ pub fn xattr_remove(p: &Path, name: &str) -> Result<(), i32> {
 
 fn xattr_list(p: &Path) -> Vec<String> {
     let mut buf = vec![0u8; 8192];
+    // SAFETY: the C strings and buffers passed live for the whole call, and each length is its buffer's own.
     let r = unsafe { libc::listxattr(cpath(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     assert!(r >= 0);
     buf.truncate(r as usize);
@@ -265,6 +269,7 @@ fn posix_tree_under_a_bucket() {
     assert_eq!(fs::read(m.p("bkt/a/b/f")).unwrap(), b"via the other name");
     // Fifos and sockets.
     let fifo = cpath(&m.p("bkt/fifo"));
+    // SAFETY: the C strings and buffers passed live for the whole call, and each length is its buffer's own.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
     assert!(fs::symlink_metadata(m.p("bkt/fifo"))
         .unwrap()
@@ -290,7 +295,9 @@ fn posix_tree_under_a_bucket() {
         1_000_000_000
     );
     // statfs answers.
+    // SAFETY: statvfs is a plain C struct: all zero bytes is a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the C strings and buffers passed live for the whole call, and each length is its buffer's own.
     assert_eq!(unsafe { libc::statvfs(cpath(&m.mnt).as_ptr(), &mut st) }, 0);
     assert!(st.f_blocks > 0);
     // Reserved names are refused.
@@ -312,6 +319,7 @@ impl FifoLike for fs::FileType {
 
 fn renameat2(m: &Mount, a: &str, b: &str, flags: u32) -> Result<(), i32> {
     let (pa, pb) = (cpath(&m.p(a)), cpath(&m.p(b)));
+    // SAFETY: the C strings and buffers passed live for the whole call, and each length is its buffer's own.
     let r = unsafe {
         libc::renameat2(
             libc::AT_FDCWD,
@@ -393,6 +401,7 @@ fn truncate_append_sparse_and_large_files() {
     assert!(fs::metadata(m.backend("bkt/f")).unwrap().blocks() < 4096);
     // fallocate grows.
     let g = File::create(m.p("bkt/g")).unwrap();
+    // SAFETY: a descriptor this test owns, and plain integers.
     let r = unsafe { libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(&g), 0, 50_000) };
     assert_eq!(r, 0);
     assert_eq!(g.metadata().unwrap().len(), 50_000);
@@ -414,6 +423,7 @@ fn shared_writable_mmap() {
         .unwrap();
     f.set_len(3 * 4096).unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    // SAFETY: a shared mapping of a file this test holds open, 3 pages long (its length was set above); the slice stays within it and is dropped before munmap.
     unsafe {
         let p = libc::mmap(
             std::ptr::null_mut(),
@@ -779,6 +789,7 @@ fn only_user_xattrs_are_stored_other_namespaces_read_as_absent() {
         // A name put on the backend file behind the mount's back (as root)
         // stays invisible: the namespace is filtered, not merely empty.
         let back = CString::new(m.backend(rel).as_os_str().as_bytes()).unwrap();
+        // SAFETY: the C strings and buffers passed live for the whole call, and each length is its buffer's own.
         let r = unsafe {
             libc::setxattr(
                 back.as_ptr(),
@@ -1059,6 +1070,7 @@ fn a_dead_mount_is_cleaned_up_and_sigterm_unmounts() {
     fs::create_dir(m.p("bkt")).unwrap();
     fs::write(m.p("bkt/f"), b"survives").unwrap();
     let pid = daemon_pid(&m);
+    // SAFETY: kill(2) takes plain integers; no memory is involved.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
@@ -1068,6 +1080,7 @@ fn a_dead_mount_is_cleaned_up_and_sigterm_unmounts() {
     m.mount(&[]);
     assert_eq!(fs::read(m.p("bkt/f")).unwrap(), b"survives");
     let pid = daemon_pid(&m);
+    // SAFETY: kill(2) takes plain integers; no memory is involved.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let t = Instant::now();
     while is_mounted(&m.mnt) && t.elapsed() < Duration::from_secs(10) {
@@ -1178,8 +1191,10 @@ fn regression_read_only_open_with_o_trunc_truncates_the_object() {
     fs::create_dir(m.p("bkt")).unwrap();
     fs::write(m.p("bkt/f"), b"some content").unwrap();
     let f = cpath(&m.p("bkt/f"));
+    // SAFETY: the C strings and buffers passed live for the whole call, and each length is its buffer's own.
     let fd = unsafe { libc::open(f.as_ptr(), libc::O_RDONLY | libc::O_TRUNC) };
     assert!(fd >= 0);
+    // SAFETY: a descriptor this test owns, and plain integers.
     unsafe { libc::close(fd) };
     m.unmount();
     m.mount(&[]);
@@ -1203,9 +1218,11 @@ fn regression_read_only_o_trunc_of_a_running_program_fails_and_keeps_it() {
     let mut child = Command::new(&prog).arg("30").spawn().unwrap();
     let f = cpath(&prog);
     for flags in [libc::O_RDONLY | libc::O_TRUNC, libc::O_WRONLY, libc::O_RDWR] {
+        // SAFETY: the C strings and buffers passed live for the whole call, and each length is its buffer's own.
         let fd = unsafe { libc::open(f.as_ptr(), flags) };
         let err = last_errno();
         if fd >= 0 {
+            // SAFETY: a descriptor this test owns, and plain integers.
             unsafe { libc::close(fd) };
         }
         assert_eq!((fd, err), (-1, libc::ETXTBSY), "open flags {flags:#x}");
@@ -1221,8 +1238,10 @@ fn regression_read_only_o_trunc_of_a_running_program_fails_and_keeps_it() {
         original.len()
     );
     // Not running any more: the same open truncates.
+    // SAFETY: the C strings and buffers passed live for the whole call, and each length is its buffer's own.
     let fd = unsafe { libc::open(f.as_ptr(), libc::O_RDONLY | libc::O_TRUNC) };
     assert!(fd >= 0);
+    // SAFETY: a descriptor this test owns, and plain integers.
     unsafe { libc::close(fd) };
     assert_eq!(fs::metadata(&prog).unwrap().len(), 0);
 }

@@ -283,6 +283,7 @@ fn the_units_command_speaks_systemds_notify_protocol() {
     assert!(t.elapsed() < Duration::from_secs(5), "keep-alives too slow");
 
     // systemctl stop: SIGTERM, STOPPING=1, clean unmount, exit 0.
+    // SAFETY: kill(2) takes plain integers; no memory is involved.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     recv_until(&sock, "STOPPING=1", &mut seen);
     let status = c.1.take().unwrap().wait().unwrap();
@@ -548,6 +549,7 @@ fn exercise(caps: &[String]) -> Result<(), String> {
     )?;
     let node = b.join("null");
     let c = std::ffi::CString::new(node.as_os_str().as_bytes()).unwrap();
+    // SAFETY: the C strings and buffers passed live for the whole call, and each length is its buffer's own.
     let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 3)) };
     step(
         "mknod",

@@ -159,6 +159,7 @@ fn record(id: usize, seq: u64, rng_seed: u64) -> Vec<u8> {
 fn maybe_uncached(rng: &mut Rng, f: &File) {
     if rng.below(2) == 0 {
         let fd = std::os::fd::AsRawFd::as_raw_fd(f);
+        // SAFETY: a descriptor this test owns, and plain integers.
         unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
     }
 }
@@ -340,6 +341,7 @@ impl StressWorker<'_> {
                 let to = self.rng.below(size + 50_000).min(MAX_PRIVATE);
                 self.trace.push(format!("fallocate {name} to {to}"));
                 let f = OpenOptions::new().write(true).open(&path).unwrap();
+                // SAFETY: a descriptor this test owns, and plain integers.
                 let rc = unsafe {
                     libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, to as i64)
                 };
@@ -702,6 +704,7 @@ fn regression_a_file_opened_during_its_reencryption_is_written_to_the_new_file()
             // Read from the daemon, not from the page cache the write filled.
             let f = File::open(&p).unwrap();
             let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+            // SAFETY: a descriptor this test owns, and plain integers.
             unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
             let mut got = vec![0u8; data.len()];
             f.read_exact_at(&mut got, off as u64).unwrap();
