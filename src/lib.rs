@@ -1,10 +1,28 @@
 //! ssefs: Alibaba Cloud OSS server-side encryption on a local data directory.
 //!
-//! Layers, bottom up: `crypto` (ciphers and key newtypes), `format` (the
-//! on-disk object format of docs/FORMAT.md), `kms` (the built-in key service
-//! and permissions), `oss` (rules, names and error codes as OSS defines
-//! them), `engine` (buckets and objects on the backend), `ops` (reencrypt,
-//! rewrap, verify and status over whole buckets), `cli`.
+//! Layers, bottom up; each uses only those above it in this list (no
+//! circles):
+//!
+//! - `error`: the one error type, carrying an OSS error code and an errno.
+//! - `settings`, `mountinfo`: small shared parsers (where each TOML setting
+//!   belongs; `/proc/self/mountinfo`).
+//! - `crypto`: ciphers, key and nonce newtypes, keyed tags, randomness.
+//! - `format`: the on-disk object format of docs/FORMAT.md (header, chunks).
+//! - `backend`: the data directory reached only through held descriptors
+//!   (openat2 beneath, no symlinks) and its ownership and mode checks.
+//! - `oss`: rules, names, values and error codes as OSS defines them.
+//! - `kms`: the built-in key service (keystore, root key, grants, policy
+//!   MACs).
+//! - `engine`: buckets and objects on the backend: uploads, reads,
+//!   re-encryption, bucket settings, the upgrade of older data directories.
+//! - `fs`: the filesystem core, testable without a mount (inodes by file
+//!   handle, namespace rules, permissions, setattr, open objects).
+//! - `ops`: reencrypt, rewrap, verify and status over whole buckets.
+//! - `service`: the mount's options and config file, systemd notification,
+//!   the mount helper.
+//! - `fuse`: the thin adapter between the kernel's FUSE requests and `fs`,
+//!   and the mount's life cycle.
+//! - `cli`: the command line, on top of all of them.
 
 pub mod backend;
 pub mod cli;
@@ -15,6 +33,8 @@ pub mod format;
 pub mod fs;
 pub mod fuse;
 pub mod kms;
+pub mod mountinfo;
 pub mod ops;
 pub mod oss;
 pub mod service;
+pub mod settings;

@@ -433,10 +433,17 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
                         tracing::warn!("{w}");
                     }
                 }
-                crate::fuse::run_foreground(&dir, &root, &mountpoint, &opts, || {
-                    notify::ready(&mountpoint);
-                    notify::spawn_watchdog(&mountpoint);
-                })
+                crate::fuse::run_foreground(
+                    &dir,
+                    &root,
+                    &mountpoint,
+                    &opts,
+                    || {
+                        notify::ready(&mountpoint);
+                        notify::spawn_watchdog(&mountpoint);
+                    },
+                    notify::stopping,
+                )
             } else {
                 // The daemon reads the same config file, then the same
                 // command-line overrides. Paths go as they are: a name that

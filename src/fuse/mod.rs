@@ -16,122 +16,12 @@ use crate::engine::{Engine, STATE_DIR};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::fs::{Fs, FsOptions};
 use crate::kms::{RootKeySource, KEYSTORE_FILE};
+use crate::mountinfo;
 
 pub use adapter::SsefsFuse;
-
-/// Parsed `-o` options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountOpts {
-    pub allow_other: bool,
-    pub allow_root: bool,
-    /// Asked for with `-o default_permissions`. The kernel checks mode bits
-    /// whenever other users can reach the mount (allow_other, allow_root),
-    /// whatever this says; see [`MountOpts::kernel_checks_permissions`].
-    pub default_permissions: bool,
-    pub read_only: bool,
-    /// FUSE worker threads.
-    pub threads: usize,
-    /// MiB of decrypted chunks kept in memory.
-    pub cache_mb: usize,
-    /// Inodes the daemon remembers before it asks the kernel to forget the
-    /// least recently used (see `crate::fs`).
-    pub max_inodes: usize,
-}
-
-impl Default for MountOpts {
-    fn default() -> Self {
-        MountOpts {
-            allow_other: false,
-            allow_root: false,
-            default_permissions: false,
-            read_only: false,
-            threads: 4,
-            cache_mb: 64,
-            max_inodes: crate::fs::DEFAULT_MAX_INODES,
-        }
-    }
-}
-
-impl MountOpts {
-    /// Parses comma-separated options. Generic mount(8)/fstab options that
-    /// mean nothing to a FUSE filesystem are accepted and ignored; anything
-    /// else unknown is an error, so a typo never silently does nothing.
-    pub fn parse(list: &[String]) -> Result<MountOpts> {
-        MountOpts::default().with(list)
-    }
-
-    /// These options with `list` (as for [`MountOpts::parse`]) on top: the
-    /// command line's `-o` over the config file's keys.
-    pub fn with(self, list: &[String]) -> Result<MountOpts> {
-        let mut o = self;
-        for opt in list.iter().flat_map(|s| s.split(',')) {
-            let (k, v) = opt
-                .split_once('=')
-                .map(|(k, v)| (k, Some(v)))
-                .unwrap_or((opt, None));
-            let bad = |why: &str| {
-                Error::new(
-                    OssCode::InvalidArgument,
-                    format!("mount option {}: {why}", crate::error::quote(opt)),
-                )
-            };
-            match (k, v) {
-                // The two exclude each other; the later one wins, so `-o`
-                // can override the config file's choice.
-                ("allow_other", None) => (o.allow_other, o.allow_root) = (true, false),
-                ("allow_root", None) => (o.allow_other, o.allow_root) = (false, true),
-                ("ro", None) => o.read_only = true,
-                ("rw", None) => o.read_only = false,
-                ("default_permissions", None) => o.default_permissions = true,
-                ("cache_mb", Some(n)) => {
-                    o.cache_mb = n
-                        .parse()
-                        .ok()
-                        .filter(|n| *n <= 1 << 20)
-                        .ok_or_else(|| bad("a number of MiB"))?
-                }
-                ("max_inodes", Some(n)) => {
-                    o.max_inodes = n
-                        .parse()
-                        .ok()
-                        .filter(|n| *n >= 64)
-                        .ok_or_else(|| bad("a number of inodes, at least 64"))?
-                }
-                ("threads", Some(n)) => {
-                    o.threads = n
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=64).contains(n))
-                        .ok_or_else(|| bad("1 to 64"))?
-                }
-                (
-                    "defaults" | "_netdev" | "auto" | "noauto" | "nofail" | "user" | "nouser"
-                    | "users" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime"
-                    | "noatime" | "relatime" | "async",
-                    None,
-                ) => {}
-                (k, _) if k.starts_with("x-") || k.starts_with("comment=") => {}
-                // `-o ""` or `ro,,rw`: a typo more likely than a wish.
-                ("", None) => return Err(bad("empty option")),
-                _ => return Err(bad("unknown option")),
-            }
-        }
-        Ok(o)
-    }
-}
-
-impl MountOpts {
-    /// Whether the kernel checks mode bits (FUSE's default_permissions).
-    /// It must when users other than the mount's owner can reach it. When
-    /// only the owner can (the kernel refuses everyone else), the backend
-    /// checks the owner's own access (the daemon runs as the owner), or
-    /// there is nothing to check (root). Leaving it off then saves a
-    /// GETATTR of the parent directory before every lookup that follows a
-    /// change in that directory: one request in ten when unpacking files.
-    pub fn kernel_checks_permissions(&self) -> bool {
-        self.default_permissions || self.allow_other || self.allow_root
-    }
-}
+// The options are the service layer's (config file and `-o`); re-exported
+// for the callers that mount.
+pub use crate::service::MountOpts;
 
 /// Is `path` the mount point of a live mount of ours? Reads mountinfo, as
 /// bytes: mount points need not be UTF-8.
@@ -141,70 +31,15 @@ pub fn is_mounted(path: &Path) -> bool {
 
 /// The mount ids (mountinfo's first field) of the FUSE mounts at `path`.
 fn fuse_mount_ids(path: &Path) -> Vec<u64> {
-    fuse_mounts(path)
+    mountinfo::fuse_mounts_at(path)
         .iter()
-        .filter_map(|l| field(l, 0)?.parse().ok())
+        .map(|e| e.mount_id)
         .collect()
 }
 
 /// The device number (major, minor) of the topmost FUSE mount at `path`.
 fn mount_dev(path: &Path) -> Option<(u32, u32)> {
-    let mounts = fuse_mounts(path);
-    let (maj, min) = field(mounts.last()?, 2)?.split_once(':')?;
-    Some((maj.parse().ok()?, min.parse().ok()?))
-}
-
-/// Field `n` of a mountinfo line, if it is UTF-8.
-fn field(line: &[u8], n: usize) -> Option<&str> {
-    std::str::from_utf8(line.split(|&b| b == b' ').nth(n)?).ok()
-}
-
-/// The mountinfo lines of the FUSE mounts at `path`, oldest first.
-fn fuse_mounts(path: &Path) -> Vec<Vec<u8>> {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(canon) = path.canonicalize() else {
-        return Vec::new();
-    };
-    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    info.split(|&b| b == b'\n')
-        .filter(|l| {
-            let mp = l.split(|&b| b == b' ').nth(4).map(unescape);
-            // After the " - " separator: the filesystem type.
-            let fstype = l
-                .windows(3)
-                .position(|w| w == b" - ")
-                .and_then(|at| l[at + 3..].split(|&b| b == b' ').next())
-                .unwrap_or_default();
-            mp.as_deref() == Some(canon.as_os_str().as_bytes())
-                && (fstype == b"fuse" || fstype.starts_with(b"fuse."))
-        })
-        .map(<[u8]>::to_vec)
-        .collect()
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
-pub(crate) fn unescape(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) if b[i] == b'\\' => {
-                let v = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
-                out.push(v as u8);
-                i += 4;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    out
+    mountinfo::fuse_mounts_at(path).last()?.dev
 }
 
 /// Cleans up a dead mount ("Transport endpoint is not connected") left at
@@ -242,12 +77,16 @@ fn clear_dead_mount(mp: &Path) -> Result<()> {
 }
 
 /// Mounts in the foreground and serves until unmounted or signalled.
+/// `on_ready` runs once the mount is up; `on_stopping` when a signal asks
+/// it to stop (the service layer tells systemd, so this layer need not know
+/// about it).
 pub fn run_foreground(
     data_dir: &Path,
     root: &RootKeySource,
     mp: &Path,
     opts: &MountOpts,
     on_ready: impl FnOnce(),
+    on_stopping: impl FnOnce() + Send + 'static,
 ) -> Result<()> {
     clear_dead_mount(mp)?;
     if is_mounted(mp) {
@@ -320,7 +159,7 @@ pub fn run_foreground(
     std::thread::spawn(move || {
         if let Ok(sig) = sigs.wait() {
             tracing::info!(signal = ?sig, mountpoint = %mp_owned.display(), "unmounting");
-            crate::service::notify::stopping();
+            on_stopping();
             if unmounter.unmount().is_err() {
                 let _ = nix::mount::umount2(&mp_owned, nix::mount::MntFlags::MNT_DETACH);
             }

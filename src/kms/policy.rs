@@ -358,12 +358,12 @@ impl Policy {
                 let before = &text.as_bytes()[..s.start.min(text.len())];
                 before.iter().filter(|&&b| b == b'\n').count() + 1
             });
-            match crate::service::config::unknown_field(e.message()) {
+            match crate::settings::unknown_field(e.message()) {
                 Some("master_rotation_days") => invalid(
                     origin,
                     format!("line {line}: `master_rotation_days` goes under [kms]"),
                 ),
-                Some(k) if crate::service::config::KEYS.contains(&k) => invalid(
+                Some(k) if crate::settings::MOUNT_KEYS.contains(&k) => invalid(
                     origin,
                     format!(
                         "line {line}: `{k}` is a mount setting: it goes in the mount's \

@@ -74,41 +74,14 @@ pub fn status(engine: &Engine) -> Result<Status> {
 /// `data_dir` (the mount names its source after the data directory).
 pub fn mounts_of(mountinfo: &str, data_dir: &Path) -> Vec<MountInfo> {
     let canon = std::fs::canonicalize(data_dir).ok();
-    let mut out = Vec::new();
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let (Some(mp), Some(opts), Some(fstype), Some(source)) = (
-            fields.get(4),
-            fields.get(5),
-            fields.get(sep + 1),
-            fields.get(sep + 2),
-        ) else {
-            continue;
-        };
-        if !fstype.starts_with("fuse") {
-            continue;
-        }
-        let source = unescape(source);
-        if source == data_dir || Some(&source) == canon.as_ref() {
-            out.push(MountInfo {
-                mountpoint: unescape(mp),
-                options: (*opts).to_owned(),
-            });
-        }
-    }
-    out
-}
-
-/// A mountinfo field as a path: octal escapes undone, bytes kept as they
-/// are (mount points need not be UTF-8).
-fn unescape(s: &str) -> PathBuf {
-    use std::os::unix::ffi::OsStringExt;
-    PathBuf::from(std::ffi::OsString::from_vec(crate::fuse::unescape(
-        s.as_bytes(),
-    )))
+    crate::mountinfo::parse(mountinfo.as_bytes())
+        .into_iter()
+        .filter(|e| e.is_fuse() && (e.source == data_dir || Some(&e.source) == canon.as_ref()))
+        .map(|e| MountInfo {
+            mountpoint: e.mount_point,
+            options: e.options,
+        })
+        .collect()
 }
 
 /// A bucket rule in one line: `AES256`, `SM4`, `KMS (key: ..., data: SM4)`.

@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
+use super::MountOpts;
 use crate::error::{Error, OssCode, Result};
-use crate::fuse::MountOpts;
+use crate::settings::{unknown_field, DATA_DIR_KEYS};
 
 /// The parsed file. Absent keys are `None` (or false) and take their
 /// defaults where they are used, so that the command line can still override
@@ -46,33 +47,6 @@ pub struct ServiceConfig {
     pub max_inodes: Option<usize>,
     #[serde(default, deserialize_with = "log_level")]
     pub log_level: Option<String>,
-}
-
-/// Every key the file may hold, in the order the example documents them.
-pub const KEYS: &[&str] = &[
-    "data_dir",
-    "mountpoint",
-    "root_key",
-    "passphrase_file",
-    "allow_other",
-    "allow_root",
-    "read_only",
-    "threads",
-    "cache_mb",
-    "max_inodes",
-    "log_level",
-];
-
-/// Keys of the data directory's own `.ssefs/config.toml` (KMS grants and
-/// settings). They stay there, with the keystore they govern, because the
-/// CLI uses them as much as the mount; here they get an error saying so.
-const DATA_DIR_KEYS: &[&str] = &["kms", "grant", "master_rotation_days"];
-
-/// The key of serde's "unknown field `KEY`, expected ..." message.
-pub(crate) fn unknown_field(msg: &str) -> Option<&str> {
-    msg.strip_prefix("unknown field `")?
-        .split_once('`')
-        .map(|(k, _)| k)
 }
 
 impl ServiceConfig {
@@ -222,6 +196,7 @@ fn log_level<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::MOUNT_KEYS;
 
     fn parse(text: &str) -> Result<ServiceConfig> {
         ServiceConfig::parse(text, Path::new("/etc/ssefs/t.toml"))
@@ -358,7 +333,7 @@ mod tests {
             };
             let rest = rest.trim_start();
             match rest.split_once(" = ") {
-                Some((k, _)) if KEYS.contains(&k) => {
+                Some((k, _)) if MOUNT_KEYS.contains(&k) => {
                     seen.push(k.to_owned());
                     uncommented.push_str(rest);
                 }
@@ -371,7 +346,7 @@ mod tests {
                 seen.push(k.trim().to_owned());
             }
         }
-        for k in KEYS {
+        for k in MOUNT_KEYS {
             assert!(seen.iter().any(|s| s == k), "{k} is not documented");
         }
         let c = parse(&uncommented).unwrap();

@@ -4,6 +4,8 @@
 
 pub mod config;
 pub mod helper;
+mod mount_opts;
 pub mod notify;
 
 pub use config::ServiceConfig;
+pub use mount_opts::MountOpts;
