@@ -77,6 +77,16 @@ struct Vector {
 
 const PLAINTEXT: &[u8] = b"ssefs test vector\n";
 
+/// The content of the 4 KiB vectors (§6): bytes 00 01 .. ff repeated to
+/// 4096, then `PLAINTEXT`: a full chunk and a last one of 18 bytes.
+fn two_4k_chunks() -> Vec<u8> {
+    [
+        (0..4096).map(|i| i as u8).collect::<Vec<u8>>(),
+        PLAINTEXT.to_vec(),
+    ]
+    .concat()
+}
+
 impl Vector {
     /// The data key: bytes 40 41 … (its cipher's length), or for an
     /// unencrypted object K_plain = bytes 80 81 … 9f (§4.2).
@@ -112,8 +122,7 @@ fn vectors() -> [Vector; 5] {
             wrap_nonce: 0x33,
             plaintext: PLAINTEXT.to_vec(),
         },
-        // Two 4 KiB chunks: bytes 00 01 .. ff repeated to 4096, then the
-        // 18 bytes above (§6).
+        // Two 4 KiB chunks (§6).
         Vector {
             wide_r: None,
             file: "aes256-sse-oss-4k.hex",
@@ -123,11 +132,7 @@ fn vectors() -> [Vector; 5] {
             key_id: [0; 16],
             version: 1,
             wrap_nonce: 0x44,
-            plaintext: [
-                (0..4096).map(|i| i as u8).collect::<Vec<u8>>(),
-                PLAINTEXT.to_vec(),
-            ]
-            .concat(),
+            plaintext: two_4k_chunks(),
         },
         // The same content in wide 4 KiB slots (§3.1, §4.1): both chunks
         // under R = twelve 66 bytes, as one write seals them.
@@ -140,11 +145,7 @@ fn vectors() -> [Vector; 5] {
             key_id: [0; 16],
             version: 1,
             wrap_nonce: 0x55,
-            plaintext: [
-                (0..4096).map(|i| i as u8).collect::<Vec<u8>>(),
-                PLAINTEXT.to_vec(),
-            ]
-            .concat(),
+            plaintext: two_4k_chunks(),
         },
         // The same content unencrypted, in wide 4 KiB slots with keyed tags
         // under K_plain (§2.5, §4.2); R = twelve 77 bytes.
@@ -157,11 +158,7 @@ fn vectors() -> [Vector; 5] {
             key_id: [0; 16],
             version: 0,
             wrap_nonce: 0,
-            plaintext: [
-                (0..4096).map(|i| i as u8).collect::<Vec<u8>>(),
-                PLAINTEXT.to_vec(),
-            ]
-            .concat(),
+            plaintext: two_4k_chunks(),
         },
     ]
 }
