@@ -56,8 +56,7 @@ for s in $SYSTEMS; do
     case " $ALL_SYSTEMS " in *" $s "*) ;; *) echo "unknown system '$s' (known: $ALL_SYSTEMS)" >&2; exit 2 ;; esac
 done
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+. "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" = 0 ] || die "run as root (drop_caches and mounts need it)"
 
@@ -75,23 +74,6 @@ case " $SYSTEMS " in *" pthp-uring "*) [ -w "$URING_PARAM" ] || die "no writable
 case " $SYSTEMS " in *" ssefs-"*) [ -x "$SSEFS" ] || die "SSEFS=$SSEFS is not an executable (cargo build --release)" ;; esac
 
 # ---------------------------------------------------------------- mounts and cleanup
-
-is_mounted() { findmnt -rn -M "$1" >/dev/null 2>&1; }
-
-unmount() {
-    local m=$1 i
-    is_mounted "$m" || return 0
-    for i in 1 2 3 4 5 6 7 8 9 10; do
-        fusermount3 -u "$m" 2>/dev/null && break
-        sleep 0.5
-    done
-    if is_mounted "$m"; then
-        log "warning: $m busy, lazy unmount"
-        fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-    fi
-    # wait for the mount to vanish from the table
-    for i in $(seq 50); do is_mounted "$m" || break; sleep 0.1; done
-}
 
 cleanup() {
     local rc=$?
@@ -228,7 +210,6 @@ umount_system() {
 # META_SYNC=1 counts a final sync in the untar and rm -rf times (default: not,
 # the backend's own writeback is the same for every system and only adds noise)
 meta_sync() { if [ "${META_SYNC:-0}" = 1 ]; then sync; fi; }
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 # peak RSS of the daemon of this system's turn: VmHWM sampled before every unmount
 RSS_MAX=NA

@@ -56,8 +56,7 @@ for l in $LAYOUTS; do
     case $l in flat|tree) ;; *) echo "unknown layout '$l' (flat, tree)" >&2; exit 2 ;; esac
 done
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+. "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" = 0 ] || die "run as root (drop_caches and mounts need it)"
 need=(cc fusermount3 setfattr mkfs.ext4 timeout "$PYTHON")
@@ -74,22 +73,6 @@ limit_of() {  # system -> max files, or empty
 }
 
 # ---------------------------------------------------------------- mounts
-is_mounted() { findmnt -rn -M "$1" >/dev/null 2>&1; }
-
-unmount() {
-    local m=$1 i
-    is_mounted "$m" || return 0
-    for i in $(seq 20); do
-        fusermount3 -u "$m" 2>/dev/null && break
-        umount "$m" 2>/dev/null && break
-        sleep 0.5
-    done
-    if is_mounted "$m"; then
-        log "warning: $m busy, lazy unmount"
-        fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-    fi
-    for i in $(seq 50); do is_mounted "$m" || break; sleep 0.1; done
-}
 
 cleanup() {
     local rc=$?
@@ -191,7 +174,6 @@ vmhwm_mib() {  # system -> the daemon's VmHWM in MiB, or NA
     awk -v k="$kb" 'BEGIN {printf "%.1f", k/1024}'
 }
 
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 go_cold() {  # system
     if [ "$1" = ext4 ]; then drop_caches; return 0; fi

@@ -32,8 +32,7 @@ MOUNT_OPTS=${MOUNT_OPTS:-}
 # files each) while the whole tree is there; empty: all of it.
 RSYNC_TOPS=${RSYNC_TOPS:-}
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+. "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || die "run as root"
 for c in rsync python3 fusermount3 mkfs.ext4 prlimit; do command -v $c >/dev/null || die "missing $c"; done
 [ -x "$SSEFS" ] || die "SSEFS=$SSEFS: cargo build --release first"
