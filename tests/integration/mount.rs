@@ -18,6 +18,34 @@ pub struct Mount {
     pub mnt: PathBuf,
 }
 
+/// Unmounts the FUSE mount at `mnt` and waits until it is gone.
+pub fn unmount_at(mnt: &Path) {
+    // EBUSY is tried again: a process another test forks holds copies
+    // of this test's open files until it execs (Rust's descriptors are
+    // close-on-exec), and tests that spawn thousands of processes run
+    // alongside.
+    let t = Instant::now();
+    let unmounted = loop {
+        let st = Command::new("fusermount3")
+            .arg("-u")
+            .arg(mnt)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        if st.success() || t.elapsed() > Duration::from_secs(10) {
+            break st.success();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(unmounted, "fusermount3 -u {}", mnt.display());
+    let t = Instant::now();
+    while is_mounted(mnt) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the daemon finish its exit path.
+    std::thread::sleep(Duration::from_millis(100));
+}
+
 fn is_mounted(p: &Path) -> bool {
     let canon = p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
     fs::read_to_string("/proc/self/mountinfo")
@@ -75,30 +103,7 @@ impl Mount {
     }
 
     pub fn unmount(&self) {
-        // EBUSY is tried again: a process another test forks holds copies
-        // of this test's open files until it execs (Rust's descriptors are
-        // close-on-exec), and tests that spawn thousands of processes run
-        // alongside.
-        let t = Instant::now();
-        let unmounted = loop {
-            let st = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.mnt)
-                .stderr(std::process::Stdio::null())
-                .status()
-                .unwrap();
-            if st.success() || t.elapsed() > Duration::from_secs(10) {
-                break st.success();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(unmounted, "fusermount3 -u {}", self.mnt.display());
-        let t = Instant::now();
-        while is_mounted(&self.mnt) && t.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Let the daemon finish its exit path.
-        std::thread::sleep(Duration::from_millis(100));
+        unmount_at(&self.mnt);
     }
 
     pub fn p(&self, rel: &str) -> PathBuf {

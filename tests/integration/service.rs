@@ -33,18 +33,10 @@ fn mount_options(p: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// As the mount tests unmount: EBUSY from a copy of a descriptor that a
+/// concurrently forked test process holds is tried again.
 fn unmount(p: &Path) {
-    let st = Command::new("fusermount3")
-        .arg("-u")
-        .arg(p)
-        .status()
-        .unwrap();
-    assert!(st.success(), "fusermount3 -u {}", p.display());
-    let t = Instant::now();
-    while is_mounted(p) && t.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(100));
+    crate::mount::unmount_at(p);
 }
 
 /// Lazily unmounts whatever is still mounted at the end of a test, so a
