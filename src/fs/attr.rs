@@ -3,10 +3,12 @@
 //! bits before a write). `Fs::setattr` checks the whole request first, then
 //! applies it in one fixed order, so that the adapter only translates.
 
+use std::os::fd::AsRawFd;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{errno, may_mode, Attr, Fs, Kind};
-use crate::error::Result;
+use super::perms::{may_mode, setid_kill};
+use super::{errno, lock, os_err, shard, sys, Attr, Fs, Kind, ROOT_INO};
+use crate::error::{OssCode, Result};
 use crate::kms::Principal;
 
 /// A time SETATTR sets: the current time (UTIME_NOW), or a given one.
@@ -195,5 +197,105 @@ impl Fs {
             }
         }
         Ok(new_mode)
+    }
+}
+
+impl Fs {
+    /// Clears the set-id bits a change to a regular file's bytes (write,
+    /// truncation, O_TRUNC open, fallocate, copy_file_range) would clear on
+    /// a local filesystem; the kernel leaves this to us under
+    /// FUSE_HANDLE_KILLPRIV_V2. Linux's rule (setattr_should_drop_suidgid,
+    /// 6.2 and later): set-user-ID always; set-group-ID when the group may
+    /// execute or the caller is not in the file's group; nothing for a
+    /// caller holding CAP_FSETID. `no_cap`: the kernel has already found the
+    /// caller without it (FUSE_WRITE_KILL_SUIDGID).
+    pub(crate) fn kill_setid(&self, ino: u64, p: &Principal, no_cap: bool) -> Result<()> {
+        let (fd, _) = self.node(ino)?;
+        let fd = fd.as_raw_fd();
+        if setid_kill(&sys::stat_fd(fd).map_err(os_err)?, p) == 0 {
+            return Ok(());
+        }
+        let _g = lock(&self.mode_locks[shard(ino)]);
+        // Again under the lock: a chmod may have come in between.
+        let st = sys::stat_fd(fd).map_err(os_err)?;
+        let kill = setid_kill(&st, p);
+        if kill == 0 || (!no_cap && p.holds_cap_fsetid()) {
+            return Ok(());
+        }
+        sys::chmod_fd(fd, st.st_mode & 0o7777 & !kill).map_err(os_err)
+    }
+
+    pub fn chmod(&self, ino: u64, mode: u32) -> Result<()> {
+        self.writable()?;
+        Self::not_root(ino)?;
+        let (fd, _) = self.node(ino)?;
+        let _g = lock(&self.mode_locks[shard(ino)]);
+        sys::chmod_fd(fd.as_raw_fd(), mode & 0o7777).map_err(os_err)
+    }
+
+    /// A SETATTR that changes nothing: chown(f, -1, -1), or the kernel
+    /// clearing set-id bits before a write. For the owner or root it is
+    /// chown(f, -1, -1), which clears them as a local filesystem would.
+    /// For anyone else it does nothing: a local filesystem refuses them
+    /// chown(f, -1, -1) of a set-id file (EPERM) but must let their write
+    /// go on, and the two cannot be told apart here; the write clears the
+    /// bits itself (FUSE_WRITE_KILL_SUIDGID).
+    pub fn chown_nothing(&self, ino: u64, p: &Principal) -> Result<()> {
+        let (fd, _) = self.node(ino)?;
+        let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        if p.uid == 0 || p.uid == st.st_uid {
+            self.chown(ino, None, None, p)?;
+        }
+        Ok(())
+    }
+
+    /// chown(2); both ids `None` is chown(f, -1, -1), which still clears
+    /// set-id bits on a regular file. The backend's chown, made as root,
+    /// clears set-user-ID and a set-group-ID the group may execute; a caller
+    /// outside the file's group without CAP_FSETID also loses a set-group-ID
+    /// the group may not execute (Linux 6.2 and later), which is ours to do.
+    pub fn chown(&self, ino: u64, uid: Option<u32>, gid: Option<u32>, p: &Principal) -> Result<()> {
+        self.writable()?;
+        Self::not_root(ino)?;
+        let (fd, _) = self.node(ino)?;
+        let _g = lock(&self.mode_locks[shard(ino)]);
+        let before = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        sys::chown_fd(fd.as_raw_fd(), uid, gid).map_err(os_err)?;
+        let sgid_only = libc::S_ISGID | libc::S_IXGRP;
+        if Kind::from_mode(before.st_mode) == Kind::File
+            && before.st_mode & sgid_only == libc::S_ISGID
+            && !p.in_group(before.st_gid)
+            && !p.holds_cap_fsetid()
+        {
+            let now = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+            sys::chmod_fd(fd.as_raw_fd(), now.st_mode & 0o7777 & !libc::S_ISGID).map_err(os_err)?;
+        }
+        Ok(())
+    }
+
+    pub fn utimens(
+        &self,
+        ino: u64,
+        atime: Option<libc::timespec>,
+        mtime: Option<libc::timespec>,
+    ) -> Result<()> {
+        self.writable()?;
+        let (fd, _) = self.node(ino)?;
+        let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        let link = Kind::from_mode(st.st_mode) == Kind::Symlink;
+        sys::utimens_fd(fd.as_raw_fd(), link, atime, mtime).map_err(os_err)
+    }
+
+    /// The mount root's owner and mode are the private data directory's
+    /// on the backend, which users through the mount may not change.
+    pub(super) fn not_root(ino: u64) -> Result<()> {
+        if ino == ROOT_INO {
+            tracing::warn!(
+                code = OssCode::AccessDenied.as_str(),
+                "the mount root's mode and owner are fixed (the data directory stays private)"
+            );
+            return Err(errno(libc::EPERM));
+        }
+        Ok(())
     }
 }

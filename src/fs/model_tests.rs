@@ -13,13 +13,15 @@
 //! reserved prefix are hidden (ENOENT) and cannot be created (EPERM).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use proptest::prelude::*;
 
 use super::tests::{env, os, Env};
 use super::*;
+use crate::kms::Principal;
 
 /// Names steps use; the last is under the reserved prefix.
 const NAMES: [&str; 4] = ["a", "b", "c", ".ssefs-x"];

@@ -5,10 +5,13 @@
 //! core's checks directly.
 
 use std::ffi::OsStr;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::perms::setid_kill;
 use super::*;
+use crate::kms::Principal;
 use crate::kms::RootKeySource;
 
 // ---------------------------------------------------------------- helpers
