@@ -8,8 +8,9 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use ssefs::engine::Engine;
-use ssefs::kms::{Principal, RootKeySource};
+use ssefs::kms::RootKeySource;
 use ssefs::oss::{BucketName, ObjectKey, SseConfig};
+use ssefs::principal::Principal;
 
 fn put_get(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,8 @@
 //! - `error`: the one error type, carrying an OSS error code and an errno.
 //! - `settings`, `mountinfo`: small shared parsers (where each TOML setting
 //!   belongs; `/proc/self/mountinfo`).
+//! - `principal`: who makes a request (uid, groups, CAP_FSETID), for the
+//!   KMS grants and the filesystem's permission checks alike.
 //! - `crypto`: ciphers, key and nonce newtypes, keyed tags, randomness.
 //! - `format`: the on-disk object format of docs/FORMAT.md (header, chunks).
 //! - `backend`: the data directory reached only through held descriptors
@@ -36,5 +38,6 @@ pub mod kms;
 pub mod mountinfo;
 pub mod ops;
 pub mod oss;
+pub mod principal;
 pub mod service;
 pub mod settings;

@@ -19,7 +19,8 @@ use libfuzzer_sys::fuzz_target;
 use toml::{Table, Value};
 
 use ssefs::kms::policy::DEFAULT_MASTER_ROTATION_DAYS;
-use ssefs::kms::{Action, Policy, Principal, NOBODY_UID};
+use ssefs::kms::{Action, Policy};
+use ssefs::principal::{Principal, NOBODY_UID};
 
 const OWNER: u32 = 1000;
 /// A uid and gid no grant names (checked per input).

@@ -1,13 +1,17 @@
 //! The `ssefs` command line. Parses arguments with clap, opens the engine and
 //! prints results; all logic lives in the engine and the KMS.
 
+mod bucket;
 mod harden;
 mod kms;
+mod object;
+
+pub use bucket::{BucketCmd, ChunkSizeCmd, EncryptionCmd};
+pub use object::{ObjectCmd, SseArgs};
 mod preflight;
 mod rootkey;
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,10 +21,10 @@ use zeroize::Zeroizing;
 
 use crate::engine::{default_root_key, Engine};
 use crate::error::{Error, IoContext, OssCode, Result};
-use crate::format::ChunkSize;
-use crate::kms::{Principal, RootKeySource};
+use crate::kms::RootKeySource;
 use crate::ops;
-use crate::oss::{split_object_path, BucketName, SseConfig};
+use crate::oss::BucketName;
+use crate::principal::Principal;
 use crate::service::helper::{self, HelperCall};
 use crate::service::{notify, ServiceConfig};
 
@@ -149,103 +153,6 @@ DIR -o allow_other. Unmount with umount, fusermount3 -u, or SIGTERM.
 The background daemon logs to DATA_DIR/.ssefs/mount.log; in the foreground,
 logs go to stderr (the journal under systemd).";
 
-#[derive(Subcommand, Debug)]
-pub enum BucketCmd {
-    /// Create a bucket (3-63 lowercase letters, digits and hyphens).
-    Create {
-        name: String,
-        /// Chunk size of its objects in bytes: 4096 (small random I/O),
-        /// 16384 (the default) or 65536 (large sequential objects)
-        #[arg(long, value_name = "BYTES")]
-        chunk_size: Option<String>,
-    },
-    /// List buckets.
-    List,
-    /// Delete an empty bucket.
-    Delete { name: String },
-    /// The bucket's default encryption rule.
-    #[command(subcommand)]
-    Encryption(EncryptionCmd),
-    /// The chunk size of the bucket's objects (an ssefs extension).
-    #[command(subcommand)]
-    ChunkSize(ChunkSizeCmd),
-}
-
-#[derive(Subcommand, Debug)]
-pub enum ChunkSizeCmd {
-    /// Set it: 4096, 16384 or 65536 bytes. Only while the bucket is empty
-    /// (fails with BucketNotEmpty otherwise).
-    Put { name: String, bytes: String },
-    /// Print it in bytes.
-    Get { name: String },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum EncryptionCmd {
-    /// PutBucketEncryption: set the default encryption rule.
-    Put {
-        name: String,
-        /// AES256, SM4 or KMS
-        #[arg(long)]
-        algorithm: String,
-        /// CMK id or alias (KMS only; empty or absent: the default managed key)
-        #[arg(long)]
-        kms_key_id: Option<String>,
-        /// SM4 (KMS only)
-        #[arg(long)]
-        kms_data_encryption: Option<String>,
-    },
-    /// GetBucketEncryption: print the rule (fails with NoSuchServerSideEncryptionRule if none).
-    Get { name: String },
-    /// DeleteBucketEncryption: remove the rule; existing objects are untouched.
-    Delete { name: String },
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct SseArgs {
-    /// x-oss-server-side-encryption: AES256, SM4 or KMS
-    #[arg(long)]
-    pub sse: Option<String>,
-    /// x-oss-server-side-encryption-key-id: CMK id or alias (KMS only)
-    #[arg(long)]
-    pub sse_key_id: Option<String>,
-    /// x-oss-server-side-data-encryption: SM4 (KMS only)
-    #[arg(long)]
-    pub sse_data_encryption: Option<String>,
-}
-
-impl SseArgs {
-    fn parse(&self) -> Result<Option<SseConfig>> {
-        SseConfig::object_headers(
-            self.sse.as_deref(),
-            self.sse_key_id.as_deref(),
-            self.sse_data_encryption.as_deref(),
-        )
-    }
-}
-
-#[derive(Subcommand, Debug)]
-pub enum ObjectCmd {
-    /// PutObject: upload FILE ("-" for stdin) as BUCKET/KEY.
-    Put {
-        path: String,
-        file: PathBuf,
-        #[command(flatten)]
-        sse: SseArgs,
-    },
-    /// GetObject: write BUCKET/KEY to FILE, or to stdout.
-    Get { path: String, file: Option<PathBuf> },
-    /// HeadObject: print size and encryption headers.
-    Head { path: String },
-    /// CopyObject: SRC and DST are BUCKET/KEY; SRC = DST re-encrypts in place.
-    Copy {
-        src: String,
-        dst: String,
-        #[command(flatten)]
-        sse: SseArgs,
-    },
-}
-
 /// The default data directory for this user.
 pub fn default_data_dir() -> PathBuf {
     // An empty $SSEFS_DATA_DIR is refused before anything runs (`run`).
@@ -359,8 +266,8 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
             let lines = crate::kms::location::describe(&dir, &src, id).join("\n");
             out(&format!("initialised {}\n{lines}\n", dir.display()))
         }
-        Command::Bucket(b) => bucket(g, b),
-        Command::Object(o) => object(g, o),
+        Command::Bucket(b) => bucket::run(g, b),
+        Command::Object(o) => object::run(g, o),
         Command::Kms(k) => kms::run(g, k),
         Command::Reencrypt { path } => {
             let e = g.open_engine()?;
@@ -479,124 +386,6 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
                     .collect();
                 crate::fuse::spawn_background(&dir, &mountpoint, &args, &env)
             }
-        }
-    }
-}
-
-fn bucket(g: &GlobalArgs, cmd: BucketCmd) -> Result<()> {
-    let e = g.open_engine()?;
-    let p = Principal::current();
-    match cmd {
-        BucketCmd::Create { name, chunk_size } => {
-            // Validate everything before touching anything.
-            let b = BucketName::parse(&name)?;
-            let chunk = chunk_size
-                .map(|c| ChunkSize::parse(c.as_bytes()).map_err(|e| e.resource(b.as_str())))
-                .transpose()?;
-            e.create_bucket(&b)?;
-            let Some(chunk) = chunk else {
-                return Ok(());
-            };
-            // A new bucket is empty, so this only fails on the disk; the
-            // bucket is then removed again rather than left half made.
-            e.put_bucket_chunk_size(&p, &b, chunk).inspect_err(|_| {
-                let _ = e.delete_bucket(&b);
-            })
-        }
-        BucketCmd::ChunkSize(ChunkSizeCmd::Put { name, bytes }) => {
-            let b = BucketName::parse(&name)?;
-            let chunk = ChunkSize::parse(bytes.as_bytes()).map_err(|e| e.resource(b.as_str()))?;
-            e.put_bucket_chunk_size(&p, &b, chunk)
-        }
-        BucketCmd::ChunkSize(ChunkSizeCmd::Get { name }) => out(&format!(
-            "{}\n",
-            e.bucket_chunk_size(&BucketName::parse(&name)?)?
-        )),
-        BucketCmd::List => {
-            let list: String = e.list_buckets()?.iter().map(|b| format!("{b}\n")).collect();
-            out(&list)
-        }
-        BucketCmd::Delete { name } => e.delete_bucket(&BucketName::parse(&name)?),
-        BucketCmd::Encryption(EncryptionCmd::Put {
-            name,
-            algorithm,
-            kms_key_id,
-            kms_data_encryption,
-        }) => {
-            let b = BucketName::parse(&name)?;
-            let rule = SseConfig::bucket_rule(
-                &algorithm,
-                kms_key_id.as_deref(),
-                kms_data_encryption.as_deref(),
-            )
-            .map_err(|e| e.resource(b.as_str()))?;
-            e.put_bucket_encryption(&p, &b, &rule)
-        }
-        BucketCmd::Encryption(EncryptionCmd::Get { name }) => {
-            let rule = e.get_bucket_encryption(&p, &BucketName::parse(&name)?)?;
-            out(&rule.describe_rule())
-        }
-        BucketCmd::Encryption(EncryptionCmd::Delete { name }) => {
-            e.delete_bucket_encryption(&p, &BucketName::parse(&name)?)
-        }
-    }
-}
-
-fn object(g: &GlobalArgs, cmd: ObjectCmd) -> Result<()> {
-    let p = Principal::current();
-    match cmd {
-        ObjectCmd::Put { path, file, sse } => {
-            // Validate everything before touching anything.
-            let (b, k) = split_object_path(&path)?;
-            let over = sse.parse().map_err(|e| e.resource(&path))?;
-            let e = g.open_engine()?;
-            let info = if file.as_os_str() == "-" {
-                e.put_object(&p, &b, &k, &mut io::stdin().lock(), over.as_ref())?
-            } else {
-                let mut f = File::open(&file).ctx(file.display())?;
-                e.put_object(&p, &b, &k, &mut f, over.as_ref())?
-            };
-            out(&info.header_lines())
-        }
-        ObjectCmd::Get { path, file } => {
-            let (b, k) = split_object_path(&path)?;
-            let e = g.open_engine()?;
-            match file {
-                None => e
-                    .get_object(&p, &b, &k, &mut io::stdout().lock())
-                    .map(|_| ()),
-                Some(f) => {
-                    // Into a temp file beside the target, renamed when
-                    // complete: a failed read leaves no partial file.
-                    let tmp = f.with_extension("ssefs-partial");
-                    let res = (|| {
-                        let mut w = io::BufWriter::new(File::create(&tmp).ctx(tmp.display())?);
-                        e.get_object(&p, &b, &k, &mut w)?;
-                        w.into_inner()
-                            .map_err(|e| Error::io(tmp.display(), e.into_error()))?
-                            .sync_all()
-                            .ctx(tmp.display())?;
-                        std::fs::rename(&tmp, &f).ctx(f.display())
-                    })();
-                    if res.is_err() {
-                        let _ = std::fs::remove_file(&tmp);
-                    }
-                    res
-                }
-            }
-        }
-        ObjectCmd::Head { path } => {
-            let (b, k) = split_object_path(&path)?;
-            out(&g.open_engine()?.head_object(&b, &k)?.header_lines())
-        }
-        ObjectCmd::Copy { src, dst, sse } => {
-            let (sb, sk) = split_object_path(&src)?;
-            let (db, dk) = split_object_path(&dst)?;
-            let over = sse.parse().map_err(|e| e.resource(&dst))?;
-            let info = g
-                .open_engine()?
-                .copy_object(&p, (&sb, &sk), (&db, &dk), over.as_ref())?;
-            out(&info.header_lines())
         }
     }
 }

@@ -15,8 +15,9 @@ use super::{Engine, BUCKET_SETTINGS};
 use crate::backend::Dir;
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{ChunkSize, SlotFormat};
-use crate::kms::{Action, Kms, MacKey, MacPurpose, Principal};
+use crate::kms::{Action, Kms, MacKey, MacPurpose};
 use crate::oss::{BucketName, SseConfig};
+use crate::principal::Principal;
 
 /// What `.ssefs-bucket.toml` holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,8 +31,9 @@ use crate::backend::{strict, Dir, Ident};
 use crate::crypto::{fill_random, IntegrityError, SecretKey};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{ChunkSize, Header, KeyWrap, Method, HEADER_LEN};
-use crate::kms::{Kek, Kms, Policy, Principal, RootKeySource, WrapTarget};
+use crate::kms::{Kek, Kms, Policy, RootKeySource, WrapTarget};
 use crate::oss::{SseAlgorithm, SseConfig};
+use crate::principal::Principal;
 
 pub use bucket::BucketSettings;
 pub use cache::ChunkCache;

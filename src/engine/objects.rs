@@ -15,8 +15,9 @@ use crate::backend::{Dir, Ident};
 use crate::crypto::Cipher;
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{ChunkSize, Header, Method};
-use crate::kms::{Kms, Principal};
+use crate::kms::Kms;
 use crate::oss::{BucketName, ObjectKey, SseAlgorithm, SseConfig};
+use crate::principal::Principal;
 
 /// Copy buffer size: a multiple of the chunk size, large enough that the
 /// re-seal of the previous last chunk on each append is ~1.5% of the work.

@@ -730,7 +730,7 @@ fn kms_permissions_apply_to_reads_and_writes() {
         (OssCode::AccessDenied, libc::EACCES)
     );
     assert_eq!(err.message, "This request is forbidden by kms");
-    let nobody = Principal::new(crate::kms::NOBODY_UID, crate::kms::NOBODY_UID);
+    let nobody = Principal::new(crate::principal::NOBODY_UID, crate::principal::NOBODY_UID);
     assert_eq!(
         e.get_as(&nobody, "bkt", "o").unwrap_err().message,
         "This request is forbidden by kms"

@@ -16,7 +16,8 @@ use std::path::Path;
 use super::walk::{self, ObjectEntry};
 use super::{Engine, STATE_DIR};
 use crate::error::{IoContext, Result};
-use crate::kms::{Policy, Principal, RootKeySource};
+use crate::kms::{Policy, RootKeySource};
+use crate::principal::Principal;
 
 /// What became of one object in the conversion to keyed tags.
 enum Converted {

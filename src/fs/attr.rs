@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::perms::{may_mode, setid_kill};
 use super::{errno, lock, os_err, shard, sys, Attr, Fs, Kind, ROOT_INO};
 use crate::error::{OssCode, Result};
-use crate::kms::Principal;
+use crate::principal::Principal;
 
 /// A time SETATTR sets: the current time (UTIME_NOW), or a given one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

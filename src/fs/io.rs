@@ -13,7 +13,7 @@ use super::{errno, lock, os_err, sys, Attr, Fs, Handle, Kind, Node, Opened};
 use crate::engine::{Engine, ObjectFile};
 use crate::error::Result;
 use crate::format::ChunkSize;
-use crate::kms::Principal;
+use crate::principal::Principal;
 
 thread_local! {
     /// Plaintext of `read_with`, reused by each worker thread.

@@ -21,7 +21,7 @@ use proptest::prelude::*;
 
 use super::tests::{env, os, Env};
 use super::*;
-use crate::kms::Principal;
+use crate::principal::Principal;
 
 /// Names steps use; the last is under the reserved prefix.
 const NAMES: [&str; 4] = ["a", "b", "c", ".ssefs-x"];

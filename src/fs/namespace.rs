@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use super::{errno, lock, os_err, sys, Attr, Fs, Role};
 use crate::error::{OssCode, Result};
-use crate::kms::Principal;
 use crate::oss::{BucketName, RESERVED_PREFIX};
+use crate::principal::Principal;
 
 impl Fs {
     /// Names that are not part of the namespace: the state directory at the

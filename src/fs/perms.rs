@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 
 use super::{errno, os_err, sys, Fs, Kind, ROOT_INO, ROOT_MODE};
 use crate::error::Result;
-use crate::kms::Principal;
+use crate::principal::Principal;
 
 impl Fs {
     /// access(2). With the kernel checking mode bits it has done so already;

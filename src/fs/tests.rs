@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::perms::setid_kill;
 use super::*;
-use crate::kms::Principal;
 use crate::kms::RootKeySource;
+use crate::principal::Principal;
 
 // ---------------------------------------------------------------- helpers
 

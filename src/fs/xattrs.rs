@@ -21,8 +21,9 @@ use crate::engine::xattr::{self, At};
 use crate::engine::Engine;
 use crate::error::{Error, OssCode, Result};
 use crate::format::{ChunkSize, Method};
-use crate::kms::{Kms, Principal};
+use crate::kms::Kms;
 use crate::oss::{SseAlgorithm, SseConfig};
+use crate::principal::Principal;
 
 pub const XA_SSE: &str = "user.oss.server-side-encryption";
 pub const XA_KEY: &str = "user.oss.server-side-encryption-key-id";

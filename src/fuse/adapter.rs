@@ -15,7 +15,7 @@ use fuser::{
 
 use crate::error::{Error, OssCode};
 use crate::fs::{Attr, AttrChanges, Fs, Kind, SetTime};
-use crate::kms::Principal;
+use crate::principal::Principal;
 
 /// How long the kernel may cache entries and attributes. Every change goes
 /// through this daemon, which answers with fresh attributes, so a short TTL

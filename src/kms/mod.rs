@@ -33,10 +33,11 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{Aead, Cipher, IntegrityError, Nonce, SecretKey, NONCE_LEN, TAG_LEN};
 use crate::error::{Error, IoContext, OssCode, Result};
+use crate::principal::Principal;
 
 pub use mac::{MacKey, MacPurpose};
 pub use metadata::{rfc3339, KeyCreator, KeyMetadata, KeyOrigin, KeyState, MasterInfo};
-pub use policy::{Action, Policy, Principal, NOBODY_UID};
+pub use policy::{Action, Policy};
 
 use names::KeyRef;
 use store::{Stamp, Store};

@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use super::*;
 use crate::error::OssCode;
+use crate::principal::{Principal, NOBODY_UID};
 
 const OWNER: u32 = 4242;
 

@@ -15,8 +15,9 @@ use crate::crypto::Cipher;
 use crate::engine::Engine;
 use crate::error::{IoContext, Result};
 use crate::format::{Header, Method};
-use crate::kms::{Principal, WrapTarget};
+use crate::kms::WrapTarget;
 use crate::oss::{BucketName, SseAlgorithm, SseConfig};
+use crate::principal::Principal;
 
 /// What an object's header must say to match its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,8 +21,9 @@ use crate::backend::Ident;
 use crate::engine::{copy_posix_attrs, mark_replaces, Engine};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{Header, Method, HEADER_LEN};
-use crate::kms::{Kms, Principal, WrapTarget};
+use crate::kms::{Kms, WrapTarget};
 use crate::oss::BucketName;
+use crate::principal::Principal;
 
 /// Re-wraps the objects of `bucket` (all buckets when `None`) whose data key
 /// is not wrapped under the current version of its key.

@@ -8,8 +8,9 @@ use indicatif::ProgressBar;
 use super::*;
 use crate::engine::Engine;
 use crate::format::{Header, Method, HEADER_LEN};
-use crate::kms::{KeyOrigin, Principal, RootKeySource};
+use crate::kms::{KeyOrigin, RootKeySource};
 use crate::oss::{BucketName, ObjectKey, SseAlgorithm, SseConfig};
+use crate::principal::Principal;
 
 struct Env {
     _dir: tempfile::TempDir,

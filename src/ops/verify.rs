@@ -5,8 +5,8 @@ use indicatif::ProgressBar;
 use super::{walk, Outcome, Report};
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::kms::Principal;
 use crate::oss::BucketName;
+use crate::principal::Principal;
 
 /// Checks the objects of `bucket` (all buckets when `None`); every object
 /// that fails (bad header, data key that will not unwrap, chunk that fails
