@@ -1616,7 +1616,7 @@ fn a_tampered_chunk_in_the_prefetched_range_fails_the_read_that_covers_it() {
         // the page cache.
         let bad = (5 * step + step / 2) as u64 / c as u64;
         let at = chunk.slot_offset(bad) + chunk.slot() as u64 / 2;
-        let f = OpenOptions::new().write(true).open(tmp.path()).unwrap();
+        let f = OpenOptions::new().read(true).write(true).open(tmp.path()).unwrap();
         let mut byte = [0u8];
         f.read_exact_at(&mut byte, at).unwrap();
         f.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
