@@ -309,8 +309,13 @@ fn open_shifted_matches_open_and_wipes_on_failure() {
             bad.extend_from_slice(&sealed);
             let mut wrong = tag;
             wrong[3] ^= 1;
-            assert!(aead.open_shifted(&n, b"ad", &mut bad, shift, &wrong).is_err());
-            assert!(bad.iter().all(|&b| b == 0), "{cipher:?} shift {shift}: not wiped");
+            assert!(aead
+                .open_shifted(&n, b"ad", &mut bad, shift, &wrong)
+                .is_err());
+            assert!(
+                bad.iter().all(|&b| b == 0),
+                "{cipher:?} shift {shift}: not wiped"
+            );
         }
     }
 }

@@ -655,7 +655,9 @@ impl ObjectFile {
             partial(last_w, &mut used, &mut sealer, sealed)?;
         }
         if let Some((ol, slot)) = &lone {
-            self.file.write_all_at(slot, c.slot_offset(*ol)).ctx(&self.name)?;
+            self.file
+                .write_all_at(slot, c.slot_offset(*ol))
+                .ctx(&self.name)?;
         }
         self.file
             .write_all_at(&sealed[..used], c.slot_offset(run_from))
@@ -708,7 +710,11 @@ impl ObjectFile {
             let (mut plain, mut out, mut index) = (plain, out, lo);
             let mut mine = None;
             for p in 0..parts {
-                let take = if p + 1 == parts { plain.len() } else { (per * c.bytes()).min(plain.len()) };
+                let take = if p + 1 == parts {
+                    plain.len()
+                } else {
+                    (per * c.bytes()).min(plain.len())
+                };
                 let (pp, prest) = plain.split_at(take);
                 let slots = take + take.div_ceil(c.bytes()) * (c.slot() - c.bytes());
                 let (po, orest) = std::mem::take(&mut out).split_at_mut(slots);

@@ -1608,15 +1608,24 @@ fn a_tampered_chunk_in_the_prefetched_range_fails_the_read_that_covers_it() {
         let o = reopen(&tmp, &key);
         // Two sequential reads start the backend prefetch.
         for i in 0..2 {
-            let got = o.read_with((i * step) as u64, step, |d| d.to_vec()).unwrap();
+            let got = o
+                .read_with((i * step) as u64, step, |d| d.to_vec())
+                .unwrap();
             assert_eq!(got, &data[i * step..(i + 1) * step]);
         }
-        assert!(o.prefetched_to() > (2 * step) as u64, "{cipher:?}: no prefetch");
+        assert!(
+            o.prefetched_to() > (2 * step) as u64,
+            "{cipher:?}: no prefetch"
+        );
         // Flip a byte of the chunk in the middle of the 6th step, now in
         // the page cache.
         let bad = (5 * step + step / 2) as u64 / c as u64;
         let at = chunk.slot_offset(bad) + chunk.slot() as u64 / 2;
-        let f = OpenOptions::new().read(true).write(true).open(tmp.path()).unwrap();
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(tmp.path())
+            .unwrap();
         let mut byte = [0u8];
         f.read_exact_at(&mut byte, at).unwrap();
         f.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
@@ -1649,7 +1658,13 @@ fn prefetch_follows_sequential_streams_only() {
     let o = reopen(&tmp, &key);
     let backend = fs::metadata(tmp.path()).unwrap().len();
     // Small random reads never prefetch.
-    for off in [7u64 << 20, 30 << 20, 3 << 20, 3 << 20 | 4096, 3 << 20 | 8192] {
+    for off in [
+        7u64 << 20,
+        30 << 20,
+        3 << 20,
+        3 << 20 | 4096,
+        3 << 20 | 8192,
+    ] {
         o.read_with(off, 4096, |_| ()).unwrap();
     }
     assert_eq!(o.prefetched_to(), 0);
@@ -1660,8 +1675,12 @@ fn prefetch_follows_sequential_streams_only() {
         assert_eq!(got, &data[(i << 20) as usize..((i + 1) << 20) as usize]);
         let p = o.prefetched_to();
         if i >= 1 {
-            assert!(p >= ChunkSize::DEFAULT.slot_offset(((i + 1) << 20) / CHUNK_SIZE as u64).min(backend),
-                "read {i}: prefetched to {p}");
+            assert!(
+                p >= ChunkSize::DEFAULT
+                    .slot_offset(((i + 1) << 20) / CHUNK_SIZE as u64)
+                    .min(backend),
+                "read {i}: prefetched to {p}"
+            );
         }
         assert!(p <= backend);
     }

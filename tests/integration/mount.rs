@@ -1434,7 +1434,11 @@ fn sequential_reads_go_deep_and_stop_at_a_bad_chunk() {
     let chunks = (data.len() as u64).div_ceil(c);
     let slot_len = (slot - 128) / chunks;
     let at = 128 + 1000 * slot_len + slot_len / 2;
-    let f = OpenOptions::new().read(true).write(true).open(&backend).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&backend)
+        .unwrap();
     let mut b = [0u8];
     f.read_exact_at(&mut b, at).unwrap();
     f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
@@ -1442,6 +1446,12 @@ fn sequential_reads_go_deep_and_stop_at_a_bad_chunk() {
     m.mount(&[]);
     let (got, err) = read_all(&m);
     assert_eq!(err, Some(libc::EIO));
-    assert!(got.len() as u64 <= 1000 * c, "bytes of the bad chunk handed out");
-    assert!(got[..] == data[..got.len()], "wrong bytes before the bad chunk");
+    assert!(
+        got.len() as u64 <= 1000 * c,
+        "bytes of the bad chunk handed out"
+    );
+    assert!(
+        got[..] == data[..got.len()],
+        "wrong bytes before the bad chunk"
+    );
 }
