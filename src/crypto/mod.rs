@@ -333,6 +333,41 @@ impl Aead {
             Aead::Sm4(k) => k.open(nonce, ad, buf, tag).inspect_err(|_| buf.zeroize()),
         }
     }
+
+    /// `open` of the ciphertext at `buf[src..]`, whose plaintext lands at
+    /// `buf[..buf.len() - src]` (the ciphertext shifted down by `src`
+    /// bytes): a run of slots read into one buffer is opened into
+    /// contiguous plaintext without a second copy. AES-256-GCM shifts as
+    /// it decrypts; the other ciphers open in place and then move the
+    /// bytes. On failure the whole of `buf` is wiped.
+    pub fn open_shifted(
+        &self,
+        nonce: &Nonce,
+        ad: &[u8],
+        buf: &mut [u8],
+        src: usize,
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), IntegrityError> {
+        if src > buf.len() {
+            return Err(IntegrityError);
+        }
+        let opened = match self {
+            Aead::Aes(k) => k
+                .open_in_place_separate_tag(
+                    aead::Nonce::assume_unique_for_key(nonce.0),
+                    Aad::from(ad),
+                    aead::Tag::from(*tag),
+                    buf,
+                    src..,
+                )
+                .map(|_| ())
+                .map_err(|_| IntegrityError),
+            _ => self.open(nonce, ad, &mut buf[src..], tag).map(|()| {
+                buf.copy_within(src.., 0);
+            }),
+        };
+        opened.inspect_err(|_| buf.zeroize())
+    }
 }
 
 #[cfg(test)]

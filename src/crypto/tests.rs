@@ -282,3 +282,40 @@ fn locked_key_keeps_its_bytes_on_a_dontdump_page() {
     let h = SecretKey::random(32);
     assert!(!super::secmem::is_dontdump(h.expose().as_ptr()));
 }
+
+/// `open_shifted` gives `open`'s plaintext at the front of the buffer, for
+/// every cipher and shift (0, less than a block, more than the data), and
+/// wipes the buffer when the tag does not verify.
+#[test]
+fn open_shifted_matches_open_and_wipes_on_failure() {
+    let mut cases = vec![
+        (Cipher::Aes256Gcm, SecretKey::random(32)),
+        (Cipher::Sm4Gcm, SecretKey::random(16)),
+        (Cipher::None, SecretKey::random(PLAIN_MAC_KEY_LEN)),
+    ];
+    cases.push((Cipher::None, SecretKey::from_bytes(&[])));
+    for (cipher, key) in cases {
+        let aead = Aead::new(cipher, &key).unwrap();
+        let n = Nonce::random();
+        let plain: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+        let mut sealed = plain.clone();
+        let tag = aead.seal(&n, b"ad", &mut sealed);
+        for shift in [0usize, 5, 40, 1500] {
+            let mut buf = vec![0xAAu8; shift];
+            buf.extend_from_slice(&sealed);
+            aead.open_shifted(&n, b"ad", &mut buf, shift, &tag).unwrap();
+            assert_eq!(&buf[..plain.len()], &plain[..], "{cipher:?} shift {shift}");
+            let mut bad = vec![0xAAu8; shift];
+            bad.extend_from_slice(&sealed);
+            let mut wrong = tag;
+            wrong[3] ^= 1;
+            assert!(aead
+                .open_shifted(&n, b"ad", &mut bad, shift, &wrong)
+                .is_err());
+            assert!(
+                bad.iter().all(|&b| b == 0),
+                "{cipher:?} shift {shift}: not wiped"
+            );
+        }
+    }
+}

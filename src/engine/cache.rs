@@ -81,6 +81,12 @@ impl ChunkCache {
         self.lock().lru.get(&(*object, index)).cloned()
     }
 
+    /// Whether chunk `index` of `object` is held (without making it the
+    /// most recently used).
+    pub fn holds(&self, object: &Owner, index: u64) -> bool {
+        self.lock().lru.contains(&(*object, index))
+    }
+
     pub fn put(&self, object: &Owner, index: u64, plain: Vec<u8>) {
         let mut c = self.lock();
         c.bytes += cost(&plain);

@@ -190,6 +190,14 @@ fn run_model(
                 let from = (*off as usize).min(model.len());
                 let to = (*off as usize + len).min(model.len());
                 prop_assert_eq!(&buf[..n], &model[from..to]);
+                // The same through read_with: the cached chunks just read
+                // take it through read_at, a reopened object (no cache)
+                // through the slots opened in place.
+                let got = o.read_with(*off, *len, |d| d.to_vec()).unwrap();
+                prop_assert_eq!(&got[..], &model[from..to]);
+                let fresh = reopen(&tmp, &key);
+                let got = fresh.read_with(*off, *len, |d| d.to_vec()).unwrap();
+                prop_assert_eq!(&got[..], &model[from..to]);
             }
             Op::Truncate(n) => {
                 o.set_len(*n).unwrap();
@@ -1534,4 +1542,204 @@ fn new_buckets_are_wide_and_old_ones_stay_narrow() {
         e.engine.bucket_chunk_size(&b("empty")).unwrap(),
         ChunkSize::KIB64.wide()
     );
+}
+
+// ------------------------------------------ read_with: runs opened in place
+
+/// Every cipher, in both slot formats, at a small chunk size.
+fn layouts() -> Vec<(Cipher, ChunkSize)> {
+    let mut v = Vec::new();
+    for cipher in [Cipher::Aes256Gcm, Cipher::Sm4Gcm, Cipher::None] {
+        for format in [Narrow, Wide] {
+            v.push((cipher, ChunkSize::ALL[0].with_format(format)));
+        }
+    }
+    v
+}
+
+#[test]
+fn read_with_returns_runs_across_chunk_boundaries_holes_and_the_end() {
+    for (cipher, chunk) in layouts() {
+        let c = chunk.bytes();
+        let (tmp, mut o, key) = temp_object_in(cipher, chunk);
+        let mut model = pattern(9 * c + 123, 5);
+        o.write_at(0, &model).unwrap();
+        // A hole (chunks 11, 12) and a new short last chunk.
+        let tail = pattern(77, 6);
+        o.write_at(13 * c as u64 + 5, &tail).unwrap();
+        model.resize(13 * c + 5, 0);
+        model.extend_from_slice(&tail);
+        let o = reopen(&tmp, &key);
+        let len = model.len();
+        let cases = [
+            (0, len),
+            (0, 1),
+            (1, c),
+            (c - 1, 2),
+            (c, 3 * c),
+            (c / 2, 5 * c),
+            (9 * c, 4 * c + 2),
+            (11 * c + 7, c),
+            (len - 1, 10),
+            (len - 77, 77),
+            (len, 5),
+            (len + 4, 5),
+        ];
+        for (off, n) in cases {
+            let got = o.read_with(off as u64, n, |d| d.to_vec()).unwrap();
+            let from = off.min(len);
+            let to = (off + n).min(len);
+            assert_eq!(got, &model[from..to], "{cipher:?} {chunk:?} at {off}+{n}");
+        }
+    }
+}
+
+/// Backend bytes flipped by hand, after the stream of reads has had the
+/// kernel read them ahead: the read that covers them fails, and never
+/// hands out a byte; the reads before and after it are intact.
+#[test]
+fn a_tampered_chunk_in_the_prefetched_range_fails_the_read_that_covers_it() {
+    for (cipher, chunk) in layouts() {
+        let c = chunk.bytes();
+        let (tmp, mut o, key) = temp_object_in(cipher, chunk);
+        let step = 256 << 10;
+        let data = pattern(12 * step + c / 3, 7);
+        o.write_at(0, &data).unwrap();
+        let o = reopen(&tmp, &key);
+        // Two sequential reads start the backend prefetch.
+        for i in 0..2 {
+            let got = o
+                .read_with((i * step) as u64, step, |d| d.to_vec())
+                .unwrap();
+            assert_eq!(got, &data[i * step..(i + 1) * step]);
+        }
+        assert!(
+            o.prefetched_to() > (2 * step) as u64,
+            "{cipher:?}: no prefetch"
+        );
+        // Flip a byte of the chunk in the middle of the 6th step, now in
+        // the page cache.
+        let bad = (5 * step + step / 2) as u64 / c as u64;
+        let at = chunk.slot_offset(bad) + chunk.slot() as u64 / 2;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(tmp.path())
+            .unwrap();
+        let mut byte = [0u8];
+        f.read_exact_at(&mut byte, at).unwrap();
+        f.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
+        for i in 2..=12 {
+            let off = i * step;
+            let mut handed = false;
+            let r = o.read_with(off as u64, step, |d| {
+                handed = true;
+                d.to_vec()
+            });
+            if i == 5 {
+                let e = r.unwrap_err();
+                assert_eq!(e.code, OssCode::DataIntegrityError, "{cipher:?}: {e}");
+                assert!(!handed, "{cipher:?}: bytes handed out before the check");
+            } else {
+                let to = (off + step).min(data.len());
+                assert_eq!(r.unwrap(), &data[off..to], "{cipher:?} step {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn prefetch_follows_sequential_streams_only() {
+    let (tmp, mut o, key) = temp_object(Cipher::Aes256Gcm);
+    let data = pattern(40 << 20, 8);
+    for (i, part) in data.chunks(1 << 20).enumerate() {
+        o.write_at((i << 20) as u64, part).unwrap();
+    }
+    let o = reopen(&tmp, &key);
+    let backend = fs::metadata(tmp.path()).unwrap().len();
+    // Small random reads never prefetch.
+    for off in [
+        7u64 << 20,
+        30 << 20,
+        3 << 20,
+        3 << 20 | 4096,
+        3 << 20 | 8192,
+    ] {
+        o.read_with(off, 4096, |_| ()).unwrap();
+    }
+    assert_eq!(o.prefetched_to(), 0);
+    // A stream of 1 MiB reads keeps the prefetch ahead of it, up to the
+    // end of the backend file and never past it.
+    for i in 0..40u64 {
+        let got = o.read_with(i << 20, 1 << 20, |d| d.to_vec()).unwrap();
+        assert_eq!(got, &data[(i << 20) as usize..((i + 1) << 20) as usize]);
+        let p = o.prefetched_to();
+        if i >= 1 {
+            assert!(
+                p >= ChunkSize::DEFAULT
+                    .slot_offset(((i + 1) << 20) / CHUNK_SIZE as u64)
+                    .min(backend),
+                "read {i}: prefetched to {p}"
+            );
+        }
+        assert!(p <= backend);
+    }
+    assert_eq!(o.prefetched_to(), backend);
+    // Going back to the start starts a new window there.
+    o.read_with(0, 1 << 20, |_| ()).unwrap();
+    o.read_with(1 << 20, 1 << 20, |_| ()).unwrap();
+    assert!(o.prefetched_to() < backend);
+}
+
+/// Readers racing over one object (the FUSE threads serving the kernel's
+/// readahead) all get the right bytes, in both read paths.
+#[test]
+fn concurrent_sequential_readers_get_the_right_bytes() {
+    let (tmp, mut o, key) = temp_object(Cipher::Aes256Gcm);
+    let data = pattern((6 << 20) + 999, 9);
+    o.write_at(0, &data).unwrap();
+    for cached in [false, true] {
+        let o = if cached { &o } else { &reopen(&tmp, &key) };
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                let data = &data;
+                s.spawn(move || {
+                    let step = (128 << 10) + t * 4096 + 17;
+                    let mut off = t * 1000;
+                    while off < data.len() {
+                        let got = o.read_with(off as u64, step, |d| d.to_vec()).unwrap();
+                        let to = (off + step).min(data.len());
+                        assert_eq!(got, &data[off..to], "thread {t} at {off}");
+                        off += step;
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// Prefetching is of ciphertext into the backend's page cache, which
+/// writes go through: what a write changed after the prefetch is what the
+/// next read returns.
+#[test]
+fn a_write_after_the_prefetch_is_what_the_next_read_returns() {
+    let (tmp, mut o, key) = temp_object(Cipher::Aes256Gcm);
+    let mut data = pattern(8 << 20, 10);
+    o.write_at(0, &data).unwrap();
+    let mut o2 = reopen(&tmp, &key);
+    for i in 0..2u64 {
+        o2.read_with(i << 20, 1 << 20, |_| ()).unwrap();
+    }
+    assert!(o2.prefetched_to() > 2 << 20);
+    let new = pattern(3 * CHUNK_SIZE + 5, 11);
+    let at = (5 << 20) - 100;
+    o2.write_at(at as u64, &new).unwrap();
+    data[at..at + new.len()].copy_from_slice(&new);
+    for i in 2..8u64 {
+        let got = o2.read_with(i << 20, 1 << 20, |d| d.to_vec()).unwrap();
+        assert_eq!(got, &data[(i << 20) as usize..((i + 1) << 20) as usize]);
+    }
+    // And another process opening the file sees it too.
+    let o3 = reopen(&tmp, &key);
+    assert_eq!(o3.read_with(0, data.len(), |d| d.to_vec()).unwrap(), data);
 }

@@ -44,6 +44,29 @@ pub fn seal_chunk(
     out.extend_from_slice(&tag);
 }
 
+/// `seal_chunk` into `out`, which must be exactly the slot's length
+/// (`plain.len() + CHUNK_OVERHEAD`).
+pub fn seal_chunk_into(
+    aead: &Aead,
+    object_id: &[u8; 16],
+    index: u64,
+    last: bool,
+    plain: &[u8],
+    out: &mut [u8],
+) -> Result<(), IntegrityError> {
+    if out.len() != plain.len() + CHUNK_OVERHEAD {
+        return Err(IntegrityError);
+    }
+    let nonce = Nonce::random();
+    let (head, rest) = out.split_at_mut(NONCE_LEN);
+    head.copy_from_slice(&nonce.0);
+    let (body, tag_out) = rest.split_at_mut(plain.len());
+    body.copy_from_slice(plain);
+    let tag = aead.seal(&nonce, &chunk_ad(object_id, index, last), body);
+    tag_out.copy_from_slice(&tag);
+    Ok(())
+}
+
 /// Opens a narrow chunk slot in place and returns its plaintext, a
 /// sub-slice of `slot`. An all-zero full slot (of `chunk`'s size) that is
 /// not the last chunk is a hole (§3.3) and reads as zeros.
@@ -211,6 +234,76 @@ impl ChunkKeys {
     }
 }
 
+impl ChunkKeys {
+    /// `open` of the slot that fills `region[at..]`, with its plaintext
+    /// landing at the front of `region` instead of inside the slot: the
+    /// slots of a run read into one buffer, opened in order, leave their
+    /// plaintexts contiguous (each plaintext ends before the next slot
+    /// starts). Returns the plaintext's length. A hole (§3.3) reads as
+    /// zeros. On failure the plaintext is never exposed: `region` is wiped
+    /// up to the end of the slot's body.
+    pub fn open_shifted(
+        &self,
+        object_id: &[u8; 16],
+        index: u64,
+        last: bool,
+        region: &mut [u8],
+        at: usize,
+    ) -> Result<usize, IntegrityError> {
+        let slot = region.get(at..).ok_or(IntegrityError)?;
+        let (overhead, prefix) = match &self.keys {
+            Keys::Narrow(_) => (CHUNK_OVERHEAD, NONCE_LEN),
+            Keys::Wide { .. } => (WIDE_OVERHEAD, WIDE_PREFIX),
+        };
+        if slot.len() <= overhead {
+            return Err(IntegrityError);
+        }
+        let body_len = slot.len() - overhead;
+        // As in `open`: the first bytes of a real slot are almost never
+        // zero, so the full scan only runs on actual holes.
+        if !last
+            && slot.len() == self.chunk.slot()
+            && slot[..prefix].iter().all(|&b| b == 0)
+            && slot.iter().all(|&b| b == 0)
+        {
+            region[..body_len].fill(0);
+            return Ok(body_len);
+        }
+        let mut head = [0u8; WIDE_PREFIX];
+        head[..prefix].copy_from_slice(&slot[..prefix]);
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&slot[slot.len() - TAG_LEN..]);
+        let ad = chunk_ad(object_id, index, last);
+        let src = at + prefix;
+        let buf = &mut region[..src + body_len];
+        match &self.keys {
+            Keys::Narrow(aead) => {
+                let mut n = [0u8; NONCE_LEN];
+                n.copy_from_slice(&head[..NONCE_LEN]);
+                aead.open_shifted(&Nonce(n), &ad, buf, src, &tag)?;
+            }
+            Keys::Wide { kdf, recent } => {
+                let mut r = [0u8; R_LEN];
+                r.copy_from_slice(&head[..R_LEN]);
+                let mut n = [0u8; NONCE_LEN];
+                n.copy_from_slice(&head[R_LEN..WIDE_PREFIX]);
+                if kdf.cipher() == Cipher::None {
+                    // No K_R: the tag covers R (§4.2).
+                    if !tags_equal(&kdf.plain_tag(&ad, &r, &n, &buf[src..]), &tag) {
+                        buf.fill(0);
+                        return Err(IntegrityError);
+                    }
+                    buf.copy_within(src.., 0);
+                } else {
+                    let aead = wide_aead(kdf, recent, &r).inspect_err(|_| buf.fill(0))?;
+                    aead.open_shifted(&Nonce(n), &ad, buf, src, &tag)?;
+                }
+            }
+        }
+        Ok(body_len)
+    }
+}
+
 /// Seals the chunks of one write (`ChunkKeys::sealer`).
 pub struct Sealer<'a> {
     keys: &'a ChunkKeys,
@@ -262,6 +355,50 @@ impl Sealer<'_> {
             aead.seal(&n, &ad, &mut out[start..])
         };
         out.extend_from_slice(&tag);
+        Ok(())
+    }
+
+    /// `seal` into `out`, which must be exactly the slot's length (the
+    /// plaintext's and the slot overhead), instead of appending.
+    pub fn seal_into(
+        &mut self,
+        object_id: &[u8; 16],
+        index: u64,
+        last: bool,
+        plain: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), IntegrityError> {
+        let (kdf, recent) = match &self.keys.keys {
+            Keys::Narrow(aead) => {
+                return seal_chunk_into(aead, object_id, index, last, plain, out);
+            }
+            Keys::Wide { kdf, recent } => (kdf, recent),
+        };
+        if out.len() != plain.len() + WIDE_OVERHEAD {
+            return Err(IntegrityError);
+        }
+        if self.left == 0 || self.current.is_none() {
+            let mut r = [0u8; R_LEN];
+            fill_random(&mut r);
+            let a = wide_aead(kdf, recent, &r)?;
+            self.current = Some((r, a));
+            self.left = max_chunks_per_r();
+        }
+        self.left -= 1;
+        let (r, aead) = self.current.as_ref().ok_or(IntegrityError)?;
+        let n = Nonce::random();
+        let (head, rest) = out.split_at_mut(WIDE_PREFIX);
+        head[..R_LEN].copy_from_slice(r);
+        head[R_LEN..].copy_from_slice(&n.0);
+        let (body, tag_out) = rest.split_at_mut(plain.len());
+        body.copy_from_slice(plain);
+        let ad = chunk_ad(object_id, index, last);
+        let tag = if kdf.cipher() == Cipher::None {
+            kdf.plain_tag(&ad, r, &n.0, body)
+        } else {
+            aead.seal(&n, &ad, body)
+        };
+        tag_out.copy_from_slice(&tag);
         Ok(())
     }
 }

@@ -15,11 +15,6 @@ use crate::error::Result;
 use crate::format::ChunkSize;
 use crate::principal::Principal;
 
-thread_local! {
-    /// Plaintext of `read_with`, reused by each worker thread.
-    static READ_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// The open state of one object.
 pub struct OpenObject {
     state: RwLock<ObjState>,
@@ -346,7 +341,7 @@ impl Fs {
 
     /// Reads into a buffer reused by the calling thread and hands the bytes
     /// to `f` (the FUSE reply): no allocation, page faults or zeroing of a
-    /// fresh 1 MiB buffer per request.
+    /// fresh 1 MiB buffer per request (`ObjectFile::read_with`).
     pub fn read_with<R>(
         &self,
         fh: u64,
@@ -359,14 +354,7 @@ impl Fs {
         let Some(obj) = &g.obj else {
             return Ok(f(&[]));
         };
-        let want = (size as u64).min(obj.size().saturating_sub(off)) as usize;
-        READ_SCRATCH.with_borrow_mut(|buf| {
-            if buf.len() < want {
-                buf.resize(want, 0);
-            }
-            let n = obj.read_at(off, &mut buf[..want])?;
-            Ok(f(&buf[..n]))
-        })
+        obj.read_with(off, size as usize, f)
     }
 
     /// Writes at `off`. `kill_setid`: the kernel's FUSE_WRITE_KILL_SUIDGID,

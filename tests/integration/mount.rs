@@ -1387,3 +1387,71 @@ fn drop_caches() {
     Command::new("sync").status().unwrap();
     fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
 }
+
+/// Root's mount reads ahead 4 MiB (the kernel's default for FUSE is
+/// 128 KiB, which INIT can only lower): a sequential read reaches the
+/// daemon as 1 MiB requests, several at a time. A large file read that
+/// way comes back right; with one chunk's backend bytes flipped in the
+/// middle, reading stops with EIO at that chunk and every byte handed out
+/// before it is right.
+#[test]
+fn sequential_reads_go_deep_and_stop_at_a_bad_chunk() {
+    let m = Mount::new(&[]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let dev = fs::metadata(&m.mnt).unwrap().dev();
+        let (maj, min) = (libc::major(dev), libc::minor(dev));
+        let ra = fs::read_to_string(format!("/sys/class/bdi/{maj}:{min}/read_ahead_kb")).unwrap();
+        assert_eq!(ra.trim(), "4096");
+    }
+    fs::create_dir(m.p("bkt")).unwrap();
+    m.setfattr("bkt", SSE, "AES256").unwrap();
+    let data = pattern(24 << 20, 4);
+    fs::write(m.p("bkt/big"), &data).unwrap();
+    let read_all = |m: &Mount| -> (Vec<u8>, Option<i32>) {
+        let mut f = File::open(m.p("bkt/big")).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => return (got, None),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return (got, e.raw_os_error()),
+            }
+        }
+    };
+    // Cold: the daemon (and its cache) anew, the kernel's pages dropped.
+    m.unmount();
+    m.mount(&[]);
+    let (got, err) = read_all(&m);
+    assert_eq!(err, None);
+    assert!(got == data, "a sequential read came back wrong");
+    // Flip a byte of chunk 1000 (at 15.6 MiB) on the backend.
+    m.unmount();
+    let backend = m.backend("bkt/big");
+    let shift = fs::read(&backend).unwrap()[11];
+    let (c, slot) = (1u64 << shift, fs::metadata(&backend).unwrap().len());
+    let chunks = (data.len() as u64).div_ceil(c);
+    let slot_len = (slot - 128) / chunks;
+    let at = 128 + 1000 * slot_len + slot_len / 2;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&backend)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
+    drop(f);
+    m.mount(&[]);
+    let (got, err) = read_all(&m);
+    assert_eq!(err, Some(libc::EIO));
+    assert!(
+        got.len() as u64 <= 1000 * c,
+        "bytes of the bad chunk handed out"
+    );
+    assert!(
+        got[..] == data[..got.len()],
+        "wrong bytes before the bad chunk"
+    );
+}
