@@ -342,7 +342,8 @@ impl Engine {
             Some(f) => f,
             None => &mut nothing,
         };
-        let (tmp, info) = self.write_object_temp(p, (sse.as_ref(), chunk), over, fill, &dst_name)?;
+        let (tmp, info) =
+            self.write_object_temp(p, (sse.as_ref(), chunk), over, fill, &dst_name)?;
         let finish = || -> Result<()> {
             copy_posix_attrs(&f, &tmp.file).ctx(&dst_name)?;
             self.commit_temp(&tmp, &dir, leaf, &dst_name)
