@@ -29,10 +29,9 @@ SYSTEMS=${SYSTEMS:-"ext4 gocryptfs securefs ssefs-aes256"}
 LAYOUTS=${LAYOUTS:-"flat tree"}
 PER_DIR=${PER_DIR:-1000}
 ROUNDS=${ROUNDS:-3}
-# system=limit pairs: sizes above the limit are not run for that system, and
-# the report says so. Today's ssefs daemon holds one descriptor per inode the
-# kernel remembers and fails past ~20k files (EMFILE; issue 13 part 1).
-MAX_FILES=${MAX_FILES-"ssefs-aes256=10000"}   # MAX_FILES= (empty): no limits
+# system=limit pairs (e.g. "securefs=100000"): sizes above the limit are not
+# run for that system, and the report says so. Empty (the default): no limits.
+MAX_FILES=${MAX_FILES-}
 PHASE_TIMEOUT=${PHASE_TIMEOUT:-3600}   # seconds, per phase
 # RLIMIT_NOFILE (soft and hard) for the FUSE daemons, e.g. 4096 for issue 13
 # part 1's target; empty: the daemons inherit this shell's limits

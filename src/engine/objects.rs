@@ -51,6 +51,16 @@ impl ObjectInfo {
         }
     }
 
+    /// An empty object without a header yet, to be stored per `sse`.
+    pub fn pending(sse: Option<&SseConfig>) -> Self {
+        ObjectInfo {
+            size: 0,
+            algorithm: sse.map(|c| c.algorithm),
+            key_id: sse.and_then(|c| c.kms_key_id.clone()),
+            data_sm4: sse.is_some_and(|c| c.kms_data_sm4),
+        }
+    }
+
     /// As response-header lines.
     pub fn header_lines(&self) -> String {
         let mut s = format!("content-length: {}\n", self.size);
@@ -261,6 +271,11 @@ impl Engine {
     ) -> Result<u64> {
         let (_, _, f) = self.existing_object(bucket, key)?;
         let name = format!("{bucket}/{}", key.as_str());
+        if f.metadata().ctx(&name)?.len() == 0 {
+            // No header yet: an object created empty through the mount.
+            dst.flush().ctx(&name)?;
+            return Ok(0);
+        }
         let obj = self.open_object(p, f, name.clone(), self.bucket_chunk_size(bucket)?)?;
         let mut buf = vec![0u8; IO_BUF];
         let mut off = 0u64;
@@ -280,6 +295,15 @@ impl Engine {
     pub fn head_object(&self, bucket: &BucketName, key: &ObjectKey) -> Result<ObjectInfo> {
         let (_, _, f) = self.existing_object(bucket, key)?;
         let name = format!("{bucket}/{}", key.as_str());
+        if f.metadata().ctx(&name)?.len() == 0 {
+            // No header yet (created empty through the mount): the
+            // encryption its first write will use, as the mount shows it.
+            let sse = match Engine::read_override(&f, &name)? {
+                Some(o) => Some(o),
+                None => self.bucket_rule(bucket)?,
+            };
+            return Ok(ObjectInfo::pending(sse.as_ref()));
+        }
         let h = Engine::read_header(&f, &name)?;
         Engine::check_chunk(&h, self.bucket_chunk_size(bucket)?, &name)?;
         let len = f.metadata().ctx(&name)?.len();
@@ -302,15 +326,27 @@ impl Engine {
     ) -> Result<ObjectInfo> {
         let (_, _, f) = self.existing_object(src.0, src.1)?;
         let src_name = format!("{}/{}", src.0, src.1.as_str());
-        let obj = self.open_object(p, f, src_name.clone(), self.bucket_chunk_size(src.0)?)?;
+        // An empty source without a header yet (created empty through the
+        // mount) has no key to unwrap and nothing to read.
+        let obj = if f.metadata().ctx(&src_name)?.len() == 0 {
+            None
+        } else {
+            let chunk = self.bucket_chunk_size(src.0)?;
+            Some(self.open_object(p, f.try_clone().ctx(&src_name)?, src_name.clone(), chunk)?)
+        };
         let dst_name = format!("{}/{}", dst.0, dst.1.as_str());
         let (dir, leaf) = self.new_object_place(dst.0, dst.1, &dst_name)?;
         let (sse, chunk) = self.upload_settings(&self.bucket_dir(dst.0), over)?;
-        let mut fill = object_source(&obj);
+        let mut nothing = |_: &mut [u8]| -> Result<usize> { Ok(0) };
+        let mut from_obj = obj.as_ref().map(object_source);
+        let fill: &mut dyn FnMut(&mut [u8]) -> Result<usize> = match from_obj.as_mut() {
+            Some(f) => f,
+            None => &mut nothing,
+        };
         let (tmp, info) =
-            self.write_object_temp(p, (sse.as_ref(), chunk), over, &mut fill, &dst_name)?;
+            self.write_object_temp(p, (sse.as_ref(), chunk), over, fill, &dst_name)?;
         let finish = || -> Result<()> {
-            copy_posix_attrs(obj.file(), &tmp.file).ctx(&dst_name)?;
+            copy_posix_attrs(&f, &tmp.file).ctx(&dst_name)?;
             self.commit_temp(&tmp, &dir, leaf, &dst_name)
         };
         finish().inspect_err(|_| self.discard_temp(&tmp))?;

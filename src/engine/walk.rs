@@ -36,9 +36,10 @@ pub struct Found {
 }
 
 impl Found {
-    /// An empty backend file: the mount died between creating (or
-    /// truncating) the object and writing its header (FORMAT.md §1). The
-    /// mount reads it as an empty object and gives it a header at its first
+    /// An empty backend file: an object created empty through the mount
+    /// (its header comes with its first byte), or one the mount died
+    /// between truncating and writing its header (FORMAT.md §1). The mount
+    /// reads it as an empty object and gives it a header at its first
     /// write, so there is nothing to verify, re-encrypt or re-wrap.
     pub fn headerless(&self) -> bool {
         self.file.metadata().is_ok_and(|m| m.len() == 0)

@@ -185,12 +185,14 @@ pub(super) fn cache_size(soft: u64) -> NonZeroUsize {
 
 /// How many inodes the daemon remembers before it asks the kernel to drop
 /// some, by default. A table slot is 97 bytes (key, node, control byte)
-/// and the name another ~32: 400,000 fit a table of 2^19 slots (51 MiB),
-/// which doubles (and never shrinks) past 458,752 entries. Measured with
-/// the 64 MiB chunk cache (bench/results/2026-12-03-tree-2m.md): daemon RSS
-/// 120 MiB, 170 MiB once a burst of creations outran the trimmer and the
-/// table doubled; under the 256 MiB target either way.
-pub const DEFAULT_MAX_INODES: usize = 400_000;
+/// and the name another ~32: 100,000 fit a table of 2^17 slots (13 MiB),
+/// which doubles (and never shrinks) past 114,688 entries. The daemon's
+/// memory then stops growing with the number of files at about 100,000
+/// (issue 13: "memory is flat"); with 400,000 it grew to 120-170 MiB in a
+/// 2,000,000-file tree (bench/results/2026-12-03-tree-2m.md). A smaller
+/// table costs little: the kernel looks up an entry again after its 1 s
+/// TTL anyway, and only a file it forgot costs a re-registration.
+pub const DEFAULT_MAX_INODES: usize = 100_000;
 
 #[cfg(test)]
 mod tests {

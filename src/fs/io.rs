@@ -10,9 +10,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{errno, lock, os_err, sys, Attr, Fs, Handle, Kind, Node, Opened};
+use crate::crypto::SecretKey;
 use crate::engine::{Engine, ObjectFile};
 use crate::error::Result;
-use crate::format::ChunkSize;
+use crate::format::{ChunkSize, Header};
 use crate::principal::Principal;
 
 /// The open state of one object.
@@ -35,6 +36,13 @@ pub(super) struct ObjState {
     /// the last write ended.
     pub(super) unstarted: u64,
     pub(super) write_end: u64,
+    /// A new object's header and data key, made when it was created (so
+    /// that a KMS refusal fails the create and the rule then in force is
+    /// the one used) but written only with its first byte (`Fs::begin`).
+    /// A file closed empty stays an empty backend file without a header:
+    /// no data block to allocate, write back and free again per empty
+    /// file (issue 13: create and unlink at 1M files).
+    pub(super) pending: Option<Box<(Header, SecretKey)>>,
 }
 
 /// After this many bytes written sequentially to an object, the backend's
@@ -80,13 +88,8 @@ impl Fs {
         bucket_dir: &std::path::Path,
         name: &str,
         p: &Principal,
-        fresh: bool,
     ) -> Result<()> {
-        let over = if fresh {
-            None
-        } else {
-            Engine::read_override(&st.file, name)?
-        };
+        let over = Engine::read_override(&st.file, name)?;
         let (sse, chunk) = self
             .engine
             .upload_settings(bucket_dir, over.as_ref())
@@ -95,6 +98,26 @@ impl Fs {
             .engine
             .new_header(p, sse.as_ref(), chunk)
             .map_err(|e| e.resource(name))?;
+        let f = st.file.try_clone().map_err(os_err)?;
+        st.pending = None;
+        st.obj = Some(
+            self.engine
+                .track(ObjectFile::create(f, header, &key, name.to_owned())?),
+        );
+        Ok(())
+    }
+
+    /// Gives an object without a header (`obj` is `None`) its header before
+    /// its first byte: the one made at its create if it has one, else a new
+    /// upload (an empty file from an earlier mount, or a crash).
+    fn begin(&self, ino: u64, st: &mut ObjState, name: &str, p: &Principal) -> Result<()> {
+        if st.obj.is_some() {
+            return Ok(());
+        }
+        let Some(pending) = st.pending.take() else {
+            return self.start_upload(ino, st, name, p);
+        };
+        let (header, key) = *pending;
         let f = st.file.try_clone().map_err(os_err)?;
         st.obj = Some(
             self.engine
@@ -129,7 +152,7 @@ impl Fs {
             let _ = sys::unlink_at(pfd.as_raw_fd(), name, 0);
         };
         let result = (|| {
-            let (fd, _) = self.own(pfd.as_raw_fd(), name, p.uid, p.gid)?;
+            let (fd, stat) = self.own(pfd.as_raw_fd(), name, p.uid, p.gid)?;
             let fd = Arc::new(fd);
             let display = format!(
                 "{}/{}",
@@ -139,16 +162,24 @@ impl Fs {
             // Locked before it has a header: until then no operation
             // would touch it anyway.
             sys::flock(file.as_raw_fd(), libc::LOCK_SH).map_err(os_err)?;
-            let mut st = ObjState {
+            // The header and data key now (KMS checks and the rule in
+            // force at creation), written with the first byte.
+            let (sse, chunk) = self
+                .engine
+                .upload_settings(&self.bucket_dir(&bucket), None)
+                .map_err(|e| e.resource(&display))?;
+            let pending = self
+                .engine
+                .new_header(p, sse.as_ref(), chunk)
+                .map_err(|e| e.resource(&display))?;
+            let st = ObjState {
                 file,
                 obj: None,
                 shared_lock: true,
                 unstarted: 0,
                 write_end: 0,
+                pending: Some(Box::new(pending)),
             };
-            self.new_upload(&mut st, &self.bucket_dir(&bucket), &display, p, true)?;
-            // Stat again: the header write changed the size and times.
-            let stat = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
             let attr = self.register(fd.clone(), &stat, (parent, &prole), name)?;
             let open = Arc::new(OpenObject::new(st, display));
             Ok((attr, open, fd))
@@ -281,6 +312,7 @@ impl Fs {
                         shared_lock: false,
                         unstarted: 0,
                         write_end: 0,
+                        pending: None,
                     },
                     name,
                 ))
@@ -374,9 +406,7 @@ impl Fs {
         }
         let o = self.handle(fh)?;
         let mut g = o.write();
-        if g.obj.is_none() {
-            self.start_upload(ino, &mut g, &o.name, p)?;
-        }
+        self.begin(ino, &mut g, &o.name, p)?;
         let obj = g.obj.as_mut().ok_or_else(|| errno(libc::EIO))?;
         obj.write_at(off, data)?;
         // Random writes are left to the kernel: starting writeback of
@@ -402,7 +432,7 @@ impl Fs {
         let Some(bucket) = role.bucket() else {
             return Err(errno(libc::EPERM));
         };
-        self.new_upload(st, &self.bucket_dir(bucket), name, p, false)
+        self.new_upload(st, &self.bucket_dir(bucket), name, p)
     }
 
     /// Sets the size. Truncation to zero is a new upload (new data key, the
@@ -423,9 +453,7 @@ impl Fs {
         if size == 0 {
             return self.start_upload(ino, &mut g, &o.name, p);
         }
-        if g.obj.is_none() {
-            self.start_upload(ino, &mut g, &o.name, p)?;
-        }
+        self.begin(ino, &mut g, &o.name, p)?;
         let obj = g.obj.as_mut().ok_or_else(|| errno(libc::EIO))?;
         obj.set_len(size)
     }
@@ -462,9 +490,7 @@ impl Fs {
         self.kill_setid(ino, p, false)?;
         let o = self.handle(fh)?;
         let mut g = o.write();
-        if g.obj.is_none() {
-            self.start_upload(ino, &mut g, &o.name, p)?;
-        }
+        self.begin(ino, &mut g, &o.name, p)?;
         let obj = g.obj.as_mut().ok_or_else(|| errno(libc::EIO))?;
         let end = off.checked_add(len).ok_or_else(|| errno(libc::EFBIG))?;
         if end > obj.size() {
@@ -550,6 +576,8 @@ impl Fs {
             sys::flock(file.as_raw_fd(), libc::LOCK_SH).map_err(os_err)?;
         }
         let len = file.metadata().map_err(os_err)?.len();
+        // The header made at its create no longer applies to the new file.
+        st.pending = None;
         st.obj = if len == 0 {
             None
         } else {

@@ -727,3 +727,67 @@ fn regression_reencrypting_one_name_of_a_hard_link_showed_two_files_as_one_inode
     assert_eq!(e.content(f), b"new");
     assert_eq!(e.fs.getxattr(f, sse, &root()).unwrap(), b"AES256");
 }
+
+#[test]
+fn a_file_created_empty_gets_its_header_with_its_first_byte() {
+    // Issue 13: every create wrote a 128-byte header, so each empty file
+    // cost a data block to allocate, write back and free again (create
+    // and unlink at 1M files). The header and key are still made at
+    // create, under the rule then in force, but written with the first
+    // byte; a file closed empty stays an empty backend file.
+    let e = env();
+    let b = e.bucket("bkt");
+    let sse = os(super::xattrs::XA_SSE);
+    e.fs.setxattr(b, sse, b"AES256", 0, &root()).unwrap();
+    let on_disk = |n: &str| std::fs::read(e.engine.data_dir().join("bkt").join(n)).unwrap();
+
+    // Closed empty: no header; it shows (and will get) the bucket's rule.
+    let empty = e.file(b, "empty", 0o644, &root(), b"");
+    assert_eq!(on_disk("empty").len(), 0, "a header was written at create");
+    assert_eq!(e.fs.getxattr(empty, sse, &root()).unwrap(), b"AES256");
+    assert_eq!(e.fs.getattr(empty).unwrap().size, 0);
+    assert_eq!(e.content(empty), b"");
+
+    // Written through the handle that created it: the rule in force at
+    // the create, even if it changed before the first byte.
+    let (fh, a) =
+        e.fs.create_object(b, os("late"), 0o644, libc::O_RDWR, &root())
+            .unwrap();
+    e.fs.setxattr(b, sse, b"SM4", 0, &root()).unwrap();
+    e.fs.write(a.ino, fh, 0, b"data", false, &root()).unwrap();
+    e.fs.release(a.ino, fh);
+    assert_eq!(e.content(a.ino), b"data");
+    assert_eq!(e.fs.getxattr(a.ino, sse, &root()).unwrap(), b"AES256");
+    assert!(on_disk("late").starts_with(b"SSEFSOBJ"));
+
+    // The empty one takes the rule of its first write (now SM4).
+    assert_eq!(e.fs.getxattr(empty, sse, &root()).unwrap(), b"SM4");
+    let fh = e.fs.open(empty, libc::O_WRONLY, &root()).unwrap();
+    e.fs.write(empty, fh, 0, b"x", false, &root()).unwrap();
+    e.fs.release(empty, fh);
+    assert_eq!(e.content(empty), b"x");
+    assert_eq!(e.fs.getxattr(empty, sse, &root()).unwrap(), b"SM4");
+
+    // The CLI reads an empty backend file as an empty object.
+    let bkt = crate::oss::BucketName::parse("bkt").unwrap();
+    e.file(b, "e2", 0o644, &root(), b"");
+    let key = crate::oss::ObjectKey::parse("e2").unwrap();
+    let info = e.engine.head_object(&bkt, &key).unwrap();
+    assert_eq!(
+        (info.size, info.algorithm),
+        (0, Some(crate::oss::SseAlgorithm::Sm4))
+    );
+    let mut out = Vec::new();
+    assert_eq!(
+        e.engine.get_object(&root(), &bkt, &key, &mut out).unwrap(),
+        0
+    );
+    let copy = crate::oss::ObjectKey::parse("e3").unwrap();
+    e.engine
+        .copy_object(&root(), (&bkt, &key), (&bkt, &copy), None)
+        .unwrap();
+    assert!(
+        on_disk("e3").starts_with(b"SSEFSOBJ"),
+        "a CLI copy has its header"
+    );
+}

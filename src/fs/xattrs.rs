@@ -146,11 +146,20 @@ impl Fs {
         Ok((t, fd.as_raw_fd(), fd))
     }
 
-    /// How the object is stored now, as HeadObject reports it.
-    fn stored_sse(&self, fd: std::os::fd::RawFd) -> Result<Option<SseConfig>> {
+    /// How the object is stored now, as HeadObject reports it. An empty
+    /// file has no header yet (a new object gets its header with its first
+    /// byte, see `io::ObjState::pending`): it shows what that first write
+    /// will use, its override or else its bucket's rule, as the chunk
+    /// size does (`stored_chunk`).
+    fn stored_sse(&self, ino: u64, fd: std::os::fd::RawFd) -> Result<Option<SseConfig>> {
         let f: File = sys::reopen(fd, libc::O_RDONLY).map_err(os_err)?;
         if f.metadata().map_err(os_err)?.len() == 0 {
-            return Ok(None);
+            if let Some(over) = Engine::read_override(&f, &self.display_name(fd))? {
+                return Ok(Some(over));
+            }
+            let (_, role) = self.node(ino)?;
+            let b = role.bucket().ok_or_else(|| errno(libc::ENOTSUP))?;
+            return self.engine.bucket_rule(b);
         }
         let h = Engine::read_header(&f, &self.display_name(fd))?;
         Ok(match h.method {
@@ -200,7 +209,7 @@ impl Fs {
                     }
                     Err(e) => Err(e),
                 },
-                Target::Object => field(self.stored_sse(fd)?.as_ref(), n),
+                Target::Object => field(self.stored_sse(ino, fd)?.as_ref(), n),
                 _ => Err(errno(libc::ENOTSUP)),
             };
         }
@@ -219,7 +228,7 @@ impl Fs {
         let (t, fd, _keep) = self.xattr_target(ino)?;
         let cfg = match &t {
             Target::Bucket(b) => self.engine.get_bucket_encryption(p, b).ok(),
-            Target::Object => self.stored_sse(fd).unwrap_or(None),
+            Target::Object => self.stored_sse(ino, fd).unwrap_or(None),
             _ => None,
         };
         let mut out = Vec::new();
@@ -292,7 +301,7 @@ impl Fs {
                 Target::Object => {
                     let name = self.display_name(fd);
                     let v = value_str(value).map_err(|e| e.resource(&name))?;
-                    let cur = self.current_object_sse(fd)?;
+                    let cur = self.current_object_sse(ino, fd)?;
                     let over = with_field(cur.as_ref(), n, v).map_err(|e| e.resource(&name))?;
                     self.apply_override(ino, Some(&over), Some(&over), p)
                 }
@@ -336,7 +345,7 @@ impl Fs {
                 }
                 Target::Object => {
                     let cur = self
-                        .current_object_sse(fd)?
+                        .current_object_sse(ino, fd)?
                         .ok_or_else(|| errno(libc::ENODATA))?;
                     match without_field(&cur, n)? {
                         // Back to the bucket's current rule.
@@ -374,11 +383,11 @@ impl Fs {
     }
 
     /// The override if one is set, else how the object is stored.
-    fn current_object_sse(&self, fd: std::os::fd::RawFd) -> Result<Option<SseConfig>> {
+    fn current_object_sse(&self, ino: u64, fd: std::os::fd::RawFd) -> Result<Option<SseConfig>> {
         let f = sys::reopen(fd, libc::O_RDONLY).map_err(os_err)?;
         match Engine::read_override(&f, &self.display_name(fd))? {
             Some(o) => Ok(Some(o)),
-            None => self.stored_sse(fd),
+            None => self.stored_sse(ino, fd),
         }
     }
 
