@@ -56,6 +56,10 @@ pub use crate::open_flags::OpenAccMode;
 pub use crate::open_flags::OpenFlags;
 pub use crate::passthrough::BackingId;
 pub use crate::poll_events::PollEvents;
+// ssefs patch: see raw.rs and VENDOR.md.
+pub use crate::raw::RawDispatcher;
+pub use crate::raw::RawReplySender;
+pub use crate::raw::ring_op_in_size;
 pub use crate::rename_flags::RenameFlags;
 pub use crate::reply::ReplyAttr;
 pub use crate::reply::ReplyBmap;
@@ -94,6 +98,7 @@ mod notify;
 mod open_flags;
 mod passthrough;
 mod poll_events;
+mod raw;
 mod read_buf;
 mod rename_flags;
 mod reply;

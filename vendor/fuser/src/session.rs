@@ -493,6 +493,24 @@ impl<FS: Filesystem> Session<FS> {
     pub fn notifier(&self) -> Notifier {
         Notifier::new(self.ch.sender())
     }
+
+    /// ssefs patch: a dispatcher for requests that arrive over a transport
+    /// of the caller's own (FUSE over io_uring), serving them with
+    /// `filesystem` — a second instance sharing the first one's state —
+    /// under this session's access control. `destroy` is never called on it.
+    pub fn raw_dispatcher(&self, filesystem: FS) -> crate::raw::RawDispatcher<FS> {
+        crate::raw::RawDispatcher {
+            se: SessionEventLoop {
+                thread_name: "fuser-raw".to_string(),
+                ch: self.ch.clone(),
+                filesystem: Arc::new(FilesystemHolder {
+                    fs: Some(filesystem),
+                }),
+                allowed: self.allowed,
+                session_owner: self.session_owner,
+            },
+        }
+    }
 }
 
 #[derive(Debug)]
