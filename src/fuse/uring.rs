@@ -82,10 +82,11 @@ fn possible_cpus() -> usize {
     let from_sysfs = std::fs::read_to_string("/sys/devices/system/cpu/possible")
         .ok()
         .and_then(|s| count_cpu_list(s.trim()));
-    // SAFETY: sysconf only reads system information (glibc's
-    // get_nprocs_conf).
     from_sysfs.unwrap_or_else(|| {
-        usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }).unwrap_or(1)
+        // SAFETY: sysconf only reads system information (what glibc's
+        // get_nprocs_conf returns).
+        let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+        usize::try_from(n).unwrap_or(1)
     })
 }
 
