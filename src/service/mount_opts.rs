@@ -122,3 +122,17 @@ impl MountOpts {
         self.default_permissions || self.allow_other || self.allow_root
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_uring_is_off_unless_asked_and_takes_no_value() {
+        assert!(!MountOpts::default().io_uring);
+        let o = MountOpts::parse(&["allow_other,io_uring".into()]).unwrap();
+        assert!(o.io_uring && o.allow_other);
+        assert!(MountOpts::parse(&["io_uring=1".into()]).is_err());
+        assert!(MountOpts::parse(&["io-uring".into()]).is_err());
+    }
+}
