@@ -149,7 +149,11 @@ pub fn run_foreground(
     };
     config.n_threads = Some(opts.threads);
     config.clone_fd = true;
-    let rings = if opts.io_uring { prepare_rings() } else { None };
+    let rings = if opts.io_uring {
+        prepare_rings(opts.threads)
+    } else {
+        None
+    };
     let agreed = rings.as_ref().map(|_| Arc::new(AtomicBool::new(false)));
     let mut session = Session::new(
         SsefsFuse {
@@ -218,14 +222,14 @@ pub fn run_foreground(
 /// The io_uring queues for `-o io_uring`, or None (and one log line saying
 /// why) when this machine cannot have them: the mount then serves over
 /// /dev/fuse as without the option.
-fn prepare_rings() -> Option<uring::Prepared> {
+fn prepare_rings(threads: usize) -> Option<uring::Prepared> {
     if !uring::kernel_enabled() {
         tracing::warn!(
             "FUSE over io_uring not enabled in the kernel (the fuse module's enable_uring is N, or Linux is older than 6.14): serving over /dev/fuse"
         );
         return None;
     }
-    match uring::Prepared::new(adapter::MAX_WRITE as usize) {
+    match uring::Prepared::new(adapter::MAX_WRITE as usize, threads) {
         Ok(p) => {
             tracing::debug!(queues = p.queues(), "io_uring queues prepared");
             Some(p)

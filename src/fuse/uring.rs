@@ -15,18 +15,25 @@
 //! stay on `/dev/fuse`, so fuser's own reader threads keep running beside
 //! these.
 //!
-//! Each queue is one thread pinned to its CPU that owns its ring and runs
-//! the handlers inline (ssefs's handlers are synchronous), which keeps the
-//! caller's wake-up on its own CPU: that is where the gain comes from.
+//! Each queue is served by a few threads pinned to its CPU, each owning
+//! its own ring with one entry and running the handlers inline (ssefs's
+//! handlers are synchronous), which keeps the caller's wake-up on its own
+//! CPU: that is where the gain comes from. One entry per thread, because
+//! the kernel hands a request to any available entry of the queue: an
+//! entry whose thread is busy in a handler (waiting for the disk, say)
+//! would hold the request until that handler ends, so with several entries
+//! per thread one slow request stalls the others from that CPU (measured:
+//! 4K random reads fell to a tenth). With one, an entry is available
+//! exactly when its thread is idle, as a classic reader thread is.
 //! Requests are dispatched through fuser's own parser and dispatcher (the
 //! vendored patch, vendor/fuser/VENDOR.md), so both transports call the
 //! same `Filesystem` code.
 //!
-//! Memory: queues x [`DEPTH`] x (payload + 4 KiB) of anonymous memory,
-//! touched (resident) only as entries are used; the kernel reuses the most
-//! recently committed entry first, so a queue that never sees concurrent
-//! requests keeps one or two entries resident. 2 CPUs x 8 x 1 MiB = 16 MiB
-//! at most here.
+//! Memory: CPUs x threads per CPU x (payload + 4 KiB) of anonymous
+//! memory, touched (resident) only as entries are used; the kernel reuses
+//! the most recently committed entry first, so a queue that never sees
+//! concurrent requests keeps one entry resident. Here (2 CPUs, 2 threads
+//! each, 1 MiB payload) 4 MiB at most.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -38,9 +45,8 @@ use std::thread::JoinHandle;
 use fuser::{Filesystem, RawDispatcher, RawReplySender, Session};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-/// Entries per queue: requests from one CPU that can be with the daemon at
-/// once (handled one after another by the queue's thread).
-pub const DEPTH: usize = 8;
+/// Entries per ring (per thread); see the module's comment for why one.
+const DEPTH: usize = 1;
 
 /// `struct fuse_uring_req_header`: `in_out[128]`, `op_in[128]`, then
 /// `struct fuse_uring_ent_in_out`.
@@ -293,7 +299,7 @@ fn copy_gather(src: &[IoSlice<'_>], mut skip: usize, dst: &mut [u8]) {
     }
 }
 
-/// One CPU's queue: its ring and its entries' memory.
+/// One thread's part of a CPU's queue: its ring and its entry's memory.
 struct Queue {
     qid: u16,
     // Field order matters: the ring (which has lent the buffers to the
@@ -437,12 +443,16 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Queues for every possible CPU, each entry with `payload` bytes.
-    pub fn new(payload: usize) -> io::Result<Prepared> {
+    /// Queues for every possible CPU, served by `threads` threads in all
+    /// (as many as the classic transport's, at least 2 per CPU), each entry
+    /// with `payload` bytes.
+    pub fn new(payload: usize, threads: usize) -> io::Result<Prepared> {
         let n = possible_cpus();
-        let queues = (0..n)
-            .map(|q| {
-                let qid = u16::try_from(q).map_err(|_| io::Error::other("too many CPUs"))?;
+        let per_cpu = threads.div_ceil(n).max(2);
+        let queues = (0..n * per_cpu)
+            .map(|k| {
+                let qid =
+                    u16::try_from(k / per_cpu).map_err(|_| io::Error::other("too many CPUs"))?;
                 Queue::new(qid, payload)
             })
             .collect::<io::Result<Vec<_>>>()?;
@@ -473,26 +483,27 @@ impl Prepared {
         make_fs: impl Fn() -> FS,
     ) -> io::Result<Running> {
         let dev = session.as_fd().try_clone_to_owned()?;
+        let cpus = self.queues.iter().map(|q| usize::from(q.qid) + 1).max().unwrap_or(0);
         let stats = Arc::new(Stats {
-            per_queue: (0..self.queues.len()).map(|_| AtomicU64::new(0)).collect(),
+            per_queue: (0..cpus).map(|_| AtomicU64::new(0)).collect(),
             first: AtomicBool::new(false),
             refused: AtomicBool::new(false),
         });
         let stop_fd = self.stop.as_raw_fd();
         let mut threads = Vec::with_capacity(self.queues.len());
-        for q in self.queues {
+        for (k, q) in self.queues.into_iter().enumerate() {
             q.ring.submitter().register_files(&[dev.as_raw_fd()])?;
             let dispatcher = session.raw_dispatcher(make_fs());
             let stats = stats.clone();
             let qid = q.qid;
             let t = std::thread::Builder::new()
-                .name(format!("ssefs-uring-{qid}"))
+                .name(format!("ssefs-uring-{qid}-{k}"))
                 .spawn(move || serve(q, dispatcher, stop_fd, &stats))?;
             threads.push(t);
         }
         tracing::info!(
-            queues = threads.len(),
-            depth = DEPTH,
+            queues = cpus,
+            threads = threads.len(),
             payload_kib = self.payload >> 10,
             "FUSE over io_uring: registering the rings"
         );
