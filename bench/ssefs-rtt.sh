@@ -24,7 +24,7 @@ for r in $(seq "$ROUNDS"); do
         "$SSEFS" mount "$W/mnt" "${opt[@]}" >&2
         stat "$W/mnt" >/dev/null
         pid=$(pgrep -nf -- "mount $W/mnt.*--foreground") || { echo "no daemon" >&2; exit 1; }
-        rings=$(grep -c '^ssefs-uring' /proc/"$pid"/task/*/comm | awk -F: '{s+=$2} END {print s+0}')
+        rings=$(cat /proc/"$pid"/task/*/comm | grep -c '^ssefs-uring' || true)
         if [ $mode = uring ] && [ "$rings" = 0 ]; then echo "daemon $pid has no io_uring queue threads" >&2; exit 1; fi
         us=$(python3 - "$W/mnt" "$N" <<'PY'
 import os, sys, time
