@@ -26,8 +26,10 @@ CORPUS_FILES=${CORPUS_FILES:-0}     # 0 = whole corpus; N = first N files of it;
 # pthp and pthp-uring: libfuse's passthrough_hp example (PTHP, libfuse >= 3.18)
 # over /dev/fuse reads and writes, and over FUSE-over-io_uring; not in the
 # default set (see bench/results/2026-12-03-fuse-io-uring.md)
+# ssefs-aes256-uring: ssefs-aes256 mounted with -o io_uring (enable_uring=Y
+# for it); see bench/results/2026-12-04-ssefs-io-uring.md
 DEFAULT_SYSTEMS="ext4 bindfs gocryptfs securefs ssefs-aes256 ssefs-sm4 ssefs-kms ssefs-aes256-4k"
-ALL_SYSTEMS="$DEFAULT_SYSTEMS pthp pthp-uring"
+ALL_SYSTEMS="$DEFAULT_SYSTEMS pthp pthp-uring ssefs-aes256-uring"
 SYSTEMS=${SYSTEMS:-$DEFAULT_SYSTEMS}
 PTHP=${PTHP:-passthrough_hp}
 # the fuse module's switch for FUSE-over-io_uring; set per mount for the pthp
@@ -70,7 +72,7 @@ for s in $SYSTEMS; do
 done
 for c in "${need[@]}"; do command -v "$c" >/dev/null || die "missing $c (apt-get install -y gocryptfs securefs bindfs fio fuse3 attr)"; done
 case " $SYSTEMS " in *" pthp"*) command -v "$PTHP" >/dev/null || die "PTHP=$PTHP: no passthrough_hp (build libfuse >= 3.18's examples)" ;; esac
-case " $SYSTEMS " in *" pthp-uring "*) [ -w "$URING_PARAM" ] || die "no writable $URING_PARAM: this kernel has no FUSE-over-io_uring" ;; esac
+case " $SYSTEMS " in *"-uring "*) [ -w "$URING_PARAM" ] || die "no writable $URING_PARAM: this kernel has no FUSE-over-io_uring" ;; esac
 case " $SYSTEMS " in *" ssefs-"*) [ -x "$SSEFS" ] || die "SSEFS=$SSEFS is not an executable (cargo build --release)" ;; esac
 
 # ---------------------------------------------------------------- mounts and cleanup
@@ -149,6 +151,9 @@ mount_system() {
     pthp-uring)
         echo Y >"$URING_PARAM"
         FUSE_URING_ENABLE=1 "$PTHP" --nopassthrough -o io_uring "$back" "$mnt" >&2 ;;
+    ssefs-*-uring)
+        echo Y >"$URING_PARAM"
+        SSEFS_DATA_DIR=$back SSEFS_KEY_DIR=$base/keys "$SSEFS" mount "$mnt" -o io_uring >&2 ;;
     ssefs-*)
         SSEFS_DATA_DIR=$back SSEFS_KEY_DIR=$base/keys "$SSEFS" mount "$mnt" >&2 ;;
     esac
@@ -164,9 +169,17 @@ mount_system() {
         grep -qs '^fuse-ring' /proc/"$pid"/task/*/comm || die "$s: daemon $pid has no io_uring queue threads"
         BENCH_DIR=$mnt ;;
     ssefs-*)
-        # ssefs-ALG or ssefs-ALG-4k (a bucket with 4 KiB chunks)
+        # ssefs-ALG, ssefs-ALG-4k (a bucket with 4 KiB chunks) or
+        # ssefs-ALG-uring (-o io_uring: its ring threads must exist)
         local sse=${s#ssefs-} chunk=16384
         case $sse in *-4k) sse=${sse%-4k}; chunk=4096 ;; esac
+        case $sse in *-uring)
+            sse=${sse%-uring}
+            local pid; pid=$(daemon_pid "$mnt") || die "$s: no daemon"
+            stat "$mnt" >/dev/null  # answered only once the rings are up
+            grep -qs '^ssefs-uring' /proc/"$pid"/task/*/comm || die "$s: daemon $pid has no io_uring queue threads"
+            ;;
+        esac
         sse=${sse^^}
         if [ ! -d "$mnt/bench" ]; then
             mkdir "$mnt/bench"

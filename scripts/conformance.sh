@@ -3,6 +3,8 @@
 # pjdfstest in an AES256 bucket, then fsx (50,000 operations each) in an
 # AES256, an SM4, a KMS and an unencrypted bucket.
 # Usage: scripts/conformance.sh [SSEFS_BINARY]   (default: target/release/ssefs)
+# SSEFS_MOUNT_OPTS: the mount's -o list (default allow_other; test.sh runs it
+# a second time with io_uring added).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${1:-$here/../target/release/ssefs}
@@ -23,7 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin" mount "$mnt" -o allow_other
+"$bin" mount "$mnt" -o "${SSEFS_MOUNT_OPTS:-allow_other}"
 for b in aes256 sm4 kms plain; do mkdir "$mnt/$b"; done
 setfattr -n user.oss.server-side-encryption -v AES256 "$mnt/aes256"
 setfattr -n user.oss.server-side-encryption -v SM4 "$mnt/sm4"
@@ -48,4 +50,9 @@ for b in aes256 sm4 kms plain; do
   FSX_SEED=$seed "$here/fsx.sh" "$mnt/$b/fsx.bin" "$ops" | tail -n 1
   seed=$((seed + 1))
 done
+case ",${SSEFS_MOUNT_OPTS:-}," in *,io_uring,*)
+  grep -q "first request served over the rings" "$SSEFS_DATA_DIR/.ssefs/mount.log" \
+    || { echo "conformance: -o io_uring, but no request came over the rings" >&2; exit 1; }
+  echo "conformance: over io_uring" ;;
+esac
 echo "conformance: pjdfstest and fsx passed"

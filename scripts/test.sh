@@ -12,6 +12,16 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 ./scripts/setup.sh
 [ "${SSEFS_TEST_ONLY:-}" != setup ] || exit 0
 
+# FUSE over io_uring (-o io_uring) needs the fuse module's enable_uring: on
+# for the run (tests/integration/uring.rs switches it per mount as well),
+# and back to what it was whatever happens.
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+if [ -w "$URING_PARAM" ]; then
+  URING_ORIG=$(cat "$URING_PARAM")
+  trap 'echo "$URING_ORIG" >"$URING_PARAM"' EXIT
+  echo Y >"$URING_PARAM"
+fi
+
 cargo build --release --bins
 # The lints of Cargo.toml's [lints] (no unwrap or expect outside tests, a
 # SAFETY comment on every unsafe block) and clippy's defaults, as errors.
@@ -22,6 +32,11 @@ cargo test --release --lib --bins --tests -- --test-threads=2 "$@"
 cargo test --release --benches
 ./scripts/package-test.sh
 ./scripts/conformance.sh target/release/ssefs
+# Once more over io_uring, where the kernel has it (pjdfstest and fsx with
+# fewer operations: the transport, not the filesystem, is what differs).
+if [ -w "$URING_PARAM" ]; then
+  SSEFS_MOUNT_OPTS=allow_other,io_uring FSX_OPS=20000 ./scripts/conformance.sh target/release/ssefs
+fi
 # Last: the stress tests again, against a debug build of the daemon
 # (overflow checks and debug assertions on).
 ./scripts/stress-debug.sh

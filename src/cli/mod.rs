@@ -92,7 +92,9 @@ pub enum Command {
         /// Mount options: allow_other, allow_root, ro, rw, default_permissions,
         /// threads=N (FUSE worker threads, default 4), cache_mb=N (decrypted
         /// chunk cache, default 64), max_inodes=N (inodes remembered before the
-        /// kernel is asked to forget some, default 100000); generic fstab options (defaults, _netdev,
+        /// kernel is asked to forget some, default 100000), io_uring (FUSE over
+        /// io_uring where the kernel's fuse module has enable_uring=Y; else
+        /// /dev/fuse, with one log line); generic fstab options (defaults, _netdev,
         /// noauto, nofail, x-*, ...) are accepted and ignored
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,

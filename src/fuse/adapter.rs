@@ -3,6 +3,7 @@
 
 use std::ffi::OsStr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -37,7 +38,15 @@ const READ_ONLY_OPEN_FLAGS: FopenFlags = FILE_OPEN_FLAGS.union(FopenFlags::FOPEN
 
 pub struct SsefsFuse {
     pub fs: Arc<Fs>,
+    /// Set when `-o io_uring` asked for FUSE over io_uring and its rings
+    /// are ready: `init` asks the kernel for it and records here whether
+    /// the kernel agreed (then the rings must be started).
+    pub uring: Option<Arc<AtomicBool>>,
 }
+
+/// The largest write (and read) the kernel sends: FUSE's 1 MiB maximum.
+/// Also the size of each io_uring entry's payload.
+pub const MAX_WRITE: u32 = 1 << 20;
 
 fn kind(k: Kind) -> FileType {
     match k {
@@ -110,8 +119,8 @@ fn set_time(t: TimeOrNow) -> SetTime {
 
 impl Filesystem for SsefsFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let _ = config.set_max_write(1 << 20);
-        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_write(MAX_WRITE);
+        let _ = config.set_max_readahead(MAX_WRITE);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         // O_TRUNC arrives with open, so an overwrite never has to open (and
         // unwrap the key of) the old object first.
@@ -126,6 +135,19 @@ impl Filesystem for SsefsFuse {
         // kernel fall back to plain READDIR when nobody stats the entries.
         let _ = config
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        if let Some(agreed) = &self.uring {
+            // The kernel offers the flag only when its `enable_uring` is on.
+            if config
+                .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+                .is_ok()
+            {
+                agreed.store(true, Ordering::Release);
+            } else {
+                tracing::warn!(
+                    "FUSE over io_uring not offered by the kernel (the fuse module's enable_uring is N, or Linux is older than 6.14): serving over /dev/fuse"
+                );
+            }
+        }
         Ok(())
     }
 

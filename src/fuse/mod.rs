@@ -2,10 +2,12 @@
 //! signals, clean unmount, stale-mount recovery) and the FUSE adapter.
 
 mod adapter;
+mod uring;
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -167,8 +169,45 @@ pub fn run_foreground(
     };
     config.n_threads = Some(opts.threads);
     config.clone_fd = true;
-    let mut session = Session::new(SsefsFuse { fs: fs.clone() }, mp, &config)
-        .ctx(format!("mount {}", mp.display()))?;
+    let rings = if opts.io_uring {
+        prepare_rings(opts.threads)
+    } else {
+        None
+    };
+    let agreed = rings.as_ref().map(|_| Arc::new(AtomicBool::new(false)));
+    let mut session = Session::new(
+        SsefsFuse {
+            fs: fs.clone(),
+            uring: agreed.clone(),
+        },
+        mp,
+        &config,
+    )
+    .ctx(format!("mount {}", mp.display()))?;
+    // INIT is done: if the kernel agreed to io_uring it now holds every
+    // request until each CPU's queue has an entry, so the rings start
+    // before anything else waits on the mount.
+    let running = match (rings, agreed) {
+        (Some(rings), Some(agreed)) if agreed.load(Ordering::Acquire) => {
+            let ring_fs = fs.clone();
+            match rings.start(&session, move || SsefsFuse {
+                fs: ring_fs.clone(),
+                uring: None,
+            }) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    // The kernel would hold requests for rings that never
+                    // come: unmount rather than hang.
+                    let _ = session.unmount();
+                    return Err(Error::new(
+                        OssCode::InternalError,
+                        format!("FUSE over io_uring was agreed but its rings could not start: {e}"),
+                    ));
+                }
+            }
+        }
+        _ => None,
+    };
     if let Some(dev) = mount_dev(mp) {
         let _ = dev_cell.set(dev);
         deepen_readahead(dev);
@@ -188,13 +227,39 @@ pub fn run_foreground(
     });
     tracing::info!(mountpoint = %mp.display(), data_dir = %data_dir.display(), "mounted");
     on_ready();
-    session.run().ctx("fuse session")?;
+    let served = session.run().ctx("fuse session");
+    if let Some(r) = running {
+        r.stop();
+    }
+    served?;
     // Everything was written through; make it durable before exiting.
     if let Ok(d) = std::fs::File::open(data_dir) {
         let _ = nix::unistd::syncfs(&d);
     }
     tracing::info!(mountpoint = %mp.display(), "unmounted");
     Ok(())
+}
+
+/// The io_uring queues for `-o io_uring`, or None (and one log line saying
+/// why) when this machine cannot have them: the mount then serves over
+/// /dev/fuse as without the option.
+fn prepare_rings(threads: usize) -> Option<uring::Prepared> {
+    if !uring::kernel_enabled() {
+        tracing::warn!(
+            "FUSE over io_uring not enabled in the kernel (the fuse module's enable_uring is N, or Linux is older than 6.14): serving over /dev/fuse"
+        );
+        return None;
+    }
+    match uring::Prepared::new(adapter::MAX_WRITE as usize, threads) {
+        Ok(p) => {
+            tracing::debug!(queues = p.queues(), "io_uring queues prepared");
+            Some(p)
+        }
+        Err(e) => {
+            tracing::warn!("FUSE over io_uring unavailable ({e}): serving over /dev/fuse");
+            None
+        }
+    }
 }
 
 /// Disabling a CMK must stop reads of objects under it that are already

@@ -111,6 +111,7 @@ impl ServiceConfig {
             threads: self.threads.unwrap_or(d.threads),
             cache_mb: self.cache_mb.unwrap_or(d.cache_mb),
             max_inodes: self.max_inodes.unwrap_or(d.max_inodes),
+            io_uring: d.io_uring,
         }
     }
 }
@@ -236,6 +237,7 @@ mod tests {
                 threads: 8,
                 cache_mb: 0,
                 max_inodes: crate::fs::DEFAULT_MAX_INODES,
+                io_uring: false,
             }
         );
     }

@@ -21,6 +21,9 @@ pub struct MountOpts {
     /// Inodes the daemon remembers before it asks the kernel to forget the
     /// least recently used (see `crate::fs`).
     pub max_inodes: usize,
+    /// Serve FUSE requests over io_uring where the kernel allows it
+    /// (`-o io_uring`; see `crate::fuse`).
+    pub io_uring: bool,
 }
 
 impl Default for MountOpts {
@@ -33,6 +36,7 @@ impl Default for MountOpts {
             threads: 4,
             cache_mb: 64,
             max_inodes: crate::fs::DEFAULT_MAX_INODES,
+            io_uring: false,
         }
     }
 }
@@ -68,6 +72,7 @@ impl MountOpts {
                 ("ro", None) => o.read_only = true,
                 ("rw", None) => o.read_only = false,
                 ("default_permissions", None) => o.default_permissions = true,
+                ("io_uring", None) => o.io_uring = true,
                 ("cache_mb", Some(n)) => {
                     o.cache_mb = n
                         .parse()
@@ -115,5 +120,19 @@ impl MountOpts {
     /// change in that directory: one request in ten when unpacking files.
     pub fn kernel_checks_permissions(&self) -> bool {
         self.default_permissions || self.allow_other || self.allow_root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_uring_is_off_unless_asked_and_takes_no_value() {
+        assert!(!MountOpts::default().io_uring);
+        let o = MountOpts::parse(&["allow_other,io_uring".into()]).unwrap();
+        assert!(o.io_uring && o.allow_other);
+        assert!(MountOpts::parse(&["io_uring=1".into()]).is_err());
+        assert!(MountOpts::parse(&["io-uring".into()]).is_err());
     }
 }

@@ -20,4 +20,5 @@ mod scale;
 mod service;
 mod stress;
 mod tamper;
+mod uring;
 mod util;
