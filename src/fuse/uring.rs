@@ -101,7 +101,12 @@ fn count_cpu_list(s: &str) -> Option<usize> {
     let mut n = 0;
     for part in s.split(',') {
         n += match part.split_once('-') {
-            Some((a, b)) => b.parse::<usize>().ok()?.checked_sub(a.parse::<usize>().ok()?)? + 1,
+            Some((a, b)) => {
+                b.parse::<usize>()
+                    .ok()?
+                    .checked_sub(a.parse::<usize>().ok()?)?
+                    + 1
+            }
             None => {
                 part.parse::<usize>().ok()?;
                 1
@@ -246,7 +251,11 @@ impl RawReplySender for Slot {
             // Cannot happen with the kernel's own limits (the payload is
             // sized to its largest request and reply); answer EIO rather
             // than write past the buffer.
-            tracing::error!(total, cap = st.payload_cap, "io_uring reply does not fit the entry");
+            tracing::error!(
+                total,
+                cap = st.payload_cap,
+                "io_uring reply does not fit the entry"
+            );
             let mut hdr = [0u8; OUT_HEADER];
             copy_gather(data, 0, &mut hdr);
             hdr[4..8].copy_from_slice(&(-libc::EIO).to_ne_bytes());
@@ -483,7 +492,12 @@ impl Prepared {
         make_fs: impl Fn() -> FS,
     ) -> io::Result<Running> {
         let dev = session.as_fd().try_clone_to_owned()?;
-        let cpus = self.queues.iter().map(|q| usize::from(q.qid) + 1).max().unwrap_or(0);
+        let cpus = self
+            .queues
+            .iter()
+            .map(|q| usize::from(q.qid) + 1)
+            .max()
+            .unwrap_or(0);
         let stats = Arc::new(Stats {
             per_queue: (0..cpus).map(|_| AtomicU64::new(0)).collect(),
             first: AtomicBool::new(false),
@@ -537,9 +551,7 @@ impl Running {
     pub fn stop(self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a local to our eventfd.
-        let _ = unsafe {
-            libc::write(self.stop.as_raw_fd(), (&one as *const u64).cast(), 8)
-        };
+        let _ = unsafe { libc::write(self.stop.as_raw_fd(), (&one as *const u64).cast(), 8) };
         for t in self.threads {
             let _ = t.join();
         }
@@ -569,12 +581,7 @@ fn pin_to(cpu: usize) {
     }
 }
 
-fn serve<FS: Filesystem>(
-    mut q: Queue,
-    dispatcher: RawDispatcher<FS>,
-    stop_fd: i32,
-    stats: &Stats,
-) {
+fn serve<FS: Filesystem>(mut q: Queue, dispatcher: RawDispatcher<FS>, stop_fd: i32, stats: &Stats) {
     pin_to(usize::from(q.qid));
     let qid = usize::from(q.qid);
     let mut started = (0..DEPTH).try_for_each(|i| q.register(i));
@@ -585,7 +592,10 @@ fn serve<FS: Filesystem>(
         started = q.push(poll.into());
     }
     if let Err(e) = started {
-        tracing::error!(qid, "FUSE over io_uring: cannot queue the registration ({e})");
+        tracing::error!(
+            qid,
+            "FUSE over io_uring: cannot queue the registration ({e})"
+        );
         for s in &q.slots {
             s.disarm();
         }
@@ -620,7 +630,10 @@ fn serve<FS: Filesystem>(
                 continue;
             }
             if !stats.first.swap(true, Ordering::Relaxed) {
-                tracing::info!(qid, "FUSE over io_uring: first request served over the rings");
+                tracing::info!(
+                    qid,
+                    "FUSE over io_uring: first request served over the rings"
+                );
             }
             stats.per_queue[qid].fetch_add(1, Ordering::Relaxed);
             match handle(&mut q, i, &dispatcher) {
@@ -716,7 +729,10 @@ fn handle<FS: Filesystem>(q: &mut Queue, i: usize, dispatcher: &RawDispatcher<FS
     if opcode == FUSE_FORGET || opcode == FUSE_BATCH_FORGET {
         // The kernel sends these over /dev/fuse; one here would have no
         // reply to commit.
-        tracing::error!(opcode, "FUSE over io_uring: request without reply on a ring");
+        tracing::error!(
+            opcode,
+            "FUSE over io_uring: request without reply on a ring"
+        );
         slot.disarm();
         return None;
     }
@@ -788,7 +804,8 @@ mod tests {
             slot.arm(direct);
             let mut hdr = [0u8; 16];
             hdr[8] = 7;
-            slot.send(&[IoSlice::new(&hdr), IoSlice::new(b"body")]).unwrap();
+            slot.send(&[IoSlice::new(&hdr), IoSlice::new(b"body")])
+                .unwrap();
             assert_eq!(slot.finish(), 4);
             // SAFETY: inside the mapping.
             let (h, p) = unsafe {

@@ -100,7 +100,9 @@ fn possible_cpus() -> usize {
 fn io_uring_mount_serves_over_the_rings() {
     let _one = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let Some(_on) = EnableUring::set(true) else {
-        eprintln!("skipped: cannot set {ENABLE} (not root, or a kernel without FUSE over io_uring)");
+        eprintln!(
+            "skipped: cannot set {ENABLE} (not root, or a kernel without FUSE over io_uring)"
+        );
         return;
     };
     let m = Mount::new(&["io_uring"]);
@@ -117,7 +119,10 @@ fn io_uring_mount_serves_over_the_rings() {
         .filter_map(|t| t.strip_prefix("ssefs-uring-"))
         .filter_map(|t| t.split('-').next())
         .collect();
-    let rings = names.iter().filter(|t| t.starts_with("ssefs-uring-")).count();
+    let rings = names
+        .iter()
+        .filter(|t| t.starts_with("ssefs-uring-"))
+        .count();
     assert!(
         cpus.len() == possible_cpus() && rings >= 2 * possible_cpus() && rings >= 4,
         "ring threads for every possible CPU: {:?}\n{}",
@@ -140,18 +145,21 @@ fn io_uring_mount_serves_over_the_rings() {
     m.setfattr("ring", "user.oss.server-side-encryption", "AES256")
         .unwrap();
     assert_eq!(
-        m.getfattr("ring", "user.oss.server-side-encryption").as_deref(),
+        m.getfattr("ring", "user.oss.server-side-encryption")
+            .as_deref(),
         Ok("AES256")
     );
     fs::write(m.p("ring/x"), b"secret text").unwrap();
     assert_eq!(
-        m.getfattr("ring/x", "user.oss.server-side-encryption").as_deref(),
+        m.getfattr("ring/x", "user.oss.server-side-encryption")
+            .as_deref(),
         Ok("AES256")
     );
     m.setfattr("ring/x", "user.oss.server-side-encryption", "SM4")
         .unwrap();
     assert_eq!(
-        m.getfattr("ring/x", "user.oss.server-side-encryption").as_deref(),
+        m.getfattr("ring/x", "user.oss.server-side-encryption")
+            .as_deref(),
         Ok("SM4")
     );
     assert_eq!(fs::read(m.p("ring/x")).unwrap(), b"secret text");
@@ -168,7 +176,11 @@ fn io_uring_mount_serves_over_the_rings() {
     // buffers).
     fs::create_dir(m.p("ring/many")).unwrap();
     for i in 0..1500 {
-        fs::write(m.p(&format!("ring/many/entry-with-a-longish-name-{i:05}")), b"").unwrap();
+        fs::write(
+            m.p(&format!("ring/many/entry-with-a-longish-name-{i:05}")),
+            b"",
+        )
+        .unwrap();
     }
     let mut names: Vec<String> = fs::read_dir(m.p("ring/many"))
         .unwrap()
@@ -245,7 +257,9 @@ fn io_uring_mount_serves_over_the_rings() {
 fn io_uring_falls_back_to_dev_fuse_when_the_kernel_has_it_off() {
     let _one = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let Some(_off) = EnableUring::set(false) else {
-        eprintln!("skipped: cannot set {ENABLE} (not root, or a kernel without FUSE over io_uring)");
+        eprintln!(
+            "skipped: cannot set {ENABLE} (not root, or a kernel without FUSE over io_uring)"
+        );
         return;
     };
     let m = Mount::new(&["io_uring"]);
