@@ -315,21 +315,9 @@ impl Aead {
                     Err(IntegrityError)
                 }
             }
-            Aead::Aes(k) => k
-                .open_in_place_separate_tag(
-                    aead::Nonce::assume_unique_for_key(nonce.0),
-                    Aad::from(ad),
-                    aead::Tag::from(*tag),
-                    buf,
-                    0..,
-                )
-                .map(|_| ())
-                .map_err(|_| {
-                    // ring leaves garbage in buf on failure; wipe it so no
-                    // caller can leak unauthenticated plaintext.
-                    buf.zeroize();
-                    IntegrityError
-                }),
+            // A shift of zero; it wipes `buf` on failure (ring leaves
+            // unauthenticated plaintext there).
+            Aead::Aes(_) => self.open_shifted(nonce, ad, buf, 0, tag),
             Aead::Sm4(k) => k.open(nonce, ad, buf, tag).inspect_err(|_| buf.zeroize()),
         }
     }
