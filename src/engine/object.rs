@@ -321,21 +321,31 @@ impl ObjectFile {
         Ok(plain.to_vec())
     }
 
-    /// Reads up to `buf.len()` bytes at `off`; returns how many were read
-    /// (short only at the end of the object). Chunks in the cache are not
-    /// read again; the others are read in one positional read and opened.
-    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
+    /// Where a read of `len` bytes at `off` ends (short at the end of the
+    /// object), or None when it reads nothing. Checks first that the key
+    /// is usable and that the range does not reach a damaged tail.
+    fn read_end(&self, off: u64, len: usize) -> Result<Option<u64>> {
         self.check_key()?;
-        if off >= self.size || buf.is_empty() {
-            return Ok(0);
+        if off >= self.size || len == 0 {
+            return Ok(None);
         }
-        let end = (off + buf.len() as u64).min(self.size);
+        let end = (off + len as u64).min(self.size);
         if self.damaged && end == self.size {
             return Err(Error::integrity(
                 "the backend file's length is one no object has: its tail is damaged",
             )
             .resource(&self.name));
         }
+        Ok(Some(end))
+    }
+
+    /// Reads up to `buf.len()` bytes at `off`; returns how many were read
+    /// (short only at the end of the object). Chunks in the cache are not
+    /// read again; the others are read in one positional read and opened.
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
+        let Some(end) = self.read_end(off, buf.len())? else {
+            return Ok(0);
+        };
         let c = self.chunk;
         let first = c.index_of(off);
         let last = c.index_of(end - 1);
@@ -397,17 +407,9 @@ impl ObjectFile {
     /// thread's. Either way every chunk is authenticated before any byte
     /// of the range reaches `f`.
     pub fn read_with<R>(&self, off: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        self.check_key()?;
-        if off >= self.size || len == 0 {
+        let Some(end) = self.read_end(off, len)? else {
             return Ok(f(&[]));
-        }
-        let end = (off + len as u64).min(self.size);
-        if self.damaged && end == self.size {
-            return Err(Error::integrity(
-                "the backend file's length is one no object has: its tail is damaged",
-            )
-            .resource(&self.name));
-        }
+        };
         let c = self.chunk;
         let first = c.index_of(off);
         let last = c.index_of(end - 1);

@@ -36,12 +36,11 @@ pub fn seal_chunk(
     plain: &[u8],
     out: &mut Vec<u8>,
 ) {
-    let nonce = Nonce::random();
-    out.extend_from_slice(&nonce.0);
     let start = out.len();
-    out.extend_from_slice(plain);
-    let tag = aead.seal(&nonce, &chunk_ad(object_id, index, last), &mut out[start..]);
-    out.extend_from_slice(&tag);
+    out.resize(start + plain.len() + CHUNK_OVERHEAD, 0);
+    // The length is the one seal_chunk_into asks for, just made so: it
+    // cannot refuse it.
+    let _ = seal_chunk_into(aead, object_id, index, last, plain, &mut out[start..]);
 }
 
 /// `seal_chunk` into `out`, which must be exactly the slot's length
@@ -325,37 +324,17 @@ impl Sealer<'_> {
         plain: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), IntegrityError> {
-        let (kdf, recent) = match &self.keys.keys {
-            Keys::Narrow(aead) => {
-                seal_chunk(aead, object_id, index, last, plain, out);
-                return Ok(());
-            }
-            Keys::Wide { kdf, recent } => (kdf, recent),
+        let overhead = match self.keys.keys {
+            Keys::Narrow(_) => CHUNK_OVERHEAD,
+            Keys::Wide { .. } => WIDE_OVERHEAD,
         };
-        if self.left == 0 || self.current.is_none() {
-            let mut r = [0u8; R_LEN];
-            fill_random(&mut r);
-            // Kept as the recent K_R too: a read of what this write sealed
-            // finds the key ready.
-            let a = wide_aead(kdf, recent, &r)?;
-            self.current = Some((r, a));
-            self.left = max_chunks_per_r();
-        }
-        self.left -= 1;
-        let (r, aead) = self.current.as_ref().ok_or(IntegrityError)?;
-        let n = Nonce::random();
-        out.extend_from_slice(r);
-        out.extend_from_slice(&n.0);
         let start = out.len();
-        out.extend_from_slice(plain);
-        let ad = chunk_ad(object_id, index, last);
-        let tag = if kdf.cipher() == Cipher::None {
-            kdf.plain_tag(&ad, r, &n.0, &out[start..])
-        } else {
-            aead.seal(&n, &ad, &mut out[start..])
-        };
-        out.extend_from_slice(&tag);
-        Ok(())
+        out.resize(start + plain.len() + overhead, 0);
+        let sealed = self.seal_into(object_id, index, last, plain, &mut out[start..]);
+        if sealed.is_err() {
+            out.truncate(start);
+        }
+        sealed
     }
 
     /// `seal` into `out`, which must be exactly the slot's length (the
@@ -380,6 +359,8 @@ impl Sealer<'_> {
         if self.left == 0 || self.current.is_none() {
             let mut r = [0u8; R_LEN];
             fill_random(&mut r);
+            // Kept as the recent K_R too: a read of what this write sealed
+            // finds the key ready.
             let a = wide_aead(kdf, recent, &r)?;
             self.current = Some((r, a));
             self.left = max_chunks_per_r();
