@@ -49,7 +49,7 @@ pub use inodes::DEFAULT_MAX_INODES;
 pub use io::OpenObject;
 pub(crate) use perms::may;
 
-use inodes::{Backing, FdCache, FileHandle, Node, Opened};
+use inodes::{Backing, FdCache, FileHandle, Links, Node, Opened};
 use table::Aliases;
 
 /// FUSE's root inode number.
@@ -209,7 +209,7 @@ impl Fs {
             Node {
                 backing: Backing::Fd(Arc::new(fd)),
                 role: Role::Root,
-                link: None,
+                links: Links::default(),
                 lookups: 1,
                 open: None,
                 recent: true,

@@ -642,6 +642,44 @@ fn regression_new_files_after_a_reencryption_are_not_taken_for_it() {
     assert_eq!(fs::read(m.p("bkt/a")).unwrap(), b"secret-a");
 }
 
+/// The daemon knew an inode by one name, the last it saw: after `ln a b;
+/// rm b` that was the unlinked `b`, and setfattr on `a` (a re-encryption,
+/// renamed over a name the object still has) failed with ENOENT until the
+/// kernel looked `a` up again, once its entry's 1 s TTL ran out. Renaming
+/// a file over `b` left the same dead name. Each step follows the last at
+/// once, within the TTL.
+#[test]
+fn regression_setfattr_after_ln_and_rm_of_the_other_name_failed_with_enoent() {
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    fs::write(m.p("bkt/a"), b"content").unwrap();
+    let ino = fs::metadata(m.p("bkt/a")).unwrap().ino();
+
+    fs::hard_link(m.p("bkt/a"), m.p("bkt/b")).unwrap();
+    fs::remove_file(m.p("bkt/b")).unwrap();
+    m.setfattr("bkt/a", SSE, "SM4").unwrap();
+    assert_eq!(m.getfattr("bkt/a", SSE).unwrap(), "SM4");
+
+    fs::hard_link(m.p("bkt/a"), m.p("bkt/b")).unwrap();
+    fs::write(m.p("bkt/x"), b"other").unwrap();
+    fs::rename(m.p("bkt/x"), m.p("bkt/b")).unwrap();
+    m.setfattr("bkt/a", SSE, "AES256").unwrap();
+    assert_eq!(m.getfattr("bkt/a", SSE).unwrap(), "AES256");
+
+    // Renamed away, then the first name removed: only `c` is left.
+    fs::hard_link(m.p("bkt/a"), m.p("bkt/tmp")).unwrap();
+    fs::rename(m.p("bkt/tmp"), m.p("bkt/c")).unwrap();
+    fs::remove_file(m.p("bkt/a")).unwrap();
+    m.setfattr("bkt/c", SSE, "SM4").unwrap();
+    assert_eq!(m.getfattr("bkt/c", SSE).unwrap(), "SM4");
+
+    assert_eq!(fs::read(m.p("bkt/c")).unwrap(), b"content");
+    assert_eq!(fs::metadata(m.p("bkt/c")).unwrap().ino(), ino);
+    assert_eq!(fs::read(m.p("bkt/b")).unwrap(), b"other");
+    let stored = fs::read(m.backend("bkt/c")).unwrap();
+    assert!(!stored.windows(7).any(|w| w == b"content"), "not encrypted");
+}
+
 #[test]
 fn setfattr_on_a_file_overrides_and_reencrypts_atomically() {
     let m = Mount::new(&[]);
