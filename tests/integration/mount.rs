@@ -3,6 +3,7 @@
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -120,6 +121,29 @@ impl Mount {
 
     pub fn setfattr(&self, rel: &str, name: &str, v: &str) -> Result<(), i32> {
         xattr_set(&self.p(rel), name, v.as_bytes())
+    }
+
+    /// Waits until the daemon has closed every handle that wrote to `rel`.
+    /// FUSE sends RELEASE after close(2) has returned, so a file just
+    /// written may still be open for writing in the daemon, and (rightly)
+    /// busy for reencrypt and rewrap. They see it as the daemon's shared
+    /// flock(2) on the backend file; so does this, for at most 10 s.
+    pub fn wait_closed(&self, rel: &str) {
+        let f = File::open(self.backend(rel)).unwrap();
+        let t = Instant::now();
+        loop {
+            // SAFETY: flock on a descriptor this function owns; the lock
+            // goes with it when `f` is dropped.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return;
+            }
+            assert_eq!(last_errno(), libc::EWOULDBLOCK, "flock {rel}");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{rel} still open for writing in the daemon after 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
