@@ -12,7 +12,10 @@
 //! (the whole mount then works as before), an inode on another filesystem
 //! below the data directory, the new file of a re-encryption (`Aliases`),
 //! and an open object, whose descriptor stays pinned while it is open, so
-//! that a file unlinked while open keeps working.
+//! that a file unlinked while open keeps working. (`FsOptions::file_handles`
+//! forces the descriptor-per-inode mode for its tests, fallback_tests.rs;
+//! tests/integration/fallback.rs reaches it for real, on overlayfs and in
+//! a daemon without CAP_DAC_READ_SEARCH.)
 //!
 //! Confinement (issue 12, docs/SECURITY.md): open_by_handle_at resolves no
 //! name, so nothing a user renames or plants can steer it; but a handle can

@@ -25,12 +25,19 @@ pub(super) struct Env {
 /// An `Fs` with the core making the permission checks (no
 /// default_permissions), writable.
 pub(super) fn env() -> Env {
+    env_with_handles(true)
+}
+
+/// As `env`, with inodes named by file handle where the data directory
+/// allows it, or (`false`) never: the descriptor-per-inode fallback of a
+/// filesystem without handles (see `inodes`).
+pub(super) fn env_with_handles(file_handles: bool) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let root = RootKeySource::File(dir.path().join("root.key"));
     Engine::init(&data, &root).unwrap();
     let engine = Arc::new(Engine::open(&data, &root).unwrap());
-    let fs = fs_on(&engine, false, false);
+    let fs = fs_with(&engine, false, false, file_handles);
     Env {
         _dir: dir,
         engine,
@@ -41,6 +48,15 @@ pub(super) fn env() -> Env {
 /// Another `Fs` over the same engine, with other options. It knows only
 /// the root: look inodes up in it before use, as the kernel would.
 pub(super) fn fs_on(engine: &Arc<Engine>, read_only: bool, kernel_checks: bool) -> Fs {
+    fs_with(engine, read_only, kernel_checks, true)
+}
+
+pub(super) fn fs_with(
+    engine: &Arc<Engine>,
+    read_only: bool,
+    kernel_checks: bool,
+    file_handles: bool,
+) -> Fs {
     Fs::new(
         engine.clone(),
         FsOptions {
@@ -48,6 +64,7 @@ pub(super) fn fs_on(engine: &Arc<Engine>, read_only: bool, kernel_checks: bool) 
             kernel_checks_permissions: kernel_checks,
             mount_dev: Arc::new(OnceLock::new()),
             max_inodes: super::DEFAULT_MAX_INODES,
+            file_handles,
         },
     )
     .unwrap()
@@ -146,7 +163,7 @@ fn other() -> Principal {
 fn owner_outside_group() -> Principal {
     Principal::new(OWNER, 3000)
 }
-fn root() -> Principal {
+pub(super) fn root() -> Principal {
     Principal::root()
 }
 
