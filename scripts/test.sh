@@ -26,6 +26,10 @@ cargo build --release --bins
 # The lints of Cargo.toml's [lints] (no unwrap or expect outside tests, a
 # SAFETY comment on every unsafe block) and clippy's defaults, as errors.
 cargo clippy --release --all-targets -- -D warnings
+# The fuzz targets (their own workspace, fuzz/) must keep building against
+# the crate's API: checked here (seconds once fuzz/target is warm; no
+# nightly flags), run only by scripts/fuzz.sh.
+cargo check --manifest-path fuzz/Cargo.toml
 cargo test --release --lib --bins --tests -- --test-threads=2 "$@"
 ./scripts/sm4ni-check.sh
 # Each benchmark once, as a test (no timing): they must keep working.

@@ -17,6 +17,7 @@ pub const MOUNT_KEYS: &[&str] = &[
     "threads",
     "cache_mb",
     "max_inodes",
+    "io_uring",
     "log_level",
 ];
 

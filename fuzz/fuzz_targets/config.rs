@@ -6,8 +6,8 @@
 //! - nothing that is not TOML is accepted, and an accepted file holds only
 //!   documented keys;
 //! - an accepted config keeps its rules (absolute paths, threads 1..=64,
-//!   cache_mb 0..=1048576, not both allow_other and allow_root), and its
-//!   mount options follow from it;
+//!   cache_mb 0..=1048576, max_inodes at least 64, not both allow_other and
+//!   allow_root), and its mount options follow from it;
 //! - an accepted config written back as TOML parses back equal.
 #![no_main]
 
@@ -16,8 +16,8 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 use toml::{Table, Value};
 
-use ssefs::fuse::MountOpts;
-use ssefs::service::config::{ServiceConfig, KEYS};
+use ssefs::service::{MountOpts, ServiceConfig};
+use ssefs::settings::MOUNT_KEYS;
 
 const FILE: &str = "/etc/ssefs/fuzz.toml";
 
@@ -66,6 +66,8 @@ fn write_back(c: &ServiceConfig) -> String {
     put("read_only", Some(Value::Boolean(c.read_only)));
     put("threads", c.threads.map(|n| Value::Integer(n as i64)));
     put("cache_mb", c.cache_mb.map(|n| Value::Integer(n as i64)));
+    put("max_inodes", c.max_inodes.map(|n| Value::Integer(n as i64)));
+    put("io_uring", Some(Value::Boolean(c.io_uring)));
     put("log_level", c.log_level.clone().map(Value::String));
     toml::to_string(&t).expect("a table serialises")
 }
@@ -83,7 +85,10 @@ fuzz_target!(|data: &[u8]| {
 
     let generic = generic.expect("accepted text that is not TOML");
     for k in generic.keys() {
-        assert!(KEYS.contains(&k.as_str()), "accepted unknown key {k:?}");
+        assert!(
+            MOUNT_KEYS.contains(&k.as_str()),
+            "accepted unknown key {k:?}"
+        );
     }
     for p in [&c.data_dir, &c.mountpoint, &c.root_key, &c.passphrase_file]
         .into_iter()
@@ -105,10 +110,17 @@ fuzz_target!(|data: &[u8]| {
         "cache_mb {:?}",
         c.cache_mb
     );
+    assert!(
+        c.max_inodes.is_none_or(|n| n >= 64),
+        "max_inodes {:?}",
+        c.max_inodes
+    );
     let d = MountOpts::default();
     let o = c.mount_opts();
     assert_eq!(o.threads, c.threads.unwrap_or(d.threads));
     assert_eq!(o.cache_mb, c.cache_mb.unwrap_or(d.cache_mb));
+    assert_eq!(o.max_inodes, c.max_inodes.unwrap_or(d.max_inodes));
+    assert_eq!(o.io_uring, c.io_uring);
     assert_eq!(
         (o.allow_other, o.allow_root, o.read_only),
         (c.allow_other, c.allow_root, c.read_only)

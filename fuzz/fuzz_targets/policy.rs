@@ -144,11 +144,11 @@ fuzz_target!(|data: &[u8]| {
             .into_iter()
             .map(|u| Principal::new(u, STRANGER + 1))
             .collect();
-        who.extend(ints(g.get("gids")).into_iter().map(|gid| Principal {
-            uid: STRANGER + 2,
-            gid: STRANGER + 3,
-            groups: vec![gid],
-        }));
+        who.extend(
+            ints(g.get("gids"))
+                .into_iter()
+                .map(|gid| Principal::new(STRANGER + 2, STRANGER + 3).with_groups(vec![gid])),
+        );
         for q in who.iter().take(4) {
             for &a in actions.iter().take(5) {
                 if a.is_kms() && q.is_anonymous() {

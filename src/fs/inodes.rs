@@ -12,7 +12,10 @@
 //! (the whole mount then works as before), an inode on another filesystem
 //! below the data directory, the new file of a re-encryption (`Aliases`),
 //! and an open object, whose descriptor stays pinned while it is open, so
-//! that a file unlinked while open keeps working.
+//! that a file unlinked while open keeps working. (`FsOptions::file_handles`
+//! forces the descriptor-per-inode mode for its tests, fallback_tests.rs;
+//! tests/integration/fallback.rs reaches it for real, on overlayfs and in
+//! a daemon without CAP_DAC_READ_SEARCH.)
 //!
 //! Confinement (issue 12, docs/SECURITY.md): open_by_handle_at resolves no
 //! name, so nothing a user renames or plants can steer it; but a handle can
@@ -41,6 +44,7 @@
 use std::ffi::OsStr;
 use std::num::NonZeroUsize;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
@@ -121,12 +125,11 @@ pub(super) struct Opened {
 pub(super) struct Node {
     pub(super) backing: Backing,
     pub(super) role: Role,
-    /// The directory (FUSE inode) and name this inode was last looked up,
-    /// created or renamed to through the mount: where a re-encryption puts
-    /// its new file, after checking that the name still holds this inode,
-    /// and the entry the kernel is asked to drop when the table is full.
-    /// A hard link has several; any one does.
-    pub(super) link: Option<(u64, Box<OsStr>)>,
+    /// The names this inode was looked up, created, linked or renamed to
+    /// through the mount (see `Links`): where a re-encryption puts its new
+    /// file, after checking that the name still holds this inode, and the
+    /// entries the kernel is asked to drop when the table is full.
+    pub(super) links: Links,
     pub(super) lookups: u64,
     /// Boxed: few nodes are open at once, and a pointer keeps every other
     /// node small.
@@ -136,6 +139,90 @@ pub(super) struct Node {
     /// A directory: never handed to the kernel to forget (see
     /// `Fs::stale_entries`).
     pub(super) dir: bool,
+}
+
+/// Names a node keeps at most; past that the oldest is forgotten.
+const MAX_LINKS: usize = 8;
+
+/// An entry's fixed part in `Links`: the directory's FUSE inode (8 bytes)
+/// and the name's length (2).
+const LINK_HEAD: usize = 10;
+
+/// The names (directory's FUSE inode, name) a node is known by through the
+/// mount, most recent first. Keeping one name, the last one seen, was not
+/// enough: after `ln a b; rm b` the node named only the unlinked `b`, and
+/// a re-encryption of `a` failed (ENOENT) until `a` was looked up again.
+/// So a node keeps every name it was seen under and drops one when it is
+/// unlinked or renamed over through the mount; users of a name still check
+/// that it holds the inode (another process may change the backend), and
+/// try the next one if not.
+///
+/// Few nodes ever have a second name, so all of them are packed in one
+/// allocation (per entry the directory's inode, the name's length and the
+/// name), behind a 16-byte pointer: a one-or-many enum of boxed names
+/// would make every node 8 bytes larger (32 bytes instead of 24 for the
+/// single optional name), against the memory budget (`nodes_are_small`).
+/// At most `MAX_LINKS` names are kept: the kernel looks up any other one
+/// again when it needs it.
+#[derive(Default, Debug)]
+pub(super) struct Links(Option<Box<[u8]>>);
+
+impl Links {
+    pub(super) fn one(parent: u64, name: &OsStr) -> Links {
+        let mut l = Links::default();
+        l.add(parent, name);
+        l
+    }
+
+    /// The names, most recent first.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u64, &OsStr)> + '_ {
+        let mut rest: &[u8] = self.0.as_deref().unwrap_or_default();
+        std::iter::from_fn(move || {
+            let (head, tail) = rest.split_first_chunk::<LINK_HEAD>()?;
+            let (parent, len) = head.split_first_chunk::<8>()?;
+            let len = u16::from_ne_bytes(len.try_into().ok()?) as usize;
+            let (name, next) = tail.split_at_checked(len)?;
+            rest = next;
+            Some((u64::from_ne_bytes(*parent), OsStr::from_bytes(name)))
+        })
+    }
+
+    /// The most recent name.
+    pub(super) fn first(&self) -> Option<(u64, &OsStr)> {
+        self.iter().next()
+    }
+
+    /// Makes `name` in `parent` the most recent name.
+    pub(super) fn add(&mut self, parent: u64, name: &OsStr) {
+        if self.first() == Some((parent, name)) {
+            // A lookup again (every entry's TTL): nothing to allocate.
+            return;
+        }
+        let new = std::iter::once((parent, name));
+        let others = self.iter().filter(|&e| e != (parent, name));
+        self.0 = Self::pack(new.chain(others).take(MAX_LINKS));
+    }
+
+    /// Forgets `name` in `parent`, if known.
+    pub(super) fn remove(&mut self, parent: u64, name: &OsStr) {
+        if self.iter().any(|e| e == (parent, name)) {
+            self.0 = Self::pack(self.iter().filter(|&e| e != (parent, name)));
+        }
+    }
+
+    fn pack<'a>(entries: impl Iterator<Item = (u64, &'a OsStr)>) -> Option<Box<[u8]>> {
+        let mut buf = Vec::new();
+        for (parent, name) in entries {
+            // Longer than any backend allows (PATH_MAX): not kept.
+            let Ok(len) = u16::try_from(name.len()) else {
+                continue;
+            };
+            buf.extend_from_slice(&parent.to_ne_bytes());
+            buf.extend_from_slice(&len.to_ne_bytes());
+            buf.extend_from_slice(name.as_bytes());
+        }
+        (!buf.is_empty()).then(|| buf.into_boxed_slice())
+    }
 }
 
 /// A bounded LRU cache of O_PATH descriptors by FUSE inode number. A
@@ -184,8 +271,8 @@ pub(super) fn cache_size(soft: u64) -> NonZeroUsize {
 }
 
 /// How many inodes the daemon remembers before it asks the kernel to drop
-/// some, by default. A table slot is 97 bytes (key, node, control byte)
-/// and the name another ~32: 100,000 fit a table of 2^17 slots (13 MiB),
+/// some, by default. A table slot is 89 bytes (key, node, control byte)
+/// and a name another ~32 (`Links`): 100,000 fit a table of 2^17 slots (12 MB),
 /// which doubles (and never shrinks) past 114,688 entries. The daemon's
 /// memory then stops growing with the number of files at about 100,000
 /// (issue 13: "memory is flat"); with 400,000 it grew to 120-170 MiB in a
@@ -283,13 +370,52 @@ mod tests {
     }
 
     #[test]
+    fn links_keep_every_name_most_recent_first_until_removed() {
+        let names = |l: &Links| -> Vec<(u64, String)> {
+            l.iter()
+                .map(|(p, n)| (p, n.to_str().unwrap().to_owned()))
+                .collect()
+        };
+        let mut l = Links::default();
+        assert_eq!(l.first(), None);
+        l.add(1, OsStr::new("a"));
+        l.add(1, OsStr::new("b"));
+        l.add(7, OsStr::new("a"));
+        assert_eq!(
+            names(&l),
+            [(7, "a".into()), (1, "b".into()), (1, "a".into())]
+        );
+        // Seen again: moved to the front, not doubled.
+        l.add(1, OsStr::new("a"));
+        assert_eq!(l.first(), Some((1, OsStr::new("a"))));
+        assert_eq!(l.iter().count(), 3);
+        l.remove(1, OsStr::new("b"));
+        l.remove(1, OsStr::new("missing"));
+        assert_eq!(names(&l), [(1, "a".into()), (7, "a".into())]);
+        l.remove(1, OsStr::new("a"));
+        l.remove(7, OsStr::new("a"));
+        assert!(l.0.is_none(), "nothing left allocated");
+        // At most MAX_LINKS, the oldest forgotten.
+        for i in 0..MAX_LINKS + 3 {
+            l.add(i as u64, OsStr::new("n"));
+        }
+        assert_eq!(l.iter().count(), MAX_LINKS);
+        assert_eq!(l.first(), Some(((MAX_LINKS + 2) as u64, OsStr::new("n"))));
+        assert!(l.iter().all(|(p, _)| p >= 3));
+        // Names as long as a backend has them round-trip.
+        let long = "x".repeat(255);
+        let l = Links::one(u64::MAX, OsStr::new(&long));
+        assert_eq!(names(&l), [(u64::MAX, long)]);
+    }
+
+    #[test]
     fn nodes_are_small() {
         // The memory budget (DEFAULT_MAX_INODES) counts on this; a field
         // added to Node should be weighed against it.
         assert!(std::mem::size_of::<FileHandle>() <= 24);
         assert!(std::mem::size_of::<Backing>() <= 24);
         assert!(
-            std::mem::size_of::<Node>() <= 88,
+            std::mem::size_of::<Node>() <= 80,
             "Node is {} bytes",
             std::mem::size_of::<Node>()
         );

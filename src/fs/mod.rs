@@ -20,6 +20,8 @@
 
 mod attr;
 mod dirs;
+#[cfg(test)]
+mod fallback_tests;
 mod inodes;
 mod io;
 #[cfg(test)]
@@ -49,7 +51,7 @@ pub use inodes::DEFAULT_MAX_INODES;
 pub use io::OpenObject;
 pub(crate) use perms::may;
 
-use inodes::{Backing, FdCache, FileHandle, Node, Opened};
+use inodes::{Backing, FdCache, FileHandle, Links, Node, Opened};
 use table::Aliases;
 
 /// FUSE's root inode number.
@@ -147,6 +149,11 @@ pub struct FsOptions {
     /// Known inodes past which the kernel is asked to forget the least
     /// recently used (see `inodes`).
     pub max_inodes: usize,
+    /// Name inodes by file handle where the data directory allows it (see
+    /// `inodes`). False keeps one descriptor per known inode, as on a
+    /// filesystem without handles: the mount always uses handles when it
+    /// can; the tests of that fallback use this to force it.
+    pub file_handles: bool,
 }
 
 pub struct Fs {
@@ -202,14 +209,18 @@ impl Fs {
         let dir = engine.data_dir().to_path_buf();
         let fd = sys::open_path(libc::AT_FDCWD, dir.as_os_str()).map_err(os_err)?;
         let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
-        let handle_root = Self::handle_root(&fd, &st);
+        let handle_root = if opts.file_handles {
+            Self::handle_root(&fd, &st)
+        } else {
+            None
+        };
         let mut nodes = HashMap::new();
         nodes.insert(
             ROOT_INO,
             Node {
                 backing: Backing::Fd(Arc::new(fd)),
                 role: Role::Root,
-                link: None,
+                links: Links::default(),
                 lookups: 1,
                 open: None,
                 recent: true,

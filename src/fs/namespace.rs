@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{errno, lock, os_err, sys, Attr, Fs, Role};
+use super::{errno, os_err, sys, Attr, Fs, Role};
 use crate::error::{OssCode, Result};
 use crate::oss::{BucketName, RESERVED_PREFIX};
 use crate::principal::Principal;
@@ -169,7 +169,13 @@ impl Fs {
                 libc::ENOENT
             }));
         }
-        sys::unlink_at(pfd.as_raw_fd(), name, 0).map_err(os_err)
+        let gone = self.ino_at(pfd.as_raw_fd(), name);
+        sys::unlink_at(pfd.as_raw_fd(), name, 0).map_err(os_err)?;
+        // The inode (another hard link, or open) no longer has this name.
+        if let Some(ino) = gone {
+            self.relink(ino, Some((parent, name)), None);
+        }
+        Ok(())
     }
 
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
@@ -187,7 +193,12 @@ impl Fs {
                 _ => e,
             });
         }
-        sys::unlink_at(pfd.as_raw_fd(), name, libc::AT_REMOVEDIR).map_err(os_err)
+        let gone = self.ino_at(pfd.as_raw_fd(), name);
+        sys::unlink_at(pfd.as_raw_fd(), name, libc::AT_REMOVEDIR).map_err(os_err)?;
+        if let Some(ino) = gone {
+            self.relink(ino, Some((parent, name)), None);
+        }
+        Ok(())
     }
 
     pub fn rename(
@@ -216,29 +227,27 @@ impl Fs {
             return Err(errno(libc::ENOENT));
         }
         Self::check_new_name(&nrole, newname)?;
+        // What each name holds before: the names of known inodes are then
+        // kept up to date (see `Links`).
+        let moved = self.ino_at(pfd.as_raw_fd(), name);
+        let over = self.ino_at(nfd.as_raw_fd(), newname);
         sys::rename_at(pfd.as_raw_fd(), name, nfd.as_raw_fd(), newname, flags).map_err(os_err)?;
-        // Known inodes that moved keep their name up to date.
-        self.relink(nfd.as_raw_fd(), (newparent, newname));
-        if flags & libc::RENAME_EXCHANGE != 0 {
-            self.relink(pfd.as_raw_fd(), (parent, name));
+        let (from, to) = ((parent, name), (newparent, newname));
+        if moved == over {
+            // Two names of one inode: rename(2) changes nothing.
+            return Ok(());
+        }
+        if let Some(ino) = over {
+            if flags & libc::RENAME_EXCHANGE != 0 {
+                self.relink(ino, Some(to), Some(from));
+            } else {
+                self.relink(ino, Some(to), None);
+            }
+        }
+        if let Some(ino) = moved {
+            self.relink(ino, Some(from), Some(to));
         }
         Ok(())
-    }
-
-    /// Records that whatever is now `name` in `dir` (FUSE inode `parent`,
-    /// backend descriptor `dir_fd`) is reached by that name, if the kernel
-    /// knows it.
-    pub(super) fn relink(&self, dir_fd: RawFd, (parent, name): (u64, &OsStr)) {
-        let Ok(fd) = sys::open_path(dir_fd, name) else {
-            return;
-        };
-        let Ok(st) = sys::stat_fd(fd.as_raw_fd()) else {
-            return;
-        };
-        let ino = self.fuse_ino(st.st_ino);
-        if let Some(n) = lock(&self.nodes).get_mut(&ino) {
-            n.link = Some((parent, name.to_os_string().into_boxed_os_str()));
-        }
     }
 
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<Attr> {

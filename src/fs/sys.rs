@@ -120,6 +120,16 @@ pub fn stat_fd(fd: RawFd) -> io::Result<libc::stat> {
     Ok(unsafe { st.assume_init() })
 }
 
+/// The stat of `name` in `dir`, not following a symlink.
+pub fn stat_at(dir: RawFd, name: &OsStr) -> io::Result<libc::stat> {
+    let n = cstr(name)?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: valid C string; st is written on success.
+    check(unsafe { libc::fstatat(dir, n.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) })?;
+    // SAFETY: fstatat succeeded and filled st.
+    Ok(unsafe { st.assume_init() })
+}
+
 pub fn mkdir_at(dir: RawFd, name: &OsStr, mode: u32) -> io::Result<()> {
     let n = cstr(name)?;
     // SAFETY: valid string.

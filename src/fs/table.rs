@@ -8,7 +8,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use super::inodes::{Backing, FileHandle, Node};
+use super::inodes::{Backing, FileHandle, Links, Node};
 use super::{errno, lock, os_err, sys, ts, Attr, Fs, Kind, Role, ROOT_INO, ROOT_MODE};
 use crate::backend::Ident;
 use crate::error::Result;
@@ -28,11 +28,54 @@ impl Fs {
         }
     }
 
-    /// Where the inode was last seen by name (see `Node::link`).
-    pub(super) fn link_of(&self, ino: u64) -> Option<(u64, OsString)> {
+    /// The names the inode is known by (see `Links`), most recent first.
+    pub(super) fn links_of(&self, ino: u64) -> Vec<(u64, OsString)> {
         let nodes = lock(&self.nodes);
-        let (parent, name) = nodes.get(&ino)?.link.as_ref()?;
-        Some((*parent, name.to_os_string()))
+        nodes.get(&ino).map_or_else(Vec::new, |n| {
+            n.links
+                .iter()
+                .map(|(parent, name)| (parent, name.to_os_string()))
+                .collect()
+        })
+    }
+
+    /// The first of the inode's known names for which `f`, given the
+    /// directory's descriptor and the name, finds what it looks for: a
+    /// name may have been unlinked or replaced behind the mount's back, so
+    /// each user checks what it finds there.
+    pub(super) fn by_link<T>(
+        &self,
+        ino: u64,
+        mut f: impl FnMut(&Arc<OwnedFd>, &OsStr) -> Option<T>,
+    ) -> Option<T> {
+        self.links_of(ino)
+            .into_iter()
+            // The root has no name; nothing is its own directory.
+            .filter(|&(parent, _)| parent != ino)
+            .find_map(|(parent, name)| {
+                let (pfd, _) = self.node(parent).ok()?;
+                f(&pfd, &name)
+            })
+    }
+
+    /// The FUSE inode that `name` in directory `dir_fd` is now, whether the
+    /// kernel knows it or not.
+    pub(super) fn ino_at(&self, dir_fd: RawFd, name: &OsStr) -> Option<u64> {
+        let st = sys::stat_at(dir_fd, name).ok()?;
+        Some(self.fuse_ino(st.st_ino))
+    }
+
+    /// Updates the names of known inode `ino` (if it is known): `gone` no
+    /// longer names it, `new` does.
+    pub(super) fn relink(&self, ino: u64, gone: Option<(u64, &OsStr)>, new: Option<(u64, &OsStr)>) {
+        if let Some(n) = lock(&self.nodes).get_mut(&ino) {
+            if let Some((parent, name)) = gone {
+                n.links.remove(parent, name);
+            }
+            if let Some((parent, name)) = new {
+                n.links.add(parent, name);
+            }
+        }
     }
 
     /// The backend inode number of FUSE inode `fuse` when it is its own
@@ -110,22 +153,19 @@ impl Fs {
         Ok(fd)
     }
 
-    /// The node's inode found again by the name it was last seen under,
-    /// beneath its directory's descriptor, when its handle would not open.
+    /// The node's inode found again by a name it was seen under, beneath
+    /// its directory's descriptor, when its handle would not open.
     /// ext4 with inline_data fails to reconnect some directory handles
     /// (measured: ESTALE for a directory that exists, once the backend's
     /// dentries were dropped), so a handle's failure alone does not make a
     /// node stale. The same identity check as for handles applies.
     pub(super) fn open_by_link(&self, ino: u64) -> Option<OwnedFd> {
-        let (parent, name) = self.link_of(ino)?;
-        if parent == ino {
-            return None;
-        }
-        let (pfd, _) = self.node(parent).ok()?;
-        let fd = sys::open_path(pfd.as_raw_fd(), &name).ok()?;
-        let st = sys::stat_fd(fd.as_raw_fd()).ok()?;
         let dev = self.handle_root.as_ref()?.1;
-        ((st.st_dev, st.st_ino) == (dev, self.backend_ino(ino))).then_some(fd)
+        self.by_link(ino, |pfd, name| {
+            let fd = sys::open_path(pfd.as_raw_fd(), name).ok()?;
+            let st = sys::stat_fd(fd.as_raw_fd()).ok()?;
+            ((st.st_dev, st.st_ino) == (dev, self.backend_ino(ino))).then_some(fd)
+        })
     }
 
     /// How a new node with descriptor `fd` and stat `st` reaches its
@@ -209,13 +249,12 @@ impl Fs {
             return Err(errno(libc::ENOENT));
         }
         let attr = self.attr_of(st, &role)?;
-        let link = Some((parent, name.to_os_string().into_boxed_os_str()));
         let mut nodes = lock(&self.nodes);
         match nodes.entry(attr.ino) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 let n = e.get_mut();
                 n.lookups += 1;
-                n.link = link;
+                n.links.add(parent, name);
                 n.recent = true;
                 if let Backing::Handle(h) = &n.backing {
                     // The same inode number on the same filesystem, but a
@@ -239,7 +278,7 @@ impl Fs {
                 e.insert(Node {
                     backing: self.backing_for(attr.ino, fd, st),
                     role,
-                    link,
+                    links: Links::one(parent, name),
                     lookups: 1,
                     open: None,
                     recent: true,
@@ -305,9 +344,9 @@ impl Fs {
             if std::mem::take(&mut n.recent) {
                 continue;
             }
-            if let Some((parent, name)) = &n.link {
-                out.push((*parent, name.to_os_string()));
-            }
+            // Every name the kernel may hold an entry under: it forgets
+            // the inode only once all are dropped.
+            out.extend(n.links.iter().map(|(p, name)| (p, name.to_os_string())));
         }
         out
     }
@@ -350,21 +389,21 @@ impl Fs {
         old: &Arc<OwnedFd>,
         st: &libc::stat,
     ) -> Option<(Arc<OwnedFd>, libc::stat)> {
-        let (parent, leaf) = self.link_of(ino)?;
-        let (pfd, _) = self.node(parent).ok()?;
-        let fd = sys::open_path(pfd.as_raw_fd(), &leaf).ok()?;
-        let nst = sys::stat_fd(fd.as_raw_fd()).ok()?;
-        if Kind::from_mode(nst.st_mode) != Kind::File {
-            return None;
-        }
-        let mark = crate::engine::xattr::get(
-            crate::engine::xattr::At::Follow(&sys::proc_path(fd.as_raw_fd())),
-            OsStr::new(crate::engine::REPLACES_XATTR),
-        )
-        .ok()??;
-        if Ident::from_bytes(&mark)? != Ident::of(st) {
-            return None;
-        }
+        // The name the new file replaced the old one under: one of those
+        // the node was seen under, whichever holds the mark.
+        let (fd, nst) = self.by_link(ino, |pfd, leaf| {
+            let fd = sys::open_path(pfd.as_raw_fd(), leaf).ok()?;
+            let nst = sys::stat_fd(fd.as_raw_fd()).ok()?;
+            if Kind::from_mode(nst.st_mode) != Kind::File {
+                return None;
+            }
+            let mark = crate::engine::xattr::get(
+                crate::engine::xattr::At::Follow(&sys::proc_path(fd.as_raw_fd())),
+                OsStr::new(crate::engine::REPLACES_XATTR),
+            )
+            .ok()??;
+            (Ident::from_bytes(&mark)? == Ident::of(st)).then_some((fd, nst))
+        })?;
         let new_fd = Arc::new(fd);
         let mut nodes = lock(&self.nodes);
         let n = nodes.get_mut(&ino)?;

@@ -25,12 +25,19 @@ pub(super) struct Env {
 /// An `Fs` with the core making the permission checks (no
 /// default_permissions), writable.
 pub(super) fn env() -> Env {
+    env_with_handles(true)
+}
+
+/// As `env`, with inodes named by file handle where the data directory
+/// allows it, or (`false`) never: the descriptor-per-inode fallback of a
+/// filesystem without handles (see `inodes`).
+pub(super) fn env_with_handles(file_handles: bool) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let root = RootKeySource::File(dir.path().join("root.key"));
     Engine::init(&data, &root).unwrap();
     let engine = Arc::new(Engine::open(&data, &root).unwrap());
-    let fs = fs_on(&engine, false, false);
+    let fs = fs_with(&engine, false, false, file_handles);
     Env {
         _dir: dir,
         engine,
@@ -41,6 +48,15 @@ pub(super) fn env() -> Env {
 /// Another `Fs` over the same engine, with other options. It knows only
 /// the root: look inodes up in it before use, as the kernel would.
 pub(super) fn fs_on(engine: &Arc<Engine>, read_only: bool, kernel_checks: bool) -> Fs {
+    fs_with(engine, read_only, kernel_checks, true)
+}
+
+pub(super) fn fs_with(
+    engine: &Arc<Engine>,
+    read_only: bool,
+    kernel_checks: bool,
+    file_handles: bool,
+) -> Fs {
     Fs::new(
         engine.clone(),
         FsOptions {
@@ -48,6 +64,7 @@ pub(super) fn fs_on(engine: &Arc<Engine>, read_only: bool, kernel_checks: bool) 
             kernel_checks_permissions: kernel_checks,
             mount_dev: Arc::new(OnceLock::new()),
             max_inodes: super::DEFAULT_MAX_INODES,
+            file_handles,
         },
     )
     .unwrap()
@@ -146,7 +163,7 @@ fn other() -> Principal {
 fn owner_outside_group() -> Principal {
     Principal::new(OWNER, 3000)
 }
-fn root() -> Principal {
+pub(super) fn root() -> Principal {
     Principal::root()
 }
 
@@ -718,14 +735,100 @@ fn regression_reencrypting_one_name_of_a_hard_link_showed_two_files_as_one_inode
     e.fs.release(a, fh);
     let on_disk = |n: &str| std::fs::read(e.engine.data_dir().join("bkt").join(n)).unwrap();
     assert_eq!(on_disk("a"), on_disk("b"), "the names hold one file");
-    // With one name left it re-encrypts. (Looked up again: the name the
-    // core last saw the inode under was "b", and a re-encryption through a
-    // name since unlinked is refused; see the hand-off notes.)
+    // With one name left it re-encrypts.
     e.fs.unlink(b, os("b")).unwrap();
-    look(&e.fs, &["bkt", "a"]);
     e.fs.setxattr(f, sse, b"AES256", 0, &root()).unwrap();
     assert_eq!(e.content(f), b"new");
     assert_eq!(e.fs.getxattr(f, sse, &root()).unwrap(), b"AES256");
+}
+
+#[test]
+fn regression_reencrypting_after_ln_and_rm_of_the_other_name_failed_with_enoent() {
+    // A node remembered one name, the last it was seen under. After
+    // `ln a b; rm b` that was the unlinked "b", and a re-encryption of "a"
+    // (a new file renamed over a name the object still has) failed with
+    // ENOENT until "a" was looked up again. Renaming over "b" left the
+    // same dead name (it then held another file). None of these steps
+    // looks "a" up again.
+    let e = env();
+    let b = e.bucket("bkt");
+    let sse = os(super::xattrs::XA_SSE);
+    let stored = |ino: u64| e.fs.getxattr(ino, sse, &root()).unwrap();
+    // The names each node knows, most recent first (see `Links`).
+    let names = |ino: u64| -> Vec<(u64, String)> {
+        e.fs.links_of(ino)
+            .into_iter()
+            .map(|(p, n)| (p, n.into_string().unwrap()))
+            .collect()
+    };
+    let at = |n: &str| (b, n.to_owned());
+
+    // ln a b; rm b
+    let f = e.file(b, "a", 0o644, &root(), b"one");
+    e.fs.link(f, b, os("b")).unwrap();
+    e.fs.unlink(b, os("b")).unwrap();
+    assert_eq!(names(f), [at("a")]);
+    e.fs.setxattr(f, sse, b"AES256", 0, &root()).unwrap();
+    assert_eq!(
+        (e.content(f), stored(f)),
+        (b"one".to_vec(), b"AES256".to_vec())
+    );
+
+    // ln a b; mv x b (over it): "b" now holds x.
+    e.fs.link(f, b, os("b")).unwrap();
+    let x = e.file(b, "x", 0o644, &root(), b"other");
+    e.fs.rename(b, os("x"), b, os("b"), 0).unwrap();
+    assert_eq!((names(f), names(x)), (vec![at("a")], vec![at("b")]));
+    e.fs.setxattr(f, sse, b"SM4", 0, &root()).unwrap();
+    assert_eq!(
+        (e.content(f), stored(f)),
+        (b"one".to_vec(), b"SM4".to_vec())
+    );
+    assert_eq!(e.content(x), b"other");
+    assert_eq!(look(&e.fs, &["bkt", "b"]), x);
+
+    // ln a c; mv c d (away); rm a: only "d" is left.
+    e.fs.link(f, b, os("c")).unwrap();
+    e.fs.rename(b, os("c"), b, os("d"), 0).unwrap();
+    e.fs.unlink(b, os("a")).unwrap();
+    assert_eq!(names(f), [at("d")]);
+    e.fs.setxattr(f, sse, b"AES256", 0, &root()).unwrap();
+    assert_eq!(
+        (e.content(f), stored(f)),
+        (b"one".to_vec(), b"AES256".to_vec())
+    );
+
+    // ln d e; exchange e and b; rm d: "b" holds the object.
+    e.fs.link(f, b, os("e")).unwrap();
+    e.fs.rename(b, os("e"), b, os("b"), libc::RENAME_EXCHANGE)
+        .unwrap();
+    assert_eq!(
+        (names(f), names(x)),
+        (vec![at("b"), at("d")], vec![at("e")])
+    );
+    e.fs.unlink(b, os("d")).unwrap();
+    assert_eq!(names(f), [at("b")]);
+    e.fs.setxattr(f, sse, b"SM4", 0, &root()).unwrap();
+    assert_eq!(
+        (e.content(f), stored(f)),
+        (b"one".to_vec(), b"SM4".to_vec())
+    );
+    assert_eq!(e.content(x), b"other");
+    let on_disk = |n: &str| std::fs::read(e.engine.data_dir().join("bkt").join(n)).unwrap();
+    assert!(on_disk("b").starts_with(b"SSEFSOBJ"));
+
+    // A name removed behind the mount (on the backend) stays known, and is
+    // passed over for the next one that holds the object.
+    e.fs.link(f, b, os("g")).unwrap();
+    std::fs::remove_file(e.engine.data_dir().join("bkt/g")).unwrap();
+    assert_eq!(names(f), [at("g"), at("b")]);
+    e.fs.setxattr(f, sse, b"AES256", 0, &root()).unwrap();
+    assert_eq!(
+        (e.content(f), stored(f)),
+        (b"one".to_vec(), b"AES256".to_vec())
+    );
+    assert_eq!(look(&e.fs, &["bkt", "b"]), f);
+    assert_eq!(look(&e.fs, &["bkt", "e"]), x);
 }
 
 #[test]

@@ -467,12 +467,19 @@ impl Fs {
             }
             return Ok(());
         }
-        // The new file goes where the object was last seen by name, through
+        // The new file goes under a name the object was seen under, through
         // the directory's descriptor, and only if that name still holds
-        // this inode: a user renaming directories or planting symlinks
-        // meanwhile cannot steer it anywhere else (issue 12).
-        let (parent, leaf) = self.link_of(ino).ok_or_else(|| errno(libc::ENOENT))?;
-        let (pfd, _) = self.node(parent)?;
+        // this inode (checked here to pick the name, and again by the
+        // engine at the rename): a user renaming directories or planting
+        // symlinks meanwhile cannot steer it anywhere else (issue 12).
+        let here = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
+        let (pfd, leaf) = self
+            .by_link(ino, |pfd, leaf| {
+                let st = sys::stat_at(pfd.as_raw_fd(), leaf).ok()?;
+                ((st.st_dev, st.st_ino) == (here.st_dev, here.st_ino))
+                    .then(|| (pfd.clone(), leaf.to_os_string()))
+            })
+            .ok_or_else(|| errno(libc::ENOENT))?;
         let dir = Dir::dup(pfd.as_fd()).map_err(os_err)?;
         let src = sys::reopen(fd.as_raw_fd(), libc::O_RDONLY).map_err(os_err)?;
         let (_, new_file) =

@@ -138,6 +138,7 @@ pub fn run_foreground(
             kernel_checks_permissions: opts.kernel_checks_permissions(),
             mount_dev: dev_cell.clone(),
             max_inodes: opts.max_inodes,
+            file_handles: true,
         },
     )?);
     let mut mount_options = vec![

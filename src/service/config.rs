@@ -45,6 +45,8 @@ pub struct ServiceConfig {
     pub cache_mb: Option<usize>,
     #[serde(default, deserialize_with = "max_inodes")]
     pub max_inodes: Option<usize>,
+    #[serde(default)]
+    pub io_uring: bool,
     #[serde(default, deserialize_with = "log_level")]
     pub log_level: Option<String>,
 }
@@ -111,7 +113,7 @@ impl ServiceConfig {
             threads: self.threads.unwrap_or(d.threads),
             cache_mb: self.cache_mb.unwrap_or(d.cache_mb),
             max_inodes: self.max_inodes.unwrap_or(d.max_inodes),
-            io_uring: d.io_uring,
+            io_uring: self.io_uring,
         }
     }
 }
@@ -243,6 +245,27 @@ mod tests {
     }
 
     #[test]
+    fn io_uring_is_a_key_of_the_file() {
+        // It was only `-o io_uring`: a mount started from its file (the
+        // systemd unit) could not have it.
+        let on = parse("io_uring = true\n").unwrap().mount_opts();
+        assert!(on.io_uring);
+        assert_eq!(
+            on,
+            MountOpts {
+                io_uring: true,
+                ..MountOpts::default()
+            }
+        );
+        // Other options on the command line leave it on.
+        let with = on.with(&["threads=2,rw".into()]).unwrap();
+        assert!(with.io_uring && with.threads == 2);
+        assert!(!parse("io_uring = false\n").unwrap().mount_opts().io_uring);
+        rejects("io_uring = \"yes\"\n", ":1:12", "invalid type");
+        rejects("io_uring = 1\n", ":1:12", "invalid type");
+    }
+
+    #[test]
     fn an_empty_file_means_the_defaults() {
         let c = parse("# nothing\n").unwrap();
         assert_eq!(c, ServiceConfig::default());
@@ -357,5 +380,6 @@ mod tests {
         assert_eq!(c.cache_mb, Some(d.cache_mb), "cache_mb default");
         assert_eq!(c.max_inodes, Some(d.max_inodes), "max_inodes default");
         assert!(!c.allow_other && !c.allow_root && !c.read_only);
+        assert_eq!(c.io_uring, d.io_uring, "io_uring default");
     }
 }

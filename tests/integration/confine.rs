@@ -367,6 +367,8 @@ fn regression_getfattr_follows_a_cli_reencrypt_without_a_new_lookup() {
     xattr_set(&m.p("bkt"), SSE, b"AES256").unwrap();
     let content = seeded_bytes(7, 100_000);
     fs::write(m.p("bkt/obj"), &content).unwrap();
+    // Closed in the daemon too, or reencrypt would skip it as busy.
+    m.wait_closed("bkt/obj");
     let held = m.p("bkt/obj");
     assert_eq!(xattr_get(&held, SSE).unwrap(), "AES256");
     m.d.run(&["bucket", "encryption", "put", "bkt", "--algorithm", "SM4"])

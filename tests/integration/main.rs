@@ -8,6 +8,7 @@ mod chunks;
 mod cli;
 mod confine;
 mod crash;
+mod fallback;
 mod fullspace;
 mod hardening;
 mod keylife;

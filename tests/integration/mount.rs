@@ -3,6 +3,7 @@
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -120,6 +121,29 @@ impl Mount {
 
     pub fn setfattr(&self, rel: &str, name: &str, v: &str) -> Result<(), i32> {
         xattr_set(&self.p(rel), name, v.as_bytes())
+    }
+
+    /// Waits until the daemon has closed every handle that wrote to `rel`.
+    /// FUSE sends RELEASE after close(2) has returned, so a file just
+    /// written may still be open for writing in the daemon, and (rightly)
+    /// busy for reencrypt and rewrap. They see it as the daemon's shared
+    /// flock(2) on the backend file; so does this, for at most 10 s.
+    pub fn wait_closed(&self, rel: &str) {
+        let f = File::open(self.backend(rel)).unwrap();
+        let t = Instant::now();
+        loop {
+            // SAFETY: flock on a descriptor this function owns; the lock
+            // goes with it when `f` is dropped.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return;
+            }
+            assert_eq!(last_errno(), libc::EWOULDBLOCK, "flock {rel}");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{rel} still open for writing in the daemon after 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
@@ -640,6 +664,44 @@ fn regression_new_files_after_a_reencryption_are_not_taken_for_it() {
     fs::write(m.p("bkt/later"), b"later").unwrap();
     assert_eq!(fs::read(m.p("bkt/later")).unwrap(), b"later");
     assert_eq!(fs::read(m.p("bkt/a")).unwrap(), b"secret-a");
+}
+
+/// The daemon knew an inode by one name, the last it saw: after `ln a b;
+/// rm b` that was the unlinked `b`, and setfattr on `a` (a re-encryption,
+/// renamed over a name the object still has) failed with ENOENT until the
+/// kernel looked `a` up again, once its entry's 1 s TTL ran out. Renaming
+/// a file over `b` left the same dead name. Each step follows the last at
+/// once, within the TTL.
+#[test]
+fn regression_setfattr_after_ln_and_rm_of_the_other_name_failed_with_enoent() {
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    fs::write(m.p("bkt/a"), b"content").unwrap();
+    let ino = fs::metadata(m.p("bkt/a")).unwrap().ino();
+
+    fs::hard_link(m.p("bkt/a"), m.p("bkt/b")).unwrap();
+    fs::remove_file(m.p("bkt/b")).unwrap();
+    m.setfattr("bkt/a", SSE, "SM4").unwrap();
+    assert_eq!(m.getfattr("bkt/a", SSE).unwrap(), "SM4");
+
+    fs::hard_link(m.p("bkt/a"), m.p("bkt/b")).unwrap();
+    fs::write(m.p("bkt/x"), b"other").unwrap();
+    fs::rename(m.p("bkt/x"), m.p("bkt/b")).unwrap();
+    m.setfattr("bkt/a", SSE, "AES256").unwrap();
+    assert_eq!(m.getfattr("bkt/a", SSE).unwrap(), "AES256");
+
+    // Renamed away, then the first name removed: only `c` is left.
+    fs::hard_link(m.p("bkt/a"), m.p("bkt/tmp")).unwrap();
+    fs::rename(m.p("bkt/tmp"), m.p("bkt/c")).unwrap();
+    fs::remove_file(m.p("bkt/a")).unwrap();
+    m.setfattr("bkt/c", SSE, "SM4").unwrap();
+    assert_eq!(m.getfattr("bkt/c", SSE).unwrap(), "SM4");
+
+    assert_eq!(fs::read(m.p("bkt/c")).unwrap(), b"content");
+    assert_eq!(fs::metadata(m.p("bkt/c")).unwrap().ino(), ino);
+    assert_eq!(fs::read(m.p("bkt/b")).unwrap(), b"other");
+    let stored = fs::read(m.backend("bkt/c")).unwrap();
+    assert!(!stored.windows(7).any(|w| w == b"content"), "not encrypted");
 }
 
 #[test]
