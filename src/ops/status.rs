@@ -44,7 +44,9 @@ pub struct Status {
 pub fn status(engine: &Engine) -> Result<Status> {
     let data_dir = engine.data_dir().to_path_buf();
     // Not being able to read mountinfo (no /proc) just means no mounts shown.
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+    // Bytes, not text: one mount point anywhere on the host that is not
+    // UTF-8 must not hide the others.
+    let mounts = std::fs::read("/proc/self/mountinfo")
         .map(|t| mounts_of(&t, &data_dir))
         .unwrap_or_default();
     let mut buckets = Vec::new();
@@ -72,9 +74,9 @@ pub fn status(engine: &Engine) -> Result<Status> {
 
 /// The FUSE mounts in `mountinfo` (proc(5) format) whose source is
 /// `data_dir` (the mount names its source after the data directory).
-pub fn mounts_of(mountinfo: &str, data_dir: &Path) -> Vec<MountInfo> {
+pub fn mounts_of(mountinfo: &[u8], data_dir: &Path) -> Vec<MountInfo> {
     let canon = std::fs::canonicalize(data_dir).ok();
-    crate::mountinfo::parse(mountinfo.as_bytes())
+    crate::mountinfo::parse(mountinfo)
         .into_iter()
         .filter(|e| e.is_fuse() && (e.source == data_dir || Some(&e.source) == canon.as_ref()))
         .map(|e| MountInfo {
@@ -167,7 +169,7 @@ mod tests {
         let text = "36 35 98:0 / /mnt/a\\040b rw,nosuid - fuse.ssefs /data/dir rw,user_id=0\n\
                     37 35 98:0 / /mnt/c rw - ext4 /data/dir rw\n\
                     38 35 98:0 / /mnt/d ro,relatime shared:1 - fuse.ssefs /other rw\n";
-        let m = mounts_of(text, Path::new("/data/dir"));
+        let m = mounts_of(text.as_bytes(), Path::new("/data/dir"));
         assert_eq!(
             m,
             vec![MountInfo {
@@ -175,5 +177,16 @@ mod tests {
                 options: "rw,nosuid".into()
             }]
         );
+    }
+
+    #[test]
+    fn a_mount_point_that_is_not_utf8_hides_no_other_mount() {
+        // mountinfo escapes only space, tab, newline and backslash: other
+        // bytes of a mount point come raw, valid UTF-8 or not.
+        let mut text = b"36 35 98:0 / /mnt/\xff\xfe rw - tmpfs tmpfs rw\n".to_vec();
+        text.extend_from_slice(b"37 35 98:0 / /mnt/ours rw - fuse.ssefs /data/dir rw\n");
+        let m = mounts_of(&text, Path::new("/data/dir"));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!(m[0].mountpoint, PathBuf::from("/mnt/ours"));
     }
 }

@@ -232,7 +232,7 @@ fn wait_mounted(mnt: &Path) -> bool {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(20) {
         let canon = mnt.canonicalize().unwrap();
-        let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let info = crate::util::mountinfo();
         if info.lines().any(|l| l.split(' ').nth(4) == canon.to_str()) {
             return true;
         }

@@ -49,8 +49,7 @@ pub fn unmount_at(mnt: &Path) {
 
 fn is_mounted(p: &Path) -> bool {
     let canon = p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
+    crate::util::mountinfo()
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(canon.to_str().unwrap()))
 }
@@ -59,7 +58,7 @@ fn is_mounted(p: &Path) -> bool {
 /// mount at `p` ("... MOUNTPOINT ... - FSTYPE SOURCE SUPEROPTS").
 fn mountinfo_type_and_source(p: &Path) -> Option<(String, String)> {
     let canon = p.canonicalize().ok()?;
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let info = crate::util::mountinfo();
     info.lines()
         .filter(|l| l.split(' ').nth(4) == canon.to_str())
         .filter_map(|l| l.split_once(" - ").map(|(_, r)| r.to_owned()))
@@ -1323,7 +1322,7 @@ fn access(p: &Path, mode: i32) -> Result<(), i32> {
 
 fn mount_super_options(mnt: &Path) -> String {
     let canon = mnt.canonicalize().unwrap();
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let info = crate::util::mountinfo();
     let line = info
         .lines()
         .find(|l| l.split(' ').nth(4) == Some(canon.to_str().unwrap()))

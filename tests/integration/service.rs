@@ -17,16 +17,14 @@ const UNIT: &str = include_str!("../../packaging/systemd/ssefs@.service");
 
 fn is_mounted(p: &Path) -> bool {
     let canon = p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
+    crate::util::mountinfo()
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(canon.to_str().unwrap()))
 }
 
 fn mount_options(p: &Path) -> String {
     let canon = p.canonicalize().unwrap();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
+    crate::util::mountinfo()
         .lines()
         .find(|l| l.split(' ').nth(4) == Some(canon.to_str().unwrap()))
         .map(|l| l.split(" - ").nth(1).unwrap_or("").to_owned())

@@ -238,3 +238,12 @@ pub fn env_count(name: &str, default: usize) -> usize {
 pub fn errno_of(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(-1)
 }
+
+/// /proc/self/mountinfo as text. Read as bytes and converted lossily: a
+/// test elsewhere in this binary mounts at a path that is not UTF-8
+/// (badinput.rs), and `read_to_string` then failed in every test that
+/// looked at the mount table at that moment. Our own mount points are
+/// UTF-8, so they compare as before.
+pub fn mountinfo() -> String {
+    String::from_utf8_lossy(&std::fs::read("/proc/self/mountinfo").unwrap()).into_owned()
+}
