@@ -33,7 +33,6 @@ mod tests;
 mod xattrs;
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::AtomicU64;
@@ -131,7 +130,7 @@ impl Role {
 
 enum Handle {
     File(Arc<OpenObject>),
-    Dir(Vec<(u64, Kind, OsString)>),
+    Dir(Arc<Mutex<dirs::DirStream>>),
 }
 
 /// Mount-wide settings the core needs.
