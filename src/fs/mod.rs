@@ -48,7 +48,7 @@ pub use inodes::DEFAULT_MAX_INODES;
 pub use io::OpenObject;
 pub(crate) use perms::may;
 
-use inodes::{Backing, FdCache, FileHandle, Node, Opened};
+use inodes::{Backing, FdCache, FileHandle, Node, Nodes, Opened};
 use table::Aliases;
 
 /// FUSE's root inode number.
@@ -152,7 +152,7 @@ pub struct Fs {
     engine: Arc<Engine>,
     opts: FsOptions,
     root_backend_ino: u64,
-    nodes: Mutex<HashMap<u64, Node>>,
+    nodes: Mutex<Nodes>,
     /// Signalled (with `nodes`) when more than `max_inodes` are known.
     over_full: Condvar,
     /// Descriptors of handle-backed nodes. Lock order: `nodes` before it.
@@ -202,10 +202,10 @@ impl Fs {
         let fd = sys::open_path(libc::AT_FDCWD, dir.as_os_str()).map_err(os_err)?;
         let st = sys::stat_fd(fd.as_raw_fd()).map_err(os_err)?;
         let handle_root = Self::handle_root(&fd, &st);
-        let mut nodes = HashMap::new();
+        let mut nodes = Nodes::new();
         nodes.insert(
             ROOT_INO,
-            Node {
+            Box::new(Node {
                 backing: Backing::Fd(Arc::new(fd)),
                 role: Role::Root,
                 link: None,
@@ -213,7 +213,7 @@ impl Fs {
                 open: None,
                 recent: true,
                 dir: true,
-            },
+            }),
         );
         let cache = inodes::cache_size(sys::fd_limit());
         tracing::debug!(descriptors = cache.get(), "descriptor cache");

@@ -956,3 +956,47 @@ fn the_mount_root_lists_buckets_only() {
         assert_eq!(names, [".", "..", "bkt", "other"], "plus {plus}");
     }
 }
+
+// ------------------------------------------------------------ inode table
+
+#[test]
+fn a_sweep_right_after_a_burst_of_lookups_finds_entries_to_drop() {
+    // After a burst every node is marked used. A sweep of one lap only
+    // cleared the marks and asked for nothing, and the trimmer slept while
+    // the table grew on (a 1M-file stat doubled it); the second lap takes
+    // the nodes the first lap passed.
+    let e = env();
+    let b = e.bucket("bkt");
+    for i in 0..40 {
+        std::fs::write(e.engine.data_dir().join("bkt").join(format!("f{i}")), b"").unwrap();
+    }
+    let fs = Fs::new(
+        e.engine.clone(),
+        FsOptions {
+            read_only: false,
+            kernel_checks_permissions: false,
+            mount_dev: Arc::new(OnceLock::new()),
+            max_inodes: 16,
+        },
+    )
+    .unwrap();
+    let bkt = fs.lookup(ROOT_INO, os("bkt")).unwrap().ino;
+    assert_eq!(bkt, b);
+    for i in 0..40 {
+        fs.lookup(bkt, os(&format!("f{i}"))).unwrap();
+    }
+    let known = fs.known_inodes();
+    assert_eq!(known, 42, "40 files, the bucket and the root");
+    let stale = fs.stale_entries();
+    assert_eq!(stale.len(), known - 16 + 16 / 8);
+    let mut names: Vec<_> = stale
+        .iter()
+        .map(|(parent, name)| {
+            assert_eq!(*parent, bkt);
+            name.clone()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), stale.len(), "an entry asked for twice");
+}
