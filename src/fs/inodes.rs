@@ -41,6 +41,7 @@
 //! the kernel's source, not seen here). Directories are few next to files
 //! in most trees, and each costs a node, not a descriptor.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::num::NonZeroUsize;
 use std::os::fd::OwnedFd;
@@ -225,6 +226,16 @@ impl Links {
     }
 }
 
+/// The known inodes by FUSE inode number. Each node is boxed, so that the
+/// table's slots hold a pointer, not a node: hashbrown doubles its table
+/// when inserts meet too many slots left by removals (it rehashes in place
+/// only below half full), and a table churning at `max_inodes` nodes,
+/// as a large tree walk makes it, grows to twice the slots its nodes need
+/// and keeps them. With nodes inline a 100,000-node table doubled from 13
+/// to 25 MiB (38 MiB while the two coexisted); with boxes its slots cost
+/// 17 bytes and the nodes themselves are allocated once each.
+pub(super) type Nodes = HashMap<u64, Box<Node>>;
+
 /// A bounded LRU cache of O_PATH descriptors by FUSE inode number. A
 /// descriptor evicted while a request still uses it stays open until that
 /// request drops its `Arc`, so at most the cache's size plus one per
@@ -271,11 +282,11 @@ pub(super) fn cache_size(soft: u64) -> NonZeroUsize {
 }
 
 /// How many inodes the daemon remembers before it asks the kernel to drop
-/// some, by default. A table slot is 89 bytes (key, node, control byte)
-/// and a name another ~32 (`Links`): 100,000 fit a table of 2^17 slots (12 MB),
-/// which doubles (and never shrinks) past 114,688 entries. The daemon's
-/// memory then stops growing with the number of files at about 100,000
-/// (issue 13: "memory is flat"); with 400,000 it grew to 120-170 MiB in a
+/// some, by default. A node costs about 130 bytes: its box (80), its names
+/// (`Links`, ~32 for one) and its table slot (17 bytes, in a table of 2^18 slots once it has
+/// churned, see `Nodes`): 100,000 take about 15 MiB. The daemon's memory
+/// then stops growing with the number of files at about 100,000 (issue
+/// 13: "memory is flat"); with 400,000 it grew to 120-170 MiB in a
 /// 2,000,000-file tree (bench/results/2026-12-03-tree-2m.md). A smaller
 /// table costs little: the kernel looks up an entry again after its 1 s
 /// TTL anyway, and only a file it forgot costs a re-registration.
@@ -411,7 +422,8 @@ mod tests {
     #[test]
     fn nodes_are_small() {
         // The memory budget (DEFAULT_MAX_INODES) counts on this; a field
-        // added to Node should be weighed against it.
+        // added to Node should be weighed against it. A boxed node is one
+        // 96-byte malloc chunk up to 88 bytes.
         assert!(std::mem::size_of::<FileHandle>() <= 24);
         assert!(std::mem::size_of::<Backing>() <= 24);
         assert!(

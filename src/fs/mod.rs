@@ -35,7 +35,6 @@ mod tests;
 mod xattrs;
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::AtomicU64;
@@ -51,7 +50,7 @@ pub use inodes::DEFAULT_MAX_INODES;
 pub use io::OpenObject;
 pub(crate) use perms::may;
 
-use inodes::{Backing, FdCache, FileHandle, Links, Node, Opened};
+use inodes::{Backing, FdCache, FileHandle, Links, Node, Nodes, Opened};
 use table::Aliases;
 
 /// FUSE's root inode number.
@@ -133,7 +132,7 @@ impl Role {
 
 enum Handle {
     File(Arc<OpenObject>),
-    Dir(Vec<(u64, Kind, OsString)>),
+    Dir(Arc<Mutex<dirs::DirStream>>),
 }
 
 /// Mount-wide settings the core needs.
@@ -160,7 +159,7 @@ pub struct Fs {
     engine: Arc<Engine>,
     opts: FsOptions,
     root_backend_ino: u64,
-    nodes: Mutex<HashMap<u64, Node>>,
+    nodes: Mutex<Nodes>,
     /// Signalled (with `nodes`) when more than `max_inodes` are known.
     over_full: Condvar,
     /// Descriptors of handle-backed nodes. Lock order: `nodes` before it.
@@ -214,10 +213,10 @@ impl Fs {
         } else {
             None
         };
-        let mut nodes = HashMap::new();
+        let mut nodes = Nodes::new();
         nodes.insert(
             ROOT_INO,
-            Node {
+            Box::new(Node {
                 backing: Backing::Fd(Arc::new(fd)),
                 role: Role::Root,
                 links: Links::default(),
@@ -225,7 +224,7 @@ impl Fs {
                 open: None,
                 recent: true,
                 dir: true,
-            },
+            }),
         );
         let cache = inodes::cache_size(sys::fd_limit());
         tracing::debug!(descriptors = cache.get(), "descriptor cache");

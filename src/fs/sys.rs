@@ -130,6 +130,36 @@ pub fn stat_at(dir: RawFd, name: &OsStr) -> io::Result<libc::stat> {
     Ok(unsafe { st.assume_init() })
 }
 
+/// getdents64(2): the next `linux_dirent64` records of the directory open
+/// as `fd` into `buf`; 0 at the end of the directory.
+pub fn getdents(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most buf.len() bytes into buf.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            fd,
+            buf.as_mut_ptr(),
+            buf.len() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Never more than buf.len(), so it fits.
+    Ok(r as usize)
+}
+
+/// Moves the directory stream open as `fd` to `cookie`, a d_off it gave
+/// (0: its start).
+pub fn seek_dir(fd: RawFd, cookie: i64) -> io::Result<()> {
+    // SAFETY: only an fd and integers.
+    let r = unsafe { libc::lseek(fd, cookie, libc::SEEK_SET) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn mkdir_at(dir: RawFd, name: &OsStr, mode: u32) -> io::Result<()> {
     let n = cstr(name)?;
     // SAFETY: valid string.

@@ -8,7 +8,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use super::inodes::{Backing, FileHandle, Links, Node};
+use super::inodes::{Backing, FileHandle, Links, Node, Nodes};
 use super::{errno, lock, os_err, sys, ts, Attr, Fs, Kind, Role, ROOT_INO, ROOT_MODE};
 use crate::backend::Ident;
 use crate::error::Result;
@@ -275,7 +275,7 @@ impl Fs {
                 }
             }
             std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(Node {
+                e.insert(Box::new(Node {
                     backing: self.backing_for(attr.ino, fd, st),
                     role,
                     links: Links::one(parent, name),
@@ -283,7 +283,7 @@ impl Fs {
                     open: None,
                     recent: true,
                     dir: attr.kind == Kind::Dir,
-                });
+                }));
             }
         }
         if nodes.len() > self.opts.max_inodes {
@@ -314,7 +314,7 @@ impl Fs {
     }
 
     /// Drops a node the kernel no longer knows (no lookups, no open handle).
-    pub(super) fn remove_node(&self, nodes: &mut HashMap<u64, Node>, ino: u64) {
+    pub(super) fn remove_node(&self, nodes: &mut Nodes, ino: u64) {
         nodes.remove(&ino);
         lock(&self.aliases).forgotten(ino);
         self.fds.remove(ino);
@@ -323,7 +323,8 @@ impl Fs {
     /// Waits until more than `max_inodes` inodes are known, then returns up
     /// to `want` entries (directory, name) of the least recently used, for
     /// the kernel to drop: a clock sweep, where a node used since the last
-    /// sweep gets another round. Never the root, a bucket, a directory (see
+    /// sweep gets another round, as does one asked for (its FORGET may
+    /// still be on its way). Never the root, a bucket, a directory (see
     /// `inodes`) or an open file.
     pub fn stale_entries(&self) -> Vec<(u64, OsString)> {
         let max = self.opts.max_inodes;
@@ -334,19 +335,33 @@ impl Fs {
         // Down to 7/8 of the limit, so that one sweep serves many lookups.
         let want = nodes.len() - max + max / 8;
         let mut out = Vec::with_capacity(want.min(1 << 16));
-        for n in nodes.values_mut() {
-            if out.len() >= want {
-                break;
+        // A second lap takes the nodes whose bit the first cleared. With
+        // one lap, a sweep right after a burst of lookups (every node
+        // recent) found nothing, and the trimmer slept while the table
+        // grew on (bench/results/2026-12-04-memory.md).
+        for lap in 0..2 {
+            for n in nodes.values_mut() {
+                if out.len() >= want {
+                    break;
+                }
+                if !matches!(n.role, Role::InBucket(_)) || n.open.is_some() || n.dir {
+                    continue;
+                }
+                if n.recent {
+                    // The second lap leaves the bits of the first's
+                    // picks alone.
+                    if lap == 0 {
+                        n.recent = false;
+                    }
+                    continue;
+                }
+                if n.links.first().is_some() {
+                    // Every name the kernel may hold an entry under: it
+                    // forgets the inode only once all are dropped.
+                    out.extend(n.links.iter().map(|(p, name)| (p, name.to_os_string())));
+                    n.recent = true;
+                }
             }
-            if !matches!(n.role, Role::InBucket(_)) || n.open.is_some() || n.dir {
-                continue;
-            }
-            if std::mem::take(&mut n.recent) {
-                continue;
-            }
-            // Every name the kernel may hold an entry under: it forgets
-            // the inode only once all are dropped.
-            out.extend(n.links.iter().map(|(p, name)| (p, name.to_os_string())));
         }
         out
     }

@@ -1,6 +1,6 @@
 //! The filesystem through real FUSE mounts.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
@@ -343,6 +343,65 @@ impl FifoLike for fs::FileType {
         use std::os::unix::fs::FileTypeExt;
         self.is_fifo()
     }
+}
+
+/// The next entry of the stream `d` with telldir's position after it.
+fn next_entry(d: *mut libc::DIR) -> Option<(String, libc::c_long)> {
+    // SAFETY: d is an open DIR stream; the entry stays valid until the
+    // next readdir on it, and its name is NUL-terminated.
+    unsafe {
+        let e = libc::readdir(d);
+        if e.is_null() {
+            return None;
+        }
+        let name = CStr::from_ptr((*e).d_name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        Some((name, libc::telldir(d)))
+    }
+}
+
+#[test]
+fn a_large_directory_lists_each_entry_once_and_seekdir_resumes_at_telldir() {
+    // Several of the daemon's 32 KiB getdents batches, read through the
+    // kernel; a seekdir to a telldir position asks the daemon for the
+    // entries after an offset it gave in an earlier reply.
+    let m = Mount::new(&[]);
+    fs::create_dir(m.p("bkt")).unwrap();
+    fs::create_dir(m.p("bkt/many")).unwrap();
+    let name = |i: usize| format!("entry-with-a-longish-name-{i:05}");
+    for i in 0..3000 {
+        fs::write(m.p(&format!("bkt/many/{}", name(i))), b"").unwrap();
+    }
+    let path = cpath(&m.p("bkt/many"));
+    // SAFETY: a valid C string; the stream is closed below.
+    let d = unsafe { libc::opendir(path.as_ptr()) };
+    assert!(!d.is_null(), "opendir: {}", last_errno());
+    let all: Vec<(String, libc::c_long)> = std::iter::from_fn(|| next_entry(d)).collect();
+    let mut names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    let mut want: Vec<String> = (0..3000).map(name).collect();
+    want.extend([".".to_owned(), "..".to_owned()]);
+    want.sort_unstable();
+    assert_eq!(names, want);
+    for k in [2500, 3, 1700, 0, 3000] {
+        // SAFETY: d is open; the position came from telldir on it.
+        unsafe { libc::seekdir(d, all[k].1) };
+        assert_eq!(
+            next_entry(d).map(|(n, _)| n).as_deref(),
+            Some(all[k + 1].0.as_str()),
+            "after entry {k}"
+        );
+    }
+    // SAFETY: d is open.
+    unsafe { libc::seekdir(d, all[3001].1) };
+    assert_eq!(next_entry(d), None, "nothing after the last entry");
+    // SAFETY: d is open.
+    unsafe { libc::rewinddir(d) };
+    let again: Vec<(String, libc::c_long)> = std::iter::from_fn(|| next_entry(d)).collect();
+    assert_eq!(again, all, "the same listing again after rewinddir");
+    // SAFETY: d is open and not used after this.
+    unsafe { libc::closedir(d) };
 }
 
 fn renameat2(m: &Mount, a: &str, b: &str, flags: u32) -> Result<(), i32> {
