@@ -440,12 +440,26 @@ fn raise_fd_limit() {
 /// Requests allocate buffers of up to 1 MiB; glibc's dynamic mmap threshold
 /// would start serving those from per-thread arenas after the first free,
 /// where fragmentation keeps them resident. A fixed threshold returns them to
-/// the kernel on free, and two arenas bound the per-thread caches.
+/// the kernel on free.
+///
+/// One arena: the chunk cache's 16 KiB buffers are allocated by whichever
+/// thread serves a request and freed by whichever evicts them, and space
+/// freed in one arena serves only the threads bound to it. With two, each
+/// arena grew at times to hold most of the 64 MiB cache: peaks of 95-114
+/// MiB over /dev/fuse and 138-142 MiB over io_uring (whose pinned ring
+/// threads split the work differently), against 76-81 MiB with one, with
+/// speed unchanged within the noise on 2 cores
+/// (bench/results/2026-12-04-memory.md).
+/// `MALLOC_ARENA_MAX` in the environment, if set, is left to glibc, for
+/// machines where many threads would contend for the one arena.
 fn limit_malloc_growth() {
+    let arenas = std::env::var_os("MALLOC_ARENA_MAX").is_none();
     // SAFETY: mallopt only tunes the allocator; called before any worker
     // thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        if arenas {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
     }
 }
