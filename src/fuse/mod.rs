@@ -302,11 +302,20 @@ fn watch_key_states(state_dir: &Path, fs: Arc<Fs>, notifier: fuser::Notifier) {
     });
 }
 
+/// Threads that send one sweep's FUSE_NOTIFY_INVAL_ENTRYs. The kernel takes
+/// the directory's lock for each, so in one large directory every one
+/// waited for a lookup in flight there: one thread dropped ~9,000 entries a
+/// second against ~20,000 lookups, and a stat of 1M files in one directory
+/// grew the table to 233,000-260,000 nodes (52-63 MiB). With four queued
+/// behind each lookup it stayed under 126,000 (28 MiB), the stat no slower
+/// (bench/results/2026-12-04-memory.md).
+const INVAL_THREADS: usize = 4;
+
 /// Keeps the inode table within `max_inodes`: the kernel forgets inodes
 /// only under memory pressure, so past the limit it is asked to drop the
 /// entries of the least recently used (FUSE_NOTIFY_INVAL_ENTRY), and then
 /// forgets their inodes as for any other reason. The kernel takes the
-/// directory's lock for each, so this runs on its own thread, never in a
+/// directory's lock for each, so this runs on its own threads, never in a
 /// request (which may hold that lock already).
 fn trim_inodes(fs: Arc<Fs>, notifier: fuser::Notifier) {
     let spawned = std::thread::Builder::new()
@@ -323,10 +332,18 @@ fn trim_inodes(fs: Arc<Fs>, notifier: fuser::Notifier) {
             }
             let asked = stale.len();
             tracing::debug!(known = fs.known_inodes(), asked, "trimming inodes");
-            for (parent, name) in stale {
-                // ENOENT: the kernel has dropped the entry already.
-                let _ = notifier.inval_entry(fuser::INodeNo(parent), &name);
-            }
+            let per = stale.len().div_ceil(INVAL_THREADS).max(1);
+            std::thread::scope(|s| {
+                for part in stale.chunks(per) {
+                    let n = notifier.clone();
+                    let spawned = std::thread::Builder::new()
+                        .spawn_scoped(s, move || send_inval(&n, part));
+                    if spawned.is_err() {
+                        // No thread: its share is sent from here.
+                        send_inval(&notifier, part);
+                    }
+                }
+            });
             // Let the kernel's FORGETs arrive before looking again, or the
             // same entries would be asked for twice; longer when nothing
             // could be dropped (all directories, open or used just now),
@@ -337,6 +354,14 @@ fn trim_inodes(fs: Arc<Fs>, notifier: fuser::Notifier) {
         });
     if let Err(e) = spawned {
         tracing::warn!("cannot start the inode trimmer ({e}): the daemon remembers every inode the kernel does");
+    }
+}
+
+/// Asks the kernel to drop each entry (directory, name).
+fn send_inval(notifier: &fuser::Notifier, entries: &[(u64, std::ffi::OsString)]) {
+    for (parent, name) in entries {
+        // ENOENT: the kernel has dropped the entry already.
+        let _ = notifier.inval_entry(fuser::INodeNo(*parent), name);
     }
 }
 
