@@ -303,11 +303,20 @@ fn watch_key_states(state_dir: &Path, fs: Arc<Fs>, notifier: fuser::Notifier) {
     });
 }
 
+/// Threads that send one sweep's FUSE_NOTIFY_INVAL_ENTRYs. The kernel takes
+/// the directory's lock for each, so in one large directory every one
+/// waited for a lookup in flight there: one thread dropped ~9,000 entries a
+/// second against ~20,000 lookups, and a stat of 1M files in one directory
+/// grew the table to 233,000-260,000 nodes (52-63 MiB). With four queued
+/// behind each lookup it stayed under 126,000 (28 MiB), the stat no slower
+/// (bench/results/2026-12-04-memory.md).
+const INVAL_THREADS: usize = 4;
+
 /// Keeps the inode table within `max_inodes`: the kernel forgets inodes
 /// only under memory pressure, so past the limit it is asked to drop the
 /// entries of the least recently used (FUSE_NOTIFY_INVAL_ENTRY), and then
 /// forgets their inodes as for any other reason. The kernel takes the
-/// directory's lock for each, so this runs on its own thread, never in a
+/// directory's lock for each, so this runs on its own threads, never in a
 /// request (which may hold that lock already).
 fn trim_inodes(fs: Arc<Fs>, notifier: fuser::Notifier) {
     let spawned = std::thread::Builder::new()
@@ -324,10 +333,18 @@ fn trim_inodes(fs: Arc<Fs>, notifier: fuser::Notifier) {
             }
             let asked = stale.len();
             tracing::debug!(known = fs.known_inodes(), asked, "trimming inodes");
-            for (parent, name) in stale {
-                // ENOENT: the kernel has dropped the entry already.
-                let _ = notifier.inval_entry(fuser::INodeNo(parent), &name);
-            }
+            let per = stale.len().div_ceil(INVAL_THREADS).max(1);
+            std::thread::scope(|s| {
+                for part in stale.chunks(per) {
+                    let n = notifier.clone();
+                    let spawned = std::thread::Builder::new()
+                        .spawn_scoped(s, move || send_inval(&n, part));
+                    if spawned.is_err() {
+                        // No thread: its share is sent from here.
+                        send_inval(&notifier, part);
+                    }
+                }
+            });
             // Let the kernel's FORGETs arrive before looking again, or the
             // same entries would be asked for twice; longer when nothing
             // could be dropped (all directories, open or used just now),
@@ -338,6 +355,14 @@ fn trim_inodes(fs: Arc<Fs>, notifier: fuser::Notifier) {
         });
     if let Err(e) = spawned {
         tracing::warn!("cannot start the inode trimmer ({e}): the daemon remembers every inode the kernel does");
+    }
+}
+
+/// Asks the kernel to drop each entry (directory, name).
+fn send_inval(notifier: &fuser::Notifier, entries: &[(u64, std::ffi::OsString)]) {
+    for (parent, name) in entries {
+        // ENOENT: the kernel has dropped the entry already.
+        let _ = notifier.inval_entry(fuser::INodeNo(*parent), name);
     }
 }
 
@@ -441,12 +466,26 @@ fn raise_fd_limit() {
 /// Requests allocate buffers of up to 1 MiB; glibc's dynamic mmap threshold
 /// would start serving those from per-thread arenas after the first free,
 /// where fragmentation keeps them resident. A fixed threshold returns them to
-/// the kernel on free, and two arenas bound the per-thread caches.
+/// the kernel on free.
+///
+/// One arena: the chunk cache's 16 KiB buffers are allocated by whichever
+/// thread serves a request and freed by whichever evicts them, and space
+/// freed in one arena serves only the threads bound to it. With two, each
+/// arena grew at times to hold most of the 64 MiB cache: peaks of 95-114
+/// MiB over /dev/fuse and 138-142 MiB over io_uring (whose pinned ring
+/// threads split the work differently), against 76-81 MiB with one, with
+/// speed unchanged within the noise on 2 cores
+/// (bench/results/2026-12-04-memory.md).
+/// `MALLOC_ARENA_MAX` in the environment, if set, is left to glibc, for
+/// machines where many threads would contend for the one arena.
 fn limit_malloc_growth() {
+    let arenas = std::env::var_os("MALLOC_ARENA_MAX").is_none();
     // SAFETY: mallopt only tunes the allocator; called before any worker
     // thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        if arenas {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
     }
 }
