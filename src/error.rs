@@ -33,6 +33,12 @@ pub enum OssCode {
     NoSuchBucket,
     NoSuchKey,
     InvalidObjectName,
+    /// A write that must not replace an object found one there (OSS's
+    /// answer to `x-oss-forbid-overwrite`).
+    FileAlreadyExists,
+    /// A write conditional on the version it read found another one: the
+    /// object was written, replaced or removed meanwhile.
+    PreconditionFailed,
     /// ssefs: a header or chunk failed authentication.
     DataIntegrityError,
     InternalError,
@@ -62,6 +68,8 @@ impl OssCode {
             NoSuchBucket => "NoSuchBucket",
             NoSuchKey => "NoSuchKey",
             InvalidObjectName => "InvalidObjectName",
+            FileAlreadyExists => "FileAlreadyExists",
+            PreconditionFailed => "PreconditionFailed",
             DataIntegrityError => "DataIntegrityError",
             InternalError => "InternalError",
         }
@@ -81,7 +89,8 @@ impl OssCode {
             KeyNotFound | AliasNotFound => libc::ENOKEY,
             RejectedDisabled | RejectedPendingDeletion | RejectedPendingImport => libc::EKEYREVOKED,
             RejectedStateModifiedFailed => libc::EINVAL,
-            AlreadyExistsAlias | BucketAlreadyExists => libc::EEXIST,
+            AlreadyExistsAlias | BucketAlreadyExists | FileAlreadyExists => libc::EEXIST,
+            PreconditionFailed => libc::ESTALE,
             AccessDenied | KmsServiceNotEnabled => libc::EACCES,
             BucketNotEmpty => libc::ENOTEMPTY,
             NoSuchBucket | NoSuchKey => libc::ENOENT,

@@ -10,8 +10,11 @@
 //!   KMS grants and the filesystem's permission checks alike.
 //! - `crypto`: ciphers, key and nonce newtypes, keyed tags, randomness.
 //! - `format`: the on-disk object format of docs/FORMAT.md (header, chunks).
-//! - `backend`: the data directory reached only through held descriptors
-//!   (openat2 beneath, no symlinks) and its ownership and mode checks.
+//! - `backend`: where objects live. The `Backend` trait (buckets, keys,
+//!   versions, staged writes committed under a condition) and its local
+//!   implementation, the data directory reached only through held
+//!   descriptors (openat2 beneath, no symlinks), with its ownership and
+//!   mode checks.
 //! - `oss`: rules, names, values and error codes as OSS defines them.
 //! - `kms`: the built-in key service (keystore, root key, grants, policy
 //!   MACs).

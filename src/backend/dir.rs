@@ -318,6 +318,11 @@ impl Dir {
         renameat2(self, from, to, name, 0)
     }
 
+    /// `rename` that fails with EEXIST rather than replace `name`.
+    pub fn rename_noreplace(&self, from: &OsStr, to: &Dir, name: &OsStr) -> io::Result<()> {
+        renameat2(self, from, to, name, libc::RENAME_NOREPLACE)
+    }
+
     /// Puts the file `tmp` of `tmp_dir` in the place of `name` here, but
     /// only while `name` is still the inode `expect`: the two are exchanged
     /// atomically, then what came out is checked to be `expect`; if a rename

@@ -1,9 +1,18 @@
-//! The local backend, reached only through descriptors.
+//! Where objects live: the seam between the engine and its storage, and the
+//! local backend behind it.
 //!
-//! The daemon runs as root and serves users who may rename directories and
-//! plant symlinks through the mount while it works. So nothing here takes a
-//! path below the data directory and hands it to the kernel whole: names
-//! are resolved relative to directory descriptors that are held open, with
+//! [`Backend`] speaks of buckets, keys, versions and staged writes, never of
+//! paths, so that the same engine can later keep its objects on an
+//! S3-compatible store (docs/design/s3-backend.md, issue 14). The data
+//! directory is its first implementation, [`PosixBackend`]. The mount's
+//! fast path (`crate::fs`) does not go through the trait: it works on the
+//! backend files themselves, by descriptor, as it always has.
+//!
+//! The local backend is reached only through descriptors. The daemon runs
+//! as root and serves users who may rename directories and plant symlinks
+//! through the mount while it works. So nothing here takes a path below the
+//! data directory and hands it to the kernel whole: names are resolved
+//! relative to directory descriptors that are held open, with
 //! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (or `O_NOFOLLOW` one
 //! component at a time on kernels without it), and whole files are replaced
 //! by an exchange against the parent descriptor that checks the identity
@@ -15,6 +24,195 @@
 //! directory or key file that someone else could swap or write.
 
 mod dir;
+mod posix;
 pub mod strict;
+pub mod xattr;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::File;
+
+use crate::error::Result;
+use crate::oss::{BucketName, SseConfig};
 
 pub use dir::{Dir, Ident};
+pub use posix::{
+    apply_meta, open_regular, posix_meta, read_override, write_override, PosixBackend,
+    OVERRIDE_XATTR, REPLACES_XATTR, STATE_DIR,
+};
+pub(crate) use posix::{copy_posix_attrs, mark_replaces};
+
+/// Where an object is: its bucket and its key (an OSS key, `/`-separated,
+/// already checked by `oss::ObjectKey` or found by a listing).
+#[derive(Clone, Copy, Debug)]
+pub struct Loc<'a> {
+    pub bucket: &'a BucketName,
+    pub key: &'a str,
+}
+
+impl Loc<'_> {
+    /// `BUCKET/KEY`, as messages show it.
+    pub fn shown(&self) -> String {
+        format!("{}/{}", self.bucket, self.key)
+    }
+}
+
+/// One version of an object. Locally the backend file's identity and what
+/// a rewrite changes (size, mtime, ctime): a version read earlier that
+/// differs from the present one means the object was written or replaced
+/// in between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Local {
+        id: Ident,
+        size: u64,
+        mtime: (i64, i64),
+        ctime: (i64, i64),
+    },
+}
+
+/// The precondition of a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cond {
+    /// Whatever is there is replaced.
+    Any,
+    /// Only if nothing is there (PreconditionFailed otherwise).
+    Absent,
+    /// Only while the object is still this version (PreconditionFailed
+    /// otherwise): a rewrite never overwrites what someone wrote meanwhile.
+    Is(Version),
+}
+
+/// All of an object but its bytes that a write carries. `None` and empty
+/// fields leave the staged file as it is (mode 0644, owned by the writer,
+/// times of the write).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjMeta {
+    /// Permission bits (`& 0o7777`).
+    pub mode: Option<u32>,
+    /// (uid, gid).
+    pub owner: Option<(u32, u32)>,
+    /// (atime, mtime), each (seconds, nanoseconds).
+    pub times: Option<[(i64, i64); 2]>,
+    /// User metadata: `user.*` xattrs, never ssefs's own `user.ssefs.*`.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The object's encryption override (request headers that won over
+    /// its bucket's rule), kept so that rewrites keep using it.
+    pub sse_override: Option<SseConfig>,
+}
+
+/// An object found for reading: the version found, its stored length, and
+/// where it is. Every read goes to that version, never to a newer one.
+#[derive(Debug)]
+pub struct Found {
+    pub version: Version,
+    /// Stored bytes (header and sealed chunks), 0 for an object created
+    /// empty through the mount, which has no header yet (FORMAT.md §1).
+    pub len: u64,
+    pub(crate) local: LocalPlace,
+}
+
+/// A found object on the local backend: the directory it is in (held), its
+/// name there, and its file, open for reading.
+#[derive(Debug)]
+pub struct LocalPlace {
+    pub dir: Dir,
+    pub leaf: OsString,
+    pub file: File,
+}
+
+impl Found {
+    /// The stored bytes, open for reading.
+    pub fn file(&self) -> &File {
+        &self.local.file
+    }
+
+    /// Where it is on the local backend.
+    pub fn local(&self) -> &LocalPlace {
+        &self.local
+    }
+
+    pub fn into_local(self) -> LocalPlace {
+        self.local
+    }
+}
+
+/// A whole-object write in progress: a local file that nothing else sees
+/// until [`Backend::commit`] makes it the object, or [`Backend::discard`]
+/// drops it.
+#[derive(Debug)]
+pub struct Staged {
+    pub file: File,
+    pub(crate) name: OsString,
+}
+
+/// One page of a listing: keys in byte order, and the key to continue
+/// after (`None`: the last page).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    pub keys: Vec<String>,
+    pub next: Option<String>,
+}
+
+/// What a backend can do, for the callers that must choose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// `Cond::Absent` and `Cond::Is` are enforced by the backend itself.
+    pub conditional: bool,
+    /// Writers through a mount hold a lock that a rewrite can test
+    /// (`walk::claim`).
+    pub claims: bool,
+    /// Objects are files in a directory tree that a mount serves directly.
+    pub posix_tree: bool,
+}
+
+/// Object storage, as the engine needs it. Every method names objects by
+/// bucket and key; errors carry the OSS code (NoSuchBucket, NoSuchKey,
+/// PreconditionFailed, ...) and `Loc::shown`.
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// What it is, for messages and `ssefs status`: the data directory's
+    /// path for the local backend.
+    fn describe(&self) -> String;
+
+    fn caps(&self) -> Caps;
+
+    /// Bucket names, sorted. Anything else at the top (the state, stray
+    /// files, names that are not bucket names) is not a bucket.
+    fn list_buckets(&self) -> Result<Vec<BucketName>>;
+
+    /// The object at `at`, open for reading. NoSuchBucket, or NoSuchKey when
+    /// there is no object there (nothing, a directory, a symlink, or a
+    /// symlink on the way).
+    fn find(&self, at: Loc<'_>) -> Result<Found>;
+
+    /// The metadata of a found object, as a write would carry it on
+    /// (`Backend::commit`), with its encryption override.
+    fn meta(&self, f: &Found) -> Result<ObjMeta>;
+
+    /// Up to `max` keys of `bucket` that start with `prefix`, in byte
+    /// order, after `after`. ssefs's own names (`.ssefs*`) are never listed.
+    fn list(
+        &self,
+        bucket: &BucketName,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Page>;
+
+    /// A new, empty staged write; `shown` names it in errors.
+    fn stage(&self, shown: &str) -> Result<Staged>;
+
+    /// Makes the staged bytes, with `meta`, the object at `at`, if `cond`
+    /// holds; durable when it returns. The staged write is used up either
+    /// way.
+    fn commit(&self, s: Staged, at: Loc<'_>, meta: &ObjMeta, cond: Cond) -> Result<Version>;
+
+    /// Drops a staged write that will not be committed.
+    fn discard(&self, s: Staged);
+
+    /// Removes the object at `at` if `cond` holds (NoSuchKey if absent).
+    fn delete(&self, at: Loc<'_>, cond: Cond) -> Result<()>;
+}
+
+#[cfg(test)]
+mod contract;

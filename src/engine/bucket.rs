@@ -316,22 +316,13 @@ impl SettingsCache {
 
 impl Engine {
     pub fn bucket_dir(&self, name: &BucketName) -> PathBuf {
-        self.data_dir.join(name.as_str())
+        self.data_dir().join(name.as_str())
     }
 
     /// The bucket's directory, held open (resolved beneath the data
     /// directory, no symlink followed), or NoSuchBucket.
     pub fn bucket(&self, name: &BucketName) -> Result<Dir> {
-        self.root
-            .dir(Path::new(name.as_str()))
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => Error::new(
-                    OssCode::NoSuchBucket,
-                    "The specified bucket does not exist.",
-                )
-                .resource(name.as_str()),
-                _ => Error::io(name, e),
-            })
+        self.local.bucket(name)
     }
 
     /// The bucket's directory, or NoSuchBucket.
@@ -384,22 +375,7 @@ impl Engine {
     /// Buckets, sorted by name. Entries that are not valid bucket names
     /// (the state directory, stray files) are not buckets.
     pub fn list_buckets(&self) -> Result<Vec<BucketName>> {
-        let mut out = Vec::new();
-        for e in fs::read_dir(&self.data_dir).ctx(self.data_dir.display())? {
-            let e = e.ctx(self.data_dir.display())?;
-            let Some(n) = e
-                .file_name()
-                .to_str()
-                .and_then(|s| BucketName::parse(s).ok())
-            else {
-                continue;
-            };
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                out.push(n);
-            }
-        }
-        out.sort();
-        Ok(out)
+        self.backend.list_buckets()
     }
 
     /// Removes an empty bucket (its settings file does not count).

@@ -19,43 +19,31 @@ mod object;
 mod objects;
 mod upgrade;
 pub mod walk;
-pub mod xattr;
-
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::Path;
+use std::sync::Arc;
 
-use crate::backend::{strict, Dir, Ident};
-use crate::crypto::{fill_random, IntegrityError, SecretKey};
+#[cfg(test)]
+use crate::backend::xattr;
+use crate::backend::{strict, Backend, Dir, Ident, PosixBackend};
+use crate::crypto::{IntegrityError, SecretKey};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{ChunkSize, Header, KeyWrap, Method, HEADER_LEN};
 use crate::kms::{Kek, Kms, Policy, RootKeySource, WrapTarget};
 use crate::oss::{SseAlgorithm, SseConfig};
 use crate::principal::Principal;
 
+pub(crate) use crate::backend::{copy_posix_attrs, mark_replaces};
+pub use crate::backend::{open_regular, Staged, OVERRIDE_XATTR, REPLACES_XATTR, STATE_DIR};
 pub use bucket::BucketSettings;
 pub use cache::ChunkCache;
 pub use object::ObjectFile;
-pub use objects::open_regular;
 pub use objects::ObjectInfo;
-pub(crate) use objects::{copy_posix_attrs, mark_replaces};
 
-/// The state directory inside the data directory.
-pub const STATE_DIR: &str = ".ssefs";
 /// A bucket's settings file.
 pub const BUCKET_SETTINGS: &str = ".ssefs-bucket.toml";
-/// Backend xattr holding an object's encryption override (an SseConfig in
-/// TOML), so that rewrites of the object keep using it.
-pub const OVERRIDE_XATTR: &str = "user.ssefs.sse";
-/// Backend xattr a rewrite by `reencrypt` or `rewrap` leaves on the new
-/// file: the identity (`Ident::to_bytes`) of the backend file it replaced,
-/// so that a mount holding the old one can tell a rewrite of its object
-/// from a new file that took its name, and follow the rewrite.
-pub const REPLACES_XATTR: &str = "user.ssefs.replaces";
-/// Temp files older than this are left over from a crash and removed at open.
-const STALE_TEMP: Duration = Duration::from_secs(600);
 
 /// Where the root key comes from when nothing is said: the systemd
 /// credential, else the key file apart from the data directory, else the
@@ -65,23 +53,18 @@ pub fn default_root_key(data_dir: &Path) -> Result<RootKeySource> {
 }
 
 pub struct Engine {
-    data_dir: PathBuf,
-    /// The data directory, held: every backend name is resolved beneath it.
-    root: Dir,
-    /// `.ssefs/tmp`, where replacements are written.
-    tmp: Dir,
+    /// Where objects live. Whole-object operations go through it.
+    backend: Arc<dyn Backend>,
+    /// The same backend as the data directory it is: for the mount, which
+    /// works on its files directly, and for what has not moved onto the
+    /// trait yet (rewrites, bucket settings, the keystore).
+    local: Arc<PosixBackend>,
     /// Shared with open SSE-KMS objects, which re-check their key's state.
     kms: std::sync::Arc<Kms>,
     /// Decrypted chunks shared by open objects (the mount sets one).
     cache: Option<std::sync::Arc<ChunkCache>>,
     /// Parsed bucket settings, revalidated by a stat on every use.
     settings: bucket::SettingsCache,
-}
-
-/// A temp file in `.ssefs/tmp`, open for writing.
-pub struct TempFile {
-    pub name: OsString,
-    pub file: File,
 }
 
 impl KeyWrap for Kek {
@@ -162,15 +145,15 @@ impl Engine {
         let (policy, grants) = Policy::load_with_text(&config, owner)?;
         let kms = std::sync::Arc::new(Kms::open(&state, root, policy)?);
         let settings = bucket::SettingsCache::new(kms.clone());
+        let local = Arc::new(PosixBackend::new(data_dir, root_dir, tmp));
         let engine = Engine {
-            data_dir: data_dir.to_path_buf(),
-            root: root_dir,
-            tmp,
+            backend: local.clone(),
+            local,
             kms,
             cache: None,
             settings,
         };
-        engine.remove_stale_temps();
+        engine.local.remove_stale_temps();
         engine.upgrade(grants.as_deref())?;
         Ok((engine, grants))
     }
@@ -209,7 +192,7 @@ impl Engine {
     }
 
     pub fn data_dir(&self) -> &Path {
-        &self.data_dir
+        self.local.data_dir()
     }
 
     pub fn kms(&self) -> &Kms {
@@ -218,45 +201,22 @@ impl Engine {
 
     /// The data directory, held open.
     pub fn root(&self) -> &Dir {
-        &self.root
+        self.local.root()
     }
 
-    fn remove_stale_temps(&self) {
-        let Ok(entries) = self.tmp.entries() else {
-            return;
-        };
-        let now = SystemTime::now();
-        for e in entries {
-            let old = self.tmp.stat(&e.name).is_ok_and(|st| {
-                let t = SystemTime::UNIX_EPOCH + Duration::from_secs(st.st_mtime.max(0) as u64);
-                now.duration_since(t).unwrap_or_default() > STALE_TEMP
-            });
-            if old {
-                let _ = self.tmp.remove_file(&e.name);
-            }
-        }
+    /// Where objects live.
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
     }
 
     /// Creates a new, empty temp file for an atomic replacement.
-    pub fn temp_file(&self, mode: u32) -> Result<TempFile> {
-        let mut r = [0u8; 12];
-        fill_random(&mut r);
-        let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
-        let name = OsString::from(format!("{hex}.tmp"));
-        let file = self
-            .tmp
-            .file(
-                Path::new(&name),
-                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
-                mode,
-            )
-            .ctx(format!("{STATE_DIR}/tmp/{hex}.tmp"))?;
-        Ok(TempFile { name, file })
+    pub fn temp_file(&self, mode: u32) -> Result<Staged> {
+        self.local.temp_file(mode)
     }
 
     /// Removes a temp file that will not be committed.
-    pub fn discard_temp(&self, tmp: &TempFile) {
-        let _ = self.tmp.remove_file(&tmp.name);
+    pub fn discard_temp(&self, tmp: &Staged) {
+        self.local.discard_temp(tmp)
     }
 
     /// Durably replaces `name` in `dir` with `bytes` (temp file, fsync,
@@ -279,9 +239,8 @@ impl Engine {
     /// Renames a finished, fsynced temp file to `name` in `dir` (replacing
     /// whatever is there) and makes the rename durable. For new objects;
     /// a rewrite of an existing one goes through `replace_with_temp`.
-    pub fn commit_temp(&self, tmp: &TempFile, dir: &Dir, name: &OsStr, shown: &str) -> Result<()> {
-        self.tmp.rename(&tmp.name, dir, name).ctx(shown)?;
-        dir.sync().ctx(shown)
+    pub fn commit_temp(&self, tmp: &Staged, dir: &Dir, name: &OsStr, shown: &str) -> Result<()> {
+        self.local.commit_temp(tmp, dir, name, shown)
     }
 
     /// Puts a finished, fsynced temp file in the place of `name` in `dir`,
@@ -289,23 +248,12 @@ impl Engine {
     /// The temp file is removed if it does not take the place.
     pub fn replace_with_temp(
         &self,
-        tmp: &TempFile,
-        (dir, name): (&Dir, &OsStr),
+        tmp: &Staged,
+        place: (&Dir, &OsStr),
         expect: Ident,
         shown: &str,
     ) -> Result<()> {
-        let r = dir.replace(name, &self.tmp, &tmp.name, expect);
-        if r.is_err() {
-            self.discard_temp(tmp);
-        }
-        r.map_err(|e| match e.raw_os_error() {
-            Some(libc::ESTALE | libc::ENOENT) => Error::new(
-                OssCode::InternalError,
-                "the object was moved or replaced while it was rewritten; it was left as it is now",
-            )
-            .resource(shown),
-            _ => Error::io(shown, e),
-        })
+        self.local.replace_with_temp(tmp, place, expect, shown)
     }
 
     /// The encryption a new object gets: its override, else the bucket rule
@@ -448,36 +396,12 @@ impl Engine {
 
     /// An object's persisted encryption override, if any.
     pub fn read_override(file: &File, name: &str) -> Result<Option<SseConfig>> {
-        let Some(v) = xattr::get(xattr::At::File(file), OsStr::new(OVERRIDE_XATTR)).ctx(name)?
-        else {
-            return Ok(None);
-        };
-        let s = String::from_utf8(v)
-            .map_err(|_| Error::integrity("encryption override is not UTF-8").resource(name))?;
-        toml::from_str(&s).map(Some).map_err(|e| {
-            Error::integrity(format!("encryption override unreadable: {e}")).resource(name)
-        })
+        crate::backend::read_override(file, name)
     }
 
     /// Records (or with `None` removes) an object's encryption override.
     pub fn write_override(file: &File, name: &str, over: Option<&SseConfig>) -> Result<()> {
-        match over {
-            Some(o) => {
-                let s = toml::to_string(o)
-                    .map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
-                xattr::set(
-                    xattr::At::File(file),
-                    OsStr::new(OVERRIDE_XATTR),
-                    s.as_bytes(),
-                    0,
-                )
-                .ctx(name)
-            }
-            None => match xattr::remove(xattr::At::File(file), OsStr::new(OVERRIDE_XATTR)) {
-                Err(e) if e.raw_os_error() != Some(libc::ENODATA) => Err(Error::io(name, e)),
-                _ => Ok(()),
-            },
-        }
+        crate::backend::write_override(file, name, over)
     }
 }
 

@@ -48,7 +48,7 @@ impl Engine {
             self.kms.assign_data_dir_id();
         }
         tracing::info!(
-            data_dir = %self.data_dir.display(),
+            data_dir = %self.data_dir().display(),
             buckets,
             "upgraded the data directory: bucket settings, grants and the keystore now carry MACs"
         );
@@ -76,7 +76,7 @@ impl Engine {
         }
         if !left.is_empty() {
             tracing::warn!(
-                data_dir = %self.data_dir.display(),
+                data_dir = %self.data_dir().display(),
                 rewritten,
                 left = %left.join(", "),
                 "unencrypted objects from before keyed tags are left to convert; the next \
@@ -86,7 +86,7 @@ impl Engine {
         }
         self.kms.finish_plain_upgrade()?;
         tracing::info!(
-            data_dir = %self.data_dir.display(),
+            data_dir = %self.data_dir().display(),
             rewritten,
             "upgraded the data directory: unencrypted objects now carry keyed tags \
              (FORMAT.md §8.6)"

@@ -1,12 +1,12 @@
-//! Listing a bucket's objects on the backend, through directory
-//! descriptors: users of a mount may rename directories and plant symlinks
-//! while a walk runs, and nothing they do can lead it outside the bucket.
+//! Listing a bucket's objects through the backend (which, locally, walks
+//! directory descriptors: users of a mount may rename directories and plant
+//! symlinks while a walk runs, and nothing they do can lead it outside the
+//! bucket), and claiming one for a rewrite.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
-use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -50,58 +50,44 @@ impl ObjectEntry {
     /// Opens the object again, beneath its bucket with no symlink followed
     /// (it may have been renamed, replaced or removed since the listing).
     pub fn find(&self, engine: &Engine) -> Result<Found> {
-        let (dir, leaf, file) = engine.find_object(&self.bucket, &self.key, &self.name)?;
-        Ok(Found { dir, leaf, file })
+        let l = engine.find_object(&self.bucket, &self.key)?.into_local();
+        Ok(Found {
+            dir: l.dir,
+            leaf: l.leaf,
+            file: l.file,
+        })
     }
 }
 
+/// Keys asked of the backend at a time: all of them, as the caller wants
+/// them all; a backend with pages of its own (a store) loops over them.
+const PAGE: usize = usize::MAX;
+
 /// The objects of `bucket` whose key starts with `prefix` (an OSS prefix: a
-/// plain string prefix, not a directory), sorted by key. Skips our own
-/// files (names starting with `.ssefs`), symlinks and anything that is not a
-/// regular file; never follows symlinks into other trees.
+/// plain string prefix, not a directory), sorted by key. ssefs's own files
+/// (names starting with `.ssefs`), symlinks and anything that is not a
+/// regular file are not objects.
 pub fn objects(
     engine: &Engine,
     bucket: &BucketName,
     prefix: Option<&str>,
 ) -> Result<Vec<ObjectEntry>> {
-    let dir = engine.bucket(bucket)?;
-    let mut keys = Vec::new();
-    collect(&dir, bucket.as_str(), "", &mut keys)?;
-    keys.retain(|k| prefix.is_none_or(|p| k.starts_with(p)));
-    keys.sort();
-    Ok(keys
-        .into_iter()
-        .map(|key| ObjectEntry {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = engine
+            .backend()
+            .list(bucket, prefix.unwrap_or(""), after.as_deref(), PAGE)?;
+        out.extend(page.keys.into_iter().map(|key| ObjectEntry {
             name: format!("{bucket}/{key}"),
             key,
             bucket: bucket.clone(),
-        })
-        .collect())
-}
-
-fn collect(dir: &Dir, shown: &str, rel: &str, out: &mut Vec<String>) -> Result<()> {
-    for e in dir.entries().ctx(format!("{shown}/{rel}"))? {
-        let Some(name) = e.name.to_str().map(str::to_owned) else {
-            // Object keys are UTF-8; anything else was not made by ssefs.
-            continue;
-        };
-        if name.starts_with(".ssefs") {
-            continue;
-        }
-        // The type comes from the directory entry: symlinks are not followed.
-        let key = format!("{rel}{name}");
-        if e.kind == libc::S_IFDIR {
-            // Opened by descriptor, one component, no symlink: a directory
-            // swapped for a link since the listing is passed over.
-            match dir.dir(Path::new(OsStr::new(&name))) {
-                Ok(sub) => collect(&sub, shown, &format!("{key}/"), out)?,
-                Err(_) => continue,
-            }
-        } else if e.kind == libc::S_IFREG {
-            out.push(key);
+        }));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => return Ok(out),
         }
     }
-    Ok(())
 }
 
 /// The buckets an operation covers: one, or all.

@@ -412,8 +412,8 @@ impl Fs {
             if Kind::from_mode(nst.st_mode) != Kind::File {
                 return None;
             }
-            let mark = crate::engine::xattr::get(
-                crate::engine::xattr::At::Follow(&sys::proc_path(fd.as_raw_fd())),
+            let mark = crate::backend::xattr::get(
+                crate::backend::xattr::At::Follow(&sys::proc_path(fd.as_raw_fd())),
                 OsStr::new(crate::engine::REPLACES_XATTR),
             )
             .ok()??;

@@ -16,8 +16,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use super::{errno, lock, os_err, sys, Fs, Kind, Role};
+use crate::backend::xattr::{self, At};
 use crate::backend::Dir;
-use crate::engine::xattr::{self, At};
 use crate::engine::Engine;
 use crate::error::{Error, OssCode, Result};
 use crate::format::{ChunkSize, Method};

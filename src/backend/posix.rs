@@ -1,0 +1,616 @@
+//! The data directory as a [`Backend`]: a bucket is a directory, an object a
+//! file below it whose path is its key (docs/FORMAT.md §1). Every name is
+//! resolved beneath a held descriptor ([`Dir`]); writes are staged in
+//! `.ssefs/tmp` and renamed into place, so a reader or a crash sees the old
+//! object or the new one, never a mix.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::{xattr, Backend, Caps, Cond, Dir, Found, Ident, Loc, LocalPlace, ObjMeta, Page};
+use super::{Staged, Version};
+use crate::crypto::fill_random;
+use crate::error::{Error, IoContext, OssCode, Result};
+use crate::oss::{BucketName, SseConfig};
+
+/// The state directory inside the data directory.
+pub const STATE_DIR: &str = ".ssefs";
+/// Backend xattr holding an object's encryption override (an SseConfig in
+/// TOML), so that rewrites of the object keep using it.
+pub const OVERRIDE_XATTR: &str = "user.ssefs.sse";
+/// Staged files older than this are left over from a crash and removed at
+/// open.
+const STALE_TEMP: Duration = Duration::from_secs(600);
+
+/// The data directory, held open, and its staging directory.
+#[derive(Debug)]
+pub struct PosixBackend {
+    data_dir: PathBuf,
+    /// Every backend name is resolved beneath it.
+    root: Dir,
+    /// `.ssefs/tmp`, where writes are staged.
+    tmp: Dir,
+}
+
+impl PosixBackend {
+    /// The backend over `root`, the data directory held open (already
+    /// checked by the caller), staging in `tmp`.
+    pub fn new(data_dir: &Path, root: Dir, tmp: Dir) -> PosixBackend {
+        PosixBackend {
+            data_dir: data_dir.to_path_buf(),
+            root,
+            tmp,
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The data directory, held open.
+    pub fn root(&self) -> &Dir {
+        &self.root
+    }
+
+    /// The bucket's directory, held open (resolved beneath the data
+    /// directory, no symlink followed), or NoSuchBucket.
+    pub fn bucket(&self, name: &BucketName) -> Result<Dir> {
+        self.root
+            .dir(Path::new(name.as_str()))
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => no_bucket(name),
+                _ => Error::io(name, e),
+            })
+    }
+
+    /// Removes staged files left by a crash (older than `STALE_TEMP`).
+    pub fn remove_stale_temps(&self) {
+        let Ok(entries) = self.tmp.entries() else {
+            return;
+        };
+        let now = SystemTime::now();
+        for e in entries {
+            let old = self.tmp.stat(&e.name).is_ok_and(|st| {
+                let t = SystemTime::UNIX_EPOCH + Duration::from_secs(st.st_mtime.max(0) as u64);
+                now.duration_since(t).unwrap_or_default() > STALE_TEMP
+            });
+            if old {
+                let _ = self.tmp.remove_file(&e.name);
+            }
+        }
+    }
+
+    /// A new, empty staged file with permission bits `mode`.
+    pub fn temp_file(&self, mode: u32) -> Result<Staged> {
+        let mut r = [0u8; 12];
+        fill_random(&mut r);
+        let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        let name = OsString::from(format!("{hex}.tmp"));
+        let file = self
+            .tmp
+            .file(
+                Path::new(&name),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+                mode,
+            )
+            .ctx(format!("{STATE_DIR}/tmp/{hex}.tmp"))?;
+        Ok(Staged { file, name })
+    }
+
+    /// Removes a staged file that will not be committed.
+    pub fn discard_temp(&self, tmp: &Staged) {
+        let _ = self.tmp.remove_file(&tmp.name);
+    }
+
+    /// Renames a finished, fsynced staged file to `name` in `dir`
+    /// (replacing whatever is there) and makes the rename durable.
+    pub fn commit_temp(&self, tmp: &Staged, dir: &Dir, name: &OsStr, shown: &str) -> Result<()> {
+        self.tmp.rename(&tmp.name, dir, name).ctx(shown)?;
+        dir.sync().ctx(shown)
+    }
+
+    /// Puts a finished, fsynced staged file in the place of `name` in
+    /// `dir`, only while that is still the file `expect` (see
+    /// `Dir::replace`). The staged file is removed if it does not take the
+    /// place.
+    pub fn replace_with_temp(
+        &self,
+        tmp: &Staged,
+        (dir, name): (&Dir, &OsStr),
+        expect: Ident,
+        shown: &str,
+    ) -> Result<()> {
+        let r = dir.replace(name, &self.tmp, &tmp.name, expect);
+        if r.is_err() {
+            self.discard_temp(tmp);
+        }
+        r.map_err(|e| match e.raw_os_error() {
+            Some(libc::ESTALE | libc::ENOENT) => Error::new(
+                OssCode::PreconditionFailed,
+                "the object was moved or replaced while it was rewritten; it was left as it is now",
+            )
+            .resource(shown),
+            _ => Error::io(shown, e),
+        })
+    }
+
+    /// The directory a new object goes in, made as needed (beneath the
+    /// bucket, no symlink followed), and the object's name there.
+    fn new_place<'k>(&self, at: Loc<'k>, shown: &str) -> Result<(Dir, &'k OsStr)> {
+        let b = self.bucket(at.bucket)?;
+        let (parent, leaf) = split_key(at.key, shown)?;
+        let dir = b
+            .create_dirs(parent, 0o755)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOTDIR | libc::ELOOP) => Error::new(
+                    OssCode::InvalidObjectName,
+                    "a part of the key names something that is not a directory",
+                )
+                .resource(shown),
+                _ => Error::io(shown, e),
+            })?;
+        if dir
+            .stat(leaf)
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        {
+            return Err(
+                Error::new(OssCode::InvalidObjectName, "a directory exists at this key")
+                    .resource(shown),
+            );
+        }
+        Ok((dir, leaf))
+    }
+
+    /// The directory holding `at` and its name there, if both exist.
+    fn place<'k>(&self, at: Loc<'k>, shown: &str) -> Result<(Dir, &'k OsStr)> {
+        let b = self.bucket(at.bucket)?;
+        let (parent, leaf) = split_key(at.key, shown)?;
+        match b.dir(parent) {
+            Ok(d) => Ok((d, leaf)),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                ) =>
+            {
+                Err(no_key(shown))
+            }
+            Err(e) => Err(Error::io(shown, e)),
+        }
+    }
+
+    /// Checks `cond` against what `leaf` in `dir` is now.
+    fn check_cond(dir: &Dir, leaf: &OsStr, cond: Cond, shown: &str) -> Result<()> {
+        let now = match dir.stat(leaf) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => Some(version_of_stat(&st)),
+            Ok(_) => None,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+            Err(e) => return Err(Error::io(shown, e)),
+        };
+        match (cond, now) {
+            (Cond::Any, _) | (Cond::Absent, None) => Ok(()),
+            (Cond::Absent, Some(_)) => Err(Error::new(
+                OssCode::FileAlreadyExists,
+                "The object you specified already exists and can not be overwritten.",
+            )
+            .resource(shown)),
+            (Cond::Is(v), Some(n)) if v == n => Ok(()),
+            (Cond::Is(_), _) => Err(changed(shown)),
+        }
+    }
+}
+
+impl Backend for PosixBackend {
+    fn describe(&self) -> String {
+        self.data_dir.display().to_string()
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            conditional: true,
+            claims: true,
+            posix_tree: true,
+        }
+    }
+
+    fn list_buckets(&self) -> Result<Vec<BucketName>> {
+        let shown = self.data_dir.display();
+        let mut out = Vec::new();
+        for e in self.root.entries().ctx(&shown)? {
+            let Some(n) = e.name.to_str().and_then(|s| BucketName::parse(s).ok()) else {
+                continue;
+            };
+            // The type from the directory entry: a symlink is not a bucket.
+            if e.kind == libc::S_IFDIR {
+                out.push(n);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn find(&self, at: Loc<'_>) -> Result<Found> {
+        let shown = at.shown();
+        let (dir, leaf) = self.place(at, &shown)?;
+        let file = open_regular(&dir, leaf)
+            .ctx(&shown)?
+            .ok_or_else(|| no_key(&shown))?;
+        let m = file.metadata().ctx(&shown)?;
+        Ok(Found {
+            version: version_of(&m),
+            len: m.len(),
+            local: LocalPlace {
+                dir,
+                leaf: leaf.to_owned(),
+                file,
+            },
+        })
+    }
+
+    fn meta(&self, f: &Found) -> Result<ObjMeta> {
+        let file = f.file();
+        let shown = Path::new(&f.local.leaf).display().to_string();
+        let mut meta = posix_meta(file).ctx(&shown)?;
+        meta.sse_override = read_override(file, &shown)?;
+        Ok(meta)
+    }
+
+    fn list(
+        &self,
+        bucket: &BucketName,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Page> {
+        let dir = self.bucket(bucket)?;
+        let mut walk = Walk {
+            shown: bucket.as_str(),
+            prefix,
+            after,
+            // One more than asked: whether there is a next page.
+            want: max.saturating_add(1),
+            keys: Vec::new(),
+        };
+        walk.dir(&dir, "")?;
+        let mut keys = walk.keys;
+        let next = if keys.len() > max {
+            keys.truncate(max);
+            keys.last().cloned()
+        } else {
+            None
+        };
+        Ok(Page { keys, next })
+    }
+
+    fn stage(&self, _shown: &str) -> Result<Staged> {
+        self.temp_file(0o644)
+    }
+
+    fn commit(&self, s: Staged, at: Loc<'_>, meta: &ObjMeta, cond: Cond) -> Result<Version> {
+        let shown = at.shown();
+        let result = (|| {
+            apply_meta(&s.file, meta, &shown)?;
+            if let Cond::Is(Version::Local { id, .. }) = cond {
+                // For mounts holding the old file: this one replaces it.
+                mark_replaces(&s.file, id).ctx(&shown)?;
+            }
+            // The attributes are part of what the rename makes visible.
+            s.file.sync_all().ctx(&shown)?;
+            match cond {
+                Cond::Any => {
+                    let (dir, leaf) = self.new_place(at, &shown)?;
+                    self.commit_temp(&s, &dir, leaf, &shown)?;
+                }
+                Cond::Absent => {
+                    let (dir, leaf) = self.new_place(at, &shown)?;
+                    match self.tmp.rename_noreplace(&s.name, &dir, leaf) {
+                        Ok(()) => dir.sync().ctx(&shown)?,
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                            Self::check_cond(&dir, leaf, cond, &shown)?;
+                            return Err(Error::io(&shown, e));
+                        }
+                        Err(e) => return Err(Error::io(&shown, e)),
+                    }
+                }
+                Cond::Is(Version::Local { id, .. }) => {
+                    let (dir, leaf) = self.place(at, &shown)?;
+                    Self::check_cond(&dir, leaf, cond, &shown)?;
+                    self.replace_with_temp(&s, (&dir, leaf), id, &shown)?;
+                }
+            }
+            // After the rename, which moves the file's ctime.
+            Ok(version_of(&s.file.metadata().ctx(&shown)?))
+        })();
+        if result.is_err() {
+            self.discard_temp(&s);
+        }
+        result
+    }
+
+    fn discard(&self, s: Staged) {
+        self.discard_temp(&s);
+    }
+
+    fn delete(&self, at: Loc<'_>, cond: Cond) -> Result<()> {
+        let shown = at.shown();
+        let (dir, leaf) = self.place(at, &shown)?;
+        match dir.stat(leaf) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => {}
+            Ok(_) => return Err(no_key(&shown)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(no_key(&shown)),
+            Err(e) => return Err(Error::io(&shown, e)),
+        }
+        Self::check_cond(&dir, leaf, cond, &shown)?;
+        dir.remove_file(leaf).ctx(&shown)?;
+        dir.sync().ctx(&shown)
+    }
+}
+
+fn no_bucket(name: &BucketName) -> Error {
+    Error::new(
+        OssCode::NoSuchBucket,
+        "The specified bucket does not exist.",
+    )
+    .resource(name.as_str())
+}
+
+fn no_key(shown: &str) -> Error {
+    Error::new(OssCode::NoSuchKey, "The specified key does not exist.").resource(shown)
+}
+
+fn changed(shown: &str) -> Error {
+    Error::new(
+        OssCode::PreconditionFailed,
+        "the object was written, replaced or removed since it was read",
+    )
+    .resource(shown)
+}
+
+/// Splits a key into the directory it lives in (relative to its bucket)
+/// and its last component. NoSuchKey for a key with no last component
+/// (empty, or ending in `/`): no object can be there.
+fn split_key<'k>(key: &'k str, shown: &str) -> Result<(&'k Path, &'k OsStr)> {
+    let p = Path::new(key);
+    if key.ends_with('/') {
+        return Err(no_key(shown));
+    }
+    let leaf = p.file_name().ok_or_else(|| no_key(shown))?;
+    Ok((p.parent().unwrap_or(Path::new("")), leaf))
+}
+
+fn version_of(m: &fs::Metadata) -> Version {
+    Version::Local {
+        id: Ident {
+            dev: m.dev(),
+            ino: m.ino(),
+        },
+        size: m.len(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    }
+}
+
+fn version_of_stat(st: &libc::stat) -> Version {
+    Version::Local {
+        id: Ident::of(st),
+        size: st.st_size as u64,
+        mtime: (st.st_mtime, st.st_mtime_nsec),
+        ctime: (st.st_ctime, st.st_ctime_nsec),
+    }
+}
+
+/// Opens `leaf` in `dir` for reading if it is a regular file: `None` when
+/// it is absent, a symlink, a directory or anything else. Never blocks on
+/// a FIFO, never follows a link.
+pub fn open_regular(dir: &Dir, leaf: &OsStr) -> io::Result<Option<File>> {
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+    match dir.file(Path::new(leaf), flags, 0) {
+        Ok(f) if f.metadata()?.is_file() => Ok(Some(f)),
+        Ok(_) => Ok(None),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A listing in progress: keys in byte order, gathered by a depth-first
+/// walk that visits entries in the order of their keys and skips every
+/// subtree that holds no key wanted.
+struct Walk<'a> {
+    shown: &'a str,
+    prefix: &'a str,
+    after: Option<&'a str>,
+    want: usize,
+    keys: Vec<String>,
+}
+
+impl Walk<'_> {
+    /// The keys below `dir`, whose own keys start with `rel`. Skips our own
+    /// files (names starting with `.ssefs`), symlinks and anything that is
+    /// not a regular file or a directory; a directory swapped for a link
+    /// since the listing is passed over.
+    fn dir(&mut self, dir: &Dir, rel: &str) -> Result<()> {
+        let mut entries: Vec<(String, bool)> = Vec::new();
+        for e in dir.entries().ctx(format!("{}/{rel}", self.shown))? {
+            let Some(name) = e.name.to_str() else {
+                // Object keys are UTF-8; anything else was not made by ssefs.
+                continue;
+            };
+            if name.starts_with(".ssefs") {
+                continue;
+            }
+            // The type comes from the directory entry: symlinks are not
+            // followed.
+            match e.kind {
+                libc::S_IFDIR => entries.push((format!("{rel}{name}/"), true)),
+                libc::S_IFREG => entries.push((format!("{rel}{name}"), false)),
+                _ => {}
+            }
+        }
+        // A directory sorts as its keys do, by its name and a "/" ("a-b"
+        // comes before the keys "a/..."); names are unique, so no two
+        // entries' keys interleave.
+        entries.sort_unstable();
+        for (key, is_dir) in entries {
+            if self.keys.len() >= self.want {
+                break;
+            }
+            if is_dir {
+                if !self.may_hold(&key) {
+                    continue;
+                }
+                let name = &key[rel.len()..key.len() - 1];
+                if let Ok(sub) = dir.dir(Path::new(OsStr::new(name))) {
+                    self.dir(&sub, &key)?;
+                }
+            } else if key.starts_with(self.prefix) && self.after.is_none_or(|a| key.as_str() > a) {
+                self.keys.push(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the subtree of keys starting with `dir` can hold a key
+    /// wanted: one with the prefix, after `after`.
+    fn may_hold(&self, dir: &str) -> bool {
+        let prefix_ok = dir.starts_with(self.prefix) || self.prefix.starts_with(dir);
+        // Every key below is past `after` unless `after` is greater than
+        // `dir` at a byte before `dir` ends.
+        let after_ok = self.after.is_none_or(|a| a.starts_with(dir) || a < dir);
+        prefix_ok && after_ok
+    }
+}
+
+/// Mode, owner, times and user xattrs of an open backend file (not
+/// ssefs's own `user.ssefs.*`, which each object sets for itself).
+pub fn posix_meta(f: &File) -> io::Result<ObjMeta> {
+    let m = f.metadata()?;
+    let mut xattrs = Vec::new();
+    for name in xattr::list(xattr::At::File(f))? {
+        if !name.starts_with(b"user.") || name.starts_with(b"user.ssefs.") {
+            continue;
+        }
+        if let Some(v) = xattr::get(xattr::At::File(f), OsStr::from_bytes(&name))? {
+            xattrs.push((name, v));
+        }
+    }
+    Ok(ObjMeta {
+        mode: Some(m.mode() & 0o7777),
+        owner: Some((m.uid(), m.gid())),
+        times: Some([(m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec())]),
+        xattrs,
+        sse_override: None,
+    })
+}
+
+/// Gives an open backend file `meta`: override, owner, mode, user xattrs,
+/// then times (last, as the others would move them).
+pub fn apply_meta(f: &File, meta: &ObjMeta, shown: &str) -> Result<()> {
+    write_override(f, shown, meta.sse_override.as_ref())?;
+    apply_posix_meta(f, meta).ctx(shown)
+}
+
+fn apply_posix_meta(to: &File, meta: &ObjMeta) -> io::Result<()> {
+    if let Some((uid, gid)) = meta.owner {
+        // Changing the owner needs privilege; as a plain user the owner is
+        // already us, so only try when it differs. Before the mode: a chown
+        // clears set-id bits.
+        let cur = to.metadata()?;
+        if cur.uid() != uid || cur.gid() != gid {
+            std::os::unix::fs::fchown(to, Some(uid), Some(gid))?;
+        }
+    }
+    if let Some(mode) = meta.mode {
+        to.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
+    }
+    for (name, value) in &meta.xattrs {
+        xattr::set(xattr::At::File(to), OsStr::from_bytes(name), value, 0)?;
+    }
+    if let Some([(a, an), (m, mn)]) = meta.times {
+        let times = [
+            libc::timespec {
+                tv_sec: a,
+                tv_nsec: an,
+            },
+            libc::timespec {
+                tv_sec: m,
+                tv_nsec: mn,
+            },
+        ];
+        // SAFETY: `to` is an open descriptor and times points to two
+        // timespecs.
+        let r = unsafe { libc::futimens(to.as_raw_fd(), times.as_ptr()) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Mode, owner, times and user xattrs, from one open backend file to
+/// another (except ssefs's own `user.ssefs.*`).
+pub(crate) fn copy_posix_attrs(from: &File, to: &File) -> io::Result<()> {
+    apply_posix_meta(to, &posix_meta(from)?)
+}
+
+/// Backend xattr a rewrite by `reencrypt` or `rewrap` leaves on the new
+/// file: the identity (`Ident::to_bytes`) of the backend file it replaced,
+/// so that a mount holding the old one can tell a rewrite of its object
+/// from a new file that took its name, and follow the rewrite.
+pub const REPLACES_XATTR: &str = "user.ssefs.replaces";
+
+/// Records on a rewritten object's new file which backend file it replaces
+/// (`REPLACES_XATTR`), for mounts that hold the old one.
+pub(crate) fn mark_replaces(f: &File, old: Ident) -> io::Result<()> {
+    xattr::set(
+        xattr::At::File(f),
+        OsStr::new(REPLACES_XATTR),
+        &old.to_bytes(),
+        0,
+    )
+}
+
+/// An object's persisted encryption override, if any.
+pub fn read_override(file: &File, name: &str) -> Result<Option<SseConfig>> {
+    let Some(v) = xattr::get(xattr::At::File(file), OsStr::new(OVERRIDE_XATTR)).ctx(name)? else {
+        return Ok(None);
+    };
+    let s = String::from_utf8(v)
+        .map_err(|_| Error::integrity("encryption override is not UTF-8").resource(name))?;
+    toml::from_str(&s).map(Some).map_err(|e| {
+        Error::integrity(format!("encryption override unreadable: {e}")).resource(name)
+    })
+}
+
+/// Records (or with `None` removes) an object's encryption override.
+pub fn write_override(file: &File, name: &str, over: Option<&SseConfig>) -> Result<()> {
+    match over {
+        Some(o) => {
+            let s = toml::to_string(o)
+                .map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
+            xattr::set(
+                xattr::At::File(file),
+                OsStr::new(OVERRIDE_XATTR),
+                s.as_bytes(),
+                0,
+            )
+            .ctx(name)
+        }
+        None => match xattr::remove(xattr::At::File(file), OsStr::new(OVERRIDE_XATTR)) {
+            Err(e) if e.raw_os_error() != Some(libc::ENODATA) => Err(Error::io(name, e)),
+            _ => Ok(()),
+        },
+    }
+}
