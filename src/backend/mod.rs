@@ -128,12 +128,20 @@ impl Found {
     }
 
     /// Where it is on the local backend.
-    pub fn local(&self) -> &LocalPlace {
+    pub fn place(&self) -> &LocalPlace {
         &self.local
     }
 
     pub fn into_local(self) -> LocalPlace {
         self.local
+    }
+
+    /// Nothing stored: an object created empty through the mount, which
+    /// writes the header with the first byte, or one the mount died between
+    /// truncating and writing its header (FORMAT.md §1). It reads as an
+    /// empty object; there is nothing to verify, re-encrypt or re-wrap.
+    pub fn headerless(&self) -> bool {
+        self.len == 0
     }
 }
 

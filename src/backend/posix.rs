@@ -241,16 +241,12 @@ impl Backend for PosixBackend {
         let file = open_regular(&dir, leaf)
             .ctx(&shown)?
             .ok_or_else(|| no_key(&shown))?;
-        let m = file.metadata().ctx(&shown)?;
-        Ok(Found {
-            version: version_of(&m),
-            len: m.len(),
-            local: LocalPlace {
-                dir,
-                leaf: leaf.to_owned(),
-                file,
-            },
+        Found::local(LocalPlace {
+            dir,
+            leaf: leaf.to_owned(),
+            file,
         })
+        .ctx(&shown)
     }
 
     fn meta(&self, f: &Found) -> Result<ObjMeta> {
@@ -382,6 +378,18 @@ fn split_key<'k>(key: &'k str, shown: &str) -> Result<(&'k Path, &'k OsStr)> {
     }
     let leaf = p.file_name().ok_or_else(|| no_key(shown))?;
     Ok((p.parent().unwrap_or(Path::new("")), leaf))
+}
+
+impl Found {
+    /// The version of `place`'s open file, found there.
+    pub(crate) fn local(place: LocalPlace) -> io::Result<Found> {
+        let m = place.file.metadata()?;
+        Ok(Found {
+            version: version_of(&m),
+            len: m.len(),
+            local: place,
+        })
+    }
 }
 
 fn version_of(m: &fs::Metadata) -> Version {

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use super::walk::{self, ObjectEntry};
 use super::{Engine, STATE_DIR};
-use crate::error::{IoContext, Result};
+use crate::error::{IoContext, OssCode, Result};
 use crate::kms::{Policy, RootKeySource};
 use crate::principal::Principal;
 
@@ -101,25 +101,26 @@ impl Engine {
         let found = match obj.find(self) {
             Ok(f) => f,
             // Removed since the listing: nothing left to convert.
-            Err(e) if e.os_errno == Some(libc::ENOENT) => return Ok(Converted::Nothing),
+            Err(e) if e.code == OssCode::NoSuchKey => return Ok(Converted::Nothing),
             Err(e) => return Err(e),
         };
-        if found.headerless() || !Self::read_header(&found.file, &obj.name)?.is_unkeyed_plain() {
+        if found.headerless() || !Self::read_header(found.file(), &obj.name)?.is_unkeyed_plain() {
             return Ok(Converted::Nothing);
         }
         let Some(_claim) = walk::claim(&found, &obj.name)? else {
             return Ok(Converted::Busy);
         };
         // Decide again under the claim: a mount may have rewritten it.
-        if !Self::read_header(&found.file, &obj.name)?.is_unkeyed_plain() {
+        if !Self::read_header(found.file(), &obj.name)?.is_unkeyed_plain() {
             return Ok(Converted::Nothing);
         }
-        let over = Self::read_override(&found.file, &obj.name)?;
-        let src = found.file.try_clone().ctx(&obj.name)?;
+        let over = Self::read_override(found.file(), &obj.name)?;
+        let place = found.place();
+        let src = place.file.try_clone().ctx(&obj.name)?;
         self.reencrypt_at(
             p,
             &obj.bucket,
-            (&found.dir, &found.leaf),
+            (&place.dir, &place.leaf),
             src,
             &obj.name,
             (None, over.as_ref()),

@@ -3,7 +3,6 @@
 //! symlinks while a walk runs, and nothing they do can lead it outside the
 //! bucket), and claiming one for a rewrite.
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
@@ -11,7 +10,7 @@ use std::os::fd::AsFd;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::backend::{Dir, Ident};
+use crate::backend::{Found, Ident};
 use crate::engine::Engine;
 use crate::error::{Error, IoContext, Result};
 use crate::oss::BucketName;
@@ -27,35 +26,11 @@ pub struct ObjectEntry {
     pub bucket: BucketName,
 }
 
-/// An object found again for work on it: the directory it is in (held),
-/// its name there, and its backend file, open for reading.
-pub struct Found {
-    pub dir: Dir,
-    pub leaf: OsString,
-    pub file: File,
-}
-
-impl Found {
-    /// An empty backend file: an object created empty through the mount
-    /// (its header comes with its first byte), or one the mount died
-    /// between truncating and writing its header (FORMAT.md §1). The mount
-    /// reads it as an empty object and gives it a header at its first
-    /// write, so there is nothing to verify, re-encrypt or re-wrap.
-    pub fn headerless(&self) -> bool {
-        self.file.metadata().is_ok_and(|m| m.len() == 0)
-    }
-}
-
 impl ObjectEntry {
     /// Opens the object again, beneath its bucket with no symlink followed
     /// (it may have been renamed, replaced or removed since the listing).
     pub fn find(&self, engine: &Engine) -> Result<Found> {
-        let l = engine.find_object(&self.bucket, &self.key)?.into_local();
-        Ok(Found {
-            dir: l.dir,
-            leaf: l.leaf,
-            file: l.file,
-        })
+        engine.find_object(&self.bucket, &self.key)
     }
 }
 
@@ -127,7 +102,8 @@ pub(crate) struct Claim {
 pub(crate) fn claim(found: &Found, name: &str) -> Result<Option<Claim>> {
     // A second descriptor of the same open file: the lock lives as long as
     // the claim, whatever the caller does with its own.
-    let mut f = found.file.try_clone().ctx(name)?;
+    let place = found.place();
+    let mut f = place.file.try_clone().ctx(name)?;
     let lock = loop {
         match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
             Ok(l) => break l,
@@ -138,7 +114,7 @@ pub(crate) fn claim(found: &Found, name: &str) -> Result<Option<Claim>> {
     };
     // The lock must be on the file that has the name now.
     let held = Ident::of_fd(lock.as_fd()).ctx(name)?;
-    let now = found.dir.stat(&found.leaf).ctx(name)?;
+    let now = place.dir.stat(&place.leaf).ctx(name)?;
     if held != Ident::of(&now) {
         return Ok(None);
     }

@@ -27,13 +27,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::Result;
 
+pub use crate::backend::Found;
 pub(crate) use crate::engine::walk;
 pub use reencrypt::reencrypt;
 pub use rewrap::rewrap;
 pub use status::{status, BucketStatus, MountInfo, Status};
 pub use verify::verify;
 pub(crate) use walk::claim;
-pub use walk::{objects, Found, ObjectEntry};
+pub use walk::{objects, ObjectEntry};
 
 /// An object an operation could not handle, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@
 
 use indicatif::ProgressBar;
 
-use super::{claim, walk, Outcome, Report};
+use super::{claim, walk, Found, Outcome, Report};
 use crate::crypto::Cipher;
 use crate::engine::Engine;
 use crate::error::{IoContext, Result};
@@ -125,11 +125,12 @@ fn one(
         return Ok(Outcome::Unchanged);
     };
     let target = over.as_ref().or(rule);
-    let src = found.file.try_clone().ctx(&obj.name)?;
+    let place = found.place();
+    let src = place.file.try_clone().ctx(&obj.name)?;
     engine.reencrypt_at(
         p,
         &obj.bucket,
-        (&found.dir, &found.leaf),
+        (&place.dir, &place.leaf),
         src,
         &obj.name,
         (target, over.as_ref()),
@@ -143,12 +144,12 @@ fn needs_rewrite(
     targets: &mut Targets<'_>,
     rule: Option<&SseConfig>,
     obj: &walk::ObjectEntry,
-    found: &walk::Found,
+    found: &Found,
 ) -> Result<Option<Option<SseConfig>>> {
     if found.headerless() {
         return Ok(None);
     }
-    let f = &found.file;
+    let f = found.file();
     let header = Engine::read_header(f, &obj.name)?;
     // Not ours to fix: an object in the wrong bucket's chunk size fails.
     Engine::check_chunk(

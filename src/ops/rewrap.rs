@@ -6,19 +6,17 @@
 //! chunks, whose associated data binds the object id, stay valid byte for
 //! byte. The header is still never overwritten in place: a torn 128-byte
 //! write would make the data key unrecoverable and lose the object. Instead
-//! the whole file is copied behind the new header into a temp file, fsynced
-//! and renamed over the object (attributes and override kept).
+//! the whole file is copied behind the new header into a staged write that
+//! the backend commits only over the version read (attributes and override
+//! kept).
 
-use std::fs::Metadata;
 use std::io::{self, Seek, SeekFrom, Write};
-use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
 
 use indicatif::ProgressBar;
 
 use super::{claim, walk, Outcome, Report};
-use crate::backend::Ident;
-use crate::engine::{copy_posix_attrs, mark_replaces, Engine};
+use crate::backend::{Cond, Loc};
+use crate::engine::Engine;
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{Header, Method, HEADER_LEN};
 use crate::kms::{Kms, WrapTarget};
@@ -44,8 +42,7 @@ fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<Outcom
         return Ok(Outcome::Unchanged);
     }
     let name = obj.name.as_str();
-    let src = &found.file;
-    let before = src.metadata().ctx(name)?;
+    let src = found.file();
     let header = Engine::read_header(src, name)?;
     // The chunks are copied byte for byte, so the chunk size stays the
     // header's; one that is not the bucket's is refused, not carried on.
@@ -63,8 +60,7 @@ fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<Outcom
     if kek.key_id() == header.key_id && kek.version() == header.key_version {
         return Ok(Outcome::Unchanged);
     }
-    // Held until the new file is renamed into place. A write that ended
-    // before it still shows in `changed` below (`before` is from the open).
+    // Held until the new file takes the object's place.
     let Some(_claim) = claim(&found, name)? else {
         return Ok(Outcome::Busy);
     };
@@ -80,58 +76,42 @@ fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<Outcom
         &kek,
         &key,
     );
-    let over = Engine::read_override(src, name)?;
-    let expect = Ident::of_fd(src.as_fd()).ctx(name)?;
+    // Mode, owner, times, user metadata and override stay the object's.
+    let meta = engine.backend().meta(&found)?;
 
-    let mut tmp = engine.temp_file(0o644)?;
-    let res = (|| -> Result<()> {
-        let f = &mut tmp.file;
+    let backend = engine.backend();
+    let mut staged = backend.stage(name)?;
+    let copied = (|| -> Result<()> {
+        let f = &mut staged.file;
         f.write_all(&new.encode()).ctx(name)?;
         let mut from = src;
         from.seek(SeekFrom::Start(HEADER_LEN as u64)).ctx(name)?;
-        io::copy(&mut from, f).ctx(name)?;
-        Engine::write_override(f, name, over.as_ref())?;
-        copy_posix_attrs(src, f).ctx(name)?;
-        mark_replaces(f, expect).ctx(name)?;
-        f.sync_all().ctx(name)?;
-        // The claim keeps writers through a mount out; a write by anything
-        // else during the copy (the CLI's put or copy, another tool) would
-        // leave a mix of old and new chunks in the temp file: give up on
-        // this object rather than install that (a later run picks it up).
-        let after = src.metadata().ctx(name)?;
-        if changed(&before, &after) {
-            return Err(Error::new(
-                OssCode::InternalError,
-                "object changed during rewrap; left as it was, run rewrap again",
-            )
-            .resource(name));
-        }
-        Ok(())
+        io::copy(&mut from, f).ctx(name).map(drop)
     })();
-    if let Err(e) = res {
-        engine.discard_temp(&tmp);
+    if let Err(e) = copied {
+        backend.discard(staged);
         return Err(e);
     }
-    engine.replace_with_temp(&tmp, (&found.dir, &found.leaf), expect, name)?;
+    // Only over the version read: the claim keeps writers through a mount
+    // out, but a write by anything else during the copy (the CLI's put or
+    // copy, another tool) would leave a mix of old and new chunks in the
+    // copy. Then this object is left as it is (a later run picks it up).
+    let at = Loc {
+        bucket: &obj.bucket,
+        key: &obj.key,
+    };
+    backend
+        .commit(staged, at, &meta, Cond::Is(found.version))
+        .map_err(|e| {
+            if e.code == OssCode::PreconditionFailed {
+                Error::new(
+                    OssCode::PreconditionFailed,
+                    "object changed during rewrap; left as it was, run rewrap again",
+                )
+                .resource(name)
+            } else {
+                e
+            }
+        })?;
     Ok(Outcome::Changed)
-}
-
-fn changed(a: &Metadata, b: &Metadata) -> bool {
-    (
-        a.ino(),
-        a.dev(),
-        a.size(),
-        a.mtime(),
-        a.mtime_nsec(),
-        a.ctime(),
-        a.ctime_nsec(),
-    ) != (
-        b.ino(),
-        b.dev(),
-        b.size(),
-        b.mtime(),
-        b.mtime_nsec(),
-        b.ctime(),
-        b.ctime_nsec(),
-    )
 }

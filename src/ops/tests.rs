@@ -291,10 +291,13 @@ fn claim_refuses_a_file_someone_holds() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("obj");
     std::fs::write(&path, b"x").unwrap();
-    let found = || super::Found {
-        dir: crate::backend::Dir::open(dir.path()).unwrap(),
-        leaf: "obj".into(),
-        file: std::fs::File::open(&path).unwrap(),
+    let found = || {
+        super::Found::local(crate::backend::LocalPlace {
+            dir: crate::backend::Dir::open(dir.path()).unwrap(),
+            leaf: "obj".into(),
+            file: std::fs::File::open(&path).unwrap(),
+        })
+        .unwrap()
     };
     // Free: claimed; a second claim meanwhile is refused.
     let c = super::claim(&found(), "b/obj").unwrap();
