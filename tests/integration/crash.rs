@@ -210,7 +210,8 @@ impl Op {
                     name.clone(),
                     FileState {
                         data: seeded_bytes(*seed, *len),
-                        stored: Some(rule.to_owned()),
+                        // The header comes with the first byte.
+                        stored: (*len > 0).then(|| rule.to_owned()),
                         over: None,
                     },
                 );
@@ -701,7 +702,14 @@ fn check_bucket(
         // where the crash cut an upload.
         let raw_len = fs::metadata(&backend).unwrap().len();
         if raw_len == 0 {
-            let pre_empty = r.done.get(name).is_some_and(|f| f.stored.is_none());
+            // Empty before the operation in flight, or after it: a rename
+            // in flight may have put an empty file at this name
+            // (regression: crash-aes/f6 "empty backend file" in a full run).
+            let pre_empty = r.done.get(name).is_some_and(|f| f.stored.is_none())
+                || after
+                    .as_ref()
+                    .and_then(|a| a.get(name))
+                    .is_some_and(|f| f.stored.is_none());
             let cut_upload = touched.contains(name.as_str())
                 && matches!(
                     r.in_flight,
