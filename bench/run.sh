@@ -29,7 +29,9 @@ CORPUS_FILES=${CORPUS_FILES:-0}     # 0 = whole corpus; N = first N files of it;
 # ssefs-aes256-uring: ssefs-aes256 mounted with -o io_uring (enable_uring=Y
 # for it); see bench/results/2026-12-04-ssefs-io-uring.md
 DEFAULT_SYSTEMS="ext4 bindfs gocryptfs securefs ssefs-aes256 ssefs-sm4 ssefs-kms ssefs-aes256-4k"
-ALL_SYSTEMS="$DEFAULT_SYSTEMS pthp pthp-uring ssefs-aes256-uring"
+# ssefs-aes256-base: ssefs-aes256 served by another build, SSEFS_BASE (an
+# A/B of two builds side by side in one run)
+ALL_SYSTEMS="$DEFAULT_SYSTEMS pthp pthp-uring ssefs-aes256-uring ssefs-aes256-base"
 SYSTEMS=${SYSTEMS:-$DEFAULT_SYSTEMS}
 PTHP=${PTHP:-passthrough_hp}
 # the fuse module's switch for FUSE-over-io_uring; set per mount for the pthp
@@ -38,6 +40,7 @@ URING_PARAM=/sys/module/fuse/parameters/enable_uring
 URING_ORIG=$(cat "$URING_PARAM" 2>/dev/null || echo)
 WORKDIR=${WORKDIR:-/work/bench-work}
 SSEFS=${SSEFS:-$REPO/target/release/ssefs}
+SSEFS_BASE=${SSEFS_BASE:-}
 CORPUS=${CORPUS:-/work/bench-cache/corpus.tar}
 MAKE_CORPUS=${MAKE_CORPUS:-/work/shared/bench/make-corpus.sh}
 RESULTS_DIR=${RESULTS_DIR:-$WORKDIR/results}
@@ -74,6 +77,7 @@ for c in "${need[@]}"; do command -v "$c" >/dev/null || die "missing $c (apt-get
 case " $SYSTEMS " in *" pthp"*) command -v "$PTHP" >/dev/null || die "PTHP=$PTHP: no passthrough_hp (build libfuse >= 3.18's examples)" ;; esac
 case " $SYSTEMS " in *"-uring "*) [ -w "$URING_PARAM" ] || die "no writable $URING_PARAM: this kernel has no FUSE-over-io_uring" ;; esac
 case " $SYSTEMS " in *" ssefs-"*) [ -x "$SSEFS" ] || die "SSEFS=$SSEFS is not an executable (cargo build --release)" ;; esac
+case " $SYSTEMS " in *"-base "*) [ -x "$SSEFS_BASE" ] || die "SSEFS_BASE='$SSEFS_BASE' is not an executable (the build to compare with)" ;; esac
 
 # ---------------------------------------------------------------- mounts and cleanup
 
@@ -154,6 +158,8 @@ mount_system() {
     ssefs-*-uring)
         echo Y >"$URING_PARAM"
         SSEFS_DATA_DIR=$back SSEFS_KEY_DIR=$base/keys "$SSEFS" mount "$mnt" -o io_uring >&2 ;;
+    ssefs-*-base)
+        SSEFS_DATA_DIR=$back SSEFS_KEY_DIR=$base/keys "$SSEFS_BASE" mount "$mnt" >&2 ;;
     ssefs-*)
         SSEFS_DATA_DIR=$back SSEFS_KEY_DIR=$base/keys "$SSEFS" mount "$mnt" >&2 ;;
     esac
@@ -172,6 +178,7 @@ mount_system() {
         # ssefs-ALG, ssefs-ALG-4k (a bucket with 4 KiB chunks) or
         # ssefs-ALG-uring (-o io_uring: its ring threads must exist)
         local sse=${s#ssefs-} chunk=16384
+        case $sse in *-base) sse=${sse%-base} ;; esac
         case $sse in *-4k) sse=${sse%-4k}; chunk=4096 ;; esac
         case $sse in *-uring)
             sse=${sse%-uring}
@@ -401,6 +408,7 @@ clear_backends
     if [ -n "$(git --no-optional-locks -C "$REPO" status --porcelain -uno 2>/dev/null)" ]; then rev="$rev + uncommitted changes"; fi
     ver=$("$SSEFS" --version 2>/dev/null | head -1 || true)
     echo "- ssefs: ${ver:-?} ($SSEFS built $(date -u -r "$SSEFS" '+%Y-%m-%d %H:%M UTC'); work tree $REPO at git $rev)"
+    case " $SYSTEMS " in *"-base "*) echo "- ssefs-*-base rows: $SSEFS_BASE (built $(date -u -r "$SSEFS_BASE" '+%Y-%m-%d %H:%M UTC'))" ;; esac
     case " $SYSTEMS " in *" pthp"*) echo "- passthrough_hp: $(command -v "$PTHP") (${PTHP_DESC:-libfuse version not given: PTHP_DESC}), --nopassthrough, default threads; fuse enable_uring was $URING_ORIG at the start" ;; esac
     echo "- Peers: $(gocryptfs -version 2>/dev/null | cut -d';' -f1); securefs $(dpkg-query -W -f '${Version}' securefs 2>/dev/null) (format $SECUREFS_FORMAT); bindfs $(bindfs --version 2>/dev/null | awk '{print $2; exit}'); fio $(fio --version)"
     echo

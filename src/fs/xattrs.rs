@@ -5,9 +5,12 @@
 //! chunk size (an ssefs extension; on a file, read-only: how it is stored).
 //! Other `user.` names are stored on the backend file unchanged, like
 //! `x-oss-meta-*`. Names outside the `user.` namespace (`security.*`,
-//! `system.posix_acl_*`, `trusted.*`) are not stored: nothing here would
-//! enforce them, and answering them without touching the backend keeps the
-//! GETXATTRs `ls -l` and every write send cheap (docs/SEMANTICS.md §9).
+//! `system.posix_acl_*`, `trusted.*`) are not supported: nothing here would
+//! enforce them, so get, set and remove all answer EOPNOTSUPP, without
+//! touching the backend. Tools take that answer as "this filesystem has no
+//! labels or ACLs" and stop asking: `ls -l` asks for `security.selinux` and
+//! the ACL of the first file only, instead of two round trips per file
+//! (docs/SEMANTICS.md §9).
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -183,10 +186,11 @@ impl Fs {
 
     pub fn getxattr(&self, ino: u64, name: &OsStr, p: &Principal) -> Result<Vec<u8>> {
         if !is_user_name(name.as_bytes()) {
-            // Asked for every entry by `ls -l` (security.selinux, the ACLs)
-            // and on writes (security.capability): no backend syscall.
+            // Not ENODATA: coreutils' `ls -l` remembers EOPNOTSUPP for the
+            // device and asks no more (security.selinux, the ACLs), while
+            // ENODATA made it ask for every entry, a round trip each.
             self.node(ino)?;
-            return Err(errno(libc::ENODATA));
+            return Err(errno(libc::EOPNOTSUPP));
         }
         let (t, fd, _keep) = self.xattr_target(ino)?;
         if is_chunk_name(name) {
@@ -321,7 +325,7 @@ impl Fs {
         self.writable()?;
         if !is_user_name(name.as_bytes()) {
             self.node(ino)?;
-            return Err(errno(libc::ENODATA));
+            return Err(errno(libc::EOPNOTSUPP));
         }
         let (t, fd, _keep) = self.xattr_target(ino)?;
         if is_chunk_name(name) {
