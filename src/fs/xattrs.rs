@@ -184,14 +184,21 @@ impl Fs {
         })
     }
 
-    pub fn getxattr(&self, ino: u64, name: &OsStr, p: &Principal) -> Result<Vec<u8>> {
-        if !is_user_name(name.as_bytes()) {
-            // Not ENODATA: coreutils' `ls -l` remembers EOPNOTSUPP for the
-            // device and asks no more (security.selinux, the ACLs), while
-            // ENODATA made it ask for every entry, a round trip each.
-            self.node(ino)?;
-            return Err(errno(libc::EOPNOTSUPP));
+    /// EOPNOTSUPP, without a backend call, for a name outside the `user.`
+    /// namespace (of an inode that exists), whatever the operation. Not
+    /// ENODATA on get: coreutils' `ls -l` remembers EOPNOTSUPP for the
+    /// device and asks no more (security.selinux, the ACLs), while ENODATA
+    /// made it ask for every entry, a round trip each.
+    fn user_namespace(&self, ino: u64, name: &OsStr) -> Result<()> {
+        if is_user_name(name.as_bytes()) {
+            return Ok(());
         }
+        self.node(ino)?;
+        Err(errno(libc::EOPNOTSUPP))
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &OsStr, p: &Principal) -> Result<Vec<u8>> {
+        self.user_namespace(ino, name)?;
         let (t, fd, _keep) = self.xattr_target(ino)?;
         if is_chunk_name(name) {
             return match t {
@@ -278,10 +285,7 @@ impl Fs {
         p: &Principal,
     ) -> Result<()> {
         self.writable()?;
-        if !is_user_name(name.as_bytes()) {
-            self.node(ino)?;
-            return Err(errno(libc::EOPNOTSUPP));
-        }
+        self.user_namespace(ino, name)?;
         let (t, fd, _keep) = self.xattr_target(ino)?;
         if is_chunk_name(name) {
             return match t {
@@ -323,10 +327,7 @@ impl Fs {
 
     pub fn removexattr(&self, ino: u64, name: &OsStr, p: &Principal) -> Result<()> {
         self.writable()?;
-        if !is_user_name(name.as_bytes()) {
-            self.node(ino)?;
-            return Err(errno(libc::EOPNOTSUPP));
-        }
+        self.user_namespace(ino, name)?;
         let (t, fd, _keep) = self.xattr_target(ino)?;
         if is_chunk_name(name) {
             // Back to the default, under the same rule as setting it.

@@ -76,10 +76,9 @@ fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<Outcom
         &kek,
         &key,
     );
-    // Mode, owner, times, user metadata and override stay the object's.
-    let meta = engine.backend().meta(&found)?;
-
     let backend = engine.backend();
+    // Mode, owner, times, user metadata and override stay the object's.
+    let meta = backend.meta(&found)?;
     let mut staged = backend.stage(name)?;
     let copied = (|| -> Result<()> {
         let f = &mut staged.file;

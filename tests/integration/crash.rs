@@ -710,8 +710,7 @@ fn check_bucket(
         let raw_len = fs::metadata(&backend).unwrap().len();
         if raw_len == 0 {
             // Empty before the operation in flight, or after it: a rename
-            // in flight may have put an empty file at this name
-            // (regression: crash-aes/f6 "empty backend file" in a full run).
+            // in flight may have put an empty file at this name.
             let pre_empty = r.done.get(name).is_some_and(|f| f.stored.is_none())
                 || after
                     .as_ref()
