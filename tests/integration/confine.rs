@@ -242,8 +242,7 @@ fn wait_mounted(mnt: &Path) -> bool {
 }
 
 fn unmount(mnt: &Path) {
-    let _ = Command::new("fusermount3").arg("-u").arg(mnt).status();
-    std::thread::sleep(Duration::from_millis(200));
+    crate::mount::unmount_at(mnt);
 }
 
 /// The first mount of a new data directory, in the foreground and in the
