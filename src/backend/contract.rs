@@ -25,6 +25,7 @@ fn fixture() -> Fixture {
         root,
         Dir::open(root).unwrap(),
         Dir::open(&root.join(".ssefs/tmp")).unwrap(),
+        super::StateDir::open(&root.join(".ssefs")).unwrap(),
     );
     Fixture {
         dir,
@@ -360,4 +361,93 @@ mod listing_model {
             prop_assert_eq!(got, want);
         }
     }
+}
+
+#[test]
+fn buckets_are_created_once_listed_and_deleted_only_when_empty() {
+    let f = fixture();
+    let nb = BucketName::parse("new-bkt").unwrap();
+    f.be.create_bucket(&nb).unwrap();
+    assert_eq!(
+        f.code(f.be.create_bucket(&nb)),
+        OssCode::BucketAlreadyExists
+    );
+    assert_eq!(
+        f.be.list_buckets().unwrap(),
+        vec![f.bkt.clone(), nb.clone()]
+    );
+    assert!(f.be.bucket_is_empty(&nb).unwrap());
+    assert_eq!(
+        f.be.bucket_owner(&nb).unwrap(),
+        fs::metadata(f.dir.path().join("new-bkt")).unwrap().uid()
+    );
+
+    // Its settings do not count; an object does, and so does an empty
+    // directory.
+    let settings = State::BucketSettings(&nb);
+    f.be.update_state(settings, &mut |_| Ok(Some(b"rule".to_vec())))
+        .unwrap();
+    assert!(f.be.bucket_is_empty(&nb).unwrap());
+    let at = Loc {
+        bucket: &nb,
+        key: "d/o",
+    };
+    let s = f.be.stage("o").unwrap();
+    f.be.commit(s, at, &ObjMeta::default(), Cond::Any).unwrap();
+    assert!(!f.be.bucket_is_empty(&nb).unwrap());
+    assert_eq!(f.code(f.be.delete_bucket(&nb)), OssCode::BucketNotEmpty);
+    f.be.delete(at, Cond::Any).unwrap();
+    assert!(!f.be.bucket_is_empty(&nb).unwrap(), "d/ is still there");
+    assert_eq!(f.code(f.be.delete_bucket(&nb)), OssCode::BucketNotEmpty);
+    assert_eq!(
+        f.be.get_state(settings).unwrap().unwrap().0,
+        b"rule",
+        "a refused delete keeps the settings"
+    );
+    fs::remove_dir(f.dir.path().join("new-bkt/d")).unwrap();
+
+    f.be.delete_bucket(&nb).unwrap();
+    assert_eq!(f.be.list_buckets().unwrap(), vec![f.bkt.clone()]);
+    assert_eq!(f.code(f.be.delete_bucket(&nb)), OssCode::NoSuchBucket);
+    assert_eq!(f.code(f.be.get_state(settings)), OssCode::NoSuchBucket);
+    assert_eq!(f.staged(), 0);
+}
+
+#[test]
+fn state_records_round_trip_and_every_write_is_a_new_version() {
+    let f = fixture();
+    for s in [
+        State::Keystore,
+        State::Grants,
+        State::BucketSettings(&f.bkt),
+    ] {
+        assert_eq!(f.be.get_state(s).unwrap(), None, "{s:?}");
+        assert_eq!(f.be.state_version(s).unwrap(), None, "{s:?}");
+        let v1 =
+            f.be.update_state(s, &mut |cur| {
+                assert_eq!(cur, None);
+                Ok(Some(b"one".to_vec()))
+            })
+            .unwrap()
+            .unwrap();
+        let v2 =
+            f.be.update_state(s, &mut |cur| {
+                assert_eq!(cur, Some(&b"one"[..]));
+                Ok(Some(b"one".to_vec()))
+            })
+            .unwrap()
+            .unwrap();
+        assert_ne!(v1, v2, "{s:?}: the same bytes again are a new version");
+        assert_eq!(f.be.get_state(s).unwrap(), Some((b"one".to_vec(), v2)));
+        assert_eq!(f.be.state_version(s).unwrap(), Some(v2));
+        assert!(f.be.state_shown(s).ends_with(match s {
+            State::Keystore => KEYSTORE_FILE,
+            State::Grants => GRANTS_FILE,
+            State::BucketSettings(_) => BUCKET_SETTINGS,
+        }));
+    }
+    // ssefs's records are not objects.
+    let page = f.be.list(&f.bkt, "", None, 10).unwrap();
+    assert!(page.keys.is_empty(), "{:?}", page.keys);
+    assert_eq!(f.staged(), 0);
 }

@@ -290,6 +290,17 @@ impl Dir {
         Ok(cur)
     }
 
+    /// Makes the directory `name` (one component) with `mode` (less the
+    /// umask); EEXIST if anything is there.
+    pub fn mkdir(&self, name: &OsStr, mode: u32) -> io::Result<()> {
+        let c = cstr(name)?;
+        // SAFETY: valid C string and a descriptor we hold.
+        check(
+            unsafe { libc::mkdirat(self.fd.as_raw_fd(), c.as_ptr(), mode as libc::mode_t) }.into(),
+        )
+        .map(|_| ())
+    }
+
     /// lstat of the entry `name` (one component); "" is the directory.
     pub fn stat(&self, name: &OsStr) -> io::Result<libc::stat> {
         stat_at(self.fd(), name)

@@ -25,11 +25,11 @@
 
 mod dir;
 mod posix;
+mod state;
 pub mod strict;
 pub mod xattr;
 
 use std::ffi::OsString;
-use std::fmt;
 use std::fs::File;
 
 use crate::error::Result;
@@ -41,6 +41,7 @@ pub use posix::{
     OVERRIDE_XATTR, REPLACES_XATTR, STATE_DIR,
 };
 pub(crate) use posix::{copy_posix_attrs, mark_replaces};
+pub use state::{State, StateDir, StateStore, Update, BUCKET_SETTINGS, GRANTS_FILE, KEYSTORE_FILE};
 
 /// Where an object is: its bucket and its key (an OSS key, `/`-separated,
 /// already checked by `oss::ObjectKey` or found by a listing).
@@ -174,10 +175,11 @@ pub struct Caps {
     pub posix_tree: bool,
 }
 
-/// Object storage, as the engine needs it. Every method names objects by
+/// Object storage, as the engine needs it, with ssefs's own records
+/// beside the objects ([`StateStore`]). Every method names objects by
 /// bucket and key; errors carry the OSS code (NoSuchBucket, NoSuchKey,
 /// PreconditionFailed, ...) and `Loc::shown`.
-pub trait Backend: Send + Sync + fmt::Debug {
+pub trait Backend: StateStore {
     /// What it is, for messages and `ssefs status`: the data directory's
     /// path for the local backend.
     fn describe(&self) -> String;
@@ -187,6 +189,21 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Bucket names, sorted. Anything else at the top (the state, stray
     /// files, names that are not bucket names) is not a bucket.
     fn list_buckets(&self) -> Result<Vec<BucketName>>;
+
+    /// CreateBucket: a new, empty bucket, without settings (the engine
+    /// writes them next). BucketAlreadyExists if the name is taken.
+    fn create_bucket(&self, b: &BucketName) -> Result<()>;
+
+    /// DeleteBucket: removes the bucket and its settings if it holds
+    /// nothing else (BucketNotEmpty otherwise, and nothing changes).
+    fn delete_bucket(&self, b: &BucketName) -> Result<()>;
+
+    /// Whether the bucket holds nothing but its settings. An empty
+    /// directory (or directory record) is something.
+    fn bucket_is_empty(&self, b: &BucketName) -> Result<bool>;
+
+    /// Who owns the bucket: the uid its owner-only permissions go to.
+    fn bucket_owner(&self, b: &BucketName) -> Result<u32>;
 
     /// The object at `at`, open for reading. NoSuchBucket, or NoSuchKey when
     /// there is no object there (nothing, a directory, a symlink, or a

@@ -13,8 +13,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use super::state::{read_record, record_version, write_record};
 use super::{xattr, Backend, Caps, Cond, Dir, Found, Ident, Loc, LocalPlace, ObjMeta, Page};
-use super::{Staged, Version};
+use super::{Staged, State, StateDir, StateStore, Update, Version, BUCKET_SETTINGS};
 use crate::crypto::fill_random;
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::oss::{BucketName, SseConfig};
@@ -36,16 +37,19 @@ pub struct PosixBackend {
     root: Dir,
     /// `.ssefs/tmp`, where writes are staged.
     tmp: Dir,
+    /// `.ssefs`: the keystore and the grants.
+    state: StateDir,
 }
 
 impl PosixBackend {
     /// The backend over `root`, the data directory held open (already
-    /// checked by the caller), staging in `tmp`.
-    pub fn new(data_dir: &Path, root: Dir, tmp: Dir) -> PosixBackend {
+    /// checked by the caller, as its state directory), staging in `tmp`.
+    pub fn new(data_dir: &Path, root: Dir, tmp: Dir, state: StateDir) -> PosixBackend {
         PosixBackend {
             data_dir: data_dir.to_path_buf(),
             root,
             tmp,
+            state,
         }
     }
 
@@ -206,6 +210,65 @@ impl PosixBackend {
     }
 }
 
+/// The keystore and the grants are the state directory's; a bucket's
+/// settings are a file in its directory.
+impl StateStore for PosixBackend {
+    fn state_shown(&self, s: State<'_>) -> String {
+        match s {
+            State::BucketSettings(b) => self
+                .data_dir
+                .join(b.as_str())
+                .join(BUCKET_SETTINGS)
+                .display()
+                .to_string(),
+            _ => self.state.state_shown(s),
+        }
+    }
+
+    fn get_state(&self, s: State<'_>) -> Result<Option<(Vec<u8>, Version)>> {
+        match s {
+            State::BucketSettings(b) => read_record(
+                &self.bucket(b)?,
+                OsStr::new(BUCKET_SETTINGS),
+                &self.state_shown(s),
+            ),
+            _ => self.state.get_state(s),
+        }
+    }
+
+    fn state_version(&self, s: State<'_>) -> Result<Option<Version>> {
+        match s {
+            State::BucketSettings(b) => record_version(
+                &self.bucket(b)?,
+                OsStr::new(BUCKET_SETTINGS),
+                &self.state_shown(s),
+            ),
+            _ => self.state.state_version(s),
+        }
+    }
+
+    /// Bucket settings are replaced under no lock of their own: their
+    /// writers already serialise on the keystore, which records the MAC
+    /// each settings file may carry (`Kms::begin_settings_change`).
+    fn update_state(&self, s: State<'_>, f: &mut Update<'_>) -> Result<Option<Version>> {
+        let State::BucketSettings(b) = s else {
+            return self.state.update_state(s, f);
+        };
+        let dir = self.bucket(b)?;
+        let name = OsStr::new(BUCKET_SETTINGS);
+        let shown = self.state_shown(s);
+        let current = read_record(&dir, name, &shown)?;
+        let Some(bytes) = f(current.as_ref().map(|(b, _)| &b[..]))? else {
+            return Ok(current.map(|(_, v)| v));
+        };
+        // Staged where every other write is, so that a crash leaves its
+        // temp file where the next open cleans up.
+        let tmp = self.temp_file(0o644)?;
+        drop(tmp.file);
+        write_record((&dir, name), (&self.tmp, &tmp.name), &bytes, 0o644, &shown).map(Some)
+    }
+}
+
 impl Backend for PosixBackend {
     fn describe(&self) -> String {
         self.data_dir.display().to_string()
@@ -233,6 +296,68 @@ impl Backend for PosixBackend {
         }
         out.sort();
         Ok(out)
+    }
+
+    fn create_bucket(&self, b: &BucketName) -> Result<()> {
+        self.root
+            .mkdir(OsStr::new(b.as_str()), 0o755)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EEXIST) => Error::new(
+                    OssCode::BucketAlreadyExists,
+                    "The requested bucket name is not available.",
+                )
+                .resource(b.as_str()),
+                _ => Error::io(b, e),
+            })?;
+        self.root.sync().ctx(b)
+    }
+
+    fn delete_bucket(&self, b: &BucketName) -> Result<()> {
+        let dir = self.bucket(b)?;
+        let settings = OsStr::new(BUCKET_SETTINGS);
+        let not_empty = || {
+            Error::new(
+                OssCode::BucketNotEmpty,
+                "The bucket you tried to delete is not empty.",
+            )
+            .resource(b.as_str())
+        };
+        if !self.bucket_is_empty(b)? {
+            return Err(not_empty());
+        }
+        // If the directory turns out not to be empty after all (something
+        // made in between), the settings are put back as they were.
+        let shown = self.state_shown(State::BucketSettings(b));
+        let saved = read_record(&dir, settings, &shown)?;
+        match dir.remove_file(settings) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(Error::io(b, e)),
+        }
+        if let Err(e) = self.root.remove_dir(OsStr::new(b.as_str())) {
+            if let Some((bytes, _)) = &saved {
+                let restored =
+                    self.update_state(State::BucketSettings(b), &mut |_| Ok(Some(bytes.clone())));
+                if let Err(r) = restored {
+                    tracing::error!(path = %shown, "could not restore bucket settings: {r}");
+                }
+            }
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOTEMPTY | libc::EEXIST) => not_empty(),
+                _ => Error::io(b, e),
+            });
+        }
+        self.root.sync().ctx(b)
+    }
+
+    fn bucket_is_empty(&self, b: &BucketName) -> Result<bool> {
+        let settings = OsStr::new(BUCKET_SETTINGS);
+        let entries = self.bucket(b)?.entries().ctx(b)?;
+        Ok(entries.iter().all(|e| e.name == settings))
+    }
+
+    fn bucket_owner(&self, b: &BucketName) -> Result<u32> {
+        Ok(self.bucket(b)?.stat(OsStr::new("")).ctx(b)?.st_uid)
     }
 
     fn find(&self, at: Loc<'_>) -> Result<Found> {
@@ -392,7 +517,7 @@ impl Found {
     }
 }
 
-fn version_of(m: &fs::Metadata) -> Version {
+pub(super) fn version_of(m: &fs::Metadata) -> Version {
     Version::Local {
         id: Ident {
             dev: m.dev(),
@@ -404,7 +529,7 @@ fn version_of(m: &fs::Metadata) -> Version {
     }
 }
 
-fn version_of_stat(st: &libc::stat) -> Version {
+pub(super) fn version_of_stat(st: &libc::stat) -> Version {
     Version::Local {
         id: Ident::of(st),
         size: st.st_size as u64,

@@ -264,7 +264,9 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
                 return Err(Error::new(OssCode::InvalidArgument, "no passphrase given"));
             }
             Engine::init(&dir, &src)?;
-            let id = crate::kms::recorded_data_dir_id(&dir.join(crate::engine::STATE_DIR));
+            let id = crate::backend::StateDir::of_data_dir(&dir)
+                .ok()
+                .and_then(|s| crate::kms::recorded_data_dir_id(&s));
             let lines = crate::kms::location::describe(&dir, &src, id).join("\n");
             out(&format!("initialised {}\n{lines}\n", dir.display()))
         }
@@ -336,7 +338,9 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
             }
             if foreground {
                 let root = g.root_source(&dir, false)?;
-                let id = crate::kms::recorded_data_dir_id(&dir.join(crate::engine::STATE_DIR));
+                let id = crate::backend::StateDir::of_data_dir(&dir)
+                    .ok()
+                    .and_then(|s| crate::kms::recorded_data_dir_id(&s));
                 for w in crate::kms::location::describe(&dir, &root, id) {
                     if let Some(w) = w.strip_prefix("warning: ") {
                         tracing::warn!("{w}");

@@ -9,7 +9,8 @@ use clap::Subcommand;
 use zeroize::Zeroizing;
 
 use super::{out, GlobalArgs};
-use crate::engine::{Engine, STATE_DIR};
+use crate::backend::StateDir;
+use crate::engine::Engine;
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::kms::{self, location, paper, RootKeySource};
 
@@ -95,7 +96,7 @@ fn move_key(g: &GlobalArgs, to: Option<PathBuf>) -> Result<()> {
     location::ensure_key_dir(&to)?;
     location::install_key(&dest, &key)?;
     // The new file must open this keystore before the old one goes.
-    kms::check_root_key(&dir.join(STATE_DIR), &kms::load_key_file(&dest)?)?;
+    kms::check_root_key(&StateDir::of_data_dir(&dir)?, &kms::load_key_file(&dest)?)?;
     let mut removed = Vec::new();
     let legacy = location::legacy_key(&dir);
     for p in [old, legacy] {
@@ -147,7 +148,7 @@ fn import(g: &GlobalArgs, file: Option<PathBuf>) -> Result<()> {
     let (key, _) = paper::decode(&text)?;
     let dir = g.data_dir();
     // Nothing is written unless the key opens this keystore.
-    let id = kms::check_root_key(&dir.join(STATE_DIR), &key)?;
+    let id = kms::check_root_key(&StateDir::of_data_dir(&dir)?, &key)?;
     let dest =
         match (&g.root_key, id) {
             (Some(p), _) => p.clone(),

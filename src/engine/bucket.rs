@@ -1,19 +1,15 @@
-//! Buckets: top-level directories of the data directory, each with a
-//! settings file holding its default encryption rule and its chunk size.
+//! Buckets, each with a settings record (`BUCKET/.ssefs-bucket.toml`
+//! locally) holding its default encryption rule and its chunk size.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsStr;
-use std::fs;
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Engine, BUCKET_SETTINGS};
-use crate::backend::Dir;
-use crate::error::{Error, IoContext, OssCode, Result};
+use super::Engine;
+use crate::backend::{Dir, State, StateStore, Version};
+use crate::error::{Error, OssCode, Result};
 use crate::format::{ChunkSize, SlotFormat};
 use crate::kms::{Action, Kms, MacKey, MacPurpose};
 use crate::oss::{BucketName, SseConfig};
@@ -79,14 +75,17 @@ struct Stored {
 }
 
 impl Stored {
-    fn parse(text: &str, path: &Path) -> Result<Stored> {
-        toml::from_str::<Stored>(text).map_err(|e| {
+    /// `shown` names the record in errors.
+    fn parse(bytes: &[u8], shown: &str) -> Result<Stored> {
+        let unreadable = |why: String| {
             Error::new(
                 OssCode::InternalError,
-                format!("bucket settings unreadable: {e}"),
+                format!("bucket settings unreadable: {why}"),
             )
-            .resource(path.display().to_string())
-        })
+            .resource(shown)
+        };
+        let text = std::str::from_utf8(bytes).map_err(|_| unreadable("not UTF-8".into()))?;
+        toml::from_str::<Stored>(text).map_err(|e| unreadable(e.to_string()))
     }
 
     fn settings(&self) -> BucketSettings {
@@ -98,96 +97,63 @@ impl Stored {
     }
 }
 
-/// The bucket a bucket directory is (its last component).
-fn bucket_of(bucket_dir: &Path) -> Result<&str> {
-    bucket_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| {
-            Error::new(OssCode::InternalError, "not a bucket directory")
-                .resource(bucket_dir.display().to_string())
-        })
-}
-
 /// The MAC input besides the bucket's name: the settings' TOML as ssefs
 /// writes it, without the `mac` line.
 fn body(s: &BucketSettings) -> Result<String> {
     toml::to_string(s).map_err(|e| Error::new(OssCode::InternalError, e.to_string()))
 }
 
-/// The integrity error for a settings file that is not as ssefs wrote it.
-fn tampered(path: &Path, why: &str) -> Error {
+/// The integrity error for a settings record that is not as ssefs wrote it.
+fn tampered(shown: &str, why: &str) -> Error {
     Error::integrity(format!(
-        "bucket settings {} {why}: changed outside ssefs? Nothing is written to the bucket until the file is restored from a backup (an empty bucket can be deleted and made again)",
-        path.display()
+        "bucket settings {shown} {why}: changed outside ssefs? Nothing is written to the bucket until the file is restored from a backup (an empty bucket can be deleted and made again)"
     ))
-    .resource(path.display().to_string())
+    .resource(shown)
 }
 
-/// Whether the bucket directory holds nothing but its settings file (an
-/// empty subdirectory counts as something, as it does for deletion).
-fn bucket_is_empty(dir: &Path) -> Result<bool> {
-    for e in fs::read_dir(dir).ctx(dir.display())? {
-        if e.ctx(dir.display())?.file_name() != BUCKET_SETTINGS {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// What identifies one version of a settings file. Settings are replaced
-/// by atomic rename, so every change brings a new inode number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Stamp {
-    fn of(m: &fs::Metadata) -> Stamp {
-        Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        }
-    }
-}
-
-/// Bucket settings as last parsed, per bucket directory. Every object
-/// creation needs its bucket's rule, and every stat of an object its
-/// bucket's chunk size; a stat of the settings file is far cheaper than
-/// reading and parsing it, and still sees changes made by the CLI or
-/// another mount at once.
-/// One bucket's settings as parsed, and the version of the file they came from.
-/// A parsed settings file, its stamp, and when the stamp was last checked.
-/// The keystore epoch is that of the check against the keystore's anchor.
-type Parsed = (Stamp, u64, Option<SseConfig>, ChunkSize, std::time::Instant);
+/// One bucket's settings as last parsed: the version of the record they
+/// came from, the keystore epoch of the check against the keystore's
+/// anchor, the rule, the chunk size, and when the version was last checked.
+type Parsed = (
+    Version,
+    u64,
+    Option<SseConfig>,
+    ChunkSize,
+    std::time::Instant,
+);
 
 /// How long `chunk_recent` trusts a checked entry without a stat. Sizes in
 /// `ls -l` may lag a change of an empty bucket's chunk size by this much
 /// (an object created by the mount re-checks first, and refreshes it).
 const RECENT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Bucket settings as last parsed, per bucket. Every object creation needs
+/// its bucket's rule, and every stat of an object its bucket's chunk size;
+/// asking the record's version (a stat locally) is far cheaper than
+/// reading and parsing it, and still sees changes made by the CLI or
+/// another mount at once.
 pub(super) struct SettingsCache {
     /// Holds each bucket's current settings MAC (the anchor).
     kms: Arc<Kms>,
-    /// Authenticates every settings file (bound to its bucket's name).
+    /// Where the settings records are.
+    states: Arc<dyn StateStore>,
+    /// Authenticates every settings record (bound to its bucket's name).
     key: MacKey,
-    entries: Mutex<HashMap<PathBuf, Parsed>>,
+    entries: Mutex<HashMap<BucketName, Parsed>>,
 }
 
 impl SettingsCache {
-    pub(super) fn new(kms: Arc<Kms>) -> SettingsCache {
+    pub(super) fn new(kms: Arc<Kms>, states: Arc<dyn StateStore>) -> SettingsCache {
         SettingsCache {
             key: kms.policy_mac_key(MacPurpose::BucketSettings),
             kms,
+            states,
             entries: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn shown(&self, b: &BucketName) -> String {
+        self.states.state_shown(State::BucketSettings(b))
     }
 
     /// Reads a bucket's settings and checks their MAC and that it is the
@@ -195,13 +161,12 @@ impl SettingsCache {
     /// file (made with it, or at the upgrade): a missing, empty, edited,
     /// copied or older one is an integrity error, never the defaults.
     /// Returns the keystore epoch of the check too.
-    pub(super) fn read(&self, bucket_dir: &Path) -> Result<(BucketSettings, u64)> {
-        let (s, mac) = self.read_mac_only(bucket_dir)?;
-        let (allowed, epoch) = self.kms.settings_anchor(bucket_of(bucket_dir)?)?;
+    pub(super) fn read(&self, b: &BucketName) -> Result<(BucketSettings, u64)> {
+        let (s, mac) = self.read_mac_only(b)?;
+        let (allowed, epoch) = self.kms.settings_anchor(b.as_str())?;
         if !allowed.contains(&mac) {
-            let p = bucket_dir.join(BUCKET_SETTINGS);
             return Err(tampered(
-                &p,
+                &self.shown(b),
                 "is not the bucket's current one (an older copy written back?)",
             ));
         }
@@ -210,36 +175,29 @@ impl SettingsCache {
 
     /// `read` without the keystore's anchor (for the upgrade, which makes
     /// the anchors): the settings and their MAC.
-    fn read_mac_only(&self, bucket_dir: &Path) -> Result<(BucketSettings, String)> {
-        let p = bucket_dir.join(BUCKET_SETTINGS);
-        let text = match fs::read_to_string(&p) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(tampered(&p, "is missing"))
-            }
-            Err(e) => return Err(Error::io(p.display(), e)),
+    fn read_mac_only(&self, b: &BucketName) -> Result<(BucketSettings, String)> {
+        let shown = self.shown(b);
+        let Some((bytes, _)) = self.states.get_state(State::BucketSettings(b))? else {
+            return Err(tampered(&shown, "is missing"));
         };
-        let stored = Stored::parse(&text, &p)?;
+        let stored = Stored::parse(&bytes, &shown)?;
         let Some(mac) = &stored.mac else {
-            return Err(tampered(&p, "has no MAC"));
+            return Err(tampered(&shown, "has no MAC"));
         };
         let s = stored.settings();
         self.key
-            .verify_hex(
-                &[bucket_of(bucket_dir)?.as_bytes(), body(&s)?.as_bytes()],
-                mac,
-            )
-            .map_err(|_| tampered(&p, "fails authentication"))?;
-        s.chunk().map_err(|e| e.resource(p.display().to_string()))?;
+            .verify_hex(&[b.as_str().as_bytes(), body(&s)?.as_bytes()], mac)
+            .map_err(|_| tampered(&shown, "fails authentication"))?;
+        s.chunk().map_err(|e| e.resource(shown.clone()))?;
         Ok((s, mac.clone()))
     }
 
-    /// The file `read` accepts for `s` in `bucket_dir` (once the keystore
+    /// The record `read` accepts for `s` in bucket `b` (once the keystore
     /// holds its MAC), and that MAC.
-    pub(super) fn encode(&self, bucket_dir: &Path, s: &BucketSettings) -> Result<(String, String)> {
+    pub(super) fn encode(&self, b: &BucketName, s: &BucketSettings) -> Result<(String, String)> {
         let mac = self
             .key
-            .tag_hex(&[bucket_of(bucket_dir)?.as_bytes(), body(s)?.as_bytes()]);
+            .tag_hex(&[b.as_str().as_bytes(), body(s)?.as_bytes()]);
         let stored = Stored {
             mac: Some(mac.clone()),
             encryption: s.encryption.clone(),
@@ -252,33 +210,28 @@ impl SettingsCache {
     }
 
     /// The bucket's current rule and chunk size.
-    pub(super) fn get(&self, bucket_dir: &Path) -> Result<(Option<SseConfig>, ChunkSize)> {
-        let p = bucket_dir.join(BUCKET_SETTINGS);
-        let stamp = match fs::metadata(&p) {
-            Ok(m) => Stamp::of(&m),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(tampered(&p, "is missing"))
-            }
-            Err(e) => return Err(Error::io(p.display(), e)),
+    pub(super) fn get(&self, b: &BucketName) -> Result<(Option<SseConfig>, ChunkSize)> {
+        let Some(version) = self.states.state_version(State::BucketSettings(b))? else {
+            return Err(tampered(&self.shown(b), "is missing"));
         };
         // One stat of the keystore: its anchor for the bucket may have
         // changed (the epoch says whether anything in it did).
         let (_, epoch) = self.kms.settings_anchor("")?;
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((s, e, rule, chunk, checked)) = entries.get_mut(bucket_dir) {
-            if *s == stamp && *e == epoch {
+        if let Some((v, e, rule, chunk, checked)) = entries.get_mut(b) {
+            if *v == version && *e == epoch {
                 *checked = std::time::Instant::now();
                 return Ok((rule.clone(), *chunk));
             }
         }
-        // Parse outside the cache's view of time: the stamp taken before the
-        // read is stored, so a change racing the read is seen next time.
-        let (s, epoch) = self.read(bucket_dir)?;
+        // The version taken before the read is stored, so a change racing
+        // the read is seen next time.
+        let (s, epoch) = self.read(b)?;
         let chunk = s.chunk()?;
         entries.insert(
-            bucket_dir.to_path_buf(),
+            b.clone(),
             (
-                stamp,
+                version,
                 epoch,
                 s.encryption.clone(),
                 chunk,
@@ -289,28 +242,28 @@ impl SettingsCache {
     }
 
     /// The bucket's current rule.
-    pub(super) fn rule(&self, bucket_dir: &Path) -> Result<Option<SseConfig>> {
-        self.get(bucket_dir).map(|(r, _)| r)
+    pub(super) fn rule(&self, b: &BucketName) -> Result<Option<SseConfig>> {
+        self.get(b).map(|(r, _)| r)
     }
 
     /// The bucket's current chunk size.
-    pub(super) fn chunk(&self, bucket_dir: &Path) -> Result<ChunkSize> {
-        self.get(bucket_dir).map(|(_, c)| c)
+    pub(super) fn chunk(&self, b: &BucketName) -> Result<ChunkSize> {
+        self.get(b).map(|(_, c)| c)
     }
 
     /// The bucket's chunk size as checked within the last second, else
     /// checked now. For stat and lookups, which would otherwise pay a stat
     /// of the settings file each (`ls -lR` is one per object).
-    pub(super) fn chunk_recent(&self, bucket_dir: &Path) -> Result<ChunkSize> {
+    pub(super) fn chunk_recent(&self, b: &BucketName) -> Result<ChunkSize> {
         {
             let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((_, _, _, chunk, checked)) = entries.get(bucket_dir) {
+            if let Some((_, _, _, chunk, checked)) = entries.get(b) {
                 if checked.elapsed() < RECENT {
                     return Ok(*chunk);
                 }
             }
         }
-        self.chunk(bucket_dir)
+        self.chunk(b)
     }
 }
 
@@ -325,49 +278,25 @@ impl Engine {
         self.local.bucket(name)
     }
 
-    /// The bucket's directory, or NoSuchBucket.
-    pub fn existing_bucket(&self, name: &BucketName) -> Result<PathBuf> {
-        let d = self.bucket_dir(name);
-        match fs::symlink_metadata(&d) {
-            Ok(m) if m.is_dir() => Ok(d),
-            _ => Err(Error::new(
-                OssCode::NoSuchBucket,
-                "The specified bucket does not exist.",
-            )
-            .resource(name.as_str())),
-        }
-    }
-
-    /// CreateBucket: the directory and its (default) settings file.
+    /// CreateBucket: the bucket and its (default) settings.
     pub fn create_bucket(&self, name: &BucketName) -> Result<()> {
-        match fs::DirBuilder::new()
-            .mode(0o755)
-            .create(self.bucket_dir(name))
-        {
-            Ok(()) => self.init_bucket_settings(name),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::new(
-                OssCode::BucketAlreadyExists,
-                "The requested bucket name is not available.",
-            )
-            .resource(name.as_str())),
-            Err(e) => Err(Error::io(name, e)),
-        }
+        self.backend.create_bucket(name)?;
+        self.init_bucket_settings(name)
     }
 
-    /// Gives a bucket directory just made (by `create_bucket` or a mkdir
-    /// through the mount) its settings file, with the MAC every later read
-    /// checks, and wide slots (FORMAT.md §3.1), which bound nonce reuse
-    /// (§4.1). On failure the directory is removed again, rather than left
-    /// as a bucket that fails every access.
+    /// Gives a bucket just made (by `create_bucket` or a mkdir through the
+    /// mount) its settings, with the MAC every later read checks, and wide
+    /// slots (FORMAT.md §3.1), which bound nonce reuse (§4.1). On failure
+    /// the bucket is removed again, rather than left as a bucket that fails
+    /// every access.
     pub fn init_bucket_settings(&self, name: &BucketName) -> Result<()> {
-        let d = self.bucket_dir(name);
         let s = BucketSettings {
             slot_format: Some(SlotFormat::Wide),
             ..BucketSettings::default()
         };
         self.write_settings(name, &s)
             .inspect_err(|_| {
-                let _ = fs::remove_dir(&d);
+                let _ = self.backend.delete_bucket(name);
             })
             .map_err(|e| e.resource(name.as_str()))
     }
@@ -378,45 +307,10 @@ impl Engine {
         self.backend.list_buckets()
     }
 
-    /// Removes an empty bucket (its settings file does not count).
+    /// Removes an empty bucket (its settings do not count): whatever its
+    /// settings hold, a damaged record loses nothing.
     pub fn delete_bucket(&self, name: &BucketName) -> Result<()> {
-        let d = self.existing_bucket(name)?;
-        if !bucket_is_empty(&d)? {
-            return Err(Error::new(
-                OssCode::BucketNotEmpty,
-                "The bucket you tried to delete is not empty.",
-            )
-            .resource(name.as_str()));
-        }
-        // An empty bucket is deleted whatever its settings file holds (a
-        // damaged one loses nothing); if the directory turns out not to be
-        // empty after all, the file is put back as it was.
-        let sp = d.join(BUCKET_SETTINGS);
-        let saved = match fs::read(&sp) {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(name, e)),
-        };
-        match fs::remove_file(&sp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(name, e)),
-        }
-        fs::remove_dir(&d).map_err(|e| {
-            if let Some(b) = &saved {
-                if let Err(r) = self.write_settings_file(name, b) {
-                    tracing::error!(path = %sp.display(), "could not restore bucket settings: {r}");
-                }
-            }
-            match e.raw_os_error() {
-                Some(libc::ENOTEMPTY) => Error::new(
-                    OssCode::BucketNotEmpty,
-                    "The bucket you tried to delete is not empty.",
-                )
-                .resource(name.as_str()),
-                _ => Error::io(name, e),
-            }
-        })?;
+        self.backend.delete_bucket(name)?;
         // A stale anchor would be harmless (a new bucket of the name gets
         // its own), so a failure here does not undo the deletion.
         if let Err(e) = self.kms.forget_settings(name.as_str()) {
@@ -433,10 +327,9 @@ impl Engine {
         &self,
         p: &Principal,
         name: &BucketName,
-        dir: &Path,
         action: Action,
     ) -> Result<()> {
-        let owner = fs::metadata(dir).map(|m| m.uid()).ctx(dir.display())?;
+        let owner = self.backend.bucket_owner(name)?;
         if p.uid == owner || self.kms.policy().allows(p, action, &[name.as_str()]) {
             Ok(())
         } else {
@@ -459,18 +352,16 @@ impl Engine {
         name: &BucketName,
         rule: &SseConfig,
     ) -> Result<()> {
-        let d = self.existing_bucket(name)?;
-        self.check_bucket_permission(p, name, &d, Action::OssPutBucketEncryption)?;
-        let mut s = self.settings.read(&d)?.0;
+        self.check_bucket_permission(p, name, Action::OssPutBucketEncryption)?;
+        let mut s = self.settings.read(name)?.0;
         s.encryption = Some(rule.clone());
         self.write_settings(name, &s)
     }
 
     /// GetBucketEncryption: NoSuchServerSideEncryptionRule when there is none.
     pub fn get_bucket_encryption(&self, p: &Principal, name: &BucketName) -> Result<SseConfig> {
-        let d = self.existing_bucket(name)?;
-        self.check_bucket_permission(p, name, &d, Action::OssGetBucketEncryption)?;
-        self.settings.read(&d)?.0.encryption.ok_or_else(|| {
+        self.check_bucket_permission(p, name, Action::OssGetBucketEncryption)?;
+        self.settings.read(name)?.0.encryption.ok_or_else(|| {
             Error::new(
                 OssCode::NoSuchServerSideEncryptionRule,
                 "The server side encryption configuration was not found",
@@ -481,9 +372,8 @@ impl Engine {
 
     /// DeleteBucketEncryption: succeeds whether or not a rule exists (204).
     pub fn delete_bucket_encryption(&self, p: &Principal, name: &BucketName) -> Result<()> {
-        let d = self.existing_bucket(name)?;
-        self.check_bucket_permission(p, name, &d, Action::OssDeleteBucketEncryption)?;
-        let mut s = self.settings.read(&d)?.0;
+        self.check_bucket_permission(p, name, Action::OssDeleteBucketEncryption)?;
+        let mut s = self.settings.read(name)?.0;
         if s.encryption.is_none() {
             return Ok(());
         }
@@ -494,27 +384,27 @@ impl Engine {
     /// The rule in force for new objects, without a permission check (used
     /// when writing objects).
     pub fn bucket_rule(&self, name: &BucketName) -> Result<Option<SseConfig>> {
-        self.settings.rule(&self.existing_bucket(name)?)
+        self.settings.rule(name)
     }
 
     /// The chunk size of the bucket's objects, without a permission check
     /// or an existence check (used on every stat of an object: a missing
     /// bucket has no objects to show anyway).
-    pub fn chunk_size_at(&self, bucket_dir: &Path) -> Result<ChunkSize> {
-        self.settings.chunk(bucket_dir)
+    pub fn chunk_size_at(&self, bucket: &BucketName) -> Result<ChunkSize> {
+        self.settings.chunk(bucket)
     }
 
     /// `chunk_size_at` as checked within the last second: for the sizes
     /// stat and lookups show, which would otherwise pay a stat of the
     /// settings file each. Writers use `chunk_size_at`.
-    pub fn chunk_size_for_stat(&self, bucket_dir: &Path) -> Result<ChunkSize> {
-        self.settings.chunk_recent(bucket_dir)
+    pub fn chunk_size_for_stat(&self, bucket: &BucketName) -> Result<ChunkSize> {
+        self.settings.chunk_recent(bucket)
     }
 
     /// The chunk size of the bucket's objects.
     pub fn bucket_chunk_size(&self, name: &BucketName) -> Result<ChunkSize> {
         self.settings
-            .chunk(&self.existing_bucket(name)?)
+            .chunk(name)
             .map_err(|e| e.resource(name.as_str()))
     }
 
@@ -531,13 +421,12 @@ impl Engine {
         name: &BucketName,
         chunk: ChunkSize,
     ) -> Result<()> {
-        let d = self.existing_bucket(name)?;
-        self.check_bucket_permission(p, name, &d, Action::OssPutBucketEncryption)?;
-        let mut s = self.settings.read(&d)?.0;
+        self.check_bucket_permission(p, name, Action::OssPutBucketEncryption)?;
+        let mut s = self.settings.read(name)?.0;
         if s.chunk()?.bytes() == chunk.bytes() {
             return Ok(());
         }
-        if !bucket_is_empty(&d)? {
+        if !self.backend.bucket_is_empty(name)? {
             return Err(Error::new(
                 OssCode::BucketNotEmpty,
                 format!(
@@ -556,17 +445,19 @@ impl Engine {
     /// Replaces a bucket's settings file: its new MAC allowed in the
     /// keystore first, then the file, then only the new MAC allowed.
     pub(super) fn write_settings(&self, name: &BucketName, s: &BucketSettings) -> Result<()> {
-        let (text, tag) = self.settings.encode(&self.bucket_dir(name), s)?;
+        let (text, tag) = self.settings.encode(name, s)?;
         self.kms.begin_settings_change(name.as_str(), &tag)?;
         self.write_settings_file(name, text.as_bytes())?;
         self.kms.end_settings_change(name.as_str(), &tag)
     }
 
-    /// Replaces the bucket's settings file with `bytes`, as they are.
+    /// Replaces the bucket's settings record with `bytes`, as they are.
     fn write_settings_file(&self, name: &BucketName, bytes: &[u8]) -> Result<()> {
-        let dir = self.bucket(name)?;
-        self.write_atomic(&dir, OsStr::new(BUCKET_SETTINGS), bytes)
-            .map_err(|e| e.resource(format!("{name}/{BUCKET_SETTINGS}")))
+        self.backend
+            .update_state(State::BucketSettings(name), &mut |_| {
+                Ok(Some(bytes.to_vec()))
+            })?;
+        Ok(())
     }
 
     /// The upgrade of a data directory from before MACs: gives every
@@ -578,21 +469,21 @@ impl Engine {
     pub(super) fn seal_legacy_settings(&self) -> Result<BTreeMap<String, String>> {
         let mut sealed = BTreeMap::new();
         for b in self.list_buckets()? {
-            let d = self.bucket_dir(&b);
-            let p = d.join(BUCKET_SETTINGS);
-            let text = match fs::read_to_string(&p) {
-                Ok(t) => t,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-                Err(e) => return Err(Error::io(p.display(), e)),
-            };
-            if Stored::parse(&text, &p)?.mac.is_some() {
-                let (_, mac) = self.settings.read_mac_only(&d)?;
+            let shown = self.backend.state_shown(State::BucketSettings(&b));
+            let bytes = self
+                .backend
+                .get_state(State::BucketSettings(&b))?
+                .map(|(bytes, _)| bytes)
+                .unwrap_or_default();
+            let stored = Stored::parse(&bytes, &shown)?;
+            if stored.mac.is_some() {
+                let (_, mac) = self.settings.read_mac_only(&b)?;
                 sealed.insert(b.as_str().to_string(), mac);
                 continue;
             }
-            let s = Stored::parse(&text, &p)?.settings();
-            s.chunk().map_err(|e| e.resource(p.display().to_string()))?;
-            let (text, mac) = self.settings.encode(&d, &s)?;
+            let s = stored.settings();
+            s.chunk().map_err(|e| e.resource(shown.clone()))?;
+            let (text, mac) = self.settings.encode(&b, &s)?;
             self.write_settings_file(&b, text.as_bytes())?;
             sealed.insert(b.as_str().to_string(), mac);
         }

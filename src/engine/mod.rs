@@ -21,18 +21,17 @@ mod upgrade;
 pub mod walk;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
 #[cfg(test)]
 use crate::backend::xattr;
-use crate::backend::{strict, Backend, Dir, Ident, PosixBackend};
+use crate::backend::{strict, Backend, Dir, Ident, PosixBackend, State, StateDir, StateStore};
 use crate::crypto::{IntegrityError, SecretKey};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{ChunkSize, Header, KeyWrap, Method, HEADER_LEN};
 use crate::kms::{Kek, Kms, Policy, RootKeySource, WrapTarget};
-use crate::oss::{SseAlgorithm, SseConfig};
+use crate::oss::{BucketName, SseAlgorithm, SseConfig};
 use crate::principal::Principal;
 
 pub(crate) use crate::backend::{copy_posix_attrs, mark_replaces};
@@ -104,7 +103,7 @@ impl Engine {
             strict::create_private_dir(d).ctx(d.display())?;
         }
         Self::check_private(data_dir)?;
-        Kms::init(&state, root)
+        Kms::init(&StateDir::open(&state)?, root)
     }
 
     /// Opens an initialised data directory.
@@ -141,11 +140,21 @@ impl Engine {
         let tmp = root_dir
             .dir(&Path::new(STATE_DIR).join("tmp"))
             .ctx(tmp_path.display())?;
-        let config = state.join("config.toml");
-        let (policy, grants) = Policy::load_with_text(&config, owner)?;
-        let kms = std::sync::Arc::new(Kms::open(&state, root, policy)?);
-        let settings = bucket::SettingsCache::new(kms.clone());
-        let local = Arc::new(PosixBackend::new(data_dir, root_dir, tmp));
+        let state_dir = root_dir.dir(Path::new(STATE_DIR)).ctx(state.display())?;
+        let local = Arc::new(PosixBackend::new(
+            data_dir,
+            root_dir,
+            tmp,
+            StateDir::held(&state, state_dir),
+        ));
+        let grants = local.get_state(State::Grants)?;
+        let (policy, grants) = Policy::from_record(
+            grants.as_ref().map(|(b, _)| &b[..]),
+            owner,
+            Path::new(&local.state_shown(State::Grants)),
+        )?;
+        let kms = std::sync::Arc::new(Kms::open(local.clone(), root, policy)?);
+        let settings = bucket::SettingsCache::new(kms.clone(), local.clone());
         let engine = Engine {
             backend: local.clone(),
             local,
@@ -219,23 +228,6 @@ impl Engine {
         self.local.discard_temp(tmp)
     }
 
-    /// Durably replaces `name` in `dir` with `bytes` (temp file, fsync,
-    /// rename, fsync of the directory).
-    pub fn write_atomic(&self, dir: &Dir, name: &OsStr, bytes: &[u8]) -> Result<()> {
-        let mut tmp = self.temp_file(0o644)?;
-        let shown = Path::new(name).display().to_string();
-        let res = tmp
-            .file
-            .write_all(bytes)
-            .and_then(|_| tmp.file.sync_all())
-            .ctx(&shown)
-            .and_then(|_| self.commit_temp(&tmp, dir, name, &shown));
-        if res.is_err() {
-            self.discard_temp(&tmp);
-        }
-        res
-    }
-
     /// Renames a finished, fsynced temp file to `name` in `dir` (replacing
     /// whatever is there) and makes the rename durable. For new objects;
     /// a rewrite of an existing one goes through `replace_with_temp`.
@@ -260,23 +252,23 @@ impl Engine {
     /// in force now, else none.
     pub fn effective_sse(
         &self,
-        bucket_dir: &Path,
+        bucket: &BucketName,
         over: Option<&SseConfig>,
     ) -> Result<Option<SseConfig>> {
         match over {
             Some(o) => Ok(Some(o.clone())),
-            None => self.settings.rule(bucket_dir),
+            None => self.settings.rule(bucket),
         }
     }
 
-    /// What a new upload into `bucket_dir` uses: `over` or the bucket's rule,
-    /// and the bucket's chunk size, from one check of its settings file.
+    /// What a new upload into `bucket` uses: `over` or the bucket's rule,
+    /// and the bucket's chunk size, from one check of its settings.
     pub fn upload_settings(
         &self,
-        bucket_dir: &Path,
+        bucket: &BucketName,
         over: Option<&SseConfig>,
     ) -> Result<(Option<SseConfig>, ChunkSize)> {
-        let (rule, chunk) = self.settings.get(bucket_dir)?;
+        let (rule, chunk) = self.settings.get(bucket)?;
         Ok((over.cloned().or(rule), chunk))
     }
 

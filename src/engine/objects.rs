@@ -156,7 +156,7 @@ impl Engine {
         };
         let name = at.shown();
         self.bucket(bucket)?;
-        let (sse, chunk) = self.upload_settings(&self.bucket_dir(bucket), over)?;
+        let (sse, chunk) = self.upload_settings(bucket, over)?;
         let mut fill = |b: &mut [u8]| read_full(src, b).ctx(&name);
         let (tmp, info) = self.write_object_temp(p, (sse.as_ref(), chunk), &mut fill, &name)?;
         let meta = ObjMeta {
@@ -254,7 +254,7 @@ impl Engine {
         };
         let dst_name = at.shown();
         self.bucket(dst.0)?;
-        let (sse, chunk) = self.upload_settings(&self.bucket_dir(dst.0), over)?;
+        let (sse, chunk) = self.upload_settings(dst.0, over)?;
         let mut nothing = |_: &mut [u8]| -> Result<usize> { Ok(0) };
         let mut from_obj = obj.as_ref().map(object_source);
         let fill: &mut dyn FnMut(&mut [u8]) -> Result<usize> = match from_obj.as_mut() {

@@ -880,7 +880,7 @@ fn the_cached_bucket_rule_follows_changes_made_by_another_process() {
     let root_src = RootKeySource::File(e._dir.path().join("root.key"));
     let cli = Engine::open(&e.data, &root_src).unwrap();
     e.engine.create_bucket(&b("bkt")).unwrap();
-    let dir = e.engine.bucket_dir(&b("bkt"));
+    let dir = b("bkt");
     assert_eq!(e.engine.effective_sse(&dir, None).unwrap(), None);
     for a in ["SM4", "AES256", "KMS", "SM4"] {
         let r = rule(a, None, None);

@@ -85,14 +85,14 @@ impl Fs {
     fn new_upload(
         &self,
         st: &mut ObjState,
-        bucket_dir: &std::path::Path,
+        bucket: &crate::oss::BucketName,
         name: &str,
         p: &Principal,
     ) -> Result<()> {
         let over = Engine::read_override(&st.file, name)?;
         let (sse, chunk) = self
             .engine
-            .upload_settings(bucket_dir, over.as_ref())
+            .upload_settings(bucket, over.as_ref())
             .map_err(|e| e.resource(name))?;
         let (header, key) = self
             .engine
@@ -166,7 +166,7 @@ impl Fs {
             // force at creation), written with the first byte.
             let (sse, chunk) = self
                 .engine
-                .upload_settings(&self.bucket_dir(&bucket), None)
+                .upload_settings(&bucket, None)
                 .map_err(|e| e.resource(&display))?;
             let pending = self
                 .engine
@@ -432,7 +432,7 @@ impl Fs {
         let Some(bucket) = role.bucket() else {
             return Err(errno(libc::EPERM));
         };
-        self.new_upload(st, &self.bucket_dir(bucket), name, p)
+        self.new_upload(st, bucket, name, p)
     }
 
     /// Sets the size. Truncation to zero is a new upload (new data key, the

@@ -302,10 +302,6 @@ impl Fs {
             .map(|r| r.display().to_string())
             .unwrap_or_else(|_| p.display().to_string())
     }
-
-    pub(super) fn bucket_dir(&self, b: &BucketName) -> std::path::PathBuf {
-        self.engine.data_dir().join(b.as_str())
-    }
 }
 
 /// True for names that must never be shown or created at the data

@@ -193,7 +193,7 @@ impl Fs {
             (Kind::File, Role::InBucket(b)) => {
                 let chunk = self
                     .engine
-                    .chunk_size_for_stat(&self.bucket_dir(b))
+                    .chunk_size_for_stat(b)
                     .map_err(|e| e.resource(b.as_str()))?;
                 // A length no object has shows the whole chunks before the
                 // damaged tail; reads of the tail fail with EIO.

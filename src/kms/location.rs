@@ -98,7 +98,9 @@ pub fn default_source(data_dir: &Path, in_data_dir: bool) -> Result<RootKeySourc
         }
         return Ok(RootKeySource::KeyDir(key_dir()?));
     }
-    let id = super::recorded_data_dir_id(&state);
+    let id = crate::backend::StateDir::open(&state)
+        .ok()
+        .and_then(|s| super::recorded_data_dir_id(&s));
     // A key in the key directory wins over a stale copy left in the data
     // directory by an interrupted `root-key move`.
     if let (Some(id), Ok(dir)) = (id, key_dir()) {

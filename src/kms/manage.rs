@@ -321,7 +321,7 @@ impl Kms {
     fn change_key(
         &self,
         key_ref: &str,
-        f: impl FnOnce(&mut CmkEntry, u64) -> Result<()>,
+        mut f: impl FnMut(&mut CmkEntry, u64) -> Result<()>,
     ) -> Result<KeyMetadata> {
         self.modify(|s, now| {
             let id = resolve(s, key_ref, now)?;

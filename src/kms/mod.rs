@@ -22,8 +22,6 @@ pub mod fuzzing;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::DirBuilder;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,8 +29,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use crate::backend::{State, StateStore, Version};
 use crate::crypto::{Aead, Cipher, IntegrityError, Nonce, SecretKey, NONCE_LEN, TAG_LEN};
-use crate::error::{Error, IoContext, OssCode, Result};
+use crate::error::{Error, OssCode, Result};
 use crate::principal::Principal;
 
 pub use mac::{MacKey, MacPurpose};
@@ -40,9 +39,9 @@ pub use metadata::{rfc3339, KeyCreator, KeyMetadata, KeyOrigin, KeyState, Master
 pub use policy::{Action, Policy};
 
 use names::KeyRef;
-use store::{Stamp, Store};
+use store::Store;
 
-pub use store::KEYSTORE_FILE;
+pub use crate::backend::KEYSTORE_FILE;
 
 /// 16-byte key identifier as stored in object headers: all zero for the
 /// SSE-OSS master keyring, else the CMK's UUID bytes.
@@ -132,9 +131,9 @@ impl fmt::Debug for Kek {
 // Compile-time guarantee that the contract's sizes agree with crypto's.
 const _: () = assert!(NONCE_LEN == 12 && TAG_LEN == 16);
 
-/// The parsed keystore and the file version it came from.
+/// The parsed keystore and the version it came from.
 struct Cached {
-    stamp: Stamp,
+    version: Version,
     store: Arc<Store>,
     /// Counts the stores held so far (from 1), so data paths can tell
     /// cheaply whether anything changed since they last looked.
@@ -143,7 +142,9 @@ struct Cached {
 
 /// The key service of one data directory. Send + Sync: share it via `Arc`.
 pub struct Kms {
-    dir: PathBuf,
+    /// Where the keystore is kept.
+    states: Arc<dyn StateStore>,
+    /// How messages name the keystore.
     keystore: PathBuf,
     root: SecretKey,
     /// K_plain (FORMAT.md §4.2), derived from `root` once.
@@ -153,39 +154,35 @@ pub struct Kms {
 }
 
 impl Kms {
-    /// Creates `state_dir` (mode 0700) with an empty keystore and one master
-    /// key version. With `RootKeySource::File` the file is created (random,
-    /// 0600) if it does not exist. Fails if a keystore already exists.
-    pub fn init(state_dir: &Path, root: &RootKeySource) -> Result<()> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .ctx(format!("creating {}", state_dir.display()))?;
-        let lock = store::lock(state_dir)?;
-        let path = store::keystore_path(state_dir);
-        if store::exists(state_dir)? {
-            return Err(Error::new(
-                OssCode::InvalidParameter,
-                format!("a keystore already exists at {}", path.display()),
-            )
-            .resource(path.display().to_string()));
-        }
-        let id = Uuid::new_v4();
-        let (key, kdf) = rootkey::create(root, &id)?;
-        let mut s = Store::new(rootkey::check_value(&key), kdf);
-        s.data_dir_id = Some(id);
-        s.add_master_version(&key, now_secs());
-        mac::seal_store(&key, &mut s, &path)?;
-        store::write(state_dir, &lock, &s)?;
+    /// Makes a keystore in `states` with one master key version. With
+    /// `RootKeySource::File` the file is created (random, 0600) if it does
+    /// not exist. Fails if a keystore already exists.
+    pub fn init(states: &dyn StateStore, root: &RootKeySource) -> Result<()> {
+        let path = PathBuf::from(states.state_shown(State::Keystore));
+        states.update_state(State::Keystore, &mut |current| {
+            if current.is_some() {
+                return Err(Error::new(
+                    OssCode::InvalidParameter,
+                    format!("a keystore already exists at {}", path.display()),
+                )
+                .resource(path.display().to_string()));
+            }
+            let id = Uuid::new_v4();
+            let (key, kdf) = rootkey::create(root, &id)?;
+            let mut s = Store::new(rootkey::check_value(&key), kdf);
+            s.data_dir_id = Some(id);
+            s.add_master_version(&key, now_secs());
+            mac::seal_store(&key, &mut s, &path)?;
+            store::to_text(&s, &path).map(|t| Some(t.into_bytes()))
+        })?;
         tracing::info!(keystore = %path.display(), "initialized keystore");
         Ok(())
     }
 
     /// Opens an existing keystore; a wrong root key is a clear error.
-    pub fn open(state_dir: &Path, root: &RootKeySource, policy: Policy) -> Result<Kms> {
-        let keystore = store::keystore_path(state_dir);
-        let (s, stamp) = store::read(state_dir)?;
+    pub fn open(states: Arc<dyn StateStore>, root: &RootKeySource, policy: Policy) -> Result<Kms> {
+        let keystore = PathBuf::from(states.state_shown(State::Keystore));
+        let (s, version) = store::read(&*states)?;
         s.check_version(&keystore)?;
         // Held for the life of the process: kept out of core dumps and swap.
         let root = rootkey::load(root, s.root.kdf.as_ref(), s.data_dir_id, &keystore)?.locked();
@@ -200,13 +197,13 @@ impl Kms {
             .into_secret()
             .locked();
         let kms = Kms {
-            dir: state_dir.to_path_buf(),
+            states,
             keystore,
             root,
             plain,
             policy,
             cache: RwLock::new(Cached {
-                stamp,
+                version,
                 store: Arc::new(s),
                 epoch: 1,
             }),
@@ -300,7 +297,7 @@ impl Kms {
     pub fn seal_grants(&self, text: Option<&str>) -> Result<()> {
         let tag = text.map(|t| self.grants_tag(t));
         self.modify(|s, _| {
-            s.grants_mac = tag;
+            s.grants_mac = tag.clone();
             Ok(())
         })
     }
@@ -344,15 +341,23 @@ impl Kms {
         grants: Option<&str>,
         buckets: BTreeMap<String, String>,
     ) -> Result<()> {
-        let lock = store::lock(&self.dir)?;
-        let (mut s, _) = store::read(&self.dir)?;
-        verify_store(&s, &self.root, &self.keystore, true)?;
-        if s.mac.is_some() {
+        let mut done = false;
+        self.write(|s| {
+            verify_store(s, &self.root, &self.keystore, true)?;
+            if s.mac.is_some() {
+                done = true;
+                return Ok(false);
+            }
+            s.grants_mac = grants.map(|t| self.grants_tag(t));
+            s.bucket_settings = buckets
+                .iter()
+                .map(|(b, t)| (b.clone(), vec![t.clone()]))
+                .collect();
+            Ok(true)
+        })?;
+        if done {
             return Ok(());
         }
-        s.grants_mac = grants.map(|t| self.grants_tag(t));
-        s.bucket_settings = buckets.into_iter().map(|(b, t)| (b, vec![t])).collect();
-        self.save(&lock, s)?;
         tracing::info!(
             keystore = %self.keystore.display(),
             "added integrity MACs to the keystore (first start of this ssefs version)"
@@ -452,11 +457,6 @@ impl Kms {
     /// The CMK's canonical id string (UUID) for headers shown to users.
     pub fn key_id_string(key_id: &KeyId) -> String {
         Uuid::from_bytes(*key_id).hyphenated().to_string()
-    }
-
-    /// The directory holding the keystore.
-    pub fn state_dir(&self) -> &Path {
-        &self.dir
     }
 
     fn master_encryptor(&self) -> Result<Kek> {
@@ -579,23 +579,23 @@ impl Kms {
 
     /// The current keystore and its epoch (see `Cached`).
     fn snapshot_at(&self) -> Result<(Arc<Store>, u64)> {
-        let stamp = store::stamp(&self.dir)?;
+        let version = store::version(&*self.states)?;
         {
             let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
-            if c.stamp == stamp {
+            if c.version == version {
                 return Ok((Arc::clone(&c.store), c.epoch));
             }
         }
-        let (s, stamp) = store::read(&self.dir)?;
+        let (s, version) = store::read(&*self.states)?;
         self.verify(&s)?;
         let s = Arc::new(s);
         // The cache only ever holds a verified store, so a panic elsewhere
         // while it was locked cannot have left it half-updated.
         let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        if c.stamp != stamp {
+        if c.version != version {
             let epoch = c.epoch + 1;
             *c = Cached {
-                stamp,
+                version,
                 store: Arc::clone(&s),
                 epoch,
             };
@@ -630,32 +630,53 @@ impl Kms {
         verify_store(s, &self.root, &self.keystore, false)
     }
 
-    /// Applies `f` to the current keystore under the write lock and writes
-    /// the result. Keys past their deletion date are purged first. Nothing
-    /// is written if `f` fails.
-    fn modify<T>(&self, f: impl FnOnce(&mut Store, u64) -> Result<T>) -> Result<T> {
-        let lock = store::lock(&self.dir)?;
-        let (mut s, _) = store::read(&self.dir)?;
-        self.verify(&s)?;
-        let now = now_secs();
-        s.purge_expired(now);
-        let out = f(&mut s, now)?;
-        self.save(&lock, s)?;
-        drop(lock);
-        Ok(out)
+    /// Applies `f` to the current keystore, with no other writer in
+    /// between (even in another process), and writes the result. Keys past
+    /// their deletion date are purged first. Nothing is written if `f`
+    /// fails. `f` may run more than once, on a backend that retries when
+    /// another writer got in first.
+    fn modify<T>(&self, mut f: impl FnMut(&mut Store, u64) -> Result<T>) -> Result<T> {
+        let mut out = None;
+        self.write(|s| {
+            self.verify(s)?;
+            let now = now_secs();
+            s.purge_expired(now);
+            out = Some(f(s, now)?);
+            Ok(true)
+        })?;
+        out.ok_or_else(|| {
+            Error::new(
+                OssCode::InternalError,
+                format!("{}: the update was not applied", self.keystore.display()),
+            )
+        })
     }
 
-    /// Seals `s`'s MAC, writes it and makes it the cached keystore.
-    fn save(&self, lock: &store::WriteLock, mut s: Store) -> Result<()> {
-        mac::seal_store(&self.root, &mut s, &self.keystore)?;
-        let stamp = store::write(&self.dir, lock, &s)?;
-        let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        let epoch = c.epoch + 1;
-        *c = Cached {
-            stamp,
-            store: Arc::new(s),
-            epoch,
-        };
+    /// The read-modify-write under `modify`: `f` changes the keystore read
+    /// and says whether to write it (false: leave it). What is written gets
+    /// its MAC sealed and becomes the cached keystore.
+    fn write(&self, mut f: impl FnMut(&mut Store) -> Result<bool>) -> Result<()> {
+        let mut written = None;
+        let version = self.states.update_state(State::Keystore, &mut |current| {
+            let current = current.ok_or_else(|| store::not_initialised(&*self.states))?;
+            let mut s = store::parse_bytes(current, &*self.states)?;
+            if !f(&mut s)? {
+                return Ok(None);
+            }
+            mac::seal_store(&self.root, &mut s, &self.keystore)?;
+            let text = store::to_text(&s, &self.keystore)?;
+            written = Some(s);
+            Ok(Some(text.into_bytes()))
+        })?;
+        if let (Some(s), Some(version)) = (written, version) {
+            let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
+            let epoch = c.epoch + 1;
+            *c = Cached {
+                version,
+                store: Arc::new(s),
+                epoch,
+            };
+        }
         Ok(())
     }
 
@@ -664,20 +685,24 @@ impl Kms {
     /// tests start from.
     #[cfg(test)]
     pub(crate) fn downgrade_for_test(&self) -> Result<()> {
-        let lock = store::lock(&self.dir)?;
-        let (mut s, _) = store::read(&self.dir)?;
-        s.mac = None;
-        s.grants_mac = None;
-        s.plain_macs = false;
-        s.bucket_settings.clear();
-        s.root.check = rootkey::check_value(&self.root);
-        store::write(&self.dir, &lock, &s)?;
+        let root = &self.root;
+        let keystore = &self.keystore;
+        self.states.update_state(State::Keystore, &mut |current| {
+            let current = current.ok_or_else(|| store::not_initialised(&*self.states))?;
+            let mut s = store::parse_bytes(current, &*self.states)?;
+            s.mac = None;
+            s.grants_mac = None;
+            s.plain_macs = false;
+            s.bucket_settings.clear();
+            s.root.check = rootkey::check_value(root);
+            store::to_text(&s, keystore).map(|t| Some(t.into_bytes()))
+        })?;
         Ok(())
     }
 
     /// Test hook: edit the stored keystore directly (e.g. to age a key).
     #[cfg(test)]
-    fn edit_store_for_test(&self, f: impl FnOnce(&mut Store, &SecretKey)) -> Result<()> {
+    fn edit_store_for_test(&self, mut f: impl FnMut(&mut Store, &SecretKey)) -> Result<()> {
         self.modify(|s, _| {
             f(s, &self.root);
             Ok(())
@@ -685,12 +710,12 @@ impl Kms {
     }
 }
 
-/// Checks `key`, a candidate root key, against the keystore in `state_dir`
+/// Checks `key`, a candidate root key, against the keystore in `states`
 /// without writing anything: the check value and every sealed entry must
 /// authenticate under it. Returns the data directory's id.
-pub fn check_root_key(state_dir: &Path, key: &SecretKey) -> Result<Option<Uuid>> {
-    let path = store::keystore_path(state_dir);
-    let (s, _) = store::read(state_dir)?;
+pub fn check_root_key(states: &dyn StateStore, key: &SecretKey) -> Result<Option<Uuid>> {
+    let path = PathBuf::from(states.state_shown(State::Keystore));
+    let (s, _) = store::read(states)?;
     s.check_version(&path)?;
     if s.root.kdf.is_some() {
         return Err(Error::new(
@@ -712,8 +737,8 @@ pub fn load_key_file(path: &Path) -> Result<SecretKey> {
 /// The data directory's id as its keystore records it, unverified (it only
 /// picks which key file to try; the key is then checked against the
 /// keystore). `None` when there is no keystore or no id.
-pub fn recorded_data_dir_id(state_dir: &Path) -> Option<Uuid> {
-    store::read(state_dir).ok().and_then(|(s, _)| s.data_dir_id)
+pub fn recorded_data_dir_id(states: &dyn StateStore) -> Option<Uuid> {
+    store::read(states).ok().and_then(|(s, _)| s.data_dir_id)
 }
 
 /// Every check a keystore read from `path` passes before it is used: its

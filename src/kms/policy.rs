@@ -209,7 +209,26 @@ impl Policy {
         if meta.permissions().mode() & 0o002 != 0 {
             return Err(invalid(path, "the file is world-writable; chmod o-w it"));
         }
-        Policy::parse(&text, owner_uid, path).map(|p| (p, Some(text)))
+        Policy::from_record(Some(text.as_bytes()), owner_uid, path)
+    }
+
+    /// The policy in the grants record `bytes` (`None`: there is none,
+    /// an empty policy), and its text, as `load_with_text`. Who may write
+    /// the record is the backend's to check (`strict` locally).
+    pub fn from_record(
+        bytes: Option<&[u8]>,
+        owner_uid: u32,
+        origin: &Path,
+    ) -> Result<(Policy, Option<String>)> {
+        let Some(bytes) = bytes else {
+            let mut p = Policy::empty(owner_uid);
+            p.source = Some(origin.to_path_buf());
+            return Ok((p, None));
+        };
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| invalid(origin, "the file is not UTF-8"))?
+            .to_owned();
+        Policy::parse(&text, owner_uid, origin).map(|p| (p, Some(text)))
     }
 
     /// Parses policy text; `origin` names the file in errors.

@@ -1,27 +1,19 @@
-//! The on-disk keystore, `STATE_DIR/keystore.toml`: its format, the sealing
-//! of every key under the root key, validation at load, and atomic
-//! writes serialized across processes by an flock on `keystore.lock`.
+//! The keystore (`STATE_DIR/keystore.toml` locally): its format, the
+//! sealing of every key under the root key and validation at load. Where
+//! it is kept, and how writers are serialised, is the backend's
+//! ([`StateStore`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::metadata::{KeyCreator, KeyOrigin, KeyState};
+use crate::backend::{State, StateStore, Version};
 use crate::crypto::{Aead, Cipher, IntegrityError, Nonce, SecretKey, NONCE_LEN, TAG_LEN};
-use crate::error::{Error, IoContext, OssCode, Result};
+use crate::error::{Error, OssCode, Result};
 
-/// The keystore's file name in the state directory.
-pub const KEYSTORE_FILE: &str = "keystore.toml";
-const LOCK_FILE: &str = "keystore.lock";
-const TMP_FILE: &str = "keystore.toml.tmp";
 pub(super) const FORMAT_VERSION: u32 = 1;
 /// Every key the keystore holds (master versions, CMK versions) is 32 bytes.
 pub(super) const KEY_LEN: usize = 32;
@@ -383,71 +375,36 @@ pub(super) fn hex_decode(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Identifies one version of the keystore file: every write replaces the
-/// file (new inode) and gives it a strictly newer mtime, so a changed file
-/// always has a different stamp.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Stamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
+/// Reads and parses the keystore (without verifying seals), with the
+/// version it was read at.
+pub(super) fn read(states: &dyn StateStore) -> Result<(Store, Version)> {
+    let (bytes, version) = states
+        .get_state(State::Keystore)?
+        .ok_or_else(|| not_initialised(states))?;
+    Ok((parse_bytes(&bytes, states)?, version))
 }
 
-impl Stamp {
-    fn of(m: &fs::Metadata) -> Self {
-        Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: m.mtime(),
-            mtime_nsec: m.mtime_nsec(),
-        }
-    }
+/// The current version of the keystore, without reading it.
+pub(super) fn version(states: &dyn StateStore) -> Result<Version> {
+    states
+        .state_version(State::Keystore)?
+        .ok_or_else(|| not_initialised(states))
 }
 
-pub(super) fn keystore_path(dir: &Path) -> PathBuf {
-    dir.join(KEYSTORE_FILE)
+/// Parses keystore bytes as `read` does; `None` (no keystore) is an error.
+pub(super) fn parse_bytes(bytes: &[u8], states: &dyn StateStore) -> Result<Store> {
+    let path = PathBuf::from(states.state_shown(State::Keystore));
+    let text = std::str::from_utf8(bytes).map_err(|_| corrupt(&path, "not UTF-8"))?;
+    parse(text, &path)
 }
 
-/// The current stamp of the keystore file.
-pub(super) fn stamp(dir: &Path) -> Result<Stamp> {
-    let path = keystore_path(dir);
-    fs::metadata(&path)
-        .map(|m| Stamp::of(&m))
-        .map_err(|e| read_error(&path, e))
-}
-
-fn read_error(path: &Path, e: io::Error) -> Error {
-    if e.kind() == io::ErrorKind::NotFound {
-        Error::new(
-            OssCode::KmsServiceNotEnabled,
-            format!(
-                "no keystore at {}: the KMS is not initialized (run `ssefs kms init`)",
-                path.display()
-            ),
-        )
-        .resource(path.display().to_string())
-    } else {
-        Error::io(format!("reading keystore {}", path.display()), e)
-            .resource(path.display().to_string())
-    }
-}
-
-/// Reads and parses the keystore (without verifying seals).
-pub(super) fn read(dir: &Path) -> Result<(Store, Stamp)> {
-    let path = keystore_path(dir);
-    let mut f = File::open(&path).map_err(|e| read_error(&path, e))?;
-    // Stamp from the opened file so stamp and content always agree.
-    let meta = f.metadata().map_err(|e| read_error(&path, e))?;
-    let mut text = String::new();
-    f.read_to_string(&mut text).map_err(|e| match e.kind() {
-        io::ErrorKind::InvalidData => corrupt(&path, "not UTF-8"),
-        _ => read_error(&path, e),
-    })?;
-    let store = parse(&text, &path)?;
-    Ok((store, Stamp::of(&meta)))
+pub(super) fn not_initialised(states: &dyn StateStore) -> Error {
+    let shown = states.state_shown(State::Keystore);
+    Error::new(
+        OssCode::KmsServiceNotEnabled,
+        format!("no keystore at {shown}: the KMS is not initialized (run `ssefs kms init`)"),
+    )
+    .resource(shown)
 }
 
 /// Parses keystore text (without verifying seals); `path` names the file in
@@ -456,7 +413,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Store> {
     toml::from_str(text).map_err(|e| corrupt(path, e))
 }
 
-/// The text `write` stores for `store`.
+/// The text the keystore is stored as.
 pub(super) fn to_text(store: &Store, path: &Path) -> Result<String> {
     toml::to_string(store).map_err(|e| {
         Error::new(
@@ -464,90 +421,4 @@ pub(super) fn to_text(store: &Store, path: &Path) -> Result<String> {
             format!("writing keystore {}: {e}", path.display()),
         )
     })
-}
-
-/// Whether a keystore file exists in `dir`.
-pub(super) fn exists(dir: &Path) -> Result<bool> {
-    let path = keystore_path(dir);
-    match fs::symlink_metadata(&path) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io(format!("checking {}", path.display()), e)),
-    }
-}
-
-/// The exclusive lock every writer holds; released on drop.
-pub(super) struct WriteLock {
-    _lock: Flock<File>,
-}
-
-pub(super) fn lock(dir: &Path) -> Result<WriteLock> {
-    let path = dir.join(LOCK_FILE);
-    let ctx = || format!("locking {}", path.display());
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .ctx(ctx())?;
-    loop {
-        match Flock::lock(file, FlockArg::LockExclusive) {
-            Ok(lock) => return Ok(WriteLock { _lock: lock }),
-            Err((f, Errno::EINTR)) => file = f,
-            Err((_, errno)) => return Err(Error::io(ctx(), io::Error::from(errno))),
-        }
-    }
-}
-
-/// Replaces the keystore with `store`: temp file (0600), fsync, rename,
-/// fsync the directory. The caller holds the write lock.
-pub(super) fn write(dir: &Path, _lock: &WriteLock, store: &Store) -> Result<Stamp> {
-    let path = keystore_path(dir);
-    let tmp = dir.join(TMP_FILE);
-    let ctx = || format!("writing keystore {}", path.display());
-    let text = to_text(store, &path)?;
-
-    // A temp file left by a crashed writer may have any mode; start afresh
-    // so ours is created 0600.
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(ctx(), e)),
-    }
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .ctx(ctx())?;
-    f.write_all(text.as_bytes()).ctx(ctx())?;
-
-    // Strictly newer mtime than the file we replace, whatever the clock's
-    // granularity, so readers' stamps always see the change.
-    let now = SystemTime::now();
-    let mtime = match fs::metadata(&path) {
-        Ok(m) => {
-            let prev = UNIX_EPOCH
-                + Duration::new(
-                    m.mtime().max(0) as u64,
-                    m.mtime_nsec().clamp(0, 999_999_999) as u32,
-                );
-            if now > prev {
-                now
-            } else {
-                prev + Duration::from_nanos(1)
-            }
-        }
-        Err(_) => now,
-    };
-    f.set_modified(mtime).ctx(ctx())?;
-    f.sync_all().ctx(ctx())?;
-    let meta = f.metadata().ctx(ctx())?;
-    drop(f);
-
-    fs::rename(&tmp, &path).ctx(ctx())?;
-    File::open(dir).and_then(|d| d.sync_all()).ctx(ctx())?;
-    Ok(Stamp::of(&meta))
 }

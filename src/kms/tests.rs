@@ -14,6 +14,18 @@ use crate::principal::{Principal, NOBODY_UID};
 
 const OWNER: u32 = 4242;
 
+/// The keystore's place for a KMS test: the state directory `dir`, made
+/// (0700) if it is not there yet, as the engine makes it.
+fn states(dir: &Path) -> Arc<crate::backend::StateDir> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .unwrap();
+    Arc::new(crate::backend::StateDir::open(dir).unwrap())
+}
+
 struct Env {
     _tmp: TempDir,
     dir: PathBuf,
@@ -25,7 +37,7 @@ impl Env {
         let tmp = TempDir::new().unwrap();
         let dir = tmp.path().join("state");
         let root = RootKeySource::File(tmp.path().join("root.key"));
-        Kms::init(&dir, &root).unwrap();
+        Kms::init(&*states(&dir), &root).unwrap();
         Env {
             _tmp: tmp,
             dir,
@@ -38,7 +50,7 @@ impl Env {
     }
 
     fn open_with(&self, policy: Policy) -> Kms {
-        Kms::open(&self.dir, &self.root, policy).unwrap()
+        Kms::open(states(&self.dir), &self.root, policy).unwrap()
     }
 
     fn keystore_text(&self) -> String {
@@ -100,7 +112,7 @@ fn init_then_open_round_trip() {
 #[test]
 fn init_twice_is_refused() {
     let env = Env::new();
-    let e = Kms::init(&env.dir, &env.root).unwrap_err();
+    let e = Kms::init(&*states(&env.dir), &env.root).unwrap_err();
     assert!(e.message.contains("already exists"), "{e}");
 }
 
@@ -108,7 +120,7 @@ fn init_twice_is_refused() {
 fn open_without_keystore_says_not_initialized() {
     let tmp = TempDir::new().unwrap();
     let root = RootKeySource::File(tmp.path().join("k"));
-    let e = Kms::open(tmp.path(), &root, Policy::empty(0))
+    let e = Kms::open(states(tmp.path()), &root, Policy::empty(0))
         .map(|_| ())
         .unwrap_err();
     assert_eq!(e.code, OssCode::KmsServiceNotEnabled);
@@ -132,7 +144,7 @@ fn root_key_file_is_0600_and_wider_modes_are_refused() {
     assert_eq!(ks_mode & 0o777, 0o600);
 
     fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
-    let e = Kms::open(&env.dir, &env.root, Policy::empty(0))
+    let e = Kms::open(states(&env.dir), &env.root, Policy::empty(0))
         .map(|_| ())
         .unwrap_err();
     assert_eq!(e.code, OssCode::InvalidParameter);
@@ -146,7 +158,7 @@ fn root_key_file_of_wrong_length_is_refused() {
     let path = tmp.path().join("root.key");
     fs::write(&path, [7u8; 31]).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-    let e = Kms::init(&tmp.path().join("s"), &RootKeySource::File(path)).unwrap_err();
+    let e = Kms::init(&*states(&tmp.path().join("s")), &RootKeySource::File(path)).unwrap_err();
     assert_eq!(e.code, OssCode::InvalidParameter);
     assert!(e.message.contains("32 bytes"), "{e}");
 }
@@ -158,9 +170,9 @@ fn existing_root_key_file_is_used_by_init() {
     fs::write(&path, [9u8; 32]).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
     let root = RootKeySource::File(path.clone());
-    Kms::init(&tmp.path().join("s"), &root).unwrap();
+    Kms::init(&*states(&tmp.path().join("s")), &root).unwrap();
     assert_eq!(fs::read(&path).unwrap(), vec![9u8; 32]);
-    Kms::open(&tmp.path().join("s"), &root, Policy::empty(0)).unwrap();
+    Kms::open(states(&tmp.path().join("s")), &root, Policy::empty(0)).unwrap();
 }
 
 #[test]
@@ -169,9 +181,13 @@ fn wrong_root_key_file_is_detected() {
     let other = env._tmp.path().join("other.key");
     fs::write(&other, [1u8; 32]).unwrap();
     fs::set_permissions(&other, fs::Permissions::from_mode(0o600)).unwrap();
-    let e = Kms::open(&env.dir, &RootKeySource::File(other), Policy::empty(0))
-        .map(|_| ())
-        .unwrap_err();
+    let e = Kms::open(
+        states(&env.dir),
+        &RootKeySource::File(other),
+        Policy::empty(0),
+    )
+    .map(|_| ())
+    .unwrap_err();
     assert_eq!(e.code, OssCode::InvalidParameter);
     assert!(
         e.message
@@ -187,21 +203,21 @@ fn pass(s: &str) -> RootKeySource {
 #[test]
 fn passphrase_root_key_round_trip_and_wrong_passphrase() {
     let tmp = TempDir::new().unwrap();
-    Kms::init(tmp.path(), &pass("correct horse")).unwrap();
+    Kms::init(&*states(tmp.path()), &pass("correct horse")).unwrap();
     let text = fs::read_to_string(tmp.path().join("keystore.toml")).unwrap();
     assert!(text.contains("argon2id") && text.contains("salt"), "{text}");
 
-    let kms = Kms::open(tmp.path(), &pass("correct horse"), Policy::empty(0)).unwrap();
+    let kms = Kms::open(states(tmp.path()), &pass("correct horse"), Policy::empty(0)).unwrap();
     let k = kms.create_key(None, KeyOrigin::AliyunKms, None).unwrap();
     let kek = kms.encryptor(&Principal::root(), &cmk(&id_of(&k))).unwrap();
     drop(kms);
-    let kms = Kms::open(tmp.path(), &pass("correct horse"), Policy::empty(0)).unwrap();
+    let kms = Kms::open(states(tmp.path()), &pass("correct horse"), Policy::empty(0)).unwrap();
     let back = kms
         .decryptor(&Principal::root(), &k.key_id.into_bytes(), 1)
         .unwrap();
     round_trip(&kek, &back);
 
-    let e = Kms::open(tmp.path(), &pass("wrong horse"), Policy::empty(0))
+    let e = Kms::open(states(tmp.path()), &pass("wrong horse"), Policy::empty(0))
         .map(|_| ())
         .unwrap_err();
     assert!(
@@ -211,7 +227,7 @@ fn passphrase_root_key_round_trip_and_wrong_passphrase() {
     );
     // A key file where a passphrase was used is also a mismatch.
     let e = Kms::open(
-        tmp.path(),
+        states(tmp.path()),
         &RootKeySource::File(tmp.path().join("nokey")),
         Policy::empty(0),
     )
@@ -223,7 +239,7 @@ fn passphrase_root_key_round_trip_and_wrong_passphrase() {
 #[test]
 fn empty_passphrase_is_refused() {
     let tmp = TempDir::new().unwrap();
-    let e = Kms::init(tmp.path(), &pass("")).unwrap_err();
+    let e = Kms::init(&*states(tmp.path()), &pass("")).unwrap_err();
     assert_eq!(e.code, OssCode::InvalidParameter);
     assert!(e.message.contains("empty"));
     assert!(!tmp.path().join("keystore.toml").exists());
@@ -285,7 +301,7 @@ fn corrupt_keystore_is_an_error() {
 
 impl Env {
     fn open_err(&self) -> Error {
-        Kms::open(&self.dir, &self.root, Policy::empty(OWNER))
+        Kms::open(states(&self.dir), &self.root, Policy::empty(OWNER))
             .map(|_| ())
             .unwrap_err()
     }
@@ -1432,7 +1448,7 @@ fn a_keystore_without_its_mac_is_refused_unless_it_predates_macs() {
         fs::Permissions::from_mode(0o600),
     )
     .unwrap();
-    let e = Kms::open(&env.dir, &wrong, Policy::empty(OWNER))
+    let e = Kms::open(states(&env.dir), &wrong, Policy::empty(OWNER))
         .map(|_| ())
         .unwrap_err();
     assert_eq!(e.code, OssCode::InvalidParameter, "{e}");
