@@ -451,3 +451,43 @@ fn state_records_round_trip_and_every_write_is_a_new_version() {
     assert!(page.keys.is_empty(), "{:?}", page.keys);
     assert_eq!(f.staged(), 0);
 }
+
+#[test]
+fn replace_takes_the_place_found_only_while_it_holds_the_version_found() {
+    let f = fixture();
+    let meta = ObjMeta {
+        mode: Some(0o640),
+        ..ObjMeta::default()
+    };
+    f.put("d/k", b"one", &ObjMeta::default(), Cond::Any)
+        .unwrap();
+    let found = f.be.find(f.at("d/k")).unwrap();
+    let mut s = f.be.stage("d/k").unwrap();
+    s.file.write_all(b"two").unwrap();
+    let v = f.be.replace(s, &found, &meta, "bkt/d/k").unwrap();
+    assert_eq!(f.read("d/k"), b"two");
+    let now = f.be.find(f.at("d/k")).unwrap();
+    assert_eq!(now.version, v);
+    assert_eq!(now.file().metadata().unwrap().mode() & 0o7777, 0o640);
+
+    // Written in between: refused, and the other write stays.
+    let found = f.be.find(f.at("d/k")).unwrap();
+    f.put("d/k", b"theirs", &ObjMeta::default(), Cond::Any)
+        .unwrap();
+    let mut s = f.be.stage("d/k").unwrap();
+    s.file.write_all(b"mine").unwrap();
+    let late = f.be.replace(s, &found, &meta, "bkt/d/k");
+    assert_eq!(f.code(late), OssCode::PreconditionFailed);
+    assert_eq!(f.read("d/k"), b"theirs");
+
+    // Its directory renamed meanwhile: the object is replaced where it is
+    // now, and nothing appears under its old key.
+    let found = f.be.find(f.at("d/k")).unwrap();
+    fs::rename(f.dir.path().join("bkt/d"), f.dir.path().join("bkt/e")).unwrap();
+    let mut s = f.be.stage("d/k").unwrap();
+    s.file.write_all(b"moved").unwrap();
+    f.be.replace(s, &found, &meta, "bkt/d/k").unwrap();
+    assert_eq!(f.read("e/k"), b"moved");
+    assert_eq!(f.code(f.be.find(f.at("d/k"))), OssCode::NoSuchKey);
+    assert_eq!(f.staged(), 0);
+}

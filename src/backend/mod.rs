@@ -40,7 +40,6 @@ pub use posix::{
     apply_meta, open_regular, posix_meta, read_override, write_override, PosixBackend,
     OVERRIDE_XATTR, REPLACES_XATTR, STATE_DIR,
 };
-pub(crate) use posix::{copy_posix_attrs, mark_replaces};
 pub use state::{State, StateDir, StateStore, Update, BUCKET_SETTINGS, GRANTS_FILE, KEYSTORE_FILE};
 
 /// Where an object is: its bucket and its key (an OSS key, `/`-separated,
@@ -231,6 +230,14 @@ pub trait Backend: StateStore {
     /// holds; durable when it returns. The staged write is used up either
     /// way.
     fn commit(&self, s: Staged, at: Loc<'_>, meta: &ObjMeta, cond: Cond) -> Result<Version>;
+
+    /// Makes the staged bytes, with `meta`, the object found as `f`, only
+    /// while it is still the version found (PreconditionFailed otherwise,
+    /// and nothing changes); durable when it returns. Locally it takes the
+    /// name `f` was found under, in the directory held since: whatever
+    /// users rename meanwhile, nothing else is touched. The staged write
+    /// is used up either way; `shown` names the object in errors.
+    fn replace(&self, s: Staged, f: &Found, meta: &ObjMeta, shown: &str) -> Result<Version>;
 
     /// Drops a staged write that will not be committed.
     fn discard(&self, s: Staged);

@@ -454,6 +454,23 @@ impl Backend for PosixBackend {
         result
     }
 
+    fn replace(&self, s: Staged, f: &Found, meta: &ObjMeta, shown: &str) -> Result<Version> {
+        let Version::Local { id, .. } = f.version;
+        let result = (|| {
+            apply_meta(&s.file, meta, shown)?;
+            mark_replaces(&s.file, id).ctx(shown)?;
+            s.file.sync_all().ctx(shown)?;
+            let place = f.place();
+            Self::check_cond(&place.dir, &place.leaf, Cond::Is(f.version), shown)?;
+            self.replace_with_temp(&s, (&place.dir, &place.leaf), id, shown)?;
+            Ok(version_of(&s.file.metadata().ctx(shown)?))
+        })();
+        if result.is_err() {
+            self.discard_temp(&s);
+        }
+        result
+    }
+
     fn discard(&self, s: Staged) {
         self.discard_temp(&s);
     }
@@ -690,12 +707,6 @@ fn apply_posix_meta(to: &File, meta: &ObjMeta) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Mode, owner, times and user xattrs, from one open backend file to
-/// another (except ssefs's own `user.ssefs.*`).
-pub(crate) fn copy_posix_attrs(from: &File, to: &File) -> io::Result<()> {
-    apply_posix_meta(to, &posix_meta(from)?)
 }
 
 /// Backend xattr a rewrite by `reencrypt` or `rewrap` leaves on the new

@@ -34,7 +34,6 @@ use crate::kms::{Kek, Kms, Policy, RootKeySource, WrapTarget};
 use crate::oss::{BucketName, SseAlgorithm, SseConfig};
 use crate::principal::Principal;
 
-pub(crate) use crate::backend::{copy_posix_attrs, mark_replaces};
 pub use crate::backend::{open_regular, Staged, OVERRIDE_XATTR, REPLACES_XATTR, STATE_DIR};
 pub use bucket::BucketSettings;
 pub use cache::ChunkCache;

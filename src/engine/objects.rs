@@ -2,14 +2,13 @@
 //! Each new object is written to a temp file, fsynced and renamed into place,
 //! so a reader or a crash sees the old object or the new one, never a mix.
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
+
 use std::path::PathBuf;
 
-use super::{copy_posix_attrs, mark_replaces, Engine, ObjectFile, Staged};
-use crate::backend::{Cond, Dir, Found, Ident, Loc, ObjMeta};
+use super::{Engine, ObjectFile, Staged};
+use crate::backend::{Cond, Found, Loc, ObjMeta};
 use crate::crypto::Cipher;
 use crate::error::{Error, IoContext, Result};
 use crate::format::{ChunkSize, Header, Method};
@@ -266,38 +265,42 @@ impl Engine {
         Ok(info)
     }
 
-    /// Re-encrypts the object `leaf` of `dir` (in `bucket`), whose backend
-    /// file the caller has open as `src`, under `sse` (None: unencrypted),
-    /// atomically, keeping its attributes; records `over` as its override.
-    /// The new file takes the name only while the name still holds `src`
-    /// (`Dir::replace`): whatever users rename meanwhile, nothing but that
-    /// one entry changes. Returns the new file, now in place. Used by
-    /// `reencrypt` and by setfattr on a file.
-    pub fn reencrypt_at(
+    /// Re-encrypts the object found as `found` (in `bucket`) under `sse`
+    /// (None: unencrypted), atomically, keeping its attributes; records
+    /// `over` as its override. The new object takes the old one's place
+    /// only while that is still the version found (`Backend::replace`):
+    /// whatever users rename meanwhile, nothing but that one entry
+    /// changes. Returns the new backend file, now in place. Used by
+    /// `reencrypt`, the upgrade, and setfattr on a file.
+    pub fn reencrypt_found(
         &self,
         p: &Principal,
         bucket: &BucketName,
-        (dir, leaf): (&Dir, &OsStr),
-        src: File,
+        found: &Found,
         name: &str,
         (sse, over): (Option<&SseConfig>, Option<&SseConfig>),
     ) -> Result<(ObjectInfo, File)> {
-        let expect = Ident::of_fd(src.as_fd()).ctx(name)?;
         let chunk = self.bucket_chunk_size(bucket)?;
+        let src = found.file().try_clone().ctx(name)?;
         let obj = self.open_object(p, src, name.to_owned(), chunk)?;
         let mut fill = object_source(&obj);
-        let (tmp, info) = self.write_object_temp(p, (sse, chunk), &mut fill, name)?;
-        let attrs = || -> Result<()> {
-            Engine::write_override(&tmp.file, name, over)?;
-            copy_posix_attrs(obj.file(), &tmp.file).ctx(name)?;
-            mark_replaces(&tmp.file, expect).ctx(name)?;
-            // The bytes and the attributes are part of what the rename
-            // makes visible.
-            tmp.file.sync_all().ctx(name)
+        let (staged, info) = self.write_object_temp(p, (sse, chunk), &mut fill, name)?;
+        // Mode, owner, times and user metadata stay the object's.
+        let meta = self.backend.meta(found).and_then(|mut m| {
+            m.sse_override = over.cloned();
+            // The caller gets the file that takes the object's place.
+            let kept = staged.file.try_clone().ctx(name)?;
+            Ok((m, kept))
+        });
+        let (meta, kept) = match meta {
+            Ok(m) => m,
+            Err(e) => {
+                self.backend.discard(staged);
+                return Err(e);
+            }
         };
-        attrs().inspect_err(|_| self.discard_temp(&tmp))?;
-        self.replace_with_temp(&tmp, (dir, leaf), expect, name)?;
-        Ok((info, tmp.file))
+        self.backend.replace(staged, found, &meta, name)?;
+        Ok((info, kept))
     }
 }
 

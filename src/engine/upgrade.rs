@@ -15,7 +15,7 @@ use std::path::Path;
 
 use super::walk::{self, ObjectEntry};
 use super::{Engine, STATE_DIR};
-use crate::error::{IoContext, OssCode, Result};
+use crate::error::{OssCode, Result};
 use crate::kms::{Policy, RootKeySource};
 use crate::principal::Principal;
 
@@ -115,16 +115,7 @@ impl Engine {
             return Ok(Converted::Nothing);
         }
         let over = Self::read_override(found.file(), &obj.name)?;
-        let place = found.place();
-        let src = place.file.try_clone().ctx(&obj.name)?;
-        self.reencrypt_at(
-            p,
-            &obj.bucket,
-            (&place.dir, &place.leaf),
-            src,
-            &obj.name,
-            (None, over.as_ref()),
-        )?;
+        self.reencrypt_found(p, &obj.bucket, &found, &obj.name, (None, over.as_ref()))?;
         Ok(Converted::Rewritten)
     }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use super::{errno, lock, os_err, sys, Fs, Kind, Role};
 use crate::backend::xattr::{self, At};
-use crate::backend::Dir;
+use crate::backend::{Dir, Found, LocalPlace};
 use crate::engine::Engine;
 use crate::error::{Error, OssCode, Result};
 use crate::format::{ChunkSize, Method};
@@ -487,9 +487,15 @@ impl Fs {
             .ok_or_else(|| errno(libc::ENOENT))?;
         let dir = Dir::dup(pfd.as_fd()).map_err(os_err)?;
         let src = sys::reopen(fd.as_raw_fd(), libc::O_RDONLY).map_err(os_err)?;
-        let (_, new_file) =
-            self.engine
-                .reencrypt_at(p, &bucket, (&dir, &leaf), src, &name, (sse, over))?;
+        let found = Found::local(LocalPlace {
+            dir,
+            leaf,
+            file: src,
+        })
+        .map_err(os_err)?;
+        let (_, new_file) = self
+            .engine
+            .reencrypt_found(p, &bucket, &found, &name, (sse, over))?;
         // The backend inode changed; keep the kernel's inode number for it.
         let new_fd = Arc::new(sys::path_fd_of(new_file.as_raw_fd()).map_err(os_err)?);
         let st = sys::stat_fd(new_fd.as_raw_fd()).map_err(os_err)?;

@@ -13,7 +13,7 @@ use indicatif::ProgressBar;
 use super::{claim, walk, Found, Outcome, Report};
 use crate::crypto::Cipher;
 use crate::engine::Engine;
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use crate::format::{Header, Method};
 use crate::kms::WrapTarget;
 use crate::oss::{BucketName, SseAlgorithm, SseConfig};
@@ -125,16 +125,7 @@ fn one(
         return Ok(Outcome::Unchanged);
     };
     let target = over.as_ref().or(rule);
-    let place = found.place();
-    let src = place.file.try_clone().ctx(&obj.name)?;
-    engine.reencrypt_at(
-        p,
-        &obj.bucket,
-        (&place.dir, &place.leaf),
-        src,
-        &obj.name,
-        (target, over.as_ref()),
-    )?;
+    engine.reencrypt_found(p, &obj.bucket, &found, &obj.name, (target, over.as_ref()))?;
     Ok(Outcome::Changed)
 }
 

@@ -15,7 +15,6 @@ use std::io::{self, Seek, SeekFrom, Write};
 use indicatif::ProgressBar;
 
 use super::{claim, walk, Outcome, Report};
-use crate::backend::{Cond, Loc};
 use crate::engine::Engine;
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{Header, Method, HEADER_LEN};
@@ -95,22 +94,16 @@ fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<Outcom
     // out, but a write by anything else during the copy (the CLI's put or
     // copy, another tool) would leave a mix of old and new chunks in the
     // copy. Then this object is left as it is (a later run picks it up).
-    let at = Loc {
-        bucket: &obj.bucket,
-        key: &obj.key,
-    };
-    backend
-        .commit(staged, at, &meta, Cond::Is(found.version))
-        .map_err(|e| {
-            if e.code == OssCode::PreconditionFailed {
-                Error::new(
-                    OssCode::PreconditionFailed,
-                    "object changed during rewrap; left as it was, run rewrap again",
-                )
-                .resource(name)
-            } else {
-                e
-            }
-        })?;
+    backend.replace(staged, &found, &meta, name).map_err(|e| {
+        if e.code == OssCode::PreconditionFailed {
+            Error::new(
+                OssCode::PreconditionFailed,
+                "object changed during rewrap; left as it was, run rewrap again",
+            )
+            .resource(name)
+        } else {
+            e
+        }
+    })?;
     Ok(Outcome::Changed)
 }
