@@ -491,3 +491,27 @@ fn replace_takes_the_place_found_only_while_it_holds_the_version_found() {
     assert_eq!(f.code(f.be.find(f.at("d/k"))), OssCode::NoSuchKey);
     assert_eq!(f.staged(), 0);
 }
+
+#[test]
+fn claim_refuses_an_object_someone_holds_or_replaced() {
+    use nix::fcntl::{Flock, FlockArg};
+
+    let f = fixture();
+    f.put("obj", b"x", &ObjMeta::default(), Cond::Any).unwrap();
+    let found = || f.be.find(f.at("obj")).unwrap();
+    // Free: claimed; a second claim meanwhile is refused.
+    let c = f.be.claim(&found(), "bkt/obj").unwrap();
+    assert!(c.is_some());
+    assert!(f.be.claim(&found(), "bkt/obj").unwrap().is_none());
+    drop(c);
+    // Held shared (as the daemon holds a file open for writing): busy.
+    let path = f.dir.path().join("bkt/obj");
+    let shared = Flock::lock(fs::File::open(&path).unwrap(), FlockArg::LockSharedNonblock).unwrap();
+    assert!(f.be.claim(&found(), "bkt/obj").unwrap().is_none());
+    drop(shared);
+    assert!(f.be.claim(&found(), "bkt/obj").unwrap().is_some());
+    // Replaced since it was found: not ours to claim.
+    let stale = found();
+    f.put("obj", b"y", &ObjMeta::default(), Cond::Any).unwrap();
+    assert!(f.be.claim(&stale, "bkt/obj").unwrap().is_none());
+}

@@ -32,6 +32,8 @@ pub mod xattr;
 use std::ffi::OsString;
 use std::fs::File;
 
+use nix::fcntl::Flock;
+
 use crate::error::Result;
 use crate::oss::{BucketName, SseConfig};
 
@@ -154,6 +156,14 @@ pub struct Staged {
     pub(crate) name: OsString,
 }
 
+/// An object kept for a rewrite: writers through a mount stay out of it
+/// until this is dropped (after the rewrite took its place). Locally an
+/// exclusive flock(2) on the object's file, which the daemon holds shared
+/// while the object is open for writing.
+pub struct Claim {
+    _lock: Flock<File>,
+}
+
 /// One page of a listing: keys in byte order, and the key to continue
 /// after (`None`: the last page).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -241,6 +251,11 @@ pub trait Backend: StateStore {
 
     /// Drops a staged write that will not be committed.
     fn discard(&self, s: Staged);
+
+    /// Claims the object found as `f` for a rewrite, without waiting.
+    /// `None` when it is busy: open for writing through a mount, being
+    /// rewritten by another operation, or replaced since it was found.
+    fn claim(&self, f: &Found, shown: &str) -> Result<Option<Claim>>;
 
     /// Removes the object at `at` if `cond` holds (NoSuchKey if absent).
     fn delete(&self, at: Loc<'_>, cond: Cond) -> Result<()>;

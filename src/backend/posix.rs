@@ -7,14 +7,18 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
 use super::state::{read_record, record_version, write_record};
-use super::{xattr, Backend, Caps, Cond, Dir, Found, Ident, Loc, LocalPlace, ObjMeta, Page};
+use super::Page;
+use super::{xattr, Backend, Caps, Claim, Cond, Dir, Found, Ident, Loc, LocalPlace, ObjMeta};
 use super::{Staged, State, StateDir, StateStore, Update, Version, BUCKET_SETTINGS};
 use crate::crypto::fill_random;
 use crate::error::{Error, IoContext, OssCode, Result};
@@ -473,6 +477,30 @@ impl Backend for PosixBackend {
 
     fn discard(&self, s: Staged) {
         self.discard_temp(&s);
+    }
+
+    fn claim(&self, f: &Found, shown: &str) -> Result<Option<Claim>> {
+        // A second descriptor of the same open file: the lock lives as long
+        // as the claim, whatever the caller does with its own.
+        let place = f.place();
+        let mut file = place.file.try_clone().ctx(shown)?;
+        let lock = loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => break l,
+                Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
+                Err((g, Errno::EINTR)) => file = g,
+                Err((_, e)) => {
+                    return Err(Error::io(format!("locking {shown}"), io::Error::from(e)))
+                }
+            }
+        };
+        // The lock must be on the file that has the name now.
+        let held = Ident::of_fd(lock.as_fd()).ctx(shown)?;
+        let now = place.dir.stat(&place.leaf).ctx(shown)?;
+        if held != Ident::of(&now) {
+            return Ok(None);
+        }
+        Ok(Some(Claim { _lock: lock }))
     }
 
     fn delete(&self, at: Loc<'_>, cond: Cond) -> Result<()> {

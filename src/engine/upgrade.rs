@@ -107,7 +107,7 @@ impl Engine {
         if found.headerless() || !Self::read_header(found.file(), &obj.name)?.is_unkeyed_plain() {
             return Ok(Converted::Nothing);
         }
-        let Some(_claim) = walk::claim(&found, &obj.name)? else {
+        let Some(_claim) = self.backend.claim(&found, &obj.name)? else {
             return Ok(Converted::Busy);
         };
         // Decide again under the claim: a mount may have rewritten it.

@@ -1,18 +1,11 @@
 //! Listing a bucket's objects through the backend (which, locally, walks
 //! directory descriptors: users of a mount may rename directories and plant
 //! symlinks while a walk runs, and nothing they do can lead it outside the
-//! bucket), and claiming one for a rewrite.
+//! bucket).
 
-use std::fs::File;
-use std::io;
-use std::os::fd::AsFd;
-
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
-
-use crate::backend::{Found, Ident};
+use crate::backend::Found;
 use crate::engine::Engine;
-use crate::error::{Error, IoContext, Result};
+use crate::error::Result;
 use crate::oss::BucketName;
 
 /// One object file found on the backend.
@@ -86,37 +79,4 @@ pub(crate) fn all_objects(
         out.extend(objects(engine, &b, None)?);
     }
     Ok(out)
-}
-
-/// An exclusive flock(2) on an object's backend file, held while an
-/// operation replaces the file; released on drop (after the rename, it
-/// locks the old file, which no one can open by name any more).
-pub(crate) struct Claim {
-    _lock: Flock<File>,
-}
-
-/// Claims the object `found` for replacement without waiting. `None` when
-/// it is busy: open for writing through a mount (the daemon holds a shared
-/// lock), being replaced by another operation, or replaced since the caller
-/// opened it.
-pub(crate) fn claim(found: &Found, name: &str) -> Result<Option<Claim>> {
-    // A second descriptor of the same open file: the lock lives as long as
-    // the claim, whatever the caller does with its own.
-    let place = found.place();
-    let mut f = place.file.try_clone().ctx(name)?;
-    let lock = loop {
-        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => break l,
-            Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
-            Err((g, Errno::EINTR)) => f = g,
-            Err((_, e)) => return Err(Error::io(format!("locking {name}"), io::Error::from(e))),
-        }
-    };
-    // The lock must be on the file that has the name now.
-    let held = Ident::of_fd(lock.as_fd()).ctx(name)?;
-    let now = place.dir.stat(&place.leaf).ctx(name)?;
-    if held != Ident::of(&now) {
-        return Ok(None);
-    }
-    Ok(Some(Claim { _lock: lock }))
 }

@@ -11,7 +11,7 @@
 //! Writes through a mount are never lost to a rewrite: the daemon holds a
 //! shared flock(2) on the backend file of every object open for writing
 //! (fs::io), and `reencrypt` and `rewrap` replace an object only under an
-//! exclusive one taken without waiting ([`claim`]). A busy object is
+//! exclusive one taken without waiting (`Backend::claim`). A busy object is
 //! skipped and reported ("busy"), for a later run. A writer that opens the
 //! object during a rewrite waits for the rename, then finds its file
 //! replaced and has the kernel look the name up again.
@@ -33,7 +33,6 @@ pub use reencrypt::reencrypt;
 pub use rewrap::rewrap;
 pub use status::{status, BucketStatus, MountInfo, Status};
 pub use verify::verify;
-pub(crate) use walk::claim;
 pub use walk::{objects, ObjectEntry};
 
 /// An object an operation could not handle, and why.

@@ -10,7 +10,7 @@
 
 use indicatif::ProgressBar;
 
-use super::{claim, walk, Found, Outcome, Report};
+use super::{walk, Found, Outcome, Report};
 use crate::crypto::Cipher;
 use crate::engine::Engine;
 use crate::error::Result;
@@ -117,7 +117,7 @@ fn one(
         return Ok(Outcome::Unchanged);
     }
     // Held until the new file is renamed into place.
-    let Some(_claim) = claim(&found, &obj.name)? else {
+    let Some(_claim) = engine.backend().claim(&found, &obj.name)? else {
         return Ok(Outcome::Busy);
     };
     // Decide again under the claim: the object may have changed since.

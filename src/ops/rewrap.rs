@@ -14,7 +14,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 
 use indicatif::ProgressBar;
 
-use super::{claim, walk, Outcome, Report};
+use super::{walk, Outcome, Report};
 use crate::engine::Engine;
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{Header, Method, HEADER_LEN};
@@ -60,7 +60,7 @@ fn one(engine: &Engine, p: &Principal, obj: &walk::ObjectEntry) -> Result<Outcom
         return Ok(Outcome::Unchanged);
     }
     // Held until the new file takes the object's place.
-    let Some(_claim) = claim(&found, name)? else {
+    let Some(_claim) = engine.backend().claim(&found, name)? else {
         return Ok(Outcome::Busy);
     };
     // Unwrapping also authenticates the old header.

@@ -283,39 +283,3 @@ fn status_lists_buckets_rules_counts_and_keys() {
         "{text}"
     );
 }
-
-#[test]
-fn claim_refuses_a_file_someone_holds() {
-    use nix::fcntl::{Flock, FlockArg};
-
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("obj");
-    std::fs::write(&path, b"x").unwrap();
-    let found = || {
-        super::Found::local(crate::backend::LocalPlace {
-            dir: crate::backend::Dir::open(dir.path()).unwrap(),
-            leaf: "obj".into(),
-            file: std::fs::File::open(&path).unwrap(),
-        })
-        .unwrap()
-    };
-    // Free: claimed; a second claim meanwhile is refused.
-    let c = super::claim(&found(), "b/obj").unwrap();
-    assert!(c.is_some());
-    assert!(super::claim(&found(), "b/obj").unwrap().is_none());
-    drop(c);
-    // Held shared (as the daemon holds a file open for writing): busy.
-    let shared = Flock::lock(
-        std::fs::File::open(&path).unwrap(),
-        FlockArg::LockSharedNonblock,
-    )
-    .unwrap();
-    assert!(super::claim(&found(), "b/obj").unwrap().is_none());
-    drop(shared);
-    assert!(super::claim(&found(), "b/obj").unwrap().is_some());
-    // Replaced since it was opened: not ours to claim.
-    let stale = found();
-    std::fs::write(dir.path().join("other"), b"y").unwrap();
-    std::fs::rename(dir.path().join("other"), &path).unwrap();
-    assert!(super::claim(&stale, "b/obj").unwrap().is_none());
-}
