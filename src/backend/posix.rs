@@ -18,8 +18,9 @@ use nix::fcntl::{Flock, FlockArg};
 
 use super::state::{read_record, record_version, write_record};
 use super::Page;
+use super::{strict, Staged, State, StateDir, StateStore, Update, Version};
 use super::{xattr, Backend, Caps, Claim, Cond, Dir, Found, Ident, Loc, LocalPlace, ObjMeta};
-use super::{Staged, State, StateDir, StateStore, Update, Version, BUCKET_SETTINGS};
+use super::{BUCKET_SETTINGS, GRANTS_FILE, KEYSTORE_FILE};
 use crate::crypto::fill_random;
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::oss::{BucketName, SseConfig};
@@ -55,6 +56,67 @@ impl PosixBackend {
             tmp,
             state,
         }
+    }
+
+    /// Whether the data directory at `data_dir` has a keystore (a new one
+    /// gets its keystore right after `create`).
+    pub fn initialised(data_dir: &Path) -> bool {
+        data_dir.join(STATE_DIR).join(KEYSTORE_FILE).exists()
+    }
+
+    /// Makes the directories of a new data directory (it, the state
+    /// directory and the staging directory, each 0700 whatever the umask)
+    /// and opens it.
+    pub fn create(data_dir: &Path) -> Result<PosixBackend> {
+        let state = data_dir.join(STATE_DIR);
+        for d in [data_dir, &state, &state.join("tmp")] {
+            strict::create_private_dir(d).ctx(d.display())?;
+        }
+        Self::open(data_dir)
+    }
+
+    /// Opens the data directory at `data_dir`, refusing one that someone
+    /// other than us (or root) could change (`check_private`), and holds
+    /// it, its state directory and its staging directory open from then on.
+    pub fn open(data_dir: &Path) -> Result<PosixBackend> {
+        Self::check_private(data_dir)?;
+        let root = Dir::open(data_dir).ctx(data_dir.display())?;
+        strict::check_held(data_dir, &root)?;
+        let state_path = data_dir.join(STATE_DIR);
+        // Made by versions that did not make it with the state directory.
+        let tmp_path = state_path.join("tmp");
+        strict::create_private_dir(&tmp_path).ctx(tmp_path.display())?;
+        strict::check(&tmp_path)?;
+        let tmp = root
+            .dir(&Path::new(STATE_DIR).join("tmp"))
+            .ctx(tmp_path.display())?;
+        let state = root.dir(Path::new(STATE_DIR)).ctx(state_path.display())?;
+        let state = StateDir::held(&state_path, state);
+        Ok(PosixBackend::new(data_dir, root, tmp, state))
+    }
+
+    /// Refuses a data directory that someone other than us (or root) could
+    /// change: the directory, the directories above it, its state
+    /// directory and the files in it that hold keys and policy.
+    pub fn check_private(data_dir: &Path) -> Result<()> {
+        strict::check(data_dir)?;
+        strict::check_ancestors(data_dir)?;
+        let state = data_dir.join(STATE_DIR);
+        strict::check(&state)?;
+        for f in [KEYSTORE_FILE, GRANTS_FILE, "root.key"] {
+            strict::check_if_present(&state.join(f))?;
+        }
+        Ok(())
+    }
+
+    /// The data directory's owner: the user who, besides root, manages
+    /// its buckets and keys.
+    pub fn owner(&self) -> Result<u32> {
+        Ok(self
+            .root
+            .stat(OsStr::new(""))
+            .ctx(self.data_dir.display())?
+            .st_uid)
     }
 
     pub fn data_dir(&self) -> &Path {

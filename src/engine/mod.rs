@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 #[cfg(test)]
 use crate::backend::xattr;
-use crate::backend::{strict, Backend, Dir, Ident, PosixBackend, State, StateDir, StateStore};
+use crate::backend::{Backend, Dir, Ident, PosixBackend, State, StateStore};
 use crate::crypto::{IntegrityError, SecretKey};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{ChunkSize, Header, KeyWrap, Method, HEADER_LEN};
@@ -90,19 +90,14 @@ impl Engine {
     /// Creates a data directory: the state directory and the keystore (and
     /// the root key file when it does not exist yet).
     pub fn init(data_dir: &Path, root: &RootKeySource) -> Result<()> {
-        let state = data_dir.join(STATE_DIR);
-        if state.join("keystore.toml").exists() {
+        if PosixBackend::initialised(data_dir) {
             return Err(Error::new(
                 OssCode::InvalidArgument,
                 "the data directory is already initialised",
             )
             .resource(data_dir.display().to_string()));
         }
-        for d in [data_dir, &state, &state.join("tmp")] {
-            strict::create_private_dir(d).ctx(d.display())?;
-        }
-        Self::check_private(data_dir)?;
-        Kms::init(&StateDir::open(&state)?, root)
+        Kms::init(&PosixBackend::create(data_dir)?, root)
     }
 
     /// Opens an initialised data directory.
@@ -117,35 +112,15 @@ impl Engine {
     /// (which `ssefs kms seal-policy` makes): the engine, and the text of
     /// `config.toml` its policy came from (`None`: no file).
     fn open_unsealed(data_dir: &Path, root: &RootKeySource) -> Result<(Engine, Option<String>)> {
-        let state = data_dir.join(STATE_DIR);
-        if !state.join("keystore.toml").exists() {
+        if !PosixBackend::initialised(data_dir) {
             return Err(Error::new(
                 OssCode::KmsServiceNotEnabled,
                 "the data directory is not initialised (run `ssefs init`)",
             )
             .resource(data_dir.display().to_string()));
         }
-        Self::check_private(data_dir)?;
-        let root_dir = Dir::open(data_dir).ctx(data_dir.display())?;
-        strict::check_held(data_dir, &root_dir)?;
-        let owner = root_dir
-            .stat(OsStr::new(""))
-            .ctx(data_dir.display())?
-            .st_uid;
-        // Made by versions that did not make it with the state directory.
-        let tmp_path = state.join("tmp");
-        strict::create_private_dir(&tmp_path).ctx(tmp_path.display())?;
-        strict::check(&tmp_path)?;
-        let tmp = root_dir
-            .dir(&Path::new(STATE_DIR).join("tmp"))
-            .ctx(tmp_path.display())?;
-        let state_dir = root_dir.dir(Path::new(STATE_DIR)).ctx(state.display())?;
-        let local = Arc::new(PosixBackend::new(
-            data_dir,
-            root_dir,
-            tmp,
-            StateDir::held(&state, state_dir),
-        ));
+        let local = Arc::new(PosixBackend::open(data_dir)?);
+        let owner = local.owner()?;
         let grants = local.get_state(State::Grants)?;
         let (policy, grants) = Policy::from_record(
             grants.as_ref().map(|(b, _)| &b[..]),
@@ -166,24 +141,10 @@ impl Engine {
         Ok((engine, grants))
     }
 
-    /// Refuses a data directory that someone other than us (or root) could
-    /// change: the directory, the directories above it, its state
-    /// directory and the files in it that hold keys and policy.
-    pub fn check_private(data_dir: &Path) -> Result<()> {
-        strict::check(data_dir)?;
-        strict::check_ancestors(data_dir)?;
-        let state = data_dir.join(STATE_DIR);
-        strict::check(&state)?;
-        for f in ["keystore.toml", "config.toml", "root.key"] {
-            strict::check_if_present(&state.join(f))?;
-        }
-        Ok(())
-    }
-
     /// Opens the data directory, initialising it first if it is new (what
     /// `ssefs mount` does on first use).
     pub fn open_or_init(data_dir: &Path, root: &RootKeySource) -> Result<Engine> {
-        if !data_dir.join(STATE_DIR).join("keystore.toml").exists() {
+        if !PosixBackend::initialised(data_dir) {
             Self::init(data_dir, root)?;
         }
         Self::open(data_dir, root)

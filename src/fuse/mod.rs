@@ -380,7 +380,7 @@ pub fn spawn_background(
     for d in [data_dir.to_path_buf(), data_dir.join(STATE_DIR)] {
         crate::backend::strict::create_private_dir(&d).ctx(d.display())?;
     }
-    Engine::check_private(data_dir)?;
+    crate::backend::PosixBackend::check_private(data_dir)?;
     let log_path: PathBuf = data_dir.join(STATE_DIR).join("mount.log");
     let log = OpenOptions::new()
         .create(true)
