@@ -37,7 +37,7 @@ use crate::principal::Principal;
 pub use crate::backend::{open_regular, Staged, OVERRIDE_XATTR, REPLACES_XATTR, STATE_DIR};
 pub use bucket::BucketSettings;
 pub use cache::ChunkCache;
-pub use object::ObjectFile;
+pub use object::{ObjectFile, SlotIo};
 pub use objects::ObjectInfo;
 
 /// A bucket's settings file.

@@ -2,6 +2,7 @@
 //! chunks a request touches are read, opened, sealed and written.
 
 use std::fs::File;
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,12 +23,71 @@ struct KeyCheck {
     epoch: AtomicU64,
 }
 
-/// An open object: its backend file, parsed header and chunk keys.
-/// Reads take `&self` (positional reads, safe to share); writes take
-/// `&mut self`, so callers serialise them (the FUSE layer holds a lock per
-/// inode).
-pub struct ObjectFile {
-    file: File,
+/// Where an object's bytes (header and slots, FORMAT.md §1) are kept, as
+/// [`ObjectFile`] reads and writes them: positional reads and writes, the
+/// length, durability, and a hint before sequential reads. A backend file
+/// (the mount's and every staged write) is one, with the same calls as
+/// before the trait, monomorphised; a store's object, read by ranges, is
+/// to be another (docs/design/s3-backend.md §1.2).
+pub trait SlotIo: Send + Sync {
+    fn read_slots(&self, buf: &mut [u8], off: u64) -> io::Result<usize>;
+    fn write_slots(&self, buf: &[u8], off: u64) -> io::Result<()>;
+    fn truncate_to(&self, len: u64) -> io::Result<()>;
+    /// The current length, and the identity (device, inode or their like)
+    /// that keeps its chunks apart from other objects' in the chunk cache.
+    fn len_and_ident(&self) -> io::Result<(u64, (u64, u64))>;
+    /// fsync, or fdatasync when `data_only`.
+    fn sync_slots(&self, data_only: bool) -> io::Result<()>;
+    /// `[off, off + len)` is about to be read; only a hint.
+    fn will_need(&self, _off: u64, _len: u64) {}
+}
+
+impl SlotIo for File {
+    fn read_slots(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        FileExt::read_at(self, buf, off)
+    }
+
+    fn write_slots(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        FileExt::write_all_at(self, buf, off)
+    }
+
+    fn truncate_to(&self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+
+    fn len_and_ident(&self) -> io::Result<(u64, (u64, u64))> {
+        let m = self.metadata()?;
+        Ok((m.len(), (m.dev(), m.ino())))
+    }
+
+    fn sync_slots(&self, data_only: bool) -> io::Result<()> {
+        if data_only {
+            self.sync_data()
+        } else {
+            self.sync_all()
+        }
+    }
+
+    fn will_need(&self, off: u64, len: u64) {
+        // SAFETY: posix_fadvise on a descriptor we hold; a failure only
+        // means the reads wait for the disk.
+        let _ = unsafe {
+            libc::posix_fadvise(
+                self.as_raw_fd(),
+                off as libc::off_t,
+                len as libc::off_t,
+                libc::POSIX_FADV_WILLNEED,
+            )
+        };
+    }
+}
+
+/// An open object: its backend file (or other [`SlotIo`]), parsed header
+/// and chunk keys. Reads take `&self` (positional reads, safe to share);
+/// writes take `&mut self`, so callers serialise them (the FUSE layer
+/// holds a lock per inode).
+pub struct ObjectFile<F: SlotIo = File> {
+    file: F,
     header: Header,
     /// The data key's AEAD (narrow slots) or K_R derivation (wide, §4.1).
     keys: ChunkKeys,
@@ -102,7 +162,7 @@ fn seal_threads() -> usize {
     })
 }
 
-impl ObjectFile {
+impl<F: SlotIo> ObjectFile<F> {
     /// Wraps an open backend file whose header has been parsed and whose data
     /// key has been unwrapped. The size comes from the file length (§3.2); a
     /// length no valid object has is rounded down to whole chunks, and any
@@ -110,18 +170,18 @@ impl ObjectFile {
     /// taken for the end of the object (the intact chunks before it stay
     /// readable). With no whole chunk at all there is nothing to read: the
     /// open fails.
-    pub fn new(file: File, header: Header, data_key: &SecretKey, name: String) -> Result<Self> {
-        let meta = file.metadata().ctx(&name)?;
-        Self::with_stat(file, header, data_key, name, &meta, meta.len())
+    pub fn new(file: F, header: Header, data_key: &SecretKey, name: String) -> Result<Self> {
+        let (len, ident) = file.len_and_ident().ctx(&name)?;
+        Self::with_stat(file, header, data_key, name, ident, len)
     }
 
-    /// `new` with the backend file's stat in hand and its length `len`.
+    /// `new` with the backend file's identity in hand and its length `len`.
     fn with_stat(
-        file: File,
+        file: F,
         header: Header,
         data_key: &SecretKey,
         name: String,
-        meta: &std::fs::Metadata,
+        (dev, ino): (u64, u64),
         len: u64,
     ) -> Result<Self> {
         let keys = ChunkKeys::new(header.cipher, header.chunk, data_key).map_err(|_| {
@@ -129,8 +189,8 @@ impl ObjectFile {
         })?;
         let owner = Owner {
             object_id: header.object_id,
-            dev: meta.dev(),
-            ino: meta.ino(),
+            dev,
+            ino,
         };
         let chunk = header.chunk;
         let (size, damaged) = chunk.shown_len(len);
@@ -233,16 +293,16 @@ impl ObjectFile {
 
     /// Writes `header` at offset 0 of an empty or to-be-replaced file and
     /// truncates it to an empty object.
-    pub fn create(file: File, header: Header, data_key: &SecretKey, name: String) -> Result<Self> {
+    pub fn create(file: F, header: Header, data_key: &SecretKey, name: String) -> Result<Self> {
         // Truncate first: a crash before the header lands leaves an empty
         // file (an empty object), never a new header over old chunks. A new
         // file is already empty, and a stat is cheaper than a truncation.
-        let meta = file.metadata().ctx(&name)?;
-        if meta.len() != 0 {
-            file.set_len(0).ctx(&name)?;
+        let (len, ident) = file.len_and_ident().ctx(&name)?;
+        if len != 0 {
+            file.truncate_to(0).ctx(&name)?;
         }
-        file.write_all_at(&header.encode(), 0).ctx(&name)?;
-        Self::with_stat(file, header, data_key, name, &meta, HEADER_LEN as u64)
+        file.write_slots(&header.encode(), 0).ctx(&name)?;
+        Self::with_stat(file, header, data_key, name, ident, HEADER_LEN as u64)
     }
 
     pub fn size(&self) -> u64 {
@@ -257,7 +317,7 @@ impl ObjectFile {
         &self.name
     }
 
-    pub fn file(&self) -> &File {
+    pub fn file(&self) -> &F {
         &self.file
     }
 
@@ -294,7 +354,7 @@ impl ObjectFile {
         while done < len {
             let n = self
                 .file
-                .read_at(&mut buf[done..len], start + done as u64)
+                .read_slots(&mut buf[done..len], start + done as u64)
                 .ctx(&self.name)?;
             if n == 0 {
                 // The file is shorter than its own length said a moment ago:
@@ -500,16 +560,7 @@ impl ObjectFile {
             .compare_exchange(done, to, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
         {
-            // Only a hint: on failure the reads wait for the disk as before.
-            // SAFETY: posix_fadvise on a descriptor this object owns.
-            let _ = unsafe {
-                libc::posix_fadvise(
-                    self.file.as_raw_fd(),
-                    start as libc::off_t,
-                    (to - start) as libc::off_t,
-                    libc::POSIX_FADV_WILLNEED,
-                )
-            };
+            self.file.will_need(start, to - start);
         }
     }
 
@@ -658,11 +709,11 @@ impl ObjectFile {
         }
         if let Some((ol, slot)) = &lone {
             self.file
-                .write_all_at(slot, c.slot_offset(*ol))
+                .write_slots(slot, c.slot_offset(*ol))
                 .ctx(&self.name)?;
         }
         self.file
-            .write_all_at(&sealed[..used], c.slot_offset(run_from))
+            .write_slots(&sealed[..used], c.slot_offset(run_from))
             .ctx(&self.name)
     }
 
@@ -771,7 +822,7 @@ impl ObjectFile {
             c.remove_from(&self.owner, from);
         }
         // Shrinking and rewriting allocated blocks need no free space.
-        let _ = self.file.set_len(self.chunk.backend_len(old_size));
+        let _ = self.file.truncate_to(self.chunk.backend_len(old_size));
         if let Some((ol, plain)) = old_last {
             let mut slot = Vec::with_capacity(self.chunk.slot());
             let sealed =
@@ -779,7 +830,7 @@ impl ObjectFile {
                     .sealer()
                     .seal(&self.header.object_id, ol, true, &plain, &mut slot);
             if sealed.is_ok() {
-                let _ = self.file.write_all_at(&slot, self.chunk.slot_offset(ol));
+                let _ = self.file.write_slots(&slot, self.chunk.slot_offset(ol));
             }
         }
     }
@@ -804,11 +855,11 @@ impl ObjectFile {
             let mut slot = Vec::with_capacity(c.slot());
             self.seal(&mut self.keys.sealer(), k, true, &plain, &mut slot)?;
             self.file
-                .write_all_at(&slot, c.slot_offset(k))
+                .write_slots(&slot, c.slot_offset(k))
                 .ctx(&self.name)?;
         }
         self.file
-            .set_len(self.chunk.backend_len(new_size))
+            .truncate_to(self.chunk.backend_len(new_size))
             .ctx(&self.name)?;
         // Chunks past the new end become holes if the object grows again.
         if let Some(c) = &self.cache {
@@ -821,11 +872,7 @@ impl ObjectFile {
 
     /// fsync (or fdatasync) the backend file.
     pub fn sync(&self, data_only: bool) -> Result<()> {
-        if data_only {
-            self.file.sync_data().ctx(&self.name)
-        } else {
-            self.file.sync_all().ctx(&self.name)
-        }
+        self.file.sync_slots(data_only).ctx(&self.name)
     }
 
     /// Authenticates every chunk (for `ssefs verify` and copies).
