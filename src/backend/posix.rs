@@ -738,7 +738,11 @@ impl Walk<'_> {
 pub fn posix_meta(f: &File) -> io::Result<ObjMeta> {
     let m = f.metadata()?;
     let mut xattrs = Vec::new();
-    for name in xattr::list(xattr::At::File(f))? {
+    let names = match xattr::list(xattr::At::File(f)) {
+        Err(e) if no_xattrs(&e) => Vec::new(),
+        r => r?,
+    };
+    for name in names {
         if !name.starts_with(b"user.") || name.starts_with(b"user.ssefs.") {
             continue;
         }
@@ -818,8 +822,12 @@ pub(crate) fn mark_replaces(f: &File, old: Ident) -> io::Result<()> {
 
 /// An object's persisted encryption override, if any.
 pub fn read_override(file: &File, name: &str) -> Result<Option<SseConfig>> {
-    let Some(v) = xattr::get(xattr::At::File(file), OsStr::new(OVERRIDE_XATTR)).ctx(name)? else {
-        return Ok(None);
+    let v = match xattr::get(xattr::At::File(file), OsStr::new(OVERRIDE_XATTR)) {
+        Ok(Some(v)) => v,
+        Ok(None) => return Ok(None),
+        // A backend without user xattrs (ramfs) cannot hold an override.
+        Err(e) if no_xattrs(&e) => return Ok(None),
+        Err(e) => return Err(Error::io(name, e)),
     };
     let s = String::from_utf8(v)
         .map_err(|_| Error::integrity("encryption override is not UTF-8").resource(name))?;
@@ -840,11 +848,31 @@ pub fn write_override(file: &File, name: &str, over: Option<&SseConfig>) -> Resu
                 s.as_bytes(),
                 0,
             )
-            .ctx(name)
+            .map_err(|e| {
+                if !no_xattrs(&e) {
+                    return Error::io(name, e);
+                }
+                let mut err = Error::new(
+                    OssCode::InvalidArgument,
+                    "the data directory's filesystem keeps no user xattrs, so an object \
+                     cannot have an encryption of its own: set a rule on its bucket instead",
+                )
+                .resource(name);
+                err.os_errno = Some(libc::EOPNOTSUPP);
+                err
+            })
         }
         None => match xattr::remove(xattr::At::File(file), OsStr::new(OVERRIDE_XATTR)) {
-            Err(e) if e.raw_os_error() != Some(libc::ENODATA) => Err(Error::io(name, e)),
+            Err(e) if e.raw_os_error() != Some(libc::ENODATA) && !no_xattrs(&e) => {
+                Err(Error::io(name, e))
+            }
             _ => Ok(()),
         },
     }
+}
+
+/// The backend's filesystem keeps no user xattrs at all (ramfs): nothing
+/// ssefs would find in one is there.
+fn no_xattrs(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EOPNOTSUPP)
 }

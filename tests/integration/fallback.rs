@@ -70,6 +70,29 @@ impl Drop for Overlay {
     }
 }
 
+/// A ramfs mounted on a data directory: no file handles and no user
+/// xattrs at all. Unmounted on drop (declared before the `Mount`).
+struct Ramfs(PathBuf);
+
+impl Ramfs {
+    fn on(at: &Path) -> Ramfs {
+        fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "ramfs", "-o", "mode=0700", "ssefs-test"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -t ramfs {}", at.display());
+        Ramfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Ramfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 /// Mounts `d`, its `ssefs mount` command first given to `prepare`, and
 /// checks that the daemon fell back to descriptors.
 fn mount_with(d: DataDir, prepare: impl FnOnce(&mut Command)) -> Mount {
@@ -224,4 +247,63 @@ fn fallback_in_a_daemon_without_cap_dac_read_search() {
         .unwrap();
     assert_eq!(eff & (1 << CAP_DAC_READ_SEARCH), 0, "{status}");
     guarantees_hold(&m);
+}
+
+/// Every open with O_TRUNC of an existing object (a shell's `>`) and every
+/// truncate to 0 failed with EOPNOTSUPP on a data directory whose
+/// filesystem keeps no user xattrs (ramfs): a new upload removes the
+/// object's encryption override, and removing an xattr there is not
+/// supported. Such a filesystem holds no override to remove; setting one
+/// is refused with a logged reason, and changes nothing.
+#[test]
+fn regression_overwrites_work_on_a_backend_without_user_xattrs() {
+    let d = DataDir::uninit();
+    let _ramfs = Ramfs::on(&d.data());
+    let m = mount_with(d, |_| {});
+    fs::create_dir(m.p("bkt")).unwrap();
+    fs::write(m.p("bkt/plain"), b"one").unwrap();
+    fs::write(m.p("bkt/plain"), b"two, longer").unwrap();
+    assert_eq!(fs::read(m.p("bkt/plain")).unwrap(), b"two, longer");
+
+    let st = Command::new("setfattr")
+        .args(["-n", SSE, "-v", "AES256"])
+        .arg(m.p("bkt"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fs::write(m.p("bkt/enc"), b"three").unwrap();
+    fs::write(m.p("bkt/enc"), b"four").unwrap();
+    assert_eq!(fs::read(m.p("bkt/enc")).unwrap(), b"four");
+    assert_eq!(xattr_get(&m.p("bkt/enc"), SSE), Ok("AES256".to_string()));
+    OpenOptions::new()
+        .write(true)
+        .open(m.p("bkt/enc"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    assert_eq!(fs::metadata(m.p("bkt/enc")).unwrap().len(), 0);
+    fs::write(m.p("bkt/enc"), b"five").unwrap();
+    assert_eq!(fs::read(m.p("bkt/enc")).unwrap(), b"five");
+
+    // An object's own encryption needs an xattr: refused, said why, and
+    // the object is as it was.
+    let before = fs::read(m.backend("bkt/plain")).unwrap();
+    let out = Command::new("setfattr")
+        .args(["-n", SSE, "-v", "SM4"])
+        .arg(m.p("bkt/plain"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not supported"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(m.backend("bkt/plain")).unwrap(), before);
+    assert_eq!(fs::read(m.p("bkt/plain")).unwrap(), b"two, longer");
+    let log = fs::read_to_string(m.backend(".ssefs/mount.log")).unwrap();
+    assert!(
+        log.contains("keeps no user xattrs") && log.contains("path=\"bkt/plain\""),
+        "{log}"
+    );
 }
