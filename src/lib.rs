@@ -11,10 +11,11 @@
 //! - `crypto`: ciphers, key and nonce newtypes, keyed tags, randomness.
 //! - `format`: the on-disk object format of docs/FORMAT.md (header, chunks).
 //! - `backend`: where objects live. The `Backend` trait (buckets, keys,
-//!   versions, staged writes committed under a condition) and its local
-//!   implementation, the data directory reached only through held
-//!   descriptors (openat2 beneath, no symlinks), with its ownership and
-//!   mode checks.
+//!   versions, staged writes committed under a condition, claims) with
+//!   ssefs's own records beside them (`StateStore`: keystore, grants,
+//!   bucket settings), and its local implementation, the data directory
+//!   reached only through held descriptors (openat2 beneath, no
+//!   symlinks), with its ownership and mode checks.
 //! - `oss`: rules, names, values and error codes as OSS defines them.
 //! - `kms`: the built-in key service (keystore, root key, grants, policy
 //!   MACs).
