@@ -157,11 +157,8 @@ impl PosixBackend {
     }
 
     /// A new, empty staged file with permission bits `mode`.
-    pub fn temp_file(&self, mode: u32) -> Result<Staged> {
-        let mut r = [0u8; 12];
-        fill_random(&mut r);
-        let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
-        let name = OsString::from(format!("{hex}.tmp"));
+    fn temp_file(&self, mode: u32) -> Result<Staged> {
+        let name = temp_name();
         let file = self
             .tmp
             .file(
@@ -169,18 +166,18 @@ impl PosixBackend {
                 libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
                 mode,
             )
-            .ctx(format!("{STATE_DIR}/tmp/{hex}.tmp"))?;
+            .ctx(Path::new(STATE_DIR).join("tmp").join(&name).display())?;
         Ok(Staged { file, name })
     }
 
     /// Removes a staged file that will not be committed.
-    pub fn discard_temp(&self, tmp: &Staged) {
+    fn discard_temp(&self, tmp: &Staged) {
         let _ = self.tmp.remove_file(&tmp.name);
     }
 
     /// Renames a finished, fsynced staged file to `name` in `dir`
     /// (replacing whatever is there) and makes the rename durable.
-    pub fn commit_temp(&self, tmp: &Staged, dir: &Dir, name: &OsStr, shown: &str) -> Result<()> {
+    fn commit_temp(&self, tmp: &Staged, dir: &Dir, name: &OsStr, shown: &str) -> Result<()> {
         self.tmp.rename(&tmp.name, dir, name).ctx(shown)?;
         dir.sync().ctx(shown)
     }
@@ -189,7 +186,7 @@ impl PosixBackend {
     /// `dir`, only while that is still the file `expect` (see
     /// `Dir::replace`). The staged file is removed if it does not take the
     /// place.
-    pub fn replace_with_temp(
+    fn replace_with_temp(
         &self,
         tmp: &Staged,
         (dir, name): (&Dir, &OsStr),
@@ -293,22 +290,22 @@ impl StateStore for PosixBackend {
 
     fn get_state(&self, s: State<'_>) -> Result<Option<(Vec<u8>, Version)>> {
         match s {
-            State::BucketSettings(b) => read_record(
-                &self.bucket(b)?,
-                OsStr::new(BUCKET_SETTINGS),
-                &self.state_shown(s),
-            ),
+            State::BucketSettings(b) => {
+                read_record(&self.bucket(b)?, OsStr::new(BUCKET_SETTINGS), &|| {
+                    self.state_shown(s)
+                })
+            }
             _ => self.state.get_state(s),
         }
     }
 
     fn state_version(&self, s: State<'_>) -> Result<Option<Version>> {
         match s {
-            State::BucketSettings(b) => record_version(
-                &self.bucket(b)?,
-                OsStr::new(BUCKET_SETTINGS),
-                &self.state_shown(s),
-            ),
+            State::BucketSettings(b) => {
+                record_version(&self.bucket(b)?, OsStr::new(BUCKET_SETTINGS), &|| {
+                    self.state_shown(s)
+                })
+            }
             _ => self.state.state_version(s),
         }
     }
@@ -323,15 +320,14 @@ impl StateStore for PosixBackend {
         let dir = self.bucket(b)?;
         let name = OsStr::new(BUCKET_SETTINGS);
         let shown = self.state_shown(s);
-        let current = read_record(&dir, name, &shown)?;
+        let current = read_record(&dir, name, &|| shown.clone())?;
         let Some(bytes) = f(current.as_ref().map(|(b, _)| &b[..]))? else {
             return Ok(current.map(|(_, v)| v));
         };
         // Staged where every other write is, so that a crash leaves its
         // temp file where the next open cleans up.
-        let tmp = self.temp_file(0o644)?;
-        drop(tmp.file);
-        write_record((&dir, name), (&self.tmp, &tmp.name), &bytes, 0o644, &shown).map(Some)
+        let tmp = temp_name();
+        write_record((&dir, name), (&self.tmp, &tmp), &bytes, 0o644, &shown).map(Some)
     }
 }
 
@@ -388,13 +384,13 @@ impl Backend for PosixBackend {
             )
             .resource(b.as_str())
         };
-        if !self.bucket_is_empty(b)? {
+        if !only_settings(&dir, b)? {
             return Err(not_empty());
         }
         // If the directory turns out not to be empty after all (something
         // made in between), the settings are put back as they were.
         let shown = self.state_shown(State::BucketSettings(b));
-        let saved = read_record(&dir, settings, &shown)?;
+        let saved = read_record(&dir, settings, &|| shown.clone())?;
         match dir.remove_file(settings) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
@@ -417,9 +413,7 @@ impl Backend for PosixBackend {
     }
 
     fn bucket_is_empty(&self, b: &BucketName) -> Result<bool> {
-        let settings = OsStr::new(BUCKET_SETTINGS);
-        let entries = self.bucket(b)?.entries().ctx(b)?;
-        Ok(entries.iter().all(|e| e.name == settings))
+        only_settings(&self.bucket(b)?, b)
     }
 
     fn bucket_owner(&self, b: &BucketName) -> Result<u32> {
@@ -578,6 +572,20 @@ impl Backend for PosixBackend {
         dir.remove_file(leaf).ctx(&shown)?;
         dir.sync().ctx(&shown)
     }
+}
+
+/// A fresh random name for a staged file in `.ssefs/tmp`.
+fn temp_name() -> OsString {
+    let mut r = [0u8; 12];
+    fill_random(&mut r);
+    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    OsString::from(format!("{hex}.tmp"))
+}
+
+/// Whether a bucket's directory holds nothing but its settings.
+fn only_settings(dir: &Dir, b: &BucketName) -> Result<bool> {
+    let settings = OsStr::new(BUCKET_SETTINGS);
+    Ok(dir.entries().ctx(b)?.iter().all(|e| e.name == settings))
 }
 
 fn no_bucket(name: &BucketName) -> Error {

@@ -155,12 +155,16 @@ impl StateStore for StateDir {
 
     fn get_state(&self, s: State<'_>) -> Result<Option<(Vec<u8>, Version)>> {
         self.refuse_buckets(s)?;
-        read_record(&self.dir, OsStr::new(Self::name(s)), &self.state_shown(s))
+        read_record(&self.dir, OsStr::new(Self::name(s)), &|| {
+            self.state_shown(s)
+        })
     }
 
     fn state_version(&self, s: State<'_>) -> Result<Option<Version>> {
         self.refuse_buckets(s)?;
-        record_version(&self.dir, OsStr::new(Self::name(s)), &self.state_shown(s))
+        record_version(&self.dir, OsStr::new(Self::name(s)), &|| {
+            self.state_shown(s)
+        })
     }
 
     fn update_state(&self, s: State<'_>, f: &mut Update<'_>) -> Result<Option<Version>> {
@@ -168,7 +172,7 @@ impl StateStore for StateDir {
         let name = OsStr::new(Self::name(s));
         let shown = self.state_shown(s);
         let _lock = self.lock()?;
-        let current = read_record(&self.dir, name, &shown)?;
+        let current = read_record(&self.dir, name, &|| shown.clone())?;
         let Some(bytes) = f(current.as_ref().map(|(b, _)| &b[..]))? else {
             return Ok(current.map(|(_, v)| v));
         };
@@ -181,12 +185,18 @@ impl StateStore for StateDir {
 }
 
 /// The record `name` in `dir`, read whole, with the version of the file
-/// read (not of whatever is there a moment later).
+/// read (not of whatever is there a moment later). `shown` names it in
+/// errors; it is only called for one (this is on every object creation's
+/// path, through the bucket settings cache).
 pub(super) fn read_record(
     dir: &Dir,
     name: &OsStr,
-    shown: &str,
+    shown: &dyn Fn() -> String,
 ) -> Result<Option<(Vec<u8>, Version)>> {
+    let failed = |e: io::Error| {
+        let s = shown();
+        Error::io(format!("reading {s}"), e).resource(s)
+    };
     let mut f = match dir.file(
         Path::new(name),
         libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
@@ -194,27 +204,36 @@ pub(super) fn read_record(
     ) {
         Ok(f) => f,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-        Err(e) => return Err(Error::io(format!("reading {shown}"), e).resource(shown)),
+        Err(e) => return Err(failed(e)),
     };
-    let meta = f.metadata().ctx(format!("reading {shown}"))?;
+    let meta = f.metadata().map_err(failed)?;
     if !meta.is_file() {
+        let s = shown();
         return Err(Error::new(
             OssCode::InvalidArgument,
-            format!("{shown} is not a regular file"),
+            format!("{s} is not a regular file"),
         )
-        .resource(shown));
+        .resource(s));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    f.read_to_end(&mut bytes).ctx(format!("reading {shown}"))?;
+    f.read_to_end(&mut bytes).map_err(failed)?;
     Ok(Some((bytes, super::posix::version_of(&meta))))
 }
 
-/// The version of the record `name` in `dir`, if there is one.
-pub(super) fn record_version(dir: &Dir, name: &OsStr, shown: &str) -> Result<Option<Version>> {
+/// The version of the record `name` in `dir`, if there is one (`shown` as
+/// for `read_record`).
+pub(super) fn record_version(
+    dir: &Dir,
+    name: &OsStr,
+    shown: &dyn Fn() -> String,
+) -> Result<Option<Version>> {
     match dir.stat(name) {
         Ok(st) => Ok(Some(super::posix::version_of_stat(&st))),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(Error::io(format!("reading {shown}"), e).resource(shown)),
+        Err(e) => {
+            let s = shown();
+            Err(Error::io(format!("reading {s}"), e).resource(s))
+        }
     }
 }
 

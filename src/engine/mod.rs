@@ -19,14 +19,13 @@ mod object;
 mod objects;
 mod upgrade;
 pub mod walk;
-use std::ffi::OsStr;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
 #[cfg(test)]
 use crate::backend::xattr;
-use crate::backend::{Backend, Dir, Ident, PosixBackend, State, StateStore};
+use crate::backend::{Backend, Dir, PosixBackend, State, StateStore};
 use crate::crypto::{IntegrityError, SecretKey};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{ChunkSize, Header, KeyWrap, Method, HEADER_LEN};
@@ -176,36 +175,6 @@ impl Engine {
     /// Where objects live.
     pub fn backend(&self) -> &dyn Backend {
         &*self.backend
-    }
-
-    /// Creates a new, empty temp file for an atomic replacement.
-    pub fn temp_file(&self, mode: u32) -> Result<Staged> {
-        self.local.temp_file(mode)
-    }
-
-    /// Removes a temp file that will not be committed.
-    pub fn discard_temp(&self, tmp: &Staged) {
-        self.local.discard_temp(tmp)
-    }
-
-    /// Renames a finished, fsynced temp file to `name` in `dir` (replacing
-    /// whatever is there) and makes the rename durable. For new objects;
-    /// a rewrite of an existing one goes through `replace_with_temp`.
-    pub fn commit_temp(&self, tmp: &Staged, dir: &Dir, name: &OsStr, shown: &str) -> Result<()> {
-        self.local.commit_temp(tmp, dir, name, shown)
-    }
-
-    /// Puts a finished, fsynced temp file in the place of `name` in `dir`,
-    /// only while that is still the file `expect` (see `Dir::replace`).
-    /// The temp file is removed if it does not take the place.
-    pub fn replace_with_temp(
-        &self,
-        tmp: &Staged,
-        place: (&Dir, &OsStr),
-        expect: Ident,
-        shown: &str,
-    ) -> Result<()> {
-        self.local.replace_with_temp(tmp, place, expect, shown)
     }
 
     /// The encryption a new object gets: its override, else the bucket rule

@@ -1,6 +1,7 @@
 //! Engine tests without a mount: random access against a model, tampering,
 //! OSS precedence rules, KMS key states and permissions.
 
+use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 
