@@ -25,6 +25,9 @@ needs=(
   "cc gcc"                        # ring's C and assembly parts, and the linker
   "/usr/include/stdio.h libc6-dev"
   "/etc/ssl/certs/ca-certificates.crt ca-certificates" # cargo install over https
+  "pkg-config pkg-config"         # Garage's build (scripts/garage.sh): the test store
+  "/usr/include/sodium.h libsodium-dev"
+  "/usr/include/zstd.h libzstd-dev"
 )
 
 missing() {
@@ -83,4 +86,6 @@ if ! cargo clippy --version >/dev/null 2>&1; then
     exit 1
   fi
 fi
+# The test store (issue 14): Garage, built once and cached by version.
+"$(dirname "$0")/garage.sh" install
 echo "setup: everything the tests need is installed" >&2

@@ -16,11 +16,25 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 # for the run (tests/integration/uring.rs switches it per mount as well),
 # and back to what it was whatever happens.
 URING_PARAM=/sys/module/fuse/parameters/enable_uring
+URING_ORIG=
+# The test store (tests/integration/store.rs): three Garage nodes on
+# 127.0.0.1, stopped whatever happens.
+GARAGE_DIR=$(mktemp -d /tmp/ssefs-garage.XXXXXX)
+cleanup() {
+  [ -z "$URING_ORIG" ] || echo "$URING_ORIG" >"$URING_PARAM"
+  ./scripts/garage.sh stop "$GARAGE_DIR" || true
+  rm -rf "$GARAGE_DIR"
+}
+trap cleanup EXIT
 if [ -w "$URING_PARAM" ]; then
   URING_ORIG=$(cat "$URING_PARAM")
-  trap 'echo "$URING_ORIG" >"$URING_PARAM"' EXIT
   echo Y >"$URING_PARAM"
 fi
+# A port base of its own, so that a second run on the machine does not
+# collide with this one (ports 39n0-39n3 plus the base).
+export GARAGE_PORT_BASE=${GARAGE_PORT_BASE:-$(( (RANDOM % 40) * 100 ))}
+./scripts/garage.sh start "$GARAGE_DIR"
+export SSEFS_TEST_GARAGE=$GARAGE_DIR/env
 
 cargo build --release --bins
 # The lints of Cargo.toml's [lints] (no unwrap or expect outside tests, a

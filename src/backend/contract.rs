@@ -122,8 +122,10 @@ fn is_commits_only_over_the_version_it_names() {
     assert_eq!(f.read("k"), b"theirs+");
     // Over the version it read, it goes through, and says what it replaced.
     let now = f.be.find(f.at("k")).unwrap().version;
-    let Version::Local { id, .. } = now;
-    f.put("k", b"mine", &ObjMeta::default(), Cond::Is(now))
+    let Version::Local { id, .. } = now else {
+        panic!("a local version expected: {now:?}");
+    };
+    f.put("k", b"mine", &ObjMeta::default(), Cond::Is(now.clone()))
         .unwrap();
     assert_eq!(f.read("k"), b"mine");
     let found = f.be.find(f.at("k")).unwrap();
@@ -141,7 +143,7 @@ fn is_refuses_an_object_renamed_away_meanwhile() {
     let read = f.be.find(f.at("k")).unwrap().version;
     let b = f.dir.path().join("bkt");
     fs::rename(b.join("k"), b.join("moved")).unwrap();
-    let late = f.put("k", b"two", &ObjMeta::default(), Cond::Is(read));
+    let late = f.put("k", b"two", &ObjMeta::default(), Cond::Is(read.clone()));
     assert_eq!(f.code(late), OssCode::PreconditionFailed);
     assert!(
         !b.join("k").exists(),
@@ -438,7 +440,10 @@ fn state_records_round_trip_and_every_write_is_a_new_version() {
             .unwrap()
             .unwrap();
         assert_ne!(v1, v2, "{s:?}: the same bytes again are a new version");
-        assert_eq!(f.be.get_state(s).unwrap(), Some((b"one".to_vec(), v2)));
+        assert_eq!(
+            f.be.get_state(s).unwrap(),
+            Some((b"one".to_vec(), v2.clone()))
+        );
         assert_eq!(f.be.state_version(s).unwrap(), Some(v2));
         assert!(f.be.state_shown(s).ends_with(match s {
             State::Keystore => KEYSTORE_FILE,

@@ -25,6 +25,7 @@
 
 mod dir;
 mod posix;
+pub mod s3;
 mod state;
 pub mod strict;
 pub mod xattr;
@@ -63,7 +64,7 @@ impl Loc<'_> {
 /// a rewrite changes (size, mtime, ctime): a version read earlier that
 /// differs from the present one means the object was written or replaced
 /// in between.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Version {
     Local {
         id: Ident,
@@ -71,10 +72,12 @@ pub enum Version {
         mtime: (i64, i64),
         ctime: (i64, i64),
     },
+    /// On a store: the ETag, as the store sent it.
+    ETag(String),
 }
 
 /// The precondition of a write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Cond {
     /// Whatever is there is replaced.
     Any,
@@ -111,7 +114,20 @@ pub struct Found {
     /// Stored bytes (header and sealed chunks), 0 for an object created
     /// empty through the mount, which has no header yet (FORMAT.md §1).
     pub len: u64,
-    pub(crate) local: LocalPlace,
+    pub(crate) at: Place,
+}
+
+/// Where a found object is.
+#[derive(Debug)]
+pub(crate) enum Place {
+    Local(LocalPlace),
+    /// Downloaded whole from a store into an unnamed local file, with its
+    /// verified metadata and its store path.
+    Store {
+        file: File,
+        meta: ObjMeta,
+        key: String,
+    },
 }
 
 /// A found object on the local backend: the directory it is in (held), its
@@ -126,16 +142,57 @@ pub struct LocalPlace {
 impl Found {
     /// The stored bytes, open for reading.
     pub fn file(&self) -> &File {
-        &self.local.file
+        match &self.at {
+            Place::Local(l) => &l.file,
+            Place::Store { file, .. } => file,
+        }
     }
 
-    /// Where it is on the local backend.
-    pub fn place(&self) -> &LocalPlace {
-        &self.local
+    /// Where it is on the local backend (None: on a store).
+    pub fn place(&self) -> Option<&LocalPlace> {
+        match &self.at {
+            Place::Local(l) => Some(l),
+            Place::Store { .. } => None,
+        }
     }
 
-    pub fn into_local(self) -> LocalPlace {
-        self.local
+    /// The stored bytes, open for reading, for an object opened over them.
+    pub fn into_file(self) -> File {
+        match self.at {
+            Place::Local(l) => l.file,
+            Place::Store { file, .. } => file,
+        }
+    }
+
+    /// An object downloaded from a store.
+    pub(crate) fn stored(
+        version: Version,
+        len: u64,
+        file: File,
+        meta: ObjMeta,
+        key: String,
+    ) -> Found {
+        Found {
+            version,
+            len,
+            at: Place::Store { file, meta, key },
+        }
+    }
+
+    /// A store object's verified metadata.
+    pub(crate) fn stored_meta(&self) -> Option<&ObjMeta> {
+        match &self.at {
+            Place::Store { meta, .. } => Some(meta),
+            Place::Local(_) => None,
+        }
+    }
+
+    /// A store object's path in the store.
+    pub(crate) fn stored_key(&self) -> Option<&str> {
+        match &self.at {
+            Place::Store { key, .. } => Some(key),
+            Place::Local(_) => None,
+        }
     }
 
     /// Nothing stored: an object created empty through the mount, which
@@ -161,7 +218,8 @@ pub struct Staged {
 /// exclusive flock(2) on the object's file, which the daemon holds shared
 /// while the object is open for writing.
 pub struct Claim {
-    _lock: Flock<File>,
+    /// None on a store, where a rewrite's commit checks the version instead.
+    _lock: Option<Flock<File>>,
 }
 
 /// One page of a listing: keys in byte order, and the key to continue
@@ -194,6 +252,11 @@ pub trait Backend: StateStore {
     fn describe(&self) -> String;
 
     fn caps(&self) -> Caps;
+
+    /// Gives the backend the key that authenticates object metadata it
+    /// keeps apart from the objects (a store's records, FORMAT.md §9),
+    /// once the KMS is open. Local metadata is the files' own.
+    fn use_meta_key(&self, _key: crate::kms::MacKey) {}
 
     /// Bucket names, sorted. Anything else at the top (the state, stray
     /// files, names that are not bucket names) is not a bucket.
@@ -235,6 +298,10 @@ pub trait Backend: StateStore {
 
     /// A new, empty staged write; `shown` names it in errors.
     fn stage(&self, shown: &str) -> Result<Staged>;
+
+    /// The encryption override of a found object (request headers that
+    /// won over its bucket's rule), alone: cheaper than `meta`.
+    fn sse_override(&self, f: &Found, shown: &str) -> Result<Option<SseConfig>>;
 
     /// Makes the staged bytes, with `meta`, the object at `at`, if `cond`
     /// holds; durable when it returns. The staged write is used up either

@@ -436,7 +436,7 @@ impl Backend for PosixBackend {
 
     fn meta(&self, f: &Found) -> Result<ObjMeta> {
         let file = f.file();
-        let shown = Path::new(&f.local.leaf).display().to_string();
+        let shown = Path::new(&local_place(f)?.leaf).display().to_string();
         let mut meta = posix_meta(file).ctx(&shown)?;
         meta.sse_override = read_override(file, &shown)?;
         Ok(meta)
@@ -469,6 +469,10 @@ impl Backend for PosixBackend {
         Ok(Page { keys, next })
     }
 
+    fn sse_override(&self, f: &Found, shown: &str) -> Result<Option<SseConfig>> {
+        read_override(f.file(), shown)
+    }
+
     fn stage(&self, _shown: &str) -> Result<Staged> {
         self.temp_file(0o644)
     }
@@ -477,7 +481,8 @@ impl Backend for PosixBackend {
         let shown = at.shown();
         let result = (|| {
             apply_meta(&s.file, meta, &shown)?;
-            if let Cond::Is(Version::Local { id, .. }) = cond {
+            if let Cond::Is(Version::Local { id, .. }) = &cond {
+                let id = *id;
                 // For mounts holding the old file: this one replaces it.
                 mark_replaces(&s.file, id).ctx(&shown)?;
             }
@@ -501,9 +506,10 @@ impl Backend for PosixBackend {
                 }
                 Cond::Is(Version::Local { id, .. }) => {
                     let (dir, leaf) = self.place(at, &shown)?;
-                    Self::check_cond(&dir, leaf, cond, &shown)?;
+                    Self::check_cond(&dir, leaf, cond.clone(), &shown)?;
                     self.replace_with_temp(&s, (&dir, leaf), id, &shown)?;
                 }
+                Cond::Is(Version::ETag(_)) => return Err(not_local()),
             }
             // After the rename, which moves the file's ctime.
             Ok(version_of(&s.file.metadata().ctx(&shown)?))
@@ -515,13 +521,15 @@ impl Backend for PosixBackend {
     }
 
     fn replace(&self, s: Staged, f: &Found, meta: &ObjMeta, shown: &str) -> Result<Version> {
-        let Version::Local { id, .. } = f.version;
         let result = (|| {
+            let Version::Local { id, .. } = f.version else {
+                return Err(not_local());
+            };
+            let place = local_place(f)?;
             apply_meta(&s.file, meta, shown)?;
             mark_replaces(&s.file, id).ctx(shown)?;
             s.file.sync_all().ctx(shown)?;
-            let place = f.place();
-            Self::check_cond(&place.dir, &place.leaf, Cond::Is(f.version), shown)?;
+            Self::check_cond(&place.dir, &place.leaf, Cond::Is(f.version.clone()), shown)?;
             self.replace_with_temp(&s, (&place.dir, &place.leaf), id, shown)?;
             Ok(version_of(&s.file.metadata().ctx(shown)?))
         })();
@@ -538,7 +546,7 @@ impl Backend for PosixBackend {
     fn claim(&self, f: &Found, shown: &str) -> Result<Option<Claim>> {
         // A second descriptor of the same open file: the lock lives as long
         // as the claim, whatever the caller does with its own.
-        let place = f.place();
+        let place = local_place(f)?;
         let mut file = place.file.try_clone().ctx(shown)?;
         let lock = loop {
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -556,7 +564,7 @@ impl Backend for PosixBackend {
         if held != Ident::of(&now) {
             return Ok(None);
         }
-        Ok(Some(Claim { _lock: lock }))
+        Ok(Some(Claim { _lock: Some(lock) }))
     }
 
     fn delete(&self, at: Loc<'_>, cond: Cond) -> Result<()> {
@@ -627,9 +635,22 @@ impl Found {
         Ok(Found {
             version: version_of(&m),
             len: m.len(),
-            local: place,
+            at: super::Place::Local(place),
         })
     }
+}
+
+/// A version, condition or found object of another backend handed to this
+/// one: a bug, reported rather than acted on.
+fn not_local() -> Error {
+    Error::new(
+        OssCode::InternalError,
+        "an object of another backend was given to the data directory",
+    )
+}
+
+fn local_place(f: &Found) -> Result<&LocalPlace> {
+    f.place().ok_or_else(not_local)
 }
 
 pub(super) fn version_of(m: &fs::Metadata) -> Version {

@@ -77,6 +77,24 @@ pub fn check(path: &Path) -> Result<()> {
     check_meta(path, &m)
 }
 
+/// A file holding a secret (the store's credentials): `check`, and not
+/// readable by group or others either.
+pub fn check_secret_file(path: &Path) -> Result<()> {
+    check(path)?;
+    let m = fs::symlink_metadata(path).ctx(path.display())?;
+    if m.mode() & 0o077 != 0 {
+        return Err(refuse(
+            path,
+            format!(
+                "it holds secrets and group or others may read it (mode {:04o})",
+                m.mode() & 0o7777
+            ),
+            format!("chmod 600 {}", path.display()),
+        ));
+    }
+    Ok(())
+}
+
 /// `check` when `path` exists; a missing file is not refused (it is made
 /// later, with the right mode).
 pub fn check_if_present(path: &Path) -> Result<()> {

@@ -88,6 +88,7 @@ fn read_material(path: &PathBuf) -> Result<SecretKey> {
 pub fn run(g: &GlobalArgs, cmd: KmsCmd) -> Result<()> {
     if let KmsCmd::SealPolicy = cmd {
         // Before any open, which would refuse the edit being approved.
+        g.local_only("kms seal-policy")?;
         let dir = g.data_dir();
         let p = Engine::seal_policy(&dir, &g.root_source(&dir, false)?)?;
         let days = match p.master_rotation_days() {

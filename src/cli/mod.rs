@@ -63,6 +63,16 @@ pub struct GlobalArgs {
     /// instead of a key file; $SSEFS_PASSPHRASE works too.
     #[arg(long, global = true, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// Keep the buckets on an S3-compatible store instead of a data
+    /// directory: s3://BUCKET[/PREFIX]. The endpoint, region and
+    /// credentials come from the config file's [backend] table or the
+    /// environment ($AWS_ENDPOINT_URL_S3, $AWS_REGION, $AWS_ACCESS_KEY_ID,
+    /// $AWS_SECRET_ACCESS_KEY), never from the command line.
+    #[arg(long, global = true, value_name = "URL", env = "SSEFS_BACKEND")]
+    pub backend: Option<String>,
+    /// The config file's [backend] table, if it has one.
+    #[arg(skip)]
+    pub backend_table: Option<crate::backend::s3::BackendTable>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -204,8 +214,59 @@ impl GlobalArgs {
     }
 
     pub fn open_engine(&self) -> Result<Engine> {
+        if let Some(store) = self.store()? {
+            return Engine::open_store(store, &self.store_root_source(false)?);
+        }
         let dir = self.data_dir();
         Engine::open(&dir, &self.root_source(&dir, false)?)
+    }
+
+    /// The store named by --backend or the config file's [backend] table;
+    /// None for a data directory.
+    pub fn store(&self) -> Result<Option<std::sync::Arc<dyn crate::backend::Backend>>> {
+        if self.backend.is_none() && self.backend_table.as_ref().is_none_or(|t| t.url.is_none()) {
+            return Ok(None);
+        }
+        if self.data_dir.is_some() {
+            return Err(Error::new(
+                OssCode::InvalidArgument,
+                "--data-dir and --backend name two places: give one",
+            ));
+        }
+        let spec = crate::backend::s3::StoreSpec::resolve(
+            self.backend.as_deref(),
+            self.backend_table.as_ref(),
+        )?;
+        Ok(Some(std::sync::Arc::new(
+            crate::backend::s3::S3Backend::open(&spec)?,
+        )))
+    }
+
+    /// The root key of a store: a passphrase, --root-key, the systemd
+    /// credential, else KEY_DIR/ID.key named after the store's id. It
+    /// never goes to the store.
+    pub fn store_root_source(&self, ask: bool) -> Result<RootKeySource> {
+        if self.passphrase_file.is_some() || harden::passphrase_from_env().is_some() || ask {
+            return self.root_source(Path::new("/nonexistent"), ask);
+        }
+        if let Some(p) = &self.root_key {
+            return Ok(RootKeySource::File(p.clone()));
+        }
+        if let Some(p) = crate::kms::location::credential() {
+            return Ok(RootKeySource::File(p));
+        }
+        Ok(RootKeySource::KeyDir(crate::kms::location::key_dir()?))
+    }
+
+    /// Refuses a command that works on a data directory only.
+    pub(super) fn local_only(&self, what: &str) -> Result<()> {
+        if self.backend.is_some() || self.backend_table.as_ref().is_some_and(|t| t.url.is_some()) {
+            return Err(Error::new(
+                OssCode::InvalidArgument,
+                format!("`ssefs {what}` works on a data directory only, not on a store (yet)"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -234,6 +295,7 @@ impl GlobalArgs {
         if self.passphrase_file.is_none() {
             self.passphrase_file.clone_from(&cfg.passphrase_file);
         }
+        self.backend_table.clone_from(&cfg.backend);
         Ok(Some(cfg))
     }
 }
@@ -257,6 +319,28 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
         ));
     }
     match cli.command {
+        Command::Init { passphrase } if g.store()?.is_some() => {
+            let store = g
+                .store()?
+                .ok_or_else(|| Error::new(OssCode::InternalError, "no store"))?;
+            let src = g.store_root_source(passphrase)?;
+            if passphrase && !matches!(src, RootKeySource::Passphrase(_)) {
+                return Err(Error::new(OssCode::InvalidArgument, "no passphrase given"));
+            }
+            Engine::init_store(&*store, &src)?;
+            let id = crate::kms::recorded_data_dir_id(&*store);
+            let key = match (&src, id) {
+                (RootKeySource::KeyDir(d), Some(id)) => {
+                    format!(
+                        "root key: {}\n",
+                        crate::kms::location::key_file(d, &id).display()
+                    )
+                }
+                (RootKeySource::File(p), _) => format!("root key: {}\n", p.display()),
+                _ => "root key: derived from the passphrase\n".to_owned(),
+            };
+            out(&format!("initialised {}\n{key}", store.describe()))
+        }
         Command::Init { passphrase } => {
             let dir = g.data_dir();
             let src = g.root_source(&dir, passphrase)?;
@@ -298,6 +382,10 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
             let r = ops::verify(&e, &Principal::current(), b.as_ref(), &pb)?;
             finish_op(&r, "verify", "")
         }
+        Command::Status if g.store()?.is_some() => {
+            let e = g.open_engine()?;
+            out(&ops::status(&e)?.to_string())
+        }
         Command::Status => {
             let dir = g.data_dir();
             let src = g.root_source(&dir, false)?;
@@ -309,7 +397,10 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
             }
             out(&text)
         }
-        Command::RootKey(c) => rootkey::run(g, c),
+        Command::RootKey(c) => {
+            g.local_only("root-key")?;
+            rootkey::run(g, c)
+        }
         Command::Man { dir } => {
             std::fs::create_dir_all(&dir).ctx(dir.display())?;
             clap_mangen::generate_to(Cli::command(), &dir).ctx(dir.display())
@@ -319,6 +410,7 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
             options,
             foreground,
         } => {
+            g.local_only("mount")?;
             let Some(mountpoint) = mountpoint.or_else(|| cfg.and_then(|c| c.mountpoint.clone()))
             else {
                 return Err(Error::new(

@@ -275,7 +275,12 @@ impl Engine {
     /// The bucket's directory, held open (resolved beneath the data
     /// directory, no symlink followed), or NoSuchBucket.
     pub fn bucket(&self, name: &BucketName) -> Result<Dir> {
-        self.local.bucket(name)
+        self.local()?.bucket(name)
+    }
+
+    /// NoSuchBucket unless the bucket exists.
+    pub fn check_bucket(&self, name: &BucketName) -> Result<()> {
+        self.backend.bucket_owner(name).map(|_| ())
     }
 
     /// CreateBucket: the bucket and its (default) settings.

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 #[cfg(test)]
 use crate::backend::xattr;
-use crate::backend::{Backend, Dir, PosixBackend, State, StateStore};
+use crate::backend::{Backend, PosixBackend, State, StateStore};
 use crate::crypto::{IntegrityError, SecretKey};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{ChunkSize, Header, KeyWrap, Method, HEADER_LEN};
@@ -52,10 +52,11 @@ pub fn default_root_key(data_dir: &Path) -> Result<RootKeySource> {
 pub struct Engine {
     /// Where objects live. Whole-object operations go through it.
     backend: Arc<dyn Backend>,
-    /// The same backend as the data directory it is: for the mount, which
-    /// works on its files directly, and for what has not moved onto the
-    /// trait yet (rewrites, bucket settings, the keystore).
-    local: Arc<PosixBackend>,
+    /// The same backend as the data directory it is, for the mount, which
+    /// works on its files directly; None on a store.
+    local: Option<Arc<PosixBackend>>,
+    /// The data directory, or for a store its description (messages).
+    location: std::path::PathBuf,
     /// Shared with open SSE-KMS objects, which re-check their key's state.
     kms: std::sync::Arc<Kms>,
     /// Decrypted chunks shared by open objects (the mount sets one).
@@ -120,24 +121,71 @@ impl Engine {
         }
         let local = Arc::new(PosixBackend::open(data_dir)?);
         let owner = local.owner()?;
-        let grants = local.get_state(State::Grants)?;
+        local.remove_stale_temps();
+        let (engine, grants) = Self::open_on(local.clone(), Some(local), owner, root)?;
+        engine.upgrade(grants.as_deref())?;
+        Ok((engine, grants))
+    }
+
+    /// The engine over `backend`: the KMS on its keystore, the grants, and
+    /// the key of its metadata records. `owner` owns the grants' defaults.
+    fn open_on(
+        backend: Arc<dyn Backend>,
+        local: Option<Arc<PosixBackend>>,
+        owner: u32,
+        root: &RootKeySource,
+    ) -> Result<(Engine, Option<String>)> {
+        let grants = backend.get_state(State::Grants)?;
         let (policy, grants) = Policy::from_record(
             grants.as_ref().map(|(b, _)| &b[..]),
             owner,
-            Path::new(&local.state_shown(State::Grants)),
+            Path::new(&backend.state_shown(State::Grants)),
         )?;
-        let kms = std::sync::Arc::new(Kms::open(local.clone(), root, policy)?);
-        let settings = bucket::SettingsCache::new(kms.clone(), local.clone());
+        let states: Arc<dyn StateStore> = backend.clone();
+        let kms = std::sync::Arc::new(Kms::open(states, root, policy)?);
+        backend.use_meta_key(kms.policy_mac_key(crate::kms::MacPurpose::ObjectMeta));
+        let settings = bucket::SettingsCache::new(kms.clone(), backend.clone());
+        let location = match &local {
+            Some(l) => l.data_dir().to_path_buf(),
+            None => std::path::PathBuf::from(backend.describe()),
+        };
         let engine = Engine {
-            backend: local.clone(),
+            backend,
             local,
+            location,
             kms,
             cache: None,
             settings,
         };
-        engine.local.remove_stale_temps();
-        engine.upgrade(grants.as_deref())?;
         Ok((engine, grants))
+    }
+
+    /// Makes a keystore on a store (`ssefs --backend s3://... init`).
+    pub fn init_store(backend: &dyn Backend, root: &RootKeySource) -> Result<()> {
+        if backend.state_version(State::Keystore)?.is_some() {
+            return Err(
+                Error::new(OssCode::InvalidArgument, "the store is already initialised")
+                    .resource(backend.describe()),
+            );
+        }
+        Kms::init(backend, root)
+    }
+
+    /// Opens an initialised store. The grants' defaults go to the user
+    /// running this (a store has no directory owner to give them to).
+    pub fn open_store(backend: Arc<dyn Backend>, root: &RootKeySource) -> Result<Engine> {
+        if backend.state_version(State::Keystore)?.is_none() {
+            return Err(Error::new(
+                OssCode::KmsServiceNotEnabled,
+                "the store is not initialised (run `ssefs --backend ... init`)",
+            )
+            .resource(backend.describe()));
+        }
+        let owner = nix::unistd::geteuid().as_raw();
+        let (engine, grants) = Self::open_on(backend, None, owner, root)?;
+        let config = std::path::PathBuf::from(engine.backend.state_shown(State::Grants));
+        engine.kms.check_grants(grants.as_deref(), &config)?;
+        Ok(engine)
     }
 
     /// Opens the data directory, initialising it first if it is new (what
@@ -159,17 +207,24 @@ impl Engine {
         self.cache.clone()
     }
 
+    /// The data directory (for a store, its description).
     pub fn data_dir(&self) -> &Path {
-        self.local.data_dir()
+        &self.location
+    }
+
+    /// The local backend, for the mount; an error on a store.
+    pub fn local(&self) -> Result<&PosixBackend> {
+        self.local.as_deref().ok_or_else(|| {
+            Error::new(
+                OssCode::InvalidArgument,
+                "this works on a data directory only, not on a store (yet)",
+            )
+            .resource(self.location.display().to_string())
+        })
     }
 
     pub fn kms(&self) -> &Kms {
         &self.kms
-    }
-
-    /// The data directory, held open.
-    pub fn root(&self) -> &Dir {
-        self.local.root()
     }
 
     /// Where objects live.

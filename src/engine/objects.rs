@@ -154,7 +154,7 @@ impl Engine {
             key: key.as_str(),
         };
         let name = at.shown();
-        self.bucket(bucket)?;
+        self.check_bucket(bucket)?;
         let (sse, chunk) = self.upload_settings(bucket, over)?;
         let mut fill = |b: &mut [u8]| read_full(src, b).ctx(&name);
         let (tmp, info) = self.write_object_temp(p, (sse.as_ref(), chunk), &mut fill, &name)?;
@@ -182,7 +182,7 @@ impl Engine {
             return Ok(0);
         }
         let chunk = self.bucket_chunk_size(bucket)?;
-        let obj = self.open_object(p, found.into_local().file, name.clone(), chunk)?;
+        let obj = self.open_object(p, found.into_file(), name.clone(), chunk)?;
         let mut buf = vec![0u8; IO_BUF];
         let mut off = 0u64;
         loop {
@@ -205,7 +205,7 @@ impl Engine {
         if found.len == 0 {
             // No header yet (created empty through the mount): the
             // encryption its first write will use, as the mount shows it.
-            let sse = match Engine::read_override(f, &name)? {
+            let sse = match self.backend.sse_override(&found, &name)? {
                 Some(o) => Some(o),
                 None => self.bucket_rule(bucket)?,
             };
@@ -244,7 +244,7 @@ impl Engine {
             None
         } else {
             let chunk = self.bucket_chunk_size(src.0)?;
-            let f = found.into_local().file;
+            let f = found.into_file();
             Some(self.open_object(p, f, src_name.clone(), chunk)?)
         };
         let at = Loc {
@@ -252,7 +252,7 @@ impl Engine {
             key: dst.1.as_str(),
         };
         let dst_name = at.shown();
-        self.bucket(dst.0)?;
+        self.check_bucket(dst.0)?;
         let (sse, chunk) = self.upload_settings(dst.0, over)?;
         let mut nothing = |_: &mut [u8]| -> Result<usize> { Ok(0) };
         let mut from_obj = obj.as_ref().map(object_source);

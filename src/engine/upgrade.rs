@@ -114,7 +114,7 @@ impl Engine {
         if !Self::read_header(found.file(), &obj.name)?.is_unkeyed_plain() {
             return Ok(Converted::Nothing);
         }
-        let over = Self::read_override(found.file(), &obj.name)?;
+        let over = self.backend.sse_override(&found, &obj.name)?;
         self.reencrypt_found(p, &obj.bucket, &found, &obj.name, (None, over.as_ref()))?;
         Ok(Converted::Rewritten)
     }

@@ -62,7 +62,7 @@ pub fn objects(
 pub(crate) fn buckets(engine: &Engine, bucket: Option<&BucketName>) -> Result<Vec<BucketName>> {
     match bucket {
         Some(b) => {
-            engine.bucket(b)?;
+            engine.check_bucket(b)?;
             Ok(vec![b.clone()])
         }
         None => engine.list_buckets(),

@@ -37,6 +37,9 @@ pub enum MacPurpose {
     /// The headers and chunks of unencrypted objects (K_plain, FORMAT.md
     /// §2.5, §4.2): their "data key".
     PlainObjects,
+    /// The metadata record of an object on a store (`x-amz-meta-ssefs`,
+    /// FORMAT.md §9): its mode, owner, times, xattrs and override.
+    ObjectMeta,
 }
 
 impl MacPurpose {
@@ -47,6 +50,7 @@ impl MacPurpose {
             MacPurpose::Keystore => b"ssefs keystore metadata",
             MacPurpose::Grants => b"ssefs grants",
             MacPurpose::PlainObjects => b"ssefs unencrypted objects",
+            MacPurpose::ObjectMeta => b"ssefs object metadata",
         }
     }
 }
@@ -77,7 +81,7 @@ impl hkdf::KeyType for Len {
 
 impl MacKey {
     /// The key for `purpose` under `root`.
-    pub(super) fn derive(root: &SecretKey, purpose: MacPurpose) -> MacKey {
+    pub(crate) fn derive(root: &SecretKey, purpose: MacPurpose) -> MacKey {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(root.expose());
         let mut out = zeroize::Zeroizing::new([0u8; MAC_LEN]);
         let info = [purpose.label()];

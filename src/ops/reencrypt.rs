@@ -148,7 +148,7 @@ fn needs_rewrite(
         targets.engine.bucket_chunk_size(&obj.bucket)?,
         &obj.name,
     )?;
-    let over = Engine::read_override(f, &obj.name)?;
+    let over = targets.engine.backend().sse_override(found, &obj.name)?;
     let want = targets
         .resolve(over.as_ref().or(rule))
         .map_err(|e| e.resource(&obj.name))?;

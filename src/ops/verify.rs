@@ -25,7 +25,7 @@ pub fn verify(
         }
         let chunk = engine.bucket_chunk_size(&obj.bucket)?;
         engine
-            .open_object(p, found.into_local().file, obj.name.clone(), chunk)
+            .open_object(p, found.into_file(), obj.name.clone(), chunk)
             .and_then(|o| o.verify())
             .map(|()| Outcome::Unchanged)
     }))

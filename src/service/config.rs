@@ -49,6 +49,9 @@ pub struct ServiceConfig {
     pub io_uring: bool,
     #[serde(default, deserialize_with = "log_level")]
     pub log_level: Option<String>,
+    /// Buckets on an S3-compatible store instead of the data directory.
+    #[serde(default)]
+    pub backend: Option<crate::backend::s3::BackendTable>,
 }
 
 impl ServiceConfig {

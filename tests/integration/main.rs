@@ -19,6 +19,7 @@ mod policy;
 mod rootkey;
 mod scale;
 mod service;
+mod store;
 mod stress;
 mod tamper;
 mod uring;

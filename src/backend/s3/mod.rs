@@ -1,0 +1,822 @@
+//! The same buckets on an S3-compatible object store (issue 14;
+//! docs/design/s3-backend.md, FORMAT.md §9).
+//!
+//! Layout under `s3://BUCKET/PREFIX`: an ssefs bucket `B` is the prefix
+//! `PREFIX/B/`, marked by `PREFIX/B/.ssefs-bucket`; object `K` is the store
+//! object `PREFIX/B/K`, its bytes exactly the local format (FORMAT.md
+//! §2–§4), its metadata one authenticated record ([`meta`]). The keystore
+//! and the grants are `PREFIX/.ssefs/{keystore,config}.toml`, a bucket's
+//! settings `PREFIX/B/.ssefs-bucket.toml`. The root key never goes to the
+//! store.
+//!
+//! Writes are staged in a local file in this host's state directory and
+//! uploaded whole (multipart beyond 16 MiB), so a reader or a crash sees
+//! the old object or the new one. The store may ignore conditional
+//! headers (Garage does), so `Cond` is checked by a HEAD before the PUT,
+//! and the keystore and grants change under the ticket lock ([`lock`]).
+//!
+//! Everything is synchronous to its callers: the backend owns a small
+//! tokio runtime and blocks on it, never from inside it.
+
+pub mod config;
+mod lock;
+pub mod meta;
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as StorePath;
+use object_store::{
+    Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore,
+    ObjectStoreExt, PutOptions, PutPayload, RetryConfig, StaticCredentialProvider,
+};
+
+use super::state::{State, StateStore, Update, BUCKET_SETTINGS, GRANTS_FILE, KEYSTORE_FILE};
+use super::{Backend, Caps, Claim, Cond, Found, Loc, ObjMeta, Page, Staged, Version};
+use crate::error::{Error, IoContext, OssCode, Result};
+use crate::format::{Header, HEADER_LEN};
+use crate::kms::MacKey;
+use crate::oss::{BucketName, SseConfig};
+
+pub use config::{BackendTable, StoreSpec};
+
+/// The marker object that makes a prefix a bucket; its body records the
+/// owner's uid (`owner = N`).
+const MARKER: &str = ".ssefs-bucket";
+/// Objects up to this size go in one PUT; larger ones in parts of it.
+const PART: usize = 16 << 20;
+/// Parts in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// A store, as a [`Backend`].
+pub struct S3Backend {
+    /// One client per endpoint of the same store; `current` is the one in
+    /// use, and a request that fails for want of an answer moves it on.
+    stores: Vec<Arc<dyn ObjectStore>>,
+    current: AtomicUsize,
+    rt: tokio::runtime::Runtime,
+    /// "" or `a/b`.
+    prefix: String,
+    /// `s3://BUCKET`, the start of every state record's name.
+    bucket_url: String,
+    shown: String,
+    /// This host's directory for staged uploads and downloads (0700).
+    stage_dir: std::path::PathBuf,
+    /// K_meta, set once the KMS is open (the records need the root key).
+    meta_key: OnceLock<MacKey>,
+}
+
+impl std::fmt::Debug for S3Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Backend")
+            .field("shown", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Backend {
+    /// Connects to the store of `spec` (nothing is sent yet).
+    pub fn open(spec: &StoreSpec) -> Result<S3Backend> {
+        // TLS, when an endpoint is https: ring, as for everything else.
+        // (Installed once per process; an error means it already is.)
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut stores: Vec<Arc<dyn ObjectStore>> = Vec::new();
+        for endpoint in &spec.endpoints {
+            let c = &spec.credentials;
+            let creds = object_store::aws::AwsCredential {
+                key_id: c.access_key_id.clone(),
+                secret_key: c.secret_access_key.to_string(),
+                token: c.session_token.as_ref().map(|t| t.to_string()),
+            };
+            let retry = RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(5),
+                    base: 2.0,
+                },
+                max_retries: spec.retries,
+                retry_timeout: Duration::from_millis(spec.timeout_ms.saturating_mul(2)),
+            };
+            let store = AmazonS3Builder::new()
+                .with_bucket_name(&spec.bucket)
+                .with_endpoint(endpoint)
+                .with_region(&spec.region)
+                .with_virtual_hosted_style_request(spec.virtual_hosted)
+                .with_credentials(Arc::new(StaticCredentialProvider::new(creds)))
+                .with_retry(retry)
+                .with_client_options(
+                    ClientOptions::new()
+                        .with_allow_http(endpoint.starts_with("http://"))
+                        .with_timeout(Duration::from_millis(spec.timeout_ms))
+                        .with_connect_timeout(Duration::from_secs(5)),
+                )
+                .build()
+                .map_err(|e| {
+                    Error::new(
+                        OssCode::InvalidArgument,
+                        format!("backend {}: {e}", spec.shown()),
+                    )
+                })?;
+            stores.push(Arc::new(store));
+        }
+        let names = (format!("s3://{}", spec.bucket), spec.shown());
+        Self::with_stores(stores, &spec.prefix, names, &spec.state_dir)
+    }
+
+    /// A backend over stores already made (InMemory in unit tests).
+    pub fn with_stores(
+        stores: Vec<Arc<dyn ObjectStore>>,
+        prefix: &str,
+        (bucket_url, shown): (String, String),
+        state_dir: &std::path::Path,
+    ) -> Result<S3Backend> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ssefs-s3")
+            .enable_all()
+            .build()
+            .ctx("starting the store client")?;
+        let stage_dir = state_dir.join("stage");
+        super::strict::create_private_dir(state_dir).ctx(state_dir.display())?;
+        super::strict::create_private_dir(&stage_dir).ctx(stage_dir.display())?;
+        super::strict::check(state_dir)?;
+        Ok(S3Backend {
+            stores,
+            current: AtomicUsize::new(0),
+            rt,
+            prefix: prefix.to_owned(),
+            bucket_url,
+            shown,
+            stage_dir,
+            meta_key: OnceLock::new(),
+        })
+    }
+
+    fn store(&self) -> &dyn ObjectStore {
+        let i = self.current.load(Ordering::Relaxed) % self.stores.len().max(1);
+        &*self.stores[i]
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// Runs `op` on the current endpoint; when that one does not answer,
+    /// on the others in turn.
+    fn call<T, F, Fut>(&self, shown: &str, op: F) -> Result<T>
+    where
+        F: Fn(Arc<dyn ObjectStore>) -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        let n = self.stores.len();
+        let first = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            let idx = (first + i) % n;
+            let store = self.stores[idx].clone();
+            match self.block_on(op(store)) {
+                Ok(v) => {
+                    if i > 0 {
+                        self.current.store(idx, Ordering::Relaxed);
+                    }
+                    return Ok(v);
+                }
+                Err(e) if unanswered(&e) && i + 1 < n => {
+                    tracing::warn!(store = %self.shown, "endpoint {idx} failed, trying the next: {e}");
+                    last = Some(e);
+                }
+                Err(e) => return Err(self.error(e, shown)),
+            }
+        }
+        Err(self.error(
+            last.unwrap_or(object_store::Error::NotImplemented {
+                operation: "no endpoint".into(),
+                implementer: "ssefs".into(),
+            }),
+            shown,
+        ))
+    }
+
+    /// The store path of `rel` under the prefix.
+    fn path(&self, rel: &str) -> Result<StorePath> {
+        let full = if self.prefix.is_empty() {
+            rel.to_owned()
+        } else {
+            format!("{}/{rel}", self.prefix)
+        };
+        StorePath::parse(&full).map_err(|e| {
+            Error::new(
+                OssCode::InvalidObjectName,
+                format!("not a name the store can hold: {e}"),
+            )
+            .resource(rel.to_owned())
+        })
+    }
+
+    fn object_path(&self, at: Loc<'_>) -> Result<StorePath> {
+        // ssefs's own names are never objects.
+        if at.key.split('/').any(|c| c.starts_with(".ssefs")) {
+            return Err(Error::new(
+                OssCode::InvalidObjectName,
+                "names starting with .ssefs are reserved for ssefs",
+            )
+            .resource(at.shown()));
+        }
+        self.path(&format!("{}/{}", at.bucket, at.key))
+    }
+
+    fn state_path(&self, s: State<'_>) -> Result<StorePath> {
+        match s {
+            State::Keystore => self.path(&format!(".ssefs/{KEYSTORE_FILE}")),
+            State::Grants => self.path(&format!(".ssefs/{GRANTS_FILE}")),
+            State::BucketSettings(b) => self.path(&format!("{b}/{BUCKET_SETTINGS}")),
+        }
+    }
+
+    /// A store error as ours: its OSS code, the store and what was asked.
+    fn error(&self, e: object_store::Error, shown: &str) -> Error {
+        use object_store::Error as E;
+        let (code, what) = match &e {
+            E::NotFound { .. } => (OssCode::NoSuchKey, "not found"),
+            E::Precondition { .. } | E::NotModified { .. } => {
+                (OssCode::PreconditionFailed, "changed meanwhile")
+            }
+            E::AlreadyExists { .. } => (OssCode::FileAlreadyExists, "already exists"),
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => (
+                OssCode::AccessDenied,
+                "access denied by the store (check the credentials)",
+            ),
+            _ => (OssCode::InternalError, "the store failed"),
+        };
+        Error::new(code, format!("{what}: {} ({e})", self.shown)).resource(shown.to_owned())
+    }
+
+    fn key(&self) -> Result<&MacKey> {
+        self.meta_key.get().ok_or_else(|| {
+            Error::new(
+                OssCode::InternalError,
+                "object metadata key not set before the first object operation",
+            )
+        })
+    }
+
+    /// A new, unnamed local file in the stage directory.
+    fn local_temp(&self, shown: &str) -> Result<File> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(&self.stage_dir)
+            .ctx(shown)
+    }
+
+    /// HEAD: the version and size of what is at `p`, with its metadata
+    /// record's text; None if nothing is there.
+    fn head_path(
+        &self,
+        p: &StorePath,
+        shown: &str,
+    ) -> Result<Option<(Version, u64, Option<String>)>> {
+        let r = self.call(shown, |s| {
+            let p = p.clone();
+            async move {
+                s.get_opts(
+                    &p,
+                    GetOptions {
+                        head: true,
+                        ..GetOptions::default()
+                    },
+                )
+                .await
+            }
+        });
+        match r {
+            Ok(g) => Ok(Some((
+                etag(g.meta.e_tag.as_deref()),
+                g.meta.size,
+                meta_attr(&g.attributes),
+            ))),
+            Err(e) if e.code == OssCode::NoSuchKey => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn marker_exists(&self, b: &BucketName) -> Result<bool> {
+        let p = self.path(&format!("{b}/{MARKER}"))?;
+        Ok(self.head_path(&p, b.as_str())?.is_some())
+    }
+
+    fn no_bucket(b: &BucketName) -> Error {
+        Error::new(
+            OssCode::NoSuchBucket,
+            "The specified bucket does not exist.",
+        )
+        .resource(b.as_str().to_owned())
+    }
+
+    /// NoSuchBucket unless `b` exists.
+    fn need_bucket(&self, b: &BucketName) -> Result<()> {
+        if self.marker_exists(b)? {
+            Ok(())
+        } else {
+            Err(Self::no_bucket(b))
+        }
+    }
+
+    /// Every store object under the bucket, ssefs's own included.
+    fn all_in_bucket(&self, b: &BucketName) -> Result<Vec<object_store::ObjectMeta>> {
+        let dir = self.path(b.as_str())?;
+        self.call(b.as_str(), |s| {
+            let dir = dir.clone();
+            async move { s.list(Some(&dir)).try_collect::<Vec<_>>().await }
+        })
+    }
+
+    /// Checks `cond` against what is at `p` now. The store may ignore
+    /// conditional headers, so this is a HEAD before the write: a writer
+    /// between the two is not seen (docs/design/s3-backend.md §1.6).
+    fn check_cond(&self, p: &StorePath, cond: &Cond, shown: &str) -> Result<()> {
+        if matches!(cond, Cond::Any) {
+            return Ok(());
+        }
+        let now = self.head_path(p, shown)?.map(|(v, _, _)| v);
+        match (cond, now) {
+            (Cond::Any, _) | (Cond::Absent, None) => Ok(()),
+            (Cond::Absent, Some(_)) => Err(Error::new(
+                OssCode::FileAlreadyExists,
+                "The object you specified already exists and can not be overwritten.",
+            )
+            .resource(shown)),
+            (Cond::Is(v), Some(n)) if *v == n => Ok(()),
+            (Cond::Is(_), _) => Err(Error::new(
+                OssCode::PreconditionFailed,
+                "the object changed while it was rewritten; it was left as it is now",
+            )
+            .resource(shown)),
+        }
+    }
+
+    /// Uploads the staged file to `p` with `record` as its metadata: one
+    /// PUT, or parts of 16 MiB, up to 4 in flight.
+    fn upload(&self, file: &File, p: &StorePath, record: &str, shown: &str) -> Result<Version> {
+        let len = file.metadata().ctx(shown)?.len();
+        let mut attrs = Attributes::new();
+        attrs.insert(
+            Attribute::Metadata(meta::META_NAME.into()),
+            AttributeValue::from(record.to_owned()),
+        );
+        if len <= PART as u64 {
+            let mut buf = vec![0u8; len as usize];
+            file.read_exact_at(&mut buf, 0).ctx(shown)?;
+            let body = Bytes::from(buf);
+            let r = self.call(shown, |s| {
+                let (p, body, attrs) = (p.clone(), body.clone(), attrs.clone());
+                async move {
+                    s.put_opts(
+                        &p,
+                        PutPayload::from(body),
+                        PutOptions {
+                            attributes: attrs,
+                            ..PutOptions::default()
+                        },
+                    )
+                    .await
+                }
+            })?;
+            return Ok(etag(r.e_tag.as_deref()));
+        }
+        let opts = object_store::PutMultipartOptions {
+            attributes: attrs,
+            ..Default::default()
+        };
+        let mut up = self
+            .block_on(self.store().put_multipart_opts(p, opts))
+            .map_err(|e| self.error(e, shown))?;
+        let result: Result<Version> = (|| {
+            let mut off = 0u64;
+            let mut pending = Vec::new();
+            while off < len {
+                let n = (len - off).min(PART as u64) as usize;
+                let mut buf = vec![0u8; n];
+                file.read_exact_at(&mut buf, off).ctx(shown)?;
+                off += n as u64;
+                pending.push(up.put_part(PutPayload::from(Bytes::from(buf))));
+                if pending.len() >= PARTS_IN_FLIGHT {
+                    let batch = std::mem::take(&mut pending);
+                    self.block_on(futures::future::try_join_all(batch))
+                        .map_err(|e| self.error(e, shown))?;
+                }
+            }
+            self.block_on(futures::future::try_join_all(pending))
+                .map_err(|e| self.error(e, shown))?;
+            let r = self
+                .block_on(up.complete())
+                .map_err(|e| self.error(e, shown))?;
+            Ok(etag(r.e_tag.as_deref()))
+        })();
+        if result.is_err() {
+            // Nothing half-written becomes visible; the parts are freed.
+            let _ = self.block_on(up.abort());
+        }
+        result
+    }
+
+    /// The object id of the header at the start of `file` (None if it is
+    /// empty: an object created empty, without a header yet).
+    fn header_oid(file: &File, shown: &str) -> Result<Option<[u8; 16]>> {
+        let len = file.metadata().ctx(shown)?.len();
+        if len == 0 {
+            return Ok(None);
+        }
+        let mut h = [0u8; HEADER_LEN];
+        file.read_exact_at(&mut h, 0).ctx(shown)?;
+        Ok(Some(
+            Header::parse(&h).map_err(|e| e.resource(shown))?.object_id,
+        ))
+    }
+
+    /// Writes `meta` on the staged bytes as the object at `p`.
+    fn put_staged(&self, s: Staged, p: &StorePath, meta: &ObjMeta, shown: &str) -> Result<Version> {
+        let oid = Self::header_oid(&s.file, shown)?;
+        let record = meta::encode(self.key()?, meta, oid.as_ref())?;
+        self.upload(&s.file, p, &record, shown)
+    }
+}
+
+/// Errors after which another endpoint may answer: nothing came back.
+fn unanswered(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    !matches!(
+        e,
+        E::NotFound { .. }
+            | E::Precondition { .. }
+            | E::NotModified { .. }
+            | E::AlreadyExists { .. }
+            | E::PermissionDenied { .. }
+            | E::Unauthenticated { .. }
+            | E::InvalidPath { .. }
+    )
+}
+
+fn etag(e: Option<&str>) -> Version {
+    Version::ETag(e.unwrap_or_default().to_owned())
+}
+
+fn meta_attr(a: &Attributes) -> Option<String> {
+    a.get(&Attribute::Metadata(meta::META_NAME.into()))
+        .map(|v| v.as_ref().to_owned())
+}
+
+impl StateStore for S3Backend {
+    fn state_shown(&self, s: State<'_>) -> String {
+        let rel = match s {
+            State::Keystore => format!(".ssefs/{KEYSTORE_FILE}"),
+            State::Grants => format!(".ssefs/{GRANTS_FILE}"),
+            State::BucketSettings(b) => format!("{b}/{BUCKET_SETTINGS}"),
+        };
+        let p = if self.prefix.is_empty() {
+            rel
+        } else {
+            format!("{}/{rel}", self.prefix)
+        };
+        format!("{}/{p}", self.bucket_url)
+    }
+
+    fn get_state(&self, s: State<'_>) -> Result<Option<(Vec<u8>, Version)>> {
+        let p = self.state_path(s)?;
+        let shown = self.state_shown(s);
+        if let State::BucketSettings(b) = s {
+            self.need_bucket(b)?;
+        }
+        let r = self.call(&shown, |st| {
+            let p = p.clone();
+            async move {
+                let g = st.get(&p).await?;
+                let v = etag(g.meta.e_tag.as_deref());
+                Ok((g.bytes().await?.to_vec(), v))
+            }
+        });
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.code == OssCode::NoSuchKey => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn state_version(&self, s: State<'_>) -> Result<Option<Version>> {
+        let p = self.state_path(s)?;
+        let shown = self.state_shown(s);
+        Ok(self.head_path(&p, &shown)?.map(|(v, _, _)| v))
+    }
+
+    /// The keystore and the grants change under the ticket lock. A bucket's
+    /// settings are written without one: their writers already serialise
+    /// on the keystore, which records the MAC each may carry.
+    fn update_state(&self, s: State<'_>, f: &mut Update<'_>) -> Result<Option<Version>> {
+        let p = self.state_path(s)?;
+        let shown = self.state_shown(s);
+        let held = match s {
+            State::BucketSettings(_) => None,
+            _ => Some(self.lock("state")?),
+        };
+        let r = (|| {
+            let current = self.get_state(s)?;
+            let Some(bytes) = f(current.as_ref().map(|(b, _)| &b[..]))? else {
+                return Ok(current.map(|(_, v)| v));
+            };
+            if held.as_ref().is_some_and(|h| !h.fresh()) {
+                return Err(Error::new(
+                    OssCode::InternalError,
+                    "the change took longer than the lock allows; nothing was written, run it again",
+                )
+                .resource(shown.clone()));
+            }
+            let body = Bytes::from(bytes);
+            let r = self.call(&shown, |st| {
+                let (p, body) = (p.clone(), body.clone());
+                async move { st.put(&p, PutPayload::from(body)).await }
+            })?;
+            Ok(Some(etag(r.e_tag.as_deref())))
+        })();
+        if let Some(h) = held {
+            self.unlock(h);
+        }
+        r
+    }
+}
+
+impl Backend for S3Backend {
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            conditional: false,
+            claims: false,
+            posix_tree: false,
+        }
+    }
+
+    fn use_meta_key(&self, key: MacKey) {
+        let _ = self.meta_key.set(key);
+    }
+
+    fn list_buckets(&self) -> Result<Vec<BucketName>> {
+        let root = if self.prefix.is_empty() {
+            None
+        } else {
+            Some(self.path("")?)
+        };
+        let listed = self.call(&self.shown, |s| {
+            let root = root.clone();
+            async move { s.list_with_delimiter(root.as_ref()).await }
+        })?;
+        let mut out = Vec::new();
+        for p in listed.common_prefixes {
+            let Some(name) = p.filename() else { continue };
+            let Ok(b) = BucketName::parse(name) else {
+                continue;
+            };
+            if self.marker_exists(&b)? {
+                out.push(b);
+            }
+        }
+        out.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(out)
+    }
+
+    fn create_bucket(&self, b: &BucketName) -> Result<()> {
+        let held = self.lock("state")?;
+        let r = (|| {
+            if self.marker_exists(b)? {
+                return Err(Error::new(
+                    OssCode::BucketAlreadyExists,
+                    "The requested bucket name is not available.",
+                )
+                .resource(b.as_str().to_owned()));
+            }
+            let p = self.path(&format!("{b}/{MARKER}"))?;
+            let body = Bytes::from(format!("owner = {}\n", nix::unistd::geteuid().as_raw()));
+            self.call(b.as_str(), |s| {
+                let (p, body) = (p.clone(), body.clone());
+                async move { s.put(&p, PutPayload::from(body)).await }
+            })?;
+            Ok(())
+        })();
+        self.unlock(held);
+        r
+    }
+
+    fn delete_bucket(&self, b: &BucketName) -> Result<()> {
+        let held = self.lock("state")?;
+        let r = (|| {
+            self.need_bucket(b)?;
+            if !self.bucket_is_empty(b)? {
+                return Err(Error::new(
+                    OssCode::BucketNotEmpty,
+                    "The bucket you tried to delete is not empty.",
+                )
+                .resource(b.as_str().to_owned()));
+            }
+            // Settings first: a bucket without them is still a bucket
+            // (with the defaults); one without its marker is gone.
+            for rel in [BUCKET_SETTINGS, MARKER] {
+                let p = self.path(&format!("{b}/{rel}"))?;
+                match self.call(b.as_str(), |s| {
+                    let p = p.clone();
+                    async move { s.delete(&p).await }
+                }) {
+                    Ok(()) => {}
+                    Err(e) if e.code == OssCode::NoSuchKey => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })();
+        self.unlock(held);
+        r
+    }
+
+    fn bucket_is_empty(&self, b: &BucketName) -> Result<bool> {
+        let dir = self.path(b.as_str())?;
+        let own = [
+            self.path(&format!("{b}/{MARKER}"))?,
+            self.path(&format!("{b}/{BUCKET_SETTINGS}"))?,
+        ];
+        Ok(self
+            .all_in_bucket(b)?
+            .iter()
+            .all(|m| own.contains(&m.location) || !m.location.prefix_matches(&dir)))
+    }
+
+    fn bucket_owner(&self, b: &BucketName) -> Result<u32> {
+        let p = self.path(&format!("{b}/{MARKER}"))?;
+        let r = self.call(b.as_str(), |s| {
+            let p = p.clone();
+            async move { s.get(&p).await?.bytes().await }
+        });
+        let body = match r {
+            Ok(b) => b,
+            Err(e) if e.code == OssCode::NoSuchKey => return Err(Self::no_bucket(b)),
+            Err(e) => return Err(e),
+        };
+        std::str::from_utf8(&body)
+            .ok()
+            .and_then(|t| t.trim().strip_prefix("owner = "))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                Error::integrity("the bucket's marker does not name its owner")
+                    .resource(b.as_str().to_owned())
+            })
+    }
+
+    fn find(&self, at: Loc<'_>) -> Result<Found> {
+        let shown = at.shown();
+        let p = self.object_path(at)?;
+        let r = self.call(&shown, |s| {
+            let p = p.clone();
+            async move {
+                let g = s.get(&p).await?;
+                let v = etag(g.meta.e_tag.as_deref());
+                let rec = meta_attr(&g.attributes);
+                Ok((v, rec, g.bytes().await?))
+            }
+        });
+        let (version, record, bytes) = match r {
+            Ok(v) => v,
+            Err(e) if e.code == OssCode::NoSuchKey => {
+                self.need_bucket(at.bucket)?;
+                return Err(
+                    Error::new(OssCode::NoSuchKey, "The specified key does not exist.")
+                        .resource(shown),
+                );
+            }
+            Err(e) => return Err(e),
+        };
+        // The whole object, in a local file that nothing else can name:
+        // every read goes to this one version.
+        let mut file = self.local_temp(&shown)?;
+        file.write_all(&bytes).ctx(&shown)?;
+        file.seek(SeekFrom::Start(0)).ctx(&shown)?;
+        let verified = meta::decode(self.key()?, record.as_deref(), &shown)?;
+        let oid = Self::header_oid(&file, &shown)?;
+        meta::check_oid(&verified, oid.as_ref(), &shown)?;
+        Ok(Found::stored(
+            version,
+            bytes.len() as u64,
+            file,
+            verified.meta,
+            p.to_string(),
+        ))
+    }
+
+    fn meta(&self, f: &Found) -> Result<ObjMeta> {
+        f.stored_meta().cloned().ok_or_else(|| {
+            Error::new(
+                OssCode::InternalError,
+                "an object found elsewhere given to the store",
+            )
+        })
+    }
+
+    fn sse_override(&self, f: &Found, _shown: &str) -> Result<Option<SseConfig>> {
+        Ok(self.meta(f)?.sse_override)
+    }
+
+    fn list(
+        &self,
+        bucket: &BucketName,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Page> {
+        self.need_bucket(bucket)?;
+        let dir = self.path(bucket.as_str())?;
+        let skip = format!("{dir}/");
+        let mut keys = Vec::new();
+        let mut next = None;
+        // Sorted by key: the store lists in byte order.
+        for m in self.all_in_bucket(bucket)? {
+            let full = m.location.to_string();
+            let Some(key) = full.strip_prefix(&skip) else {
+                continue;
+            };
+            if key.split('/').any(|c| c.starts_with(".ssefs")) || !key.starts_with(prefix) {
+                continue;
+            }
+            if after.is_some_and(|a| key <= a) {
+                continue;
+            }
+            if keys.len() == max {
+                next = keys.last().cloned();
+                break;
+            }
+            keys.push(key.to_owned());
+        }
+        Ok(Page { keys, next })
+    }
+
+    fn stage(&self, shown: &str) -> Result<Staged> {
+        Ok(Staged {
+            file: self.local_temp(shown)?,
+            name: OsString::new(),
+        })
+    }
+
+    fn commit(&self, s: Staged, at: Loc<'_>, meta: &ObjMeta, cond: Cond) -> Result<Version> {
+        let shown = at.shown();
+        let p = self.object_path(at)?;
+        self.need_bucket(at.bucket)?;
+        self.check_cond(&p, &cond, &shown)?;
+        self.put_staged(s, &p, meta, &shown)
+    }
+
+    fn replace(&self, s: Staged, f: &Found, meta: &ObjMeta, shown: &str) -> Result<Version> {
+        let key = f.stored_key().ok_or_else(|| {
+            Error::new(
+                OssCode::InternalError,
+                "an object found elsewhere given to the store",
+            )
+        })?;
+        let p = StorePath::from(key);
+        self.check_cond(&p, &Cond::Is(f.version.clone()), shown)?;
+        self.put_staged(s, &p, meta, shown)
+    }
+
+    fn discard(&self, s: Staged) {
+        // An unnamed file: closing it frees it.
+        drop(s);
+    }
+
+    /// No mount of a store keeps objects open for writing yet, so a
+    /// rewrite needs no lock; its commit checks the version found.
+    fn claim(&self, _f: &Found, _shown: &str) -> Result<Option<Claim>> {
+        Ok(Some(Claim { _lock: None }))
+    }
+
+    fn delete(&self, at: Loc<'_>, cond: Cond) -> Result<()> {
+        let shown = at.shown();
+        let p = self.object_path(at)?;
+        if self.head_path(&p, &shown)?.is_none() {
+            self.need_bucket(at.bucket)?;
+            return Err(
+                Error::new(OssCode::NoSuchKey, "The specified key does not exist.").resource(shown),
+            );
+        }
+        self.check_cond(&p, &cond, &shown)?;
+        self.call(&shown, |s| {
+            let p = p.clone();
+            async move { s.delete(&p).await }
+        })
+    }
+}

@@ -1,0 +1,463 @@
+//! The CLI and the KMS on a real S3-compatible store (issue 14, slice 2):
+//! a three-node Garage cluster on 127.0.0.1 that scripts/test.sh starts
+//! (scripts/garage.sh) and names in `$SSEFS_TEST_GARAGE`. Each test works
+//! under a prefix of its own in the store's bucket.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as StorePath;
+use object_store::{
+    Attribute, AttributeValue, Attributes, ClientOptions, GetOptions, ObjectStore, PutOptions,
+    PutPayload,
+};
+
+use crate::util::{bin, seeded_bytes, test_seed, Run};
+
+/// The cluster's env file (scripts/garage.sh start DIR writes DIR/env).
+fn garage_env() -> Vec<(String, String)> {
+    let path = std::env::var("SSEFS_TEST_GARAGE").unwrap_or_else(|_| {
+        panic!(
+            "the store tests need a Garage cluster: run them through scripts/test.sh, or \
+             `scripts/garage.sh start DIR` and set SSEFS_TEST_GARAGE=DIR/env"
+        )
+    });
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+struct Store {
+    tmp: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    prefix: String,
+}
+
+impl Store {
+    fn new(test: &str) -> Store {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        Store {
+            tmp: tempfile::tempdir().unwrap(),
+            env: garage_env(),
+            prefix: format!("{test}-{}-{nanos}", std::process::id()),
+        }
+    }
+
+    fn var(&self, k: &str) -> String {
+        self.env
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{k} missing from the Garage env file"))
+    }
+
+    fn url(&self) -> String {
+        format!("s3://{}/{}", self.var("SSEFS_TEST_S3_BUCKET"), self.prefix)
+    }
+
+    /// The CLI on this test's store, as a user would run it: the store in
+    /// $SSEFS_BACKEND, endpoint and keys in the environment.
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.env_remove("SSEFS_PASSPHRASE")
+            .env_remove("SSEFS_ROOT_KEY")
+            .env_remove("SSEFS_DATA_DIR")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env("SSEFS_BACKEND", self.url())
+            .env("SSEFS_S3_ENDPOINTS", self.var("SSEFS_TEST_S3_ENDPOINTS"))
+            .env("AWS_ACCESS_KEY_ID", self.var("AWS_ACCESS_KEY_ID"))
+            .env("AWS_SECRET_ACCESS_KEY", self.var("AWS_SECRET_ACCESS_KEY"))
+            .env("AWS_REGION", self.var("AWS_REGION"))
+            .env("SSEFS_KEY_DIR", self.tmp.path().join("keys"))
+            .env("SSEFS_STATE_DIR", self.tmp.path().join("state"));
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.cmd().args(args).output().unwrap())
+    }
+
+    fn file(&self, name: &str, data: &[u8]) -> String {
+        let p = self.tmp.path().join(name);
+        std::fs::write(&p, data).unwrap();
+        p.display().to_string()
+    }
+
+    /// A plain S3 client on the same store, to look at (and tamper with)
+    /// what ssefs wrote, as the store's operator could.
+    fn raw(&self) -> Raw {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let endpoint = self.var("SSEFS_TEST_S3_ENDPOINTS");
+        let endpoint = endpoint.split(',').next().unwrap().to_owned();
+        let s = AmazonS3Builder::new()
+            .with_bucket_name(self.var("SSEFS_TEST_S3_BUCKET"))
+            .with_endpoint(&endpoint)
+            .with_region(self.var("AWS_REGION"))
+            .with_access_key_id(self.var("AWS_ACCESS_KEY_ID"))
+            .with_secret_access_key(self.var("AWS_SECRET_ACCESS_KEY"))
+            .with_client_options(ClientOptions::new().with_allow_http(true))
+            .build()
+            .unwrap();
+        Raw {
+            store: Arc::new(s),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            prefix: self.prefix.clone(),
+        }
+    }
+}
+
+struct Raw {
+    store: Arc<dyn ObjectStore>,
+    rt: tokio::runtime::Runtime,
+    prefix: String,
+}
+
+impl Raw {
+    fn path(&self, rel: &str) -> StorePath {
+        StorePath::parse(format!("{}/{rel}", self.prefix)).unwrap()
+    }
+
+    /// The bytes and the `x-amz-meta-ssefs` record of `rel`.
+    fn get(&self, rel: &str) -> (Vec<u8>, Option<String>) {
+        self.rt.block_on(async {
+            let g = self
+                .store
+                .get_opts(&self.path(rel), GetOptions::default())
+                .await
+                .unwrap();
+            let m = g
+                .attributes
+                .get(&Attribute::Metadata("ssefs".into()))
+                .map(|v| v.as_ref().to_owned());
+            (g.bytes().await.unwrap().to_vec(), m)
+        })
+    }
+
+    fn put(&self, rel: &str, bytes: &[u8], record: Option<&str>) {
+        let mut attributes = Attributes::new();
+        if let Some(r) = record {
+            attributes.insert(
+                Attribute::Metadata("ssefs".into()),
+                AttributeValue::from(r.to_owned()),
+            );
+        }
+        self.rt
+            .block_on(self.store.put_opts(
+                &self.path(rel),
+                PutPayload::from(bytes.to_vec()),
+                PutOptions {
+                    attributes,
+                    ..PutOptions::default()
+                },
+            ))
+            .unwrap();
+    }
+}
+
+#[test]
+fn every_cli_command_works_on_a_store_with_each_encryption() {
+    let s = Store::new("cli");
+    let out = s.run(&["init"]).ok();
+    assert!(out.stdout.contains(&s.url()), "{}", out.stdout);
+    // The root key is on this host, never on the store.
+    let keys: Vec<PathBuf> = std::fs::read_dir(s.tmp.path().join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    s.run(&["init"]).fails_with("already initialised");
+
+    s.run(&["bucket", "create", "docs"]).ok();
+    s.run(&["bucket", "create", "docs"])
+        .fails_with("BucketAlreadyExists");
+    s.run(&["bucket", "create", "empty"]).ok();
+    assert_eq!(s.run(&["bucket", "list"]).ok().stdout, "docs\nempty\n");
+    s.run(&["bucket", "delete", "empty"]).ok();
+    assert_eq!(s.run(&["bucket", "list"]).ok().stdout, "docs\n");
+
+    let id = s.run(&["kms", "create-key"]).ok().stdout;
+    let id = id
+        .lines()
+        .find_map(|l| l.strip_prefix("KeyId: "))
+        .unwrap()
+        .to_owned();
+    s.run(&["bucket", "encryption", "put", "docs", "--algorithm", "SM4"])
+        .ok();
+    let cases: [(&str, &[&str], &str); 5] = [
+        ("rule", &[], "x-oss-server-side-encryption: SM4"),
+        (
+            "aes",
+            &["--sse", "AES256"],
+            "x-oss-server-side-encryption: AES256",
+        ),
+        ("kms", &["--sse", "KMS", "--sse-key-id", &id], &id),
+        (
+            "kms-sm4",
+            &["--sse", "KMS", "--sse-data-encryption", "SM4"],
+            "x-oss-server-side-data-encryption: SM4",
+        ),
+        ("big", &["--sse", "AES256"], "content-length: 20000001"),
+    ];
+    let seed = test_seed("store-cli");
+    for (i, (name, sse, expect)) in cases.iter().enumerate() {
+        // Beyond 16 MiB, the upload goes in parts.
+        let len = if *name == "big" {
+            20_000_001
+        } else {
+            1000 + i * 7777
+        };
+        let data = seeded_bytes(seed + i as u64, len);
+        let f = s.file(name, &data);
+        let key = format!("docs/dir/{name}");
+        let mut args = vec!["object", "put", key.as_str(), f.as_str()];
+        args.extend_from_slice(sse);
+        s.run(&args).ok();
+        let head = s.run(&["object", "head", &key]).ok().stdout;
+        assert!(head.contains(expect), "{name}: {head}");
+        let back = s.tmp.path().join(format!("{name}.out"));
+        s.run(&["object", "get", &key, back.to_str().unwrap()]).ok();
+        assert!(
+            std::fs::read(&back).unwrap() == data,
+            "{name}: bytes differ"
+        );
+    }
+    // Copy with new encryption; verify, rewrap, status.
+    s.run(&[
+        "object",
+        "copy",
+        "docs/dir/aes",
+        "docs/copy",
+        "--sse",
+        "SM4",
+    ])
+    .ok();
+    let head = s.run(&["object", "head", "docs/copy"]).ok().stdout;
+    assert!(head.contains("SM4"), "{head}");
+    let v = s.run(&["verify"]).ok().stdout;
+    assert!(v.contains("6 objects checked, 0 failed"), "{v}");
+    s.run(&["rewrap"]).ok();
+    let st = s.run(&["status"]).ok().stdout;
+    assert!(st.contains("docs") && st.contains(&id), "{st}");
+    // A disabled key refuses reads and writes of its objects.
+    s.run(&["kms", "disable-key", &id]).ok();
+    let out = s.tmp.path().join("x");
+    s.run(&["object", "get", "docs/dir/kms", out.to_str().unwrap()])
+        .fails_with("Disabled");
+    s.run(&["kms", "enable-key", &id]).ok();
+    s.run(&["bucket", "delete", "docs"])
+        .fails_with("BucketNotEmpty");
+    // Commands that need a data directory say so.
+    s.run(&["mount", "/nonexistent"])
+        .fails_with("data directory only");
+}
+
+#[test]
+fn regression_reencrypt_on_a_store_keeps_each_objects_own_encryption() {
+    // The first store run of reencrypt read overrides from the downloaded
+    // file's xattrs, found none, and rewrote an SM4 object unencrypted.
+    let s = Store::new("reenc");
+    s.run(&["init"]).ok();
+    s.run(&["bucket", "create", "bk1"]).ok();
+    let f = s.file("a", b"hello store");
+    s.run(&["object", "put", "bk1/own", &f, "--sse", "SM4"])
+        .ok();
+    s.run(&["object", "put", "bk1/rule", &f]).ok();
+    s.run(&[
+        "bucket",
+        "encryption",
+        "put",
+        "bk1",
+        "--algorithm",
+        "AES256",
+    ])
+    .ok();
+    let r = s.run(&["reencrypt", "bk1"]).ok().stdout;
+    assert!(r.contains("2 objects checked, 1 rewritten"), "{r}");
+    let own = s.run(&["object", "head", "bk1/own"]).ok().stdout;
+    assert!(own.contains("encryption: SM4"), "{own}");
+    let rule = s.run(&["object", "head", "bk1/rule"]).ok().stdout;
+    assert!(rule.contains("encryption: AES256"), "{rule}");
+}
+
+#[test]
+fn the_store_holds_only_ciphertext_and_refuses_edited_metadata() {
+    let s = Store::new("tamper");
+    s.run(&["init"]).ok();
+    s.run(&["bucket", "create", "bk1"]).ok();
+    let secret = b"the plaintext nobody on the store may read ".repeat(50);
+    let f = s.file("p", &secret);
+    s.run(&["object", "put", "bk1/one", &f, "--sse", "AES256"])
+        .ok();
+    s.run(&["object", "put", "bk1/two", &f, "--sse", "AES256"])
+        .ok();
+    let raw = s.raw();
+    let (bytes, record) = raw.get("bk1/one");
+    assert!(bytes.starts_with(b"SSEFSOBJ"));
+    assert!(!bytes
+        .windows(32)
+        .any(|w| secret.windows(32).any(|p| p == w)));
+    let record = record.expect("no x-amz-meta-ssefs");
+    let (_, record_two) = raw.get("bk1/two");
+    let record_two = record_two.unwrap();
+    let get = |key: &str| {
+        let out = s.tmp.path().join("out");
+        s.run(&["object", "get", key, out.to_str().unwrap()])
+    };
+    // Another object's record, valid in itself, on this object.
+    raw.put("bk1/one", &bytes, Some(&record_two));
+    get("bk1/one").fails_with("belongs to another object");
+    // An edited record with its old tag; no record at all.
+    let mut parts: Vec<String> = record.split('.').map(str::to_owned).collect();
+    let mut body: Vec<char> = parts[1].chars().collect();
+    body[5] = if body[5] == 'x' { 'y' } else { 'x' };
+    parts[1] = body.into_iter().collect();
+    raw.put("bk1/one", &bytes, Some(&parts.join(".")));
+    get("bk1/one").fails_with("DataIntegrityError");
+    raw.put("bk1/one", &bytes, None);
+    get("bk1/one").fails_with("DataIntegrityError");
+    // A flipped byte in a chunk, under the right record.
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    raw.put("bk1/one", &flipped, Some(&record));
+    get("bk1/one").fails_with("DataIntegrityError");
+    // Restored, it reads again: nothing else was changed by the failures.
+    raw.put("bk1/one", &bytes, Some(&record));
+    let out = s.tmp.path().join("out");
+    s.run(&["object", "get", "bk1/one", out.to_str().unwrap()])
+        .ok();
+    assert!(std::fs::read(&out).unwrap() == secret);
+    // An edited keystore stops every command.
+    let (ks, _) = raw.get(".ssefs/keystore.toml");
+    let text = String::from_utf8(ks.clone()).unwrap();
+    raw.put(
+        ".ssefs/keystore.toml",
+        text.replacen("Enabled", "Disabled", 1)
+            .replacen("created = ", "created = 1", 1)
+            .as_bytes(),
+        None,
+    );
+    s.run(&["kms", "list-keys"])
+        .fails_with("DataIntegrityError");
+    raw.put(".ssefs/keystore.toml", &ks, None);
+    s.run(&["kms", "list-keys"]).ok();
+}
+
+#[test]
+fn two_clis_changing_keys_at_once_lose_no_change() {
+    let s = Store::new("race");
+    s.run(&["init"]).ok();
+    let n = crate::util::env_count("SSEFS_STORE_RACE_OPS", 12);
+    // Two processes at a time, each adding keys and aliases: every change
+    // goes through the ticket lock, so none is lost to the other's write.
+    let made: Vec<Vec<String>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..2)
+            .map(|t| {
+                let s = &s;
+                sc.spawn(move || {
+                    let mut ids = Vec::new();
+                    for i in 0..n {
+                        let alias = format!("alias/t{t}-{i}");
+                        let out = s.run(&["kms", "create-key", "--alias", &alias]).ok();
+                        let id = out
+                            .stdout
+                            .lines()
+                            .find_map(|l| l.strip_prefix("KeyId: "))
+                            .unwrap()
+                            .to_owned();
+                        if i % 2 == 0 {
+                            s.run(&["kms", "disable-key", &id]).ok();
+                        }
+                        ids.push(id);
+                    }
+                    ids
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let listed = s.run(&["kms", "list-keys"]).ok().stdout;
+    let all: BTreeSet<&str> = made.iter().flatten().map(String::as_str).collect();
+    assert_eq!(all.len(), 2 * n);
+    for id in &all {
+        assert!(listed.contains(id), "key {id} lost: {listed}");
+    }
+    for (t, ids) in made.iter().enumerate() {
+        for (i, id) in ids.iter().enumerate() {
+            let d = s.run(&["kms", "describe-key", id]).ok().stdout;
+            let want = if i % 2 == 0 { "Disabled" } else { "Enabled" };
+            assert!(d.contains(want), "key {id}: {d}");
+            assert!(d.contains(&format!("alias/t{t}-{i}")), "alias lost: {d}");
+        }
+    }
+}
+
+#[test]
+fn an_unreachable_store_or_wrong_keys_give_one_line_and_write_nothing() {
+    let s = Store::new("faults");
+    // A port nothing listens on: refused at once, a few quick retries.
+    let cfg = s.file(
+        "bad.toml",
+        format!(
+            "[backend]\nurl = \"{}\"\nendpoints = [\"http://127.0.0.1:9\"]\nretries = 1\ntimeout_ms = 2000\n",
+            s.url()
+        )
+        .as_bytes(),
+    );
+    let mut c = s.cmd();
+    c.env_remove("SSEFS_BACKEND")
+        .args(["--config", &cfg, "init"]);
+    let r = Run::from(c.output().unwrap());
+    r.fails_with("InternalError");
+    // Wrong secret: the store refuses, and says so in one line.
+    let mut c = s.cmd();
+    c.env("AWS_SECRET_ACCESS_KEY", "0".repeat(64)).arg("init");
+    Run::from(c.output().unwrap()).fails_with("AccessDenied");
+    // A store bucket that does not exist.
+    let mut c = s.cmd();
+    c.env("SSEFS_BACKEND", "s3://no-such-store-bucket/x")
+        .arg("init");
+    let r = Run::from(c.output().unwrap());
+    assert_ne!(r.status, 0);
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    // None of it initialised anything.
+    s.run(&["kms", "list-keys"]).fails_with("not initialised");
+    // Credentials never come from the command line, and a file that
+    // others may read is refused.
+    let creds = s.file(
+        "creds",
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            s.var("AWS_ACCESS_KEY_ID"),
+            s.var("AWS_SECRET_ACCESS_KEY")
+        )
+        .as_bytes(),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut c = s.cmd();
+    c.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .arg("init");
+    Run::from(c.output().unwrap()).fails_with("chmod 600");
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut c = s.cmd();
+    c.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .arg("init");
+    assert_eq!(Run::from(c.output().unwrap()).ok().status, 0);
+}
