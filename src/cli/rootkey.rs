@@ -37,7 +37,11 @@ pub enum RootKeyCmd {
 
 pub fn run(g: &GlobalArgs, cmd: RootKeyCmd) -> Result<()> {
     match cmd {
-        RootKeyCmd::Move { to } => move_key(g, to),
+        RootKeyCmd::Move { to } => {
+            // A store's key is never beside its data: there is nothing to move.
+            g.local_only("root-key move")?;
+            move_key(g, to)
+        }
         RootKeyCmd::Export => {
             let e = g.open_engine()?;
             let key = e.kms().root_key_material()?;
@@ -146,9 +150,11 @@ fn import(g: &GlobalArgs, file: Option<PathBuf>) -> Result<()> {
         }
     }
     let (key, _) = paper::decode(&text)?;
-    let dir = g.data_dir();
     // Nothing is written unless the key opens this keystore.
-    let id = kms::check_root_key(&StateDir::of_data_dir(&dir)?, &key)?;
+    let id = match g.store()? {
+        Some(store) => kms::check_root_key(&*store, &key)?,
+        None => kms::check_root_key(&StateDir::of_data_dir(&g.data_dir())?, &key)?,
+    };
     let dest =
         match (&g.root_key, id) {
             (Some(p), _) => p.clone(),

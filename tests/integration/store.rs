@@ -250,6 +250,9 @@ fn every_cli_command_works_on_a_store_with_each_encryption() {
     s.run(&["rewrap"]).ok();
     let st = s.run(&["status"]).ok().stdout;
     assert!(st.contains("docs") && st.contains(&id), "{st}");
+    // Garage ignores conditional PUT headers: the probe finds out, and
+    // records change under the ticket lock.
+    assert!(st.contains("(ticket lock)"), "{st}");
     // A disabled key refuses reads and writes of its objects.
     s.run(&["kms", "disable-key", &id]).ok();
     let out = s.tmp.path().join("x");
@@ -261,6 +264,60 @@ fn every_cli_command_works_on_a_store_with_each_encryption() {
     // Commands that need a data directory say so.
     s.run(&["mount", "/nonexistent"])
         .fails_with("data directory only");
+    s.run(&["root-key", "move"])
+        .fails_with("data directory only");
+}
+
+#[test]
+fn a_second_host_reads_once_it_imports_the_root_key_from_paper() {
+    let a = Store::new("hosts");
+    a.run(&["init"]).ok();
+    a.run(&["bucket", "create", "shared"]).ok();
+    let data = seeded_bytes(test_seed("store-hosts"), 70_000);
+    let f = a.file("d", &data);
+    a.run(&["object", "put", "shared/x", &f, "--sse", "SM4"])
+        .ok();
+    // Host B: the same store, its own key directory and state directory.
+    let b = Store {
+        tmp: tempfile::tempdir().unwrap(),
+        env: a.env.clone(),
+        prefix: a.prefix.clone(),
+    };
+    let out = b.tmp.path().join("out");
+    b.run(&["object", "get", "shared/x", out.to_str().unwrap()])
+        .fails_with("root key");
+    // A's key, on paper, typed in on B.
+    let paper = a.run(&["root-key", "export"]).ok().stdout;
+    let mut c = b.cmd();
+    c.args(["root-key", "import"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(paper.as_bytes())
+        .unwrap();
+    Run::from(child.wait_with_output().unwrap()).ok();
+    b.run(&["object", "get", "shared/x", out.to_str().unwrap()])
+        .ok();
+    assert!(std::fs::read(&out).unwrap() == data);
+    // A rule B sets applies to A's next upload.
+    b.run(&[
+        "bucket",
+        "encryption",
+        "put",
+        "shared",
+        "--algorithm",
+        "AES256",
+    ])
+    .ok();
+    a.run(&["object", "put", "shared/y", &f]).ok();
+    let h = a.run(&["object", "head", "shared/y"]).ok().stdout;
+    assert!(h.contains("encryption: AES256"), "{h}");
 }
 
 #[test]

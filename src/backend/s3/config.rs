@@ -38,6 +38,11 @@ pub struct BackendTable {
     pub retries: Option<usize>,
     /// Per-request timeout (default 30 s).
     pub timeout_ms: Option<u64>,
+    /// How changes to ssefs's records are serialised across hosts: "etag"
+    /// (the store honours If-Match / If-None-Match on PUT), "lock" (the
+    /// ticket lock, for stores that ignore them, as Garage 2.5 does), or
+    /// "auto" (the default: probe the store and remember for an hour).
+    pub conditional: Option<String>,
 }
 
 /// Access keys for the store. The secret is zeroized on drop and never
@@ -70,6 +75,8 @@ pub struct StoreSpec {
     pub state_dir: PathBuf,
     pub retries: usize,
     pub timeout_ms: u64,
+    /// "auto", "etag" or "lock" (see `BackendTable::conditional`).
+    pub conditional: String,
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -183,6 +190,12 @@ impl StoreSpec {
                 )))
             }
         };
+        let conditional = t.conditional.clone().unwrap_or_else(|| "auto".into());
+        if !["auto", "etag", "lock"].contains(&conditional.as_str()) {
+            return Err(bad(format!(
+                "backend {url}: conditional {conditional:?}: use \"auto\", \"etag\" or \"lock\""
+            )));
+        }
         let credentials =
             credentials(t.credentials_file.as_deref()).map_err(|e| e.resource(url.clone()))?;
         Ok(StoreSpec {
@@ -195,6 +208,7 @@ impl StoreSpec {
             state_dir: t.state_dir.clone().unwrap_or_else(default_state_dir),
             retries: t.retries.unwrap_or(10),
             timeout_ms: t.timeout_ms.unwrap_or(30_000),
+            conditional,
         })
     }
 

@@ -46,13 +46,13 @@ impl Held {
     }
 }
 
-fn random_u64() -> u64 {
+pub(super) fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     fill_random(&mut b);
     u64::from_le_bytes(b)
 }
 
-fn ticket_id() -> String {
+pub(super) fn ticket_id() -> String {
     format!("{:016x}{:016x}", random_u64(), random_u64())
 }
 

@@ -206,6 +206,22 @@ mod tests {
     }
 
     #[test]
+    fn the_spec_vector_verifies() {
+        // FORMAT.md §9.2, computed with Python's hmac and hashlib.
+        let root = SecretKey::from_bytes(&(0u8..32).collect::<Vec<_>>());
+        let k = MacKey::derive(&root, MacPurpose::ObjectMeta);
+        let v = "1.b2lkID0gIjAwMDEwMjAzMDQwNTA2MDcwODA5MGEwYjBjMGQwZTBmIgptb2RlID0gNDIwCg.\
+                 dvkziw07gx1Yd7bUKEDV0QZfODFZ5Fn8Bnl0gT1vKPM";
+        let d = decode(&k, Some(v), "b/k").unwrap();
+        assert_eq!(d.meta.mode, Some(420));
+        let oid: Vec<u8> = (0u8..16).collect();
+        assert_eq!(d.oid.map(|o| o.to_vec()), Some(oid));
+        // Under another purpose's key it does not.
+        let g = MacKey::derive(&root, MacPurpose::Grants);
+        assert!(decode(&g, Some(v), "b/k").is_err());
+    }
+
+    #[test]
     fn an_edited_forged_or_missing_record_is_an_integrity_error() {
         let v = encode(&key(1), &sample(), Some(&[7u8; 16])).unwrap();
         // Another root key.

@@ -24,19 +24,19 @@ pub mod meta;
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{
-    Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore,
-    ObjectStoreExt, PutOptions, PutPayload, RetryConfig, StaticCredentialProvider,
+    Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, GetOptions, GetRange,
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    StaticCredentialProvider,
 };
 
 use super::state::{State, StateStore, Update, BUCKET_SETTINGS, GRANTS_FILE, KEYSTORE_FILE};
@@ -72,6 +72,9 @@ pub struct S3Backend {
     stage_dir: std::path::PathBuf,
     /// K_meta, set once the KMS is open (the records need the root key).
     meta_key: OnceLock<MacKey>,
+    /// The store honours If-Match / If-None-Match on PUT: records change
+    /// by compare-and-swap, not under the ticket lock.
+    conditional: bool,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -128,7 +131,9 @@ impl S3Backend {
             stores.push(Arc::new(store));
         }
         let names = (format!("s3://{}", spec.bucket), spec.shown());
-        Self::with_stores(stores, &spec.prefix, names, &spec.state_dir)
+        let mut b = Self::with_stores(stores, &spec.prefix, names, &spec.state_dir)?;
+        b.conditional = b.decide_conditional(&spec.conditional)?;
+        Ok(b)
     }
 
     /// A backend over stores already made (InMemory in unit tests).
@@ -157,6 +162,7 @@ impl S3Backend {
             shown,
             stage_dir,
             meta_key: OnceLock::new(),
+            conditional: false,
         })
     }
 
@@ -365,9 +371,79 @@ impl S3Backend {
         }
     }
 
+    /// Uses conditional writes (true) or the ticket lock (false), whatever
+    /// the probe said: for tests on a store that honours both.
+    pub fn force_conditional(mut self, on: bool) -> Self {
+        self.conditional = on;
+        self
+    }
+
+    /// The PUT mode that enforces `cond` on a store that honours it.
+    fn put_mode(cond: &Cond) -> PutMode {
+        match cond {
+            Cond::Any => PutMode::Overwrite,
+            Cond::Absent => PutMode::Create,
+            Cond::Is(Version::ETag(e)) => PutMode::Update(object_store::UpdateVersion {
+                e_tag: Some(e.clone()),
+                version: None,
+            }),
+            // A local version cannot match anything here.
+            Cond::Is(Version::Local { .. }) => PutMode::Update(object_store::UpdateVersion {
+                e_tag: Some(String::new()),
+                version: None,
+            }),
+        }
+    }
+
+    /// Writes the staged bytes to `p` only if `cond` holds. With
+    /// conditional writes a single PUT enforces it; a multipart upload
+    /// (no conditional completion in the client) and a store without them
+    /// check by a HEAD just before.
+    fn put_checked(
+        &self,
+        s: Staged,
+        p: &StorePath,
+        meta: &ObjMeta,
+        cond: &Cond,
+        shown: &str,
+    ) -> Result<Version> {
+        let len = s.file.metadata().ctx(shown)?.len();
+        let mode = if self.conditional && len <= PART as u64 {
+            Self::put_mode(cond)
+        } else {
+            self.check_cond(p, cond, shown)?;
+            PutMode::Overwrite
+        };
+        let oid = Self::header_oid(&s.file, shown)?;
+        let record = meta::encode(self.key()?, meta, oid.as_ref())?;
+        self.upload(&s.file, p, &record, mode, shown)
+            .map_err(|e| match e.code {
+                OssCode::FileAlreadyExists => Error::new(
+                    OssCode::FileAlreadyExists,
+                    "The object you specified already exists and can not be overwritten.",
+                )
+                .resource(shown),
+                OssCode::PreconditionFailed | OssCode::NoSuchKey if !matches!(cond, Cond::Any) => {
+                    Error::new(
+                        OssCode::PreconditionFailed,
+                        "the object changed while it was rewritten; it was left as it is now",
+                    )
+                    .resource(shown)
+                }
+                _ => e,
+            })
+    }
+
     /// Uploads the staged file to `p` with `record` as its metadata: one
-    /// PUT, or parts of 16 MiB, up to 4 in flight.
-    fn upload(&self, file: &File, p: &StorePath, record: &str, shown: &str) -> Result<Version> {
+    /// PUT (with `mode`), or parts of 16 MiB, up to 4 in flight.
+    fn upload(
+        &self,
+        file: &File,
+        p: &StorePath,
+        record: &str,
+        mode: PutMode,
+        shown: &str,
+    ) -> Result<Version> {
         let len = file.metadata().ctx(shown)?.len();
         let mut attrs = Attributes::new();
         attrs.insert(
@@ -379,12 +455,13 @@ impl S3Backend {
             file.read_exact_at(&mut buf, 0).ctx(shown)?;
             let body = Bytes::from(buf);
             let r = self.call(shown, |s| {
-                let (p, body, attrs) = (p.clone(), body.clone(), attrs.clone());
+                let (p, body, attrs, mode) = (p.clone(), body.clone(), attrs.clone(), mode.clone());
                 async move {
                     s.put_opts(
                         &p,
                         PutPayload::from(body),
                         PutOptions {
+                            mode,
                             attributes: attrs,
                             ..PutOptions::default()
                         },
@@ -430,6 +507,122 @@ impl S3Backend {
         result
     }
 
+    /// Version `v` (`len` bytes) of the object at `p`, whole, in a local
+    /// file nothing else can name: ranged GETs of 16 MiB, 4 in flight,
+    /// each only while the object is still that version (If-Match), each
+    /// written where it goes as it arrives. Memory: the parts in flight.
+    fn download(&self, p: &StorePath, v: &Version, len: u64, shown: &str) -> Result<File> {
+        let Version::ETag(tag) = v else {
+            return Err(Error::new(OssCode::InternalError, "not a store version"));
+        };
+        let file = self.local_temp(shown)?;
+        let ranges: Vec<std::ops::Range<u64>> = (0..len)
+            .step_by(PART)
+            .map(|a| a..(a + PART as u64).min(len))
+            .collect();
+        let r = self.call(shown, |s| {
+            let (p, tag, file, ranges) = (p.clone(), tag.clone(), &file, ranges.clone());
+            async move {
+                let mut parts = futures::stream::iter(ranges)
+                    .map(|r| {
+                        let (s, p, tag) = (s.clone(), p.clone(), tag.clone());
+                        async move {
+                            let opts = GetOptions {
+                                range: Some(GetRange::Bounded(r.clone())),
+                                if_match: Some(tag),
+                                ..GetOptions::default()
+                            };
+                            let bytes = s.get_opts(&p, opts).await?.bytes().await?;
+                            Ok::<_, object_store::Error>((r, bytes))
+                        }
+                    })
+                    .buffer_unordered(PARTS_IN_FLIGHT);
+                while let Some((r, bytes)) = parts.try_next().await? {
+                    if bytes.len() as u64 != r.end - r.start {
+                        return Err(local_error(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the store sent a part of the wrong length",
+                        )));
+                    }
+                    file.write_all_at(&bytes, r.start).map_err(local_error)?;
+                }
+                Ok(())
+            }
+        });
+        r.map(|()| file)
+    }
+
+    /// Whether the store honours conditional writes: a second create of
+    /// one name must fail, and so must an update naming a wrong ETag.
+    /// Garage 2.5 ignores both (the ticket lock is used then).
+    pub fn probe(&self) -> Result<bool> {
+        let p = self.path(&format!(".ssefs/probe/{}", lock::ticket_id()))?;
+        let put = |mode: PutMode| {
+            let p = p.clone();
+            self.block_on(async move {
+                self.store()
+                    .put_opts(
+                        &p,
+                        PutPayload::from_static(b"probe"),
+                        PutOptions {
+                            mode,
+                            ..PutOptions::default()
+                        },
+                    )
+                    .await
+            })
+        };
+        use object_store::Error as E;
+        let wrong = object_store::UpdateVersion {
+            e_tag: Some("\"ssefs-probe-no-such-etag\"".into()),
+            version: None,
+        };
+        let answer = match put(PutMode::Create) {
+            Ok(_) => {
+                let second = put(PutMode::Create);
+                let update = put(PutMode::Update(wrong));
+                matches!(second, Err(E::AlreadyExists { .. }))
+                    && matches!(update, Err(E::Precondition { .. }))
+            }
+            Err(E::NotImplemented { .. }) => false,
+            Err(e) => return Err(self.error(e, "probe")),
+        };
+        let _ = self.block_on(self.store().delete(&p));
+        Ok(answer)
+    }
+
+    /// Whether conditional writes are used (`conditional` in [backend]:
+    /// "etag", "lock", or "auto": the probe's answer, remembered for an
+    /// hour in the state directory).
+    fn decide_conditional(&self, mode: &str) -> Result<bool> {
+        match mode {
+            "etag" => return Ok(true),
+            "lock" => return Ok(false),
+            _ => {}
+        }
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.shown.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        let cache = self.stage_dir.with_file_name(format!("probe-{h:016x}"));
+        let fresh = std::fs::metadata(&cache)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < Duration::from_secs(3600));
+        if fresh {
+            match std::fs::read_to_string(&cache).as_deref() {
+                Ok("etag") => return Ok(true),
+                Ok("lock") => return Ok(false),
+                _ => {}
+            }
+        }
+        let answer = self.probe()?;
+        // Only a hint: a lost write just means probing again.
+        let _ = std::fs::write(&cache, if answer { "etag" } else { "lock" });
+        Ok(answer)
+    }
+
     /// The object id of the header at the start of `file` (None if it is
     /// empty: an object created empty, without a header yet).
     fn header_oid(file: &File, shown: &str) -> Result<Option<[u8; 16]>> {
@@ -443,12 +636,13 @@ impl S3Backend {
             Header::parse(&h).map_err(|e| e.resource(shown))?.object_id,
         ))
     }
+}
 
-    /// Writes `meta` on the staged bytes as the object at `p`.
-    fn put_staged(&self, s: Staged, p: &StorePath, meta: &ObjMeta, shown: &str) -> Result<Version> {
-        let oid = Self::header_oid(&s.file, shown)?;
-        let record = meta::encode(self.key()?, meta, oid.as_ref())?;
-        self.upload(&s.file, p, &record, shown)
+/// A local failure inside a store operation, carried as the store's error.
+fn local_error(e: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "ssefs staging file",
+        source: Box::new(e),
     }
 }
 
@@ -474,6 +668,51 @@ fn etag(e: Option<&str>) -> Version {
 fn meta_attr(a: &Attributes) -> Option<String> {
     a.get(&Attribute::Metadata(meta::META_NAME.into()))
         .map(|v| v.as_ref().to_owned())
+}
+
+impl S3Backend {
+    /// `update_state` on a store that honours conditional writes: read,
+    /// change, write only if nothing was written meanwhile (If-Match, or
+    /// If-None-Match: * for a record not there yet), else again.
+    fn update_by_etag(&self, s: State<'_>, f: &mut Update<'_>) -> Result<Option<Version>> {
+        use object_store::Error as E;
+        let p = self.state_path(s)?;
+        let shown = self.state_shown(s);
+        let mut wait_ms = 10u64;
+        for _ in 0..64 {
+            let current = self.get_state(s)?;
+            let Some(bytes) = f(current.as_ref().map(|(b, _)| &b[..]))? else {
+                return Ok(current.map(|(_, v)| v));
+            };
+            let mode = match &current {
+                None => PutMode::Create,
+                Some((_, v)) => Self::put_mode(&Cond::Is(v.clone())),
+            };
+            let put = self.block_on(self.store().put_opts(
+                &p,
+                PutPayload::from(bytes),
+                PutOptions {
+                    mode,
+                    ..PutOptions::default()
+                },
+            ));
+            match put {
+                Ok(r) => return Ok(Some(etag(r.e_tag.as_deref()))),
+                Err(E::AlreadyExists { .. } | E::Precondition { .. }) => {
+                    // Someone else's change went first: apply ours to it.
+                    let ms = wait_ms / 2 + lock::random_u64() % (wait_ms / 2 + 1);
+                    std::thread::sleep(Duration::from_millis(ms));
+                    wait_ms = (wait_ms * 2).min(400);
+                }
+                Err(e) => return Err(self.error(e, &shown)),
+            }
+        }
+        Err(Error::new(
+            OssCode::InternalError,
+            "the record kept changing under this change; nothing was written, run it again",
+        )
+        .resource(shown))
+    }
 }
 
 impl StateStore for S3Backend {
@@ -522,6 +761,9 @@ impl StateStore for S3Backend {
     /// settings are written without one: their writers already serialise
     /// on the keystore, which records the MAC each may carry.
     fn update_state(&self, s: State<'_>, f: &mut Update<'_>) -> Result<Option<Version>> {
+        if self.conditional {
+            return self.update_by_etag(s, f);
+        }
         let p = self.state_path(s)?;
         let shown = self.state_shown(s);
         let held = match s {
@@ -556,12 +798,17 @@ impl StateStore for S3Backend {
 
 impl Backend for S3Backend {
     fn describe(&self) -> String {
-        self.shown.clone()
+        let how = if self.conditional {
+            "conditional writes"
+        } else {
+            "ticket lock"
+        };
+        format!("{} ({how})", self.shown)
     }
 
     fn caps(&self) -> Caps {
         Caps {
-            conditional: false,
+            conditional: self.conditional,
             claims: false,
             posix_tree: false,
         }
@@ -683,41 +930,35 @@ impl Backend for S3Backend {
     fn find(&self, at: Loc<'_>) -> Result<Found> {
         let shown = at.shown();
         let p = self.object_path(at)?;
-        let r = self.call(&shown, |s| {
-            let p = p.clone();
-            async move {
-                let g = s.get(&p).await?;
-                let v = etag(g.meta.e_tag.as_deref());
-                let rec = meta_attr(&g.attributes);
-                Ok((v, rec, g.bytes().await?))
-            }
-        });
-        let (version, record, bytes) = match r {
-            Ok(v) => v,
-            Err(e) if e.code == OssCode::NoSuchKey => {
+        // An object replaced between the HEAD and the GETs fails them
+        // (If-Match): look again, a few times, rather than mix versions.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let Some((version, len, record)) = self.head_path(&p, &shown)? else {
                 self.need_bucket(at.bucket)?;
                 return Err(
                     Error::new(OssCode::NoSuchKey, "The specified key does not exist.")
                         .resource(shown),
                 );
-            }
-            Err(e) => return Err(e),
-        };
-        // The whole object, in a local file that nothing else can name:
-        // every read goes to this one version.
-        let mut file = self.local_temp(&shown)?;
-        file.write_all(&bytes).ctx(&shown)?;
-        file.seek(SeekFrom::Start(0)).ctx(&shown)?;
-        let verified = meta::decode(self.key()?, record.as_deref(), &shown)?;
-        let oid = Self::header_oid(&file, &shown)?;
-        meta::check_oid(&verified, oid.as_ref(), &shown)?;
-        Ok(Found::stored(
-            version,
-            bytes.len() as u64,
-            file,
-            verified.meta,
-            p.to_string(),
-        ))
+            };
+            // Nothing of an object whose record does not verify is fetched.
+            let verified = meta::decode(self.key()?, record.as_deref(), &shown)?;
+            let file = match self.download(&p, &version, len, &shown) {
+                Ok(f) => f,
+                Err(e) if e.code == OssCode::PreconditionFailed && tries < 4 => continue,
+                Err(e) => return Err(e),
+            };
+            let oid = Self::header_oid(&file, &shown)?;
+            meta::check_oid(&verified, oid.as_ref(), &shown)?;
+            return Ok(Found::stored(
+                version,
+                len,
+                file,
+                verified.meta,
+                p.to_string(),
+            ));
+        }
     }
 
     fn meta(&self, f: &Found) -> Result<ObjMeta> {
@@ -777,8 +1018,7 @@ impl Backend for S3Backend {
         let shown = at.shown();
         let p = self.object_path(at)?;
         self.need_bucket(at.bucket)?;
-        self.check_cond(&p, &cond, &shown)?;
-        self.put_staged(s, &p, meta, &shown)
+        self.put_checked(s, &p, meta, &cond, &shown)
     }
 
     fn replace(&self, s: Staged, f: &Found, meta: &ObjMeta, shown: &str) -> Result<Version> {
@@ -789,8 +1029,7 @@ impl Backend for S3Backend {
             )
         })?;
         let p = StorePath::from(key);
-        self.check_cond(&p, &Cond::Is(f.version.clone()), shown)?;
-        self.put_staged(s, &p, meta, shown)
+        self.put_checked(s, &p, meta, &Cond::Is(f.version.clone()), shown)
     }
 
     fn discard(&self, s: Staged) {
@@ -820,3 +1059,6 @@ impl Backend for S3Backend {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
