@@ -26,6 +26,7 @@
 mod dir;
 mod posix;
 pub mod s3;
+mod slots;
 mod state;
 pub mod strict;
 pub mod xattr;
@@ -43,6 +44,7 @@ pub use posix::{
     apply_meta, open_regular, posix_meta, read_override, write_override, PosixBackend,
     OVERRIDE_XATTR, REPLACES_XATTR, STATE_DIR,
 };
+pub use slots::SlotIo;
 pub use state::{State, StateDir, StateStore, Update, BUCKET_SETTINGS, GRANTS_FILE, KEYSTORE_FILE};
 
 /// Where an object is: its bucket and its key (an OSS key, `/`-separated,
@@ -204,6 +206,15 @@ impl Found {
     }
 }
 
+/// An object opened for one front-to-back read (GetObject): the version
+/// and stored length found, and its bytes, which on a store may still be
+/// arriving (reads wait for them).
+pub struct Fetched {
+    pub version: Version,
+    pub len: u64,
+    pub slots: Box<dyn SlotIo>,
+}
+
 /// A whole-object write in progress: a local file that nothing else sees
 /// until [`Backend::commit`] makes it the object, or [`Backend::discard`]
 /// drops it.
@@ -211,6 +222,19 @@ impl Found {
 pub struct Staged {
     pub file: File,
     pub(crate) name: OsString,
+    /// On a store: the upload that began while the bytes were written.
+    pub(crate) early: Option<s3::EarlyUpload>,
+}
+
+impl Staged {
+    /// The staged bytes before `off` will not change again: a writer
+    /// appending front to back says so as it goes, and a store may send
+    /// them already.
+    pub fn settled(&self, off: u64) {
+        if let Some(u) = &self.early {
+            u.settled(off);
+        }
+    }
 }
 
 /// An object kept for a rewrite: writers through a mount stay out of it
@@ -282,6 +306,18 @@ pub trait Backend: StateStore {
     /// symlink on the way).
     fn find(&self, at: Loc<'_>) -> Result<Found>;
 
+    /// The object at `at` for one read, front to back: as `find`, but a
+    /// store hands it out while it arrives, so that decryption overlaps
+    /// the download.
+    fn fetch(&self, at: Loc<'_>) -> Result<Fetched> {
+        let f = self.find(at)?;
+        Ok(Fetched {
+            version: f.version.clone(),
+            len: f.len,
+            slots: Box::new(f.into_file()),
+        })
+    }
+
     /// The metadata of a found object, as a write would carry it on
     /// (`Backend::commit`), with its encryption override.
     fn meta(&self, f: &Found) -> Result<ObjMeta>;
@@ -298,6 +334,13 @@ pub trait Backend: StateStore {
 
     /// A new, empty staged write; `shown` names it in errors.
     fn stage(&self, shown: &str) -> Result<Staged>;
+
+    /// `stage` for a whole new object bound for `at` with `meta`, written
+    /// front to back and committed there with `Cond::Any`: a store begins
+    /// uploading the bytes as they settle (`Staged::settled`).
+    fn stage_for(&self, at: Loc<'_>, _meta: &ObjMeta) -> Result<Staged> {
+        self.stage(&at.shown())
+    }
 
     /// The encryption override of a found object (request headers that
     /// won over its bucket's rule), alone: cheaper than `meta`.

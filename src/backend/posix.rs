@@ -167,7 +167,11 @@ impl PosixBackend {
                 mode,
             )
             .ctx(Path::new(STATE_DIR).join("tmp").join(&name).display())?;
-        Ok(Staged { file, name })
+        Ok(Staged {
+            file,
+            name,
+            early: None,
+        })
     }
 
     /// Removes a staged file that will not be committed.

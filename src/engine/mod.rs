@@ -292,6 +292,30 @@ impl Engine {
         Header::parse(&b).map_err(|e| e.resource(name))
     }
 
+    /// `open_object` over any [`SlotIo`] (an object arriving from a
+    /// store), for one read; not tracked by the chunk cache.
+    pub fn open_slots<F: SlotIo>(
+        &self,
+        p: &Principal,
+        slots: F,
+        name: String,
+        chunk: ChunkSize,
+    ) -> Result<ObjectFile<F>> {
+        let mut b = [0u8; HEADER_LEN];
+        let mut done = 0;
+        while done < HEADER_LEN {
+            let n = slots.read_slots(&mut b[done..], done as u64).ctx(&name)?;
+            if n == 0 {
+                return Err(Error::integrity("object header truncated").resource(&name));
+            }
+            done += n;
+        }
+        let header = Header::parse(&b).map_err(|e| e.resource(&name))?;
+        Self::check_chunk(&header, chunk, &name)?;
+        let key = self.unwrap_key(p, &header).map_err(|e| e.resource(&name))?;
+        ObjectFile::new(slots, header, &key, name)
+    }
+
     /// Opens an existing object file of a bucket whose chunk size is
     /// `chunk`: parses the header, checks its chunk size, unwraps the data
     /// key (checking KMS state and kms:Decrypt for `p`).

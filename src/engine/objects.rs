@@ -113,10 +113,29 @@ impl Engine {
         src: &mut dyn FnMut(&mut [u8]) -> Result<usize>,
         name: &str,
     ) -> Result<(Staged, ObjectInfo)> {
-        let (header, key) = self
-            .new_header(p, sse, chunk)
-            .map_err(|e| e.resource(name))?;
         let tmp = self.backend.stage(name)?;
+        self.write_staged(p, (sse, chunk), src, name, tmp)
+    }
+
+    /// `write_object_temp` into `tmp`, telling it how far its bytes are
+    /// settled as they are written (all but the last chunk's slot, which
+    /// the next append seals again), so that a store can upload them while
+    /// the rest is encrypted.
+    fn write_staged(
+        &self,
+        p: &Principal,
+        (sse, chunk): (Option<&SseConfig>, ChunkSize),
+        src: &mut dyn FnMut(&mut [u8]) -> Result<usize>,
+        name: &str,
+        tmp: Staged,
+    ) -> Result<(Staged, ObjectInfo)> {
+        let (header, key) = match self.new_header(p, sse, chunk) {
+            Ok(h) => h,
+            Err(e) => {
+                self.backend.discard(tmp);
+                return Err(e.resource(name));
+            }
+        };
         let result = (|| {
             let f = tmp.file.try_clone().ctx(name)?;
             let mut obj = ObjectFile::create(f, header, &key, name.to_owned())?;
@@ -127,6 +146,10 @@ impl Engine {
                     break;
                 }
                 obj.write_at(obj.size(), &buf[..n])?;
+                let chunks = chunk.chunk_count(obj.size());
+                if chunks > 1 {
+                    tmp.settled(chunk.slot_offset(chunks - 1));
+                }
             }
             Ok(ObjectInfo::from_header(obj.header(), obj.size()))
         })();
@@ -157,11 +180,12 @@ impl Engine {
         self.check_bucket(bucket)?;
         let (sse, chunk) = self.upload_settings(bucket, over)?;
         let mut fill = |b: &mut [u8]| read_full(src, b).ctx(&name);
-        let (tmp, info) = self.write_object_temp(p, (sse.as_ref(), chunk), &mut fill, &name)?;
         let meta = ObjMeta {
             sse_override: over.cloned(),
             ..ObjMeta::default()
         };
+        let tmp = self.backend.stage_for(at, &meta)?;
+        let (tmp, info) = self.write_staged(p, (sse.as_ref(), chunk), &mut fill, &name, tmp)?;
         self.backend.commit(tmp, at, &meta, Cond::Any)?;
         Ok(info)
     }
@@ -174,15 +198,18 @@ impl Engine {
         key: &ObjectKey,
         dst: &mut dyn Write,
     ) -> Result<u64> {
-        let found = self.find_object(bucket, key.as_str())?;
+        let fetched = self.backend.fetch(Loc {
+            bucket,
+            key: key.as_str(),
+        })?;
         let name = format!("{bucket}/{}", key.as_str());
-        if found.len == 0 {
+        if fetched.len == 0 {
             // No header yet: an object created empty through the mount.
             dst.flush().ctx(&name)?;
             return Ok(0);
         }
         let chunk = self.bucket_chunk_size(bucket)?;
-        let obj = self.open_object(p, found.into_file(), name.clone(), chunk)?;
+        let obj = self.open_slots(p, fetched.slots, name.clone(), chunk)?;
         let mut buf = vec![0u8; IO_BUF];
         let mut off = 0u64;
         loop {

@@ -103,6 +103,14 @@ impl MacKey {
         self.key
     }
 
+    /// A second handle on the same key (for a thread of its own).
+    pub(crate) fn duplicate(&self) -> MacKey {
+        MacKey {
+            purpose: self.purpose,
+            key: self.key.clone(),
+        }
+    }
+
     pub fn purpose(&self) -> MacPurpose {
         self.purpose
     }

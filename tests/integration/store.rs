@@ -518,3 +518,47 @@ fn an_unreachable_store_or_wrong_keys_give_one_line_and_write_nothing() {
         .arg("init");
     assert_eq!(Run::from(c.output().unwrap()).ok().status, 0);
 }
+
+#[test]
+fn a_put_killed_at_any_moment_leaves_one_whole_version() {
+    let s = Store::new("kill");
+    s.run(&["init"]).ok();
+    s.run(&["bucket", "create", "bkt"]).ok();
+    let old = seeded_bytes(test_seed("store-kill-old"), 3 << 20);
+    let f = s.file("old", &old);
+    s.run(&["object", "put", "bkt/obj", &f, "--sse", "AES256"])
+        .ok();
+    // 80 MB: five parts, long enough to be killed in the middle.
+    let new = seeded_bytes(test_seed("store-kill-new"), 80 << 20);
+    let nf = s.file("new", &new);
+    let out = s.tmp.path().join("out");
+    let mut killed_mid = 0;
+    for delay_ms in [300u64, 600, 900, 1200] {
+        let mut child = s
+            .cmd()
+            .args(["object", "put", "bkt/obj", &nf])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let finished = child.try_wait().unwrap().is_some();
+        let _ = child.kill();
+        child.wait().unwrap();
+        // Whatever the moment, the object is one version, whole.
+        s.run(&["object", "get", "bkt/obj", out.to_str().unwrap()])
+            .ok();
+        let got = std::fs::read(&out).unwrap();
+        if finished {
+            assert!(got == new, "the finished put left other bytes");
+            break;
+        }
+        assert!(got == old || got == new, "a torn object after kill -9");
+        if got == old {
+            killed_mid += 1;
+        }
+    }
+    assert!(killed_mid > 0, "no kill landed before the upload finished");
+    let v = s.run(&["verify"]).ok().stdout;
+    assert!(v.contains("0 failed"), "{v}");
+}

@@ -4,6 +4,7 @@
 //! checked: compare-and-swap (`conditional`) and the ticket lock.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use object_store::memory::InMemory;
@@ -267,4 +268,38 @@ fn a_record_moved_to_another_object_or_edited_is_refused() {
         f.be.find(f.at("one")).unwrap_err().code,
         OssCode::DataIntegrityError
     );
+}
+
+#[test]
+fn an_upload_begun_while_writing_completes_at_the_commit_and_vanishes_if_dropped() {
+    let f = fx(false);
+    let meta = ObjMeta {
+        mode: Some(0o640),
+        ..ObjMeta::default()
+    };
+    // 40 MiB in 1 MiB writes, settled as they go: parts leave early.
+    let (mut bytes, _) = object(&[]);
+    bytes.extend((0..40u32 << 20).map(|i| (i % 251) as u8));
+    let s = f.be.stage_for(f.at("big"), &meta).unwrap();
+    for (i, piece) in bytes.chunks(1 << 20).enumerate() {
+        s.file.write_all_at(piece, (i as u64) << 20).unwrap();
+        s.settled(((i as u64) + 1) << 20);
+    }
+    f.be.commit(s, f.at("big"), &meta, Cond::Any).unwrap();
+    assert!(f.read("big") == bytes);
+    let found = f.be.find(f.at("big")).unwrap();
+    assert_eq!(f.be.meta(&found).unwrap(), meta);
+    // Dropped before its commit: nothing appears, the old object stays.
+    let s = f.be.stage_for(f.at("big"), &ObjMeta::default()).unwrap();
+    let (other, _) = object(&vec![7u8; 20 << 20]);
+    s.file.write_all_at(&other, 0).unwrap();
+    s.settled(other.len() as u64);
+    f.be.discard(s);
+    assert!(f.read("big") == bytes);
+    // A small object is one PUT at the commit.
+    let s = f.be.stage_for(f.at("small"), &meta).unwrap();
+    let (small, _) = object(b"tiny");
+    s.file.write_all_at(&small, 0).unwrap();
+    f.be.commit(s, f.at("small"), &meta, Cond::Any).unwrap();
+    assert_eq!(f.read("small"), small);
 }
