@@ -132,6 +132,12 @@ pub enum Command {
         /// Only this bucket [default: all]
         bucket: Option<String>,
     },
+    /// Copy every bucket, object, key and setting of SRC to DST, as they
+    /// are stored (nothing is re-encrypted; the same root key opens the
+    /// copy), then verify every object in DST. SRC and DST are each a data
+    /// directory or s3://BUCKET[/PREFIX]. Safe to run again after an
+    /// interruption: objects already copied whole are skipped.
+    Migrate { src: String, dst: String },
     /// Mounts of the data directory, buckets with their rule and object
     /// count, keys with their states, and where the root key is (with a
     /// warning when a copy of the data directory would hold it too).
@@ -382,6 +388,7 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
             let r = ops::verify(&e, &Principal::current(), b.as_ref(), &pb)?;
             finish_op(&r, "verify", "")
         }
+        Command::Migrate { src, dst } => migrate(g, &src, &dst),
         Command::Status if g.store()?.is_some() => {
             let e = g.open_engine()?;
             out(&ops::status(&e)?.to_string())
@@ -483,6 +490,80 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
             }
         }
     }
+}
+
+/// `ssefs migrate SRC DST`.
+fn migrate(g: &GlobalArgs, src: &str, dst: &str) -> Result<()> {
+    use crate::backend::s3::{S3Backend, StoreSpec};
+    use crate::backend::{Backend, PosixBackend};
+    use std::sync::Arc;
+    if g.backend.is_some() || g.data_dir.is_some() {
+        return Err(Error::new(
+            OssCode::InvalidArgument,
+            "migrate names both places itself: drop --backend and --data-dir",
+        ));
+    }
+    let table = g.backend_table.as_ref();
+    let store = |url: &str| -> Result<Arc<dyn Backend>> {
+        Ok(Arc::new(S3Backend::open(&StoreSpec::resolve(
+            Some(url),
+            table,
+        )?)?))
+    };
+    // SRC, opened whole (keystore, grants, upgrade): its root key opens DST.
+    let (src_engine, root) = if src.starts_with("s3://") {
+        let root = g.store_root_source(false)?;
+        (Engine::open_store(store(src)?, &root)?, root)
+    } else {
+        let dir = PathBuf::from(src);
+        let root = g.root_source(&dir, false)?;
+        (Engine::open(&dir, &root)?, root)
+    };
+    let dst_backend: Arc<dyn Backend> = if dst.starts_with("s3://") {
+        store(dst)?
+    } else {
+        let dir = PathBuf::from(dst);
+        if PosixBackend::initialised(&dir) {
+            Arc::new(PosixBackend::open(&dir)?)
+        } else {
+            Arc::new(PosixBackend::create(&dir)?)
+        }
+    };
+    let pb = ops::progress_bar(0, "migrate");
+    let m = ops::migrate(&src_engine, &*dst_backend, &pb)?;
+    pb.finish_and_clear();
+    let mut s = String::new();
+    for f in &m.failures {
+        s.push_str(&format!("FAILED {}: {}\n", f.name, f.reason));
+    }
+    s.push_str(&format!(
+        "migrate: {} buckets, {} objects copied, {} already there, {} failed\n",
+        m.buckets,
+        m.copied,
+        m.present,
+        m.failures.len()
+    ));
+    out(&s)?;
+    // DST opened afresh, as its users will open it, and every chunk checked.
+    drop(dst_backend);
+    let dst_engine = if dst.starts_with("s3://") {
+        Engine::open_store(store(dst)?, &root)?
+    } else {
+        Engine::open(Path::new(dst), &root)?
+    };
+    let pb = ops::progress_bar(0, "verify");
+    let r = ops::verify(&dst_engine, &Principal::current(), None, &pb)?;
+    if !m.failures.is_empty() {
+        out(&format!("{}\n", r.summary("verify", "")))?;
+        return Err(Error::new(
+            OssCode::InternalError,
+            format!(
+                "migrate: {} objects could not be copied; run it again",
+                m.failures.len()
+            ),
+        ));
+    }
+    finish_op(&r, "verify", "")
 }
 
 /// Prints an operation's failures, skipped objects and summary on stdout;

@@ -16,6 +16,7 @@
 //! object during a rewrite waits for the rename, then finds its file
 //! replaced and has the kernel look the name up again.
 
+mod migrate;
 mod reencrypt;
 mod rewrap;
 mod status;
@@ -29,6 +30,7 @@ use crate::error::Result;
 
 pub use crate::backend::Found;
 pub(crate) use crate::engine::walk;
+pub use migrate::{migrate, Migrated};
 pub use reencrypt::reencrypt;
 pub use rewrap::rewrap;
 pub use status::{status, BucketStatus, MountInfo, Status};

@@ -562,3 +562,122 @@ fn a_put_killed_at_any_moment_leaves_one_whole_version() {
     let v = s.run(&["verify"]).ok().stdout;
     assert!(v.contains("0 failed"), "{v}");
 }
+
+#[test]
+fn migrate_moves_a_data_directory_to_a_store_and_back_and_survives_a_kill() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Store::new("migrate");
+    let data = s.tmp.path().join("data");
+    let local = |args: &[&str]| {
+        let mut c = s.cmd();
+        c.env_remove("SSEFS_BACKEND")
+            .env("SSEFS_DATA_DIR", &data)
+            .args(args);
+        Run::from(c.output().unwrap())
+    };
+    local(&["init"]).ok();
+    local(&["bucket", "create", "docs"]).ok();
+    local(&["bucket", "encryption", "put", "docs", "--algorithm", "SM4"]).ok();
+    local(&["kms", "create-key", "--alias", "alias/m"]).ok();
+    let seed = test_seed("store-migrate");
+    let mut objects = Vec::new();
+    for i in 0..12u64 {
+        // Mostly small, two beyond a multipart part.
+        let len = if i % 6 == 5 {
+            17 << 20
+        } else {
+            500 + 3000 * i as usize
+        };
+        let body = seeded_bytes(seed + i, len);
+        let key = format!("docs/d{}/o{i}", i % 3);
+        let f = s.file(&format!("in{i}"), &body);
+        let sse: &[&str] = match i % 3 {
+            0 => &[],
+            1 => &["--sse", "AES256"],
+            _ => &["--sse", "KMS", "--sse-key-id", "alias/m"],
+        };
+        let mut args = vec!["object", "put", key.as_str(), f.as_str()];
+        args.extend_from_slice(sse);
+        local(&args).ok();
+        objects.push((key, body));
+    }
+    // Metadata goes with the bytes.
+    let tagged = data.join("docs/d0/o0");
+    std::fs::set_permissions(&tagged, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let st = Command::new("setfattr")
+        .args(["-n", "user.team", "-v", "blue"])
+        .arg(&tagged)
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    // Killed in the middle, then run again: it finishes, and skips what
+    // the first run copied whole.
+    let data_s = data.to_str().unwrap().to_owned();
+    let url = s.url();
+    let mut child = s
+        .cmd()
+        .env_remove("SSEFS_BACKEND")
+        .args(["migrate", &data_s, &url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let _ = child.kill();
+    child.wait().unwrap();
+    let mut c = s.cmd();
+    c.env_remove("SSEFS_BACKEND")
+        .args(["migrate", &data_s, &url]);
+    let out = Run::from(c.output().unwrap()).ok().stdout;
+    println!("after the kill: {out}");
+    assert!(out.contains("0 failed"), "{out}");
+    assert!(
+        out.contains("verify: 12 objects checked, 0 failed"),
+        "{out}"
+    );
+    // On the store, everything reads as it was, under the same root key.
+    let got = s.tmp.path().join("got");
+    for (key, body) in &objects {
+        s.run(&["object", "get", key, got.to_str().unwrap()]).ok();
+        assert!(std::fs::read(&got).unwrap() == *body, "{key}");
+    }
+    let h = s.run(&["object", "head", "docs/d2/o2"]).ok().stdout;
+    assert!(h.contains("KMS"), "{h}");
+    let rule = s.run(&["bucket", "encryption", "get", "docs"]).ok().stdout;
+    assert!(rule.contains("SM4"), "{rule}");
+
+    // And back to a new data directory, mode and xattr included.
+    let back = s.tmp.path().join("back");
+    let back_s = back.to_str().unwrap().to_owned();
+    let mut c = s.cmd();
+    c.env_remove("SSEFS_BACKEND")
+        .args(["migrate", &url, &back_s]);
+    let out = Run::from(c.output().unwrap()).ok().stdout;
+    assert!(out.contains("12 objects copied"), "{out}");
+    let m = std::fs::metadata(back.join("docs/d0/o0")).unwrap();
+    assert_eq!(m.permissions().mode() & 0o777, 0o640);
+    let x = Command::new("getfattr")
+        .args(["--only-values", "-n", "user.team"])
+        .arg(back.join("docs/d0/o0"))
+        .output()
+        .unwrap();
+    assert_eq!(x.stdout, b"blue");
+    let mut c = s.cmd();
+    c.env_remove("SSEFS_BACKEND")
+        .env("SSEFS_DATA_DIR", &back)
+        .args(["object", "get", &objects[5].0, got.to_str().unwrap()]);
+    Run::from(c.output().unwrap()).ok();
+    assert!(std::fs::read(&got).unwrap() == objects[5].1);
+
+    // Into a place that holds another keystore: refused, nothing written.
+    let other = Store::new("migrate-other");
+    other.run(&["init"]).ok();
+    let mut c = other.cmd();
+    c.env_remove("SSEFS_BACKEND")
+        .env("SSEFS_KEY_DIR", s.tmp.path().join("keys"))
+        .args(["migrate", &data_s, &other.url()]);
+    Run::from(c.output().unwrap()).fails_with("another keystore");
+    other.run(&["bucket", "list"]).ok();
+    assert_eq!(other.run(&["bucket", "list"]).ok().stdout, "");
+}
