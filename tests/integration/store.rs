@@ -33,6 +33,56 @@ fn garage_env() -> Vec<(String, String)> {
         .collect()
 }
 
+/// A Garage cluster of a test's own (for tests that kill its nodes),
+/// stopped when dropped.
+struct OwnCluster {
+    dir: tempfile::TempDir,
+}
+
+impl OwnCluster {
+    fn start() -> OwnCluster {
+        let dir = tempfile::tempdir().unwrap();
+        // Ports above the shared cluster's (scripts/test.sh: base < 4000).
+        let base = 4000 + (std::process::id() % 20) * 100;
+        let st = Command::new(Self::script())
+            .args(["start", dir.path().to_str().unwrap()])
+            .env("GARAGE_PORT_BASE", base.to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "garage.sh start failed");
+        OwnCluster { dir }
+    }
+
+    fn script() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/garage.sh")
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(self.dir.path().join("env"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    fn kill(&self, node: u32) {
+        let st = Command::new(Self::script())
+            .args(["kill", self.dir.path().to_str().unwrap(), &node.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::script())
+            .args(["stop", self.dir.path().to_str().unwrap()])
+            .status();
+    }
+}
+
 struct Store {
     tmp: tempfile::TempDir,
     env: Vec<(String, String)>,
@@ -49,6 +99,13 @@ impl Store {
             tmp: tempfile::tempdir().unwrap(),
             env: garage_env(),
             prefix: format!("{test}-{}-{nanos}", std::process::id()),
+        }
+    }
+
+    fn on(env: Vec<(String, String)>, test: &str) -> Store {
+        Store {
+            env,
+            ..Store::new(test)
         }
     }
 
@@ -680,4 +737,41 @@ fn migrate_moves_a_data_directory_to_a_store_and_back_and_survives_a_kill() {
     Run::from(c.output().unwrap()).fails_with("another keystore");
     other.run(&["bucket", "list"]).ok();
     assert_eq!(other.run(&["bucket", "list"]).ok().stdout, "");
+}
+
+#[test]
+fn reads_and_writes_go_on_when_a_store_node_dies() {
+    let cluster = OwnCluster::start();
+    let s = Store::on(cluster.env(), "nodekill");
+    s.run(&["init"]).ok();
+    s.run(&["bucket", "create", "bkt"]).ok();
+    let seed = test_seed("store-nodekill");
+    let mut objects = Vec::new();
+    for i in 0..4u64 {
+        let body = seeded_bytes(seed + i, 100_000 + i as usize * 7_000_000);
+        let f = s.file(&format!("b{i}"), &body);
+        s.run(&["object", "put", &format!("bkt/o{i}"), &f, "--sse", "SM4"])
+            .ok();
+        objects.push(body);
+    }
+    // Node 1 is the first endpoint every client tries; with replication
+    // 3 the other two still make a quorum.
+    cluster.kill(1);
+    let got = s.tmp.path().join("got");
+    for (i, body) in objects.iter().enumerate() {
+        s.run(&["object", "get", &format!("bkt/o{i}"), got.to_str().unwrap()])
+            .ok();
+        assert!(std::fs::read(&got).unwrap() == *body, "o{i} after the kill");
+    }
+    // Writes too: objects (one multipart), keys under the ticket lock.
+    let big = seeded_bytes(seed + 100, 20 << 20);
+    let f = s.file("big", &big);
+    s.run(&["object", "put", "bkt/big", &f]).ok();
+    s.run(&["object", "get", "bkt/big", got.to_str().unwrap()])
+        .ok();
+    assert!(std::fs::read(&got).unwrap() == big);
+    s.run(&["kms", "create-key", "--alias", "alias/after"]).ok();
+    s.run(&["bucket", "create", "second"]).ok();
+    let v = s.run(&["verify"]).ok().stdout;
+    assert!(v.contains("5 objects checked, 0 failed"), "{v}");
 }

@@ -66,14 +66,13 @@ impl S3Backend {
             let ticket = StorePath::from(format!("{dir}/{}", ticket_id()));
             let body = format!("host={} pid={}\n", hostname(), std::process::id());
             let since = Instant::now();
-            let granted = self.block_on(async {
-                self.store()
-                    .put(&ticket, PutPayload::from(Bytes::from(body)))
-                    .await?;
-                let all: Vec<_> = self.store().list(Some(&dir)).try_collect().await?;
-                Ok::<_, object_store::Error>(all)
-            });
-            let all = granted.map_err(|e| self.error(e, &format!("lock {name}")))?;
+            let all = self.call(&format!("lock {name}"), |s| {
+                let (ticket, dir, body) = (ticket.clone(), dir.clone(), body.clone());
+                async move {
+                    s.put(&ticket, PutPayload::from(Bytes::from(body))).await?;
+                    s.list(Some(&dir)).try_collect::<Vec<_>>().await
+                }
+            })?;
             let Some(mine) = all.iter().find(|m| m.location == ticket) else {
                 // Our own PUT not listed: the store is not read-after-write
                 // consistent for LIST, which this lock needs.
@@ -133,7 +132,11 @@ impl S3Backend {
 
     fn unlock_path(&self, p: &StorePath) {
         // A ticket left behind expires with its lease.
-        if let Err(e) = self.block_on(self.store().delete(p)) {
+        let r = self.call("lock ticket", |s| {
+            let p = p.clone();
+            async move { s.delete(&p).await }
+        });
+        if let Err(e) = r {
             tracing::warn!(ticket = %p, "could not remove a lock ticket: {e}");
         }
     }

@@ -109,7 +109,13 @@ impl S3Backend {
                     max_backoff: Duration::from_secs(5),
                     base: 2.0,
                 },
-                max_retries: spec.retries,
+                // With other endpoints to try, a dead one is left after a
+                // couple of quick retries rather than the full count.
+                max_retries: if spec.endpoints.len() > 1 {
+                    spec.retries.min(2)
+                } else {
+                    spec.retries
+                },
                 retry_timeout: Duration::from_millis(spec.timeout_ms.saturating_mul(2)),
             };
             let store = AmazonS3Builder::new()
@@ -576,16 +582,23 @@ impl S3Backend {
             e_tag: Some("\"ssefs-probe-no-such-etag\"".into()),
             version: None,
         };
-        let answer = match put(PutMode::Create) {
-            Ok(_) => {
-                let second = put(PutMode::Create);
-                let update = put(PutMode::Update(wrong));
-                matches!(second, Err(E::AlreadyExists { .. }))
-                    && matches!(update, Err(E::Precondition { .. }))
+        // The first write finds an endpoint that answers; the others go
+        // to the same one.
+        self.call("probe", |s| {
+            let p = p.clone();
+            async move {
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..PutOptions::default()
+                };
+                s.put_opts(&p, PutPayload::from_static(b"probe"), opts)
+                    .await
             }
-            Err(E::NotImplemented { .. }) => false,
-            Err(e) => return Err(self.error(e, "probe")),
-        };
+        })?;
+        let second = put(PutMode::Create);
+        let update = put(PutMode::Update(wrong));
+        let answer = matches!(second, Err(E::AlreadyExists { .. }))
+            && matches!(update, Err(E::Precondition { .. }));
         let _ = self.block_on(self.store().delete(&p));
         Ok(answer)
     }
@@ -674,7 +687,6 @@ impl S3Backend {
     /// change, write only if nothing was written meanwhile (If-Match, or
     /// If-None-Match: * for a record not there yet), else again.
     fn update_by_etag(&self, s: State<'_>, f: &mut Update<'_>) -> Result<Option<Version>> {
-        use object_store::Error as E;
         let p = self.state_path(s)?;
         let shown = self.state_shown(s);
         let mut wait_ms = 10u64;
@@ -687,23 +699,31 @@ impl S3Backend {
                 None => PutMode::Create,
                 Some((_, v)) => Self::put_mode(&Cond::Is(v.clone())),
             };
-            let put = self.block_on(self.store().put_opts(
-                &p,
-                PutPayload::from(bytes),
-                PutOptions {
-                    mode,
-                    ..PutOptions::default()
-                },
-            ));
+            let body = Bytes::from(bytes);
+            let put = self.call(&shown, |st| {
+                let (p, body, mode) = (p.clone(), body.clone(), mode.clone());
+                async move {
+                    let opts = PutOptions {
+                        mode,
+                        ..PutOptions::default()
+                    };
+                    st.put_opts(&p, PutPayload::from(body), opts).await
+                }
+            });
             match put {
                 Ok(r) => return Ok(Some(etag(r.e_tag.as_deref()))),
-                Err(E::AlreadyExists { .. } | E::Precondition { .. }) => {
+                Err(e)
+                    if matches!(
+                        e.code,
+                        OssCode::FileAlreadyExists | OssCode::PreconditionFailed
+                    ) =>
+                {
                     // Someone else's change went first: apply ours to it.
                     let ms = wait_ms / 2 + lock::random_u64() % (wait_ms / 2 + 1);
                     std::thread::sleep(Duration::from_millis(ms));
                     wait_ms = (wait_ms * 2).min(400);
                 }
-                Err(e) => return Err(self.error(e, &shown)),
+                Err(e) => return Err(e),
             }
         }
         Err(Error::new(
