@@ -59,7 +59,12 @@ pub enum KmsCmd {
     /// Check DATA_DIR/.ssefs/config.toml (grants, master_rotation_days) and
     /// approve it. Every open refuses a config.toml other than the one last
     /// approved, so a change takes effect only once sealed: edit, then seal.
-    SealPolicy,
+    /// On a store, FILE is the new config.toml: checked, stored as
+    /// PREFIX/.ssefs/config.toml and approved in one step.
+    SealPolicy {
+        /// The new config.toml (on a store only)
+        file: Option<PathBuf>,
+    },
 }
 
 /// Reads key material from a file: exactly 32 raw bytes, or 64 hex digits.
@@ -86,9 +91,26 @@ fn read_material(path: &PathBuf) -> Result<SecretKey> {
 }
 
 pub fn run(g: &GlobalArgs, cmd: KmsCmd) -> Result<()> {
-    if let KmsCmd::SealPolicy = cmd {
+    if let KmsCmd::SealPolicy { file } = &cmd {
         // Before any open, which would refuse the edit being approved.
-        g.local_only("kms seal-policy")?;
+        if let Some(store) = g.store()? {
+            let text = match file {
+                Some(f) => Some((std::fs::read(f).ctx(f.display())?, f.as_path())),
+                None => None,
+            };
+            let p = Engine::seal_store_policy(store.clone(), &g.store_root_source(false)?, text)?;
+            return out(&format!(
+                "sealed {}: {} grant(s)\n",
+                store.state_shown(crate::backend::State::Grants),
+                p.grant_count()
+            ));
+        }
+        if file.is_some() {
+            return Err(Error::new(
+                OssCode::InvalidArgument,
+                "on a data directory, edit DATA_DIR/.ssefs/config.toml, then seal it without FILE",
+            ));
+        }
         let dir = g.data_dir();
         let p = Engine::seal_policy(&dir, &g.root_source(&dir, false)?)?;
         let days = match p.master_rotation_days() {
@@ -150,7 +172,7 @@ pub fn run(g: &GlobalArgs, cmd: KmsCmd) -> Result<()> {
             out(&s)
         }
         // Handled above, before the open.
-        KmsCmd::SealPolicy => Ok(()),
+        KmsCmd::SealPolicy { .. } => Ok(()),
         KmsCmd::RotateMaster => out(&format!("master key version {}\n", k.rotate_master()?)),
         KmsCmd::ListMaster => {
             let s: String = k

@@ -131,4 +131,26 @@ impl Engine {
         tracing::info!(config = %config.display(), "sealed the grants and KMS settings");
         Ok(engine.kms.policy().clone())
     }
+
+    /// `seal_policy` on a store: `text` (read from the file named with
+    /// it), if given, becomes its grants record first (checked as every
+    /// open checks it), then the record is approved.
+    pub fn seal_store_policy(
+        backend: std::sync::Arc<dyn crate::backend::Backend>,
+        root: &RootKeySource,
+        text: Option<(Vec<u8>, &Path)>,
+    ) -> Result<Policy> {
+        use crate::backend::State;
+        let owner = nix::unistd::geteuid().as_raw();
+        let shown = backend.state_shown(State::Grants);
+        if let Some((t, from)) = text {
+            // Nothing that would not load is stored.
+            Policy::from_record(Some(&t), owner, from)?;
+            backend.update_state(State::Grants, &mut |_| Ok(Some(t.clone())))?;
+        }
+        let (engine, grants) = Self::open_on(backend, None, owner, root)?;
+        engine.kms.seal_grants(grants.as_deref())?;
+        tracing::info!(config = %shown, "sealed the grants and KMS settings");
+        Ok(engine.kms.policy().clone())
+    }
 }

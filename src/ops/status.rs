@@ -101,7 +101,12 @@ fn describe(rule: Option<&SseConfig>) -> String {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "data directory: {}", self.data_dir.display())?;
+        let what = if self.data_dir.to_string_lossy().starts_with("s3://") {
+            "store"
+        } else {
+            "data directory"
+        };
+        writeln!(f, "{what}: {}", self.data_dir.display())?;
         if self.mounts.is_empty() {
             writeln!(f, "mounts: none")?;
         } else {

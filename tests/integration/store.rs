@@ -775,3 +775,35 @@ fn reads_and_writes_go_on_when_a_store_node_dies() {
     let v = s.run(&["verify"]).ok().stdout;
     assert!(v.contains("5 objects checked, 0 failed"), "{v}");
 }
+
+#[test]
+fn grants_on_a_store_change_only_through_seal_policy() {
+    let s = Store::new("grants");
+    s.run(&["init"]).ok();
+    s.run(&["kms", "create-key", "--alias", "alias/team"]).ok();
+    let narrow = "[kms]\nmaster_rotation_days = 30\n\n[[grant]]\nuids = [1000]\nactions = [\"kms:Decrypt\"]\nresources = [\"alias/team\"]\n";
+    let f = s.file("config.toml", narrow.as_bytes());
+    let r = s.run(&["kms", "seal-policy", &f]).ok();
+    assert!(r.stdout.contains("1 grant(s)"), "{}", r.stdout);
+    let st = s.run(&["status"]).ok().stdout;
+    assert!(st.contains("every 30 days"), "{st}");
+    // Not TOML, or an unknown action: refused, and what is sealed stays.
+    let bad = s.file(
+        "bad.toml",
+        b"[[grant]]\nuids = [1]\nactions = [\"kms:Everything\"]\n",
+    );
+    let r = s
+        .run(&["kms", "seal-policy", &bad])
+        .fails_with("InvalidParameter");
+    assert!(r.stderr.contains(&bad), "{}", r.stderr);
+    let st = s.run(&["status"]).ok().stdout;
+    assert!(st.contains("every 30 days"), "{st}");
+    // The store's operator widens the grant: every command refuses it.
+    let raw = s.raw();
+    let widened = narrow.replace("\"kms:Decrypt\"", "\"*\"");
+    raw.put(".ssefs/config.toml", widened.as_bytes(), None);
+    let r = s
+        .run(&["kms", "list-keys"])
+        .fails_with("DataIntegrityError");
+    assert!(r.stderr.contains("seal-policy"), "{}", r.stderr);
+}
