@@ -9,11 +9,15 @@
 //! settings `PREFIX/B/.ssefs-bucket.toml`. The root key never goes to the
 //! store.
 //!
-//! Writes are staged in a local file in this host's state directory and
-//! uploaded whole (multipart beyond 16 MiB), so a reader or a crash sees
-//! the old object or the new one. The store may ignore conditional
-//! headers (Garage does), so `Cond` is checked by a HEAD before the PUT,
-//! and the keystore and grants change under the ticket lock ([`lock`]).
+//! Writes are staged in a local file in this host's state directory; a
+//! new object's settled bytes go up in 16 MiB parts while the rest is
+//! encrypted ([`early`]), and only the completion makes it visible, so a
+//! reader or a crash sees the old object or the new one. Reads stream one
+//! GET pinned to the version found ([`arriving`]). Where the store honours
+//! conditional headers (the probe), `Cond`s ride in the PUT and records
+//! change by compare-and-swap; where it ignores them (Garage 2.5), `Cond`
+//! is checked by a HEAD just before the PUT, and the keystore and grants
+//! change under the ticket lock ([`lock`]).
 //!
 //! Everything is synchronous to its callers: the backend owns a small
 //! tokio runtime and blocks on it, never from inside it.
@@ -23,8 +27,9 @@ pub mod config;
 mod early;
 mod lock;
 pub mod meta;
+mod objects;
+mod records;
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,14 +45,12 @@ use object_store::{
     ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, StaticCredentialProvider,
 };
 
-use super::state::{State, StateStore, Update, BUCKET_SETTINGS, GRANTS_FILE, KEYSTORE_FILE};
-use super::{
-    Backend, Caps, Claim, Cond, Fetched, Found, Loc, ObjMeta, Page, SlotIo, Staged, Version,
-};
+use super::state::{State, BUCKET_SETTINGS, GRANTS_FILE, KEYSTORE_FILE};
+use super::{Cond, Loc, ObjMeta, Staged, Version};
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{Header, HEADER_LEN};
 use crate::kms::MacKey;
-use crate::oss::{BucketName, SseConfig};
+use crate::oss::BucketName;
 
 pub use config::{BackendTable, StoreSpec};
 pub use early::EarlyUpload;
@@ -629,7 +632,13 @@ impl S3Backend {
                 _ => {}
             }
         }
-        let answer = self.probe()?;
+        let answer = match self.probe() {
+            Ok(a) => a,
+            // Credentials that may not write: nothing will be written
+            // anyway, and the lock is always safe. Not remembered.
+            Err(e) if e.code == OssCode::AccessDenied => return Ok(false),
+            Err(e) => return Err(e),
+        };
         // Only a hint: a lost write just means probing again.
         let _ = std::fs::write(&cache, if answer { "etag" } else { "lock" });
         Ok(answer)
@@ -680,482 +689,6 @@ fn etag(e: Option<&str>) -> Version {
 fn meta_attr(a: &Attributes) -> Option<String> {
     a.get(&Attribute::Metadata(meta::META_NAME.into()))
         .map(|v| v.as_ref().to_owned())
-}
-
-impl S3Backend {
-    /// `update_state` on a store that honours conditional writes: read,
-    /// change, write only if nothing was written meanwhile (If-Match, or
-    /// If-None-Match: * for a record not there yet), else again.
-    fn update_by_etag(&self, s: State<'_>, f: &mut Update<'_>) -> Result<Option<Version>> {
-        let p = self.state_path(s)?;
-        let shown = self.state_shown(s);
-        let mut wait_ms = 10u64;
-        for _ in 0..64 {
-            let current = self.get_state(s)?;
-            let Some(bytes) = f(current.as_ref().map(|(b, _)| &b[..]))? else {
-                return Ok(current.map(|(_, v)| v));
-            };
-            let mode = match &current {
-                None => PutMode::Create,
-                Some((_, v)) => Self::put_mode(&Cond::Is(v.clone())),
-            };
-            let body = Bytes::from(bytes);
-            let put = self.call(&shown, |st| {
-                let (p, body, mode) = (p.clone(), body.clone(), mode.clone());
-                async move {
-                    let opts = PutOptions {
-                        mode,
-                        ..PutOptions::default()
-                    };
-                    st.put_opts(&p, PutPayload::from(body), opts).await
-                }
-            });
-            match put {
-                Ok(r) => return Ok(Some(etag(r.e_tag.as_deref()))),
-                Err(e)
-                    if matches!(
-                        e.code,
-                        OssCode::FileAlreadyExists | OssCode::PreconditionFailed
-                    ) =>
-                {
-                    // Someone else's change went first: apply ours to it.
-                    let ms = wait_ms / 2 + lock::random_u64() % (wait_ms / 2 + 1);
-                    std::thread::sleep(Duration::from_millis(ms));
-                    wait_ms = (wait_ms * 2).min(400);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::new(
-            OssCode::InternalError,
-            "the record kept changing under this change; nothing was written, run it again",
-        )
-        .resource(shown))
-    }
-}
-
-impl StateStore for S3Backend {
-    fn state_shown(&self, s: State<'_>) -> String {
-        let rel = match s {
-            State::Keystore => format!(".ssefs/{KEYSTORE_FILE}"),
-            State::Grants => format!(".ssefs/{GRANTS_FILE}"),
-            State::BucketSettings(b) => format!("{b}/{BUCKET_SETTINGS}"),
-        };
-        let p = if self.prefix.is_empty() {
-            rel
-        } else {
-            format!("{}/{rel}", self.prefix)
-        };
-        format!("{}/{p}", self.bucket_url)
-    }
-
-    fn get_state(&self, s: State<'_>) -> Result<Option<(Vec<u8>, Version)>> {
-        let p = self.state_path(s)?;
-        let shown = self.state_shown(s);
-        if let State::BucketSettings(b) = s {
-            self.need_bucket(b)?;
-        }
-        let r = self.call(&shown, |st| {
-            let p = p.clone();
-            async move {
-                let g = st.get(&p).await?;
-                let v = etag(g.meta.e_tag.as_deref());
-                Ok((g.bytes().await?.to_vec(), v))
-            }
-        });
-        match r {
-            Ok(v) => Ok(Some(v)),
-            Err(e) if e.code == OssCode::NoSuchKey => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn state_version(&self, s: State<'_>) -> Result<Option<Version>> {
-        let p = self.state_path(s)?;
-        let shown = self.state_shown(s);
-        Ok(self.head_path(&p, &shown)?.map(|(v, _, _)| v))
-    }
-
-    /// The keystore and the grants change under the ticket lock. A bucket's
-    /// settings are written without one: their writers already serialise
-    /// on the keystore, which records the MAC each may carry.
-    fn update_state(&self, s: State<'_>, f: &mut Update<'_>) -> Result<Option<Version>> {
-        if self.conditional {
-            return self.update_by_etag(s, f);
-        }
-        let p = self.state_path(s)?;
-        let shown = self.state_shown(s);
-        let held = match s {
-            State::BucketSettings(_) => None,
-            _ => Some(self.lock("state")?),
-        };
-        let r = (|| {
-            let current = self.get_state(s)?;
-            let Some(bytes) = f(current.as_ref().map(|(b, _)| &b[..]))? else {
-                return Ok(current.map(|(_, v)| v));
-            };
-            if held.as_ref().is_some_and(|h| !h.fresh()) {
-                return Err(Error::new(
-                    OssCode::InternalError,
-                    "the change took longer than the lock allows; nothing was written, run it again",
-                )
-                .resource(shown.clone()));
-            }
-            let body = Bytes::from(bytes);
-            let r = self.call(&shown, |st| {
-                let (p, body) = (p.clone(), body.clone());
-                async move { st.put(&p, PutPayload::from(body)).await }
-            })?;
-            Ok(Some(etag(r.e_tag.as_deref())))
-        })();
-        if let Some(h) = held {
-            self.unlock(h);
-        }
-        r
-    }
-}
-
-impl Backend for S3Backend {
-    fn describe(&self) -> String {
-        let how = if self.conditional {
-            "conditional writes"
-        } else {
-            "ticket lock"
-        };
-        format!("{} ({how})", self.shown)
-    }
-
-    fn caps(&self) -> Caps {
-        Caps {
-            conditional: self.conditional,
-            claims: false,
-            posix_tree: false,
-        }
-    }
-
-    fn use_meta_key(&self, key: MacKey) {
-        let _ = self.meta_key.set(key);
-    }
-
-    fn list_buckets(&self) -> Result<Vec<BucketName>> {
-        let root = if self.prefix.is_empty() {
-            None
-        } else {
-            Some(self.path("")?)
-        };
-        let listed = self.call(&self.shown, |s| {
-            let root = root.clone();
-            async move { s.list_with_delimiter(root.as_ref()).await }
-        })?;
-        let mut out = Vec::new();
-        for p in listed.common_prefixes {
-            let Some(name) = p.filename() else { continue };
-            let Ok(b) = BucketName::parse(name) else {
-                continue;
-            };
-            if self.marker_exists(&b)? {
-                out.push(b);
-            }
-        }
-        out.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        Ok(out)
-    }
-
-    fn create_bucket(&self, b: &BucketName) -> Result<()> {
-        let held = self.lock("state")?;
-        let r = (|| {
-            if self.marker_exists(b)? {
-                return Err(Error::new(
-                    OssCode::BucketAlreadyExists,
-                    "The requested bucket name is not available.",
-                )
-                .resource(b.as_str().to_owned()));
-            }
-            let p = self.path(&format!("{b}/{MARKER}"))?;
-            let body = Bytes::from(format!("owner = {}\n", nix::unistd::geteuid().as_raw()));
-            self.call(b.as_str(), |s| {
-                let (p, body) = (p.clone(), body.clone());
-                async move { s.put(&p, PutPayload::from(body)).await }
-            })?;
-            Ok(())
-        })();
-        self.unlock(held);
-        r
-    }
-
-    fn delete_bucket(&self, b: &BucketName) -> Result<()> {
-        let held = self.lock("state")?;
-        let r = (|| {
-            self.need_bucket(b)?;
-            if !self.bucket_is_empty(b)? {
-                return Err(Error::new(
-                    OssCode::BucketNotEmpty,
-                    "The bucket you tried to delete is not empty.",
-                )
-                .resource(b.as_str().to_owned()));
-            }
-            // Settings first: a bucket without them is still a bucket
-            // (with the defaults); one without its marker is gone.
-            for rel in [BUCKET_SETTINGS, MARKER] {
-                let p = self.path(&format!("{b}/{rel}"))?;
-                match self.call(b.as_str(), |s| {
-                    let p = p.clone();
-                    async move { s.delete(&p).await }
-                }) {
-                    Ok(()) => {}
-                    Err(e) if e.code == OssCode::NoSuchKey => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(())
-        })();
-        self.unlock(held);
-        r
-    }
-
-    fn bucket_is_empty(&self, b: &BucketName) -> Result<bool> {
-        let dir = self.path(b.as_str())?;
-        let own = [
-            self.path(&format!("{b}/{MARKER}"))?,
-            self.path(&format!("{b}/{BUCKET_SETTINGS}"))?,
-        ];
-        Ok(self
-            .all_in_bucket(b)?
-            .iter()
-            .all(|m| own.contains(&m.location) || !m.location.prefix_matches(&dir)))
-    }
-
-    fn bucket_owner(&self, b: &BucketName) -> Result<u32> {
-        let p = self.path(&format!("{b}/{MARKER}"))?;
-        let r = self.call(b.as_str(), |s| {
-            let p = p.clone();
-            async move { s.get(&p).await?.bytes().await }
-        });
-        let body = match r {
-            Ok(b) => b,
-            Err(e) if e.code == OssCode::NoSuchKey => return Err(Self::no_bucket(b)),
-            Err(e) => return Err(e),
-        };
-        std::str::from_utf8(&body)
-            .ok()
-            .and_then(|t| t.trim().strip_prefix("owner = "))
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| {
-                Error::integrity("the bucket's marker does not name its owner")
-                    .resource(b.as_str().to_owned())
-            })
-    }
-
-    fn find(&self, at: Loc<'_>) -> Result<Found> {
-        let shown = at.shown();
-        let p = self.object_path(at)?;
-        // An object replaced between the HEAD and the GETs fails them
-        // (If-Match): look again, a few times, rather than mix versions.
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let Some((version, len, record)) = self.head_path(&p, &shown)? else {
-                self.need_bucket(at.bucket)?;
-                return Err(
-                    Error::new(OssCode::NoSuchKey, "The specified key does not exist.")
-                        .resource(shown),
-                );
-            };
-            // Nothing of an object whose record does not verify is fetched.
-            let verified = meta::decode(self.key()?, record.as_deref(), &shown)?;
-            let file = match self.download(&p, &version, len, &shown) {
-                Ok(f) => f,
-                Err(e) if e.code == OssCode::PreconditionFailed && tries < 4 => continue,
-                Err(e) => return Err(e),
-            };
-            let oid = Self::header_oid(&file, &shown)?;
-            meta::check_oid(&verified, oid.as_ref(), &shown)?;
-            return Ok(Found::stored(
-                version,
-                len,
-                file,
-                verified.meta,
-                p.to_string(),
-            ));
-        }
-    }
-
-    fn fetch(&self, at: Loc<'_>) -> Result<Fetched> {
-        let shown = at.shown();
-        let p = self.object_path(at)?;
-        let Some((version, len, record)) = self.head_path(&p, &shown)? else {
-            self.need_bucket(at.bucket)?;
-            return Err(
-                Error::new(OssCode::NoSuchKey, "The specified key does not exist.").resource(shown),
-            );
-        };
-        let verified = meta::decode(self.key()?, record.as_deref(), &shown)?;
-        let Version::ETag(tag) = &version else {
-            return Err(Error::new(OssCode::InternalError, "not a store version"));
-        };
-        let store = self.stores[self.current.load(Ordering::Relaxed) % self.stores.len()].clone();
-        let slots = arriving::Arriving::start(
-            self.rt.handle().clone(),
-            store,
-            p,
-            (tag.clone(), len),
-            self.local_temp(&shown)?,
-        )
-        .ctx(&shown)?;
-        // The record must name this header (waits for its 128 bytes).
-        let oid = if len == 0 {
-            None
-        } else {
-            let mut h = [0u8; HEADER_LEN];
-            let n = slots.read_slots(&mut h, 0).ctx(&shown)?;
-            if n < HEADER_LEN {
-                return Err(Error::integrity("object header truncated").resource(&shown));
-            }
-            Some(Header::parse(&h).map_err(|e| e.resource(&shown))?.object_id)
-        };
-        meta::check_oid(&verified, oid.as_ref(), &shown)?;
-        Ok(Fetched {
-            version,
-            len,
-            slots: Box::new(slots),
-        })
-    }
-
-    fn meta(&self, f: &Found) -> Result<ObjMeta> {
-        f.stored_meta().cloned().ok_or_else(|| {
-            Error::new(
-                OssCode::InternalError,
-                "an object found elsewhere given to the store",
-            )
-        })
-    }
-
-    fn sse_override(&self, f: &Found, _shown: &str) -> Result<Option<SseConfig>> {
-        Ok(self.meta(f)?.sse_override)
-    }
-
-    fn list(
-        &self,
-        bucket: &BucketName,
-        prefix: &str,
-        after: Option<&str>,
-        max: usize,
-    ) -> Result<Page> {
-        self.need_bucket(bucket)?;
-        let dir = self.path(bucket.as_str())?;
-        let skip = format!("{dir}/");
-        let mut keys = Vec::new();
-        let mut next = None;
-        // Sorted by key: the store lists in byte order.
-        for m in self.all_in_bucket(bucket)? {
-            let full = m.location.to_string();
-            let Some(key) = full.strip_prefix(&skip) else {
-                continue;
-            };
-            if key.split('/').any(|c| c.starts_with(".ssefs")) || !key.starts_with(prefix) {
-                continue;
-            }
-            if after.is_some_and(|a| key <= a) {
-                continue;
-            }
-            if keys.len() == max {
-                next = keys.last().cloned();
-                break;
-            }
-            keys.push(key.to_owned());
-        }
-        Ok(Page { keys, next })
-    }
-
-    fn stage(&self, shown: &str) -> Result<Staged> {
-        Ok(Staged {
-            file: self.local_temp(shown)?,
-            name: OsString::new(),
-            early: None,
-        })
-    }
-
-    fn stage_for(&self, at: Loc<'_>, meta: &ObjMeta) -> Result<Staged> {
-        let shown = at.shown();
-        let path = self.object_path(at)?;
-        self.need_bucket(at.bucket)?;
-        let file = self.local_temp(&shown)?;
-        let target = early::Target {
-            rt: self.rt.handle().clone(),
-            store: self.stores[self.current.load(Ordering::Relaxed) % self.stores.len()].clone(),
-            path,
-            meta: meta.clone(),
-            key: self.key()?.duplicate(),
-        };
-        let early = EarlyUpload::start(target, file.try_clone().ctx(&shown)?).ctx(&shown)?;
-        Ok(Staged {
-            file,
-            name: OsString::new(),
-            early: Some(early),
-        })
-    }
-
-    fn commit(&self, mut s: Staged, at: Loc<'_>, meta: &ObjMeta, cond: Cond) -> Result<Version> {
-        let shown = at.shown();
-        let p = self.object_path(at)?;
-        if let Some(early) = s.early.take() {
-            // Begun for exactly this: finish it. Otherwise drop it (which
-            // aborts it) and upload as below.
-            if early.meta == *meta && early.path == p && matches!(cond, Cond::Any) {
-                let len = s.file.metadata().ctx(&shown)?.len();
-                return early
-                    .finish(len)
-                    .map(|e| etag(e.as_deref()))
-                    .map_err(|why| {
-                        Error::new(
-                            OssCode::InternalError,
-                            format!("upload to {}: {why}", self.shown),
-                        )
-                        .resource(shown)
-                    });
-            }
-        }
-        self.need_bucket(at.bucket)?;
-        self.put_checked(s, &p, meta, &cond, &shown)
-    }
-
-    fn replace(&self, s: Staged, f: &Found, meta: &ObjMeta, shown: &str) -> Result<Version> {
-        let key = f.stored_key().ok_or_else(|| {
-            Error::new(
-                OssCode::InternalError,
-                "an object found elsewhere given to the store",
-            )
-        })?;
-        let p = StorePath::from(key);
-        self.put_checked(s, &p, meta, &Cond::Is(f.version.clone()), shown)
-    }
-
-    fn discard(&self, s: Staged) {
-        // An unnamed file: closing it frees it.
-        drop(s);
-    }
-
-    /// No mount of a store keeps objects open for writing yet, so a
-    /// rewrite needs no lock; its commit checks the version found.
-    fn claim(&self, _f: &Found, _shown: &str) -> Result<Option<Claim>> {
-        Ok(Some(Claim { _lock: None }))
-    }
-
-    fn delete(&self, at: Loc<'_>, cond: Cond) -> Result<()> {
-        let shown = at.shown();
-        let p = self.object_path(at)?;
-        if self.head_path(&p, &shown)?.is_none() {
-            self.need_bucket(at.bucket)?;
-            return Err(
-                Error::new(OssCode::NoSuchKey, "The specified key does not exist.").resource(shown),
-            );
-        }
-        self.check_cond(&p, &cond, &shown)?;
-        self.call(&shown, |s| {
-            let p = p.clone();
-            async move { s.delete(&p).await }
-        })
-    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,12 @@ use std::sync::Arc;
 
 use object_store::memory::InMemory;
 
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
+
 use super::*;
+use crate::backend::{Backend, StateStore};
+use crate::error::OssCode;
 use crate::crypto::SecretKey;
 use crate::format::ChunkSize;
 use crate::kms::MacPurpose;
