@@ -10,20 +10,24 @@
 //!   KMS grants and the filesystem's permission checks alike.
 //! - `crypto`: ciphers, key and nonce newtypes, keyed tags, randomness.
 //! - `format`: the on-disk object format of docs/FORMAT.md (header, chunks).
+//! - `oss`: rules, names, values and error codes as OSS defines them.
 //! - `backend`: where objects live. The `Backend` trait (buckets, keys,
 //!   versions, staged writes committed under a condition, claims) with
 //!   ssefs's own records beside them (`StateStore`: keystore, grants,
-//!   bucket settings), and its local implementation, the data directory
-//!   reached only through held descriptors (openat2 beneath, no
-//!   symlinks), with its ownership and mode checks.
-//! - `oss`: rules, names, values and error codes as OSS defines them.
+//!   bucket settings). Two implementations: the data directory, reached
+//!   only through held descriptors (openat2 beneath, no symlinks), with
+//!   its ownership and mode checks; and `backend::s3`, an S3-compatible
+//!   store through object_store (authenticated metadata records, the
+//!   ticket lock or compare-and-swap, uploads and downloads that overlap
+//!   the encryption).
 //! - `kms`: the built-in key service (keystore, root key, grants, policy
 //!   MACs).
 //! - `engine`: buckets and objects on the backend: uploads, reads,
 //!   re-encryption, bucket settings, the upgrade of older data directories.
 //! - `fs`: the filesystem core, testable without a mount (inodes by file
 //!   handle, namespace rules, permissions, setattr, open objects).
-//! - `ops`: reencrypt, rewrap, verify and status over whole buckets.
+//! - `ops`: reencrypt, rewrap, verify, status and migrate over whole
+//!   buckets.
 //! - `service`: the mount's options and config file, systemd notification,
 //!   the mount helper.
 //! - `fuse`: the thin adapter between the kernel's FUSE requests and `fs`,

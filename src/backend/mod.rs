@@ -280,7 +280,8 @@ pub trait Backend: StateStore {
     /// Gives the backend the key that authenticates object metadata it
     /// keeps apart from the objects (a store's records, FORMAT.md §9),
     /// once the KMS is open. Local metadata is the files' own.
-    fn use_meta_key(&self, _key: crate::kms::MacKey) {}
+    /// (K_meta of FORMAT.md §9.2, derived by the KMS from the root key.)
+    fn use_meta_key(&self, _key: crate::crypto::SecretKey) {}
 
     /// Bucket names, sorted. Anything else at the top (the state, stray
     /// files, names that are not bucket names) is not a bucket.

@@ -221,6 +221,21 @@ pub(crate) fn plain_mac_key(key: &SecretKey) -> hmac::Key {
     hmac::Key::new(hmac::HMAC_SHA256, key.expose())
 }
 
+/// HMAC-SHA256 under `key` over `parts`, each preceded by its length (8
+/// bytes, little-endian), so that no two lists of parts make the same
+/// message: the tag of FORMAT.md §8 and §9.2.
+pub fn mac_parts(key: &SecretKey, parts: &[&[u8]]) -> [u8; 32] {
+    let k = hmac::Key::new(hmac::HMAC_SHA256, key.expose());
+    let mut ctx = hmac::Context::with_key(&k);
+    for p in parts {
+        ctx.update(&(p.len() as u64).to_le_bytes());
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
+
 /// Constant-time comparison of two tags.
 pub fn tags_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

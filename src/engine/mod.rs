@@ -143,7 +143,10 @@ impl Engine {
         )?;
         let states: Arc<dyn StateStore> = backend.clone();
         let kms = std::sync::Arc::new(Kms::open(states, root, policy)?);
-        backend.use_meta_key(kms.policy_mac_key(crate::kms::MacPurpose::ObjectMeta));
+        backend.use_meta_key(
+            kms.policy_mac_key(crate::kms::MacPurpose::ObjectMeta)
+                .into_secret(),
+        );
         let settings = bucket::SettingsCache::new(kms.clone(), backend.clone());
         let location = match &local {
             Some(l) => l.data_dir().to_path_buf(),

@@ -13,7 +13,7 @@
 use std::fmt;
 use std::path::Path;
 
-use ring::{hkdf, hmac};
+use ring::hkdf;
 
 use super::store::Store;
 use crate::crypto::{tags_equal, IntegrityError, SecretKey};
@@ -99,16 +99,8 @@ impl MacKey {
 
     /// The key itself, for a purpose whose tags are made outside this
     /// module (K_plain: the format layer's object tags).
-    pub(super) fn into_secret(self) -> SecretKey {
+    pub(crate) fn into_secret(self) -> SecretKey {
         self.key
-    }
-
-    /// A second handle on the same key (for a thread of its own).
-    pub(crate) fn duplicate(&self) -> MacKey {
-        MacKey {
-            purpose: self.purpose,
-            key: self.key.clone(),
-        }
     }
 
     pub fn purpose(&self) -> MacPurpose {
@@ -117,15 +109,7 @@ impl MacKey {
 
     /// HMAC-SHA256 over the length-prefixed `parts`.
     pub fn tag(&self, parts: &[&[u8]]) -> [u8; MAC_LEN] {
-        let k = hmac::Key::new(hmac::HMAC_SHA256, self.key.expose());
-        let mut ctx = hmac::Context::with_key(&k);
-        for p in parts {
-            ctx.update(&(p.len() as u64).to_le_bytes());
-            ctx.update(p);
-        }
-        let mut out = [0u8; MAC_LEN];
-        out.copy_from_slice(ctx.sign().as_ref());
-        out
+        crate::crypto::mac_parts(&self.key, parts)
     }
 
     /// `tag` as lowercase hex, the way the TOML files store it.

@@ -40,7 +40,11 @@ pub fn migrate(src: &Engine, dst: &dyn Backend, pb: &ProgressBar) -> Result<Migr
     let from = src.backend();
     copy_state(from, dst)?;
     // DST's metadata records (on a store) are keyed from the same root key.
-    dst.use_meta_key(src.kms().policy_mac_key(MacPurpose::ObjectMeta));
+    dst.use_meta_key(
+        src.kms()
+            .policy_mac_key(MacPurpose::ObjectMeta)
+            .into_secret(),
+    );
     let mut m = Migrated::default();
     let buckets = from.list_buckets()?;
     let mut all = Vec::new();

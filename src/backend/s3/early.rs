@@ -22,8 +22,8 @@ use tokio::runtime::Handle;
 
 use super::{meta, PART, PARTS_IN_FLIGHT};
 use crate::backend::ObjMeta;
+use crate::crypto::SecretKey;
 use crate::format::{Header, HEADER_LEN};
-use crate::kms::MacKey;
 
 enum Msg {
     Settled(u64),
@@ -54,7 +54,7 @@ pub struct Target {
     pub store: Arc<dyn ObjectStore>,
     pub path: StorePath,
     pub meta: ObjMeta,
-    pub key: MacKey,
+    pub key: SecretKey,
 }
 
 impl EarlyUpload {

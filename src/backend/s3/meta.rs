@@ -21,9 +21,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::ObjMeta;
-use crate::crypto::tags_equal;
+use crate::crypto::{mac_parts, tags_equal, SecretKey};
 use crate::error::{Error, OssCode, Result};
-use crate::kms::MacKey;
 use crate::oss::SseConfig;
 
 /// The user-metadata name (`x-amz-meta-ssefs`).
@@ -52,7 +51,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// The header value for `meta` on an object whose header has `oid`.
-pub fn encode(key: &MacKey, meta: &ObjMeta, oid: Option<&[u8; 16]>) -> Result<String> {
+pub fn encode(key: &SecretKey, meta: &ObjMeta, oid: Option<&[u8; 16]>) -> Result<String> {
     let r = Record {
         oid: oid.map(|o| hex(o)).unwrap_or_default(),
         mode: meta.mode,
@@ -69,7 +68,7 @@ pub fn encode(key: &MacKey, meta: &ObjMeta, oid: Option<&[u8; 16]>) -> Result<St
     };
     let body =
         toml::to_string(&r).map_err(|e| Error::new(OssCode::InternalError, e.to_string()))?;
-    let tag = key.tag(&[DOMAIN, body.as_bytes()]);
+    let tag = mac_parts(key, &[DOMAIN, body.as_bytes()]);
     Ok(format!(
         "{VERSION}.{}.{}",
         B64.encode(body.as_bytes()),
@@ -93,7 +92,7 @@ fn tampered(shown: &str, why: &str) -> Error {
 
 /// Checks and parses a header value; `None` (no record at all) is an
 /// integrity error too: every object ssefs writes has one.
-pub fn decode(key: &MacKey, value: Option<&str>, shown: &str) -> Result<Verified> {
+pub fn decode(key: &SecretKey, value: Option<&str>, shown: &str) -> Result<Verified> {
     let value = value.ok_or_else(|| tampered(shown, "is missing"))?;
     let mut parts = value.split('.');
     let (Some(v), Some(body), Some(tag), None) =
@@ -111,7 +110,7 @@ pub fn decode(key: &MacKey, value: Option<&str>, shown: &str) -> Result<Verified
         .decode(tag)
         .map_err(|_| tampered(shown, "is not base64"))?;
     // The MAC first: nothing of an unauthenticated record is parsed.
-    if !tags_equal(&key.tag(&[DOMAIN, &body]), &tag) {
+    if !tags_equal(&mac_parts(key, &[DOMAIN, &body]), &tag) {
         return Err(tampered(shown, "does not authenticate"));
     }
     let text = std::str::from_utf8(&body).map_err(|_| tampered(shown, "is not UTF-8"))?;
@@ -172,12 +171,11 @@ pub fn check_oid(v: &Verified, header_oid: Option<&[u8; 16]>, shown: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::SecretKey;
-    use crate::kms::MacPurpose;
+    use crate::kms::{MacKey, MacPurpose};
     use crate::oss::SseAlgorithm;
 
-    fn key(b: u8) -> MacKey {
-        MacKey::derive(&SecretKey::from_bytes(&[b; 32]), MacPurpose::ObjectMeta)
+    fn key(b: u8) -> SecretKey {
+        MacKey::derive(&SecretKey::from_bytes(&[b; 32]), MacPurpose::ObjectMeta).into_secret()
     }
 
     fn sample() -> ObjMeta {
@@ -209,7 +207,7 @@ mod tests {
     fn the_spec_vector_verifies() {
         // FORMAT.md §9.2, computed with Python's hmac and hashlib.
         let root = SecretKey::from_bytes(&(0u8..32).collect::<Vec<_>>());
-        let k = MacKey::derive(&root, MacPurpose::ObjectMeta);
+        let k = MacKey::derive(&root, MacPurpose::ObjectMeta).into_secret();
         let v = "1.b2lkID0gIjAwMDEwMjAzMDQwNTA2MDcwODA5MGEwYjBjMGQwZTBmIgptb2RlID0gNDIwCg.\
                  dvkziw07gx1Yd7bUKEDV0QZfODFZ5Fn8Bnl0gT1vKPM";
         let d = decode(&k, Some(v), "b/k").unwrap();
@@ -217,7 +215,7 @@ mod tests {
         let oid: Vec<u8> = (0u8..16).collect();
         assert_eq!(d.oid.map(|o| o.to_vec()), Some(oid));
         // Under another purpose's key it does not.
-        let g = MacKey::derive(&root, MacPurpose::Grants);
+        let g = MacKey::derive(&root, MacPurpose::Grants).into_secret();
         assert!(decode(&g, Some(v), "b/k").is_err());
     }
 

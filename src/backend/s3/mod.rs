@@ -47,9 +47,9 @@ use object_store::{
 
 use super::state::{State, BUCKET_SETTINGS, GRANTS_FILE, KEYSTORE_FILE};
 use super::{Cond, Loc, ObjMeta, Staged, Version};
+use crate::crypto::SecretKey;
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{Header, HEADER_LEN};
-use crate::kms::MacKey;
 use crate::oss::BucketName;
 
 pub use config::{BackendTable, StoreSpec};
@@ -78,7 +78,7 @@ pub struct S3Backend {
     /// This host's directory for staged uploads and downloads (0700).
     stage_dir: std::path::PathBuf,
     /// K_meta, set once the KMS is open (the records need the root key).
-    meta_key: OnceLock<MacKey>,
+    meta_key: OnceLock<SecretKey>,
     /// The store honours If-Match / If-None-Match on PUT: records change
     /// by compare-and-swap, not under the ticket lock.
     conditional: bool,
@@ -278,7 +278,7 @@ impl S3Backend {
         Error::new(code, format!("{what}: {} ({e})", self.shown)).resource(shown.to_owned())
     }
 
-    fn key(&self) -> Result<&MacKey> {
+    fn key(&self) -> Result<&SecretKey> {
         self.meta_key.get().ok_or_else(|| {
             Error::new(
                 OssCode::InternalError,

@@ -13,9 +13,9 @@ use crate::backend::state::BUCKET_SETTINGS;
 use crate::backend::{
     Backend, Caps, Claim, Cond, Fetched, Found, Loc, ObjMeta, Page, SlotIo, Staged, Version,
 };
+use crate::crypto::SecretKey;
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{Header, HEADER_LEN};
-use crate::kms::MacKey;
 use crate::oss::{BucketName, SseConfig};
 
 impl Backend for S3Backend {
@@ -36,7 +36,7 @@ impl Backend for S3Backend {
         }
     }
 
-    fn use_meta_key(&self, key: MacKey) {
+    fn use_meta_key(&self, key: SecretKey) {
         let _ = self.meta_key.set(key);
     }
 
@@ -312,7 +312,7 @@ impl Backend for S3Backend {
             store: self.stores[self.current.load(Ordering::Relaxed) % self.stores.len()].clone(),
             path,
             meta: meta.clone(),
-            key: self.key()?.duplicate(),
+            key: self.key()?.clone(),
         };
         let early = EarlyUpload::start(target, file.try_clone().ctx(&shown)?).ctx(&shown)?;
         Ok(Staged {

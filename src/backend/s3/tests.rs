@@ -14,10 +14,10 @@ use object_store::{ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 
 use super::*;
 use crate::backend::{Backend, StateStore};
-use crate::error::OssCode;
 use crate::crypto::SecretKey;
+use crate::error::OssCode;
 use crate::format::ChunkSize;
-use crate::kms::MacPurpose;
+use crate::kms::{MacKey, MacPurpose};
 
 struct Fx {
     _dir: tempfile::TempDir,
@@ -36,10 +36,9 @@ fn fx(conditional: bool) -> Fx {
     )
     .unwrap()
     .force_conditional(conditional);
-    be.use_meta_key(MacKey::derive(
-        &SecretKey::from_bytes(&[9; 32]),
-        MacPurpose::ObjectMeta,
-    ));
+    be.use_meta_key(
+        MacKey::derive(&SecretKey::from_bytes(&[9; 32]), MacPurpose::ObjectMeta).into_secret(),
+    );
     let bkt = BucketName::parse("bkt").unwrap();
     be.create_bucket(&bkt).unwrap();
     Fx { _dir: dir, be, bkt }
