@@ -90,6 +90,38 @@ pub enum Cond {
     Is(Version),
 }
 
+impl Cond {
+    /// Whether the condition holds over `now`, the version there now (None:
+    /// no object). FileAlreadyExists or PreconditionFailed, naming `shown`,
+    /// when it does not.
+    pub(crate) fn check(&self, now: Option<&Version>, shown: &str) -> Result<()> {
+        match (self, now) {
+            (Cond::Any, _) | (Cond::Absent, None) => Ok(()),
+            (Cond::Absent, Some(_)) => Err(already_exists(shown)),
+            (Cond::Is(v), Some(n)) if v == n => Ok(()),
+            (Cond::Is(_), _) => Err(changed_since_read(shown)),
+        }
+    }
+}
+
+/// OSS's error for a create over an existing object.
+pub(crate) fn already_exists(shown: &str) -> crate::error::Error {
+    crate::error::Error::new(
+        crate::error::OssCode::FileAlreadyExists,
+        "The object you specified already exists and can not be overwritten.",
+    )
+    .resource(shown)
+}
+
+/// A write conditioned on the version read found another one there.
+pub(crate) fn changed_since_read(shown: &str) -> crate::error::Error {
+    crate::error::Error::new(
+        crate::error::OssCode::PreconditionFailed,
+        "the object was written, replaced or removed since it was read; it was left as it is now",
+    )
+    .resource(shown)
+}
+
 /// All of an object but its bytes that a write carries. `None` and empty
 /// fields leave the staged file as it is (mode 0644, owned by the writer,
 /// times of the write).

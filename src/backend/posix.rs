@@ -264,16 +264,7 @@ impl PosixBackend {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
             Err(e) => return Err(Error::io(shown, e)),
         };
-        match (cond, now) {
-            (Cond::Any, _) | (Cond::Absent, None) => Ok(()),
-            (Cond::Absent, Some(_)) => Err(Error::new(
-                OssCode::FileAlreadyExists,
-                "The object you specified already exists and can not be overwritten.",
-            )
-            .resource(shown)),
-            (Cond::Is(v), Some(n)) if v == n => Ok(()),
-            (Cond::Is(_), _) => Err(changed(shown)),
-        }
+        cond.check(now.as_ref(), shown)
     }
 }
 
@@ -610,14 +601,6 @@ fn no_bucket(name: &BucketName) -> Error {
 
 fn no_key(shown: &str) -> Error {
     Error::new(OssCode::NoSuchKey, "The specified key does not exist.").resource(shown)
-}
-
-fn changed(shown: &str) -> Error {
-    Error::new(
-        OssCode::PreconditionFailed,
-        "the object was written, replaced or removed since it was read",
-    )
-    .resource(shown)
 }
 
 /// Splits a key into the directory it lives in (relative to its bucket)

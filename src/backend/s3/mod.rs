@@ -368,20 +368,7 @@ impl S3Backend {
             return Ok(());
         }
         let now = self.head_path(p, shown)?.map(|(v, _, _)| v);
-        match (cond, now) {
-            (Cond::Any, _) | (Cond::Absent, None) => Ok(()),
-            (Cond::Absent, Some(_)) => Err(Error::new(
-                OssCode::FileAlreadyExists,
-                "The object you specified already exists and can not be overwritten.",
-            )
-            .resource(shown)),
-            (Cond::Is(v), Some(n)) if *v == n => Ok(()),
-            (Cond::Is(_), _) => Err(Error::new(
-                OssCode::PreconditionFailed,
-                "the object changed while it was rewritten; it was left as it is now",
-            )
-            .resource(shown)),
-        }
+        cond.check(now.as_ref(), shown)
     }
 
     /// Uses conditional writes (true) or the ticket lock (false), whatever
@@ -431,17 +418,9 @@ impl S3Backend {
         let record = meta::encode(self.key()?, meta, oid.as_ref())?;
         self.upload(&s.file, p, &record, mode, shown)
             .map_err(|e| match e.code {
-                OssCode::FileAlreadyExists => Error::new(
-                    OssCode::FileAlreadyExists,
-                    "The object you specified already exists and can not be overwritten.",
-                )
-                .resource(shown),
+                OssCode::FileAlreadyExists => super::already_exists(shown),
                 OssCode::PreconditionFailed | OssCode::NoSuchKey if !matches!(cond, Cond::Any) => {
-                    Error::new(
-                        OssCode::PreconditionFailed,
-                        "the object changed while it was rewritten; it was left as it is now",
-                    )
-                    .resource(shown)
+                    super::changed_since_read(shown)
                 }
                 _ => e,
             })
