@@ -20,7 +20,9 @@
 #      fusermount3 unmounts.
 # Needs root, network (apt, crates.io) and ~2 GB in $SSEFS_FRESH_DIR
 # (default /var/tmp/ssefs-fresh, removed at the end). Not run by CI: about
-# ten minutes, most of it the build.
+# ten minutes, most of it the build, plus about seven for the set-up's
+# one-time build of the test store (scripts/garage.sh install) when
+# /var/cache/ssefs-ci has no Garage yet.
 # Usage: scripts/fresh-machine-check.sh
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
