@@ -77,11 +77,26 @@ pub fn check(path: &Path) -> Result<()> {
     check_meta(path, &m)
 }
 
-/// A file holding a secret (the store's credentials): `check`, and not
-/// readable by group or others either.
-pub fn check_secret_file(path: &Path) -> Result<()> {
-    check(path)?;
-    let m = fs::symlink_metadata(path).ctx(path.display())?;
+/// Opens a file holding a secret (the store's credentials) for reading:
+/// the rules of `check`, and not readable by group or others either.
+/// Opened without following a symlink and judged on the descriptor, so
+/// that nothing swapped in after the check is what gets read.
+pub fn open_secret_file(path: &Path) -> Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refuse(
+                path,
+                "it is a symbolic link".into(),
+                format!("mv \"$(readlink -f {0})\" {0}", path.display()),
+            ),
+            _ => Error::io(path.display(), e),
+        })?;
+    let m = f.metadata().ctx(path.display())?;
+    check_meta(path, &m)?;
     if m.mode() & 0o077 != 0 {
         return Err(refuse(
             path,
@@ -92,7 +107,7 @@ pub fn check_secret_file(path: &Path) -> Result<()> {
             format!("chmod 600 {}", path.display()),
         ));
     }
-    Ok(())
+    Ok(f)
 }
 
 /// `check` when `path` exists; a missing file is not refused (it is made

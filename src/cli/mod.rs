@@ -230,7 +230,7 @@ impl GlobalArgs {
     /// The store named by --backend or the config file's [backend] table;
     /// None for a data directory.
     pub fn store(&self) -> Result<Option<std::sync::Arc<dyn crate::backend::Backend>>> {
-        if self.backend.is_none() && self.backend_table.as_ref().is_none_or(|t| t.url.is_none()) {
+        if !self.is_store() {
             return Ok(None);
         }
         if self.data_dir.is_some() {
@@ -265,8 +265,13 @@ impl GlobalArgs {
     }
 
     /// Refuses a command that works on a data directory only.
+    /// Whether a store is named (nothing is opened).
+    fn is_store(&self) -> bool {
+        self.backend.is_some() || self.backend_table.as_ref().is_some_and(|t| t.url.is_some())
+    }
+
     pub(super) fn local_only(&self, what: &str) -> Result<()> {
-        if self.backend.is_some() || self.backend_table.as_ref().is_some_and(|t| t.url.is_some()) {
+        if self.is_store() {
             return Err(Error::new(
                 OssCode::InvalidArgument,
                 format!("`ssefs {what}` works on a data directory only, not on a store (yet)"),
@@ -389,7 +394,7 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
             finish_op(&r, "verify", "")
         }
         Command::Migrate { src, dst } => migrate(g, &src, &dst),
-        Command::Status if g.store()?.is_some() => {
+        Command::Status if g.is_store() => {
             let e = g.open_engine()?;
             out(&ops::status(&e)?.to_string())
         }

@@ -280,13 +280,13 @@ impl Engine {
         Ok(Header::new_sealed(method, cfg.cipher(), chunk, &kek))
     }
 
-    /// Reads and parses the header of the object file at `path`.
-    pub fn read_header(file: &File, name: &str) -> Result<Header> {
-        use std::os::unix::fs::FileExt;
+    /// Reads and parses the header at the start of an object's bytes (a
+    /// backend file, or any other [`SlotIo`]).
+    pub fn read_header<F: SlotIo + ?Sized>(file: &F, name: &str) -> Result<Header> {
         let mut b = [0u8; HEADER_LEN];
         let mut done = 0;
         while done < HEADER_LEN {
-            let n = file.read_at(&mut b[done..], done as u64).ctx(name)?;
+            let n = file.read_slots(&mut b[done..], done as u64).ctx(name)?;
             if n == 0 {
                 return Err(Error::integrity("object header truncated").resource(name));
             }
@@ -304,16 +304,7 @@ impl Engine {
         name: String,
         chunk: ChunkSize,
     ) -> Result<ObjectFile<F>> {
-        let mut b = [0u8; HEADER_LEN];
-        let mut done = 0;
-        while done < HEADER_LEN {
-            let n = slots.read_slots(&mut b[done..], done as u64).ctx(&name)?;
-            if n == 0 {
-                return Err(Error::integrity("object header truncated").resource(&name));
-            }
-            done += n;
-        }
-        let header = Header::parse(&b).map_err(|e| e.resource(&name))?;
+        let header = Self::read_header(&slots, &name)?;
         Self::check_chunk(&header, chunk, &name)?;
         let key = self.unwrap_key(p, &header).map_err(|e| e.resource(&name))?;
         ObjectFile::new(slots, header, &key, name)
@@ -329,10 +320,7 @@ impl Engine {
         name: String,
         chunk: ChunkSize,
     ) -> Result<ObjectFile> {
-        let header = Self::read_header(&file, &name)?;
-        Self::check_chunk(&header, chunk, &name)?;
-        let key = self.unwrap_key(p, &header).map_err(|e| e.resource(&name))?;
-        Ok(self.track(ObjectFile::new(file, header, &key, name)?))
+        Ok(self.track(self.open_slots(p, file, name, chunk)?))
     }
 
     /// Refuses an object whose chunk size or slot format is not its

@@ -17,7 +17,7 @@ use std::os::unix::fs::FileExt;
 use indicatif::ProgressBar;
 
 use super::Failure;
-use crate::backend::{Backend, Cond, Loc, State};
+use crate::backend::{Backend, Cond, Loc, SlotIo, State};
 use crate::engine::Engine;
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::HEADER_LEN;
@@ -122,8 +122,9 @@ fn copy_object(
     let at = Loc { bucket, key };
     let found = from.find(at)?;
     let meta = from.meta(&found)?;
-    if let Ok(there) = dst.find(at) {
-        if there.len == found.len && same_header(found.file(), there.file(), found.len, name)? {
+    // Only the header of what DST has is read (a store streams no further).
+    if let Ok(there) = dst.fetch(at) {
+        if there.len == found.len && same_header(found.file(), &*there.slots, found.len, name)? {
             return Ok(false);
         }
     }
@@ -157,10 +158,16 @@ fn copy_object(
     Ok(true)
 }
 
-fn same_header(a: &std::fs::File, b: &std::fs::File, len: u64, name: &str) -> Result<bool> {
+fn same_header(a: &std::fs::File, b: &dyn SlotIo, len: u64, name: &str) -> Result<bool> {
     let n = (len as usize).min(HEADER_LEN);
     let (mut x, mut y) = (vec![0u8; n], vec![0u8; n]);
     a.read_exact_at(&mut x, 0).ctx(name)?;
-    b.read_exact_at(&mut y, 0).ctx(name)?;
+    let mut got = 0;
+    while got < n {
+        match b.read_slots(&mut y[got..], got as u64).ctx(name)? {
+            0 => return Ok(false),
+            k => got += k,
+        }
+    }
     Ok(x == y)
 }

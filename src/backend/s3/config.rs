@@ -246,8 +246,9 @@ fn credentials(file: Option<&Path>) -> Result<Credentials> {
         })?;
     // Someone who can write it could point us at their store; someone who
     // can read it has our keys.
-    strict::check_secret_file(&path)?;
-    let text = Zeroizing::new(std::fs::read_to_string(&path).ctx(path.display())?);
+    let mut f = strict::open_secret_file(&path)?;
+    let mut text = Zeroizing::new(String::new());
+    std::io::Read::read_to_string(&mut f, &mut text).ctx(path.display())?;
     parse_credentials(&text, &path)
 }
 

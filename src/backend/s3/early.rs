@@ -20,10 +20,10 @@ use object_store::{
 };
 use tokio::runtime::Handle;
 
-use super::{meta, PART, PARTS_IN_FLIGHT};
+use super::{meta, S3Backend, PART, PARTS_IN_FLIGHT};
 use crate::backend::ObjMeta;
 use crate::crypto::SecretKey;
-use crate::format::{Header, HEADER_LEN};
+use crate::format::HEADER_LEN;
 
 enum Msg {
     Settled(u64),
@@ -156,13 +156,8 @@ fn run(t: &Target, file: &File, rx: &mpsc::Receiver<Msg>) -> Result<Option<Strin
 
 /// The record for the object whose header the file now starts with.
 fn record(t: &Target, file: &File, len: u64) -> Result<String, String> {
-    let oid = if len == 0 {
-        None
-    } else {
-        let mut h = [0u8; HEADER_LEN];
-        file.read_exact_at(&mut h, 0).map_err(|e| e.to_string())?;
-        Some(Header::parse(&h).map_err(|e| e.to_string())?.object_id)
-    };
+    let shown = t.path.to_string();
+    let oid = S3Backend::header_oid(file, len, &shown).map_err(|e| e.to_string())?;
     meta::encode(&t.key, &t.meta, oid.as_ref()).map_err(|e| e.to_string())
 }
 

@@ -31,7 +31,7 @@ mod objects;
 mod records;
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -46,7 +46,7 @@ use object_store::{
 };
 
 use super::state::{State, BUCKET_SETTINGS, GRANTS_FILE, KEYSTORE_FILE};
-use super::{Cond, Loc, ObjMeta, Staged, Version};
+use super::{Cond, Loc, ObjMeta, SlotIo, Staged, Version};
 use crate::crypto::SecretKey;
 use crate::error::{Error, IoContext, OssCode, Result};
 use crate::format::{Header, HEADER_LEN};
@@ -75,8 +75,10 @@ pub struct S3Backend {
     /// `s3://BUCKET`, the start of every state record's name.
     bucket_url: String,
     shown: String,
-    /// This host's directory for staged uploads and downloads (0700).
-    stage_dir: std::path::PathBuf,
+    /// This host's state directory for the store (0700, held; the probe's
+    /// answer), and its `stage` directory of unnamed staged files.
+    state: super::Dir,
+    stage: super::Dir,
     /// K_meta, set once the KMS is open (the records need the root key).
     meta_key: OnceLock<SecretKey>,
     /// The store honours If-Match / If-None-Match on PUT: records change
@@ -166,6 +168,12 @@ impl S3Backend {
         super::strict::create_private_dir(state_dir).ctx(state_dir.display())?;
         super::strict::create_private_dir(&stage_dir).ctx(stage_dir.display())?;
         super::strict::check(state_dir)?;
+        // Held from here on: nothing below is reached by path again.
+        let state = super::Dir::open(state_dir).ctx(state_dir.display())?;
+        super::strict::check_held(state_dir, &state)?;
+        let stage = state
+            .dir(std::path::Path::new("stage"))
+            .ctx(stage_dir.display())?;
         Ok(S3Backend {
             stores,
             current: AtomicUsize::new(0),
@@ -173,7 +181,8 @@ impl S3Backend {
             prefix: prefix.to_owned(),
             bucket_url,
             shown,
-            stage_dir,
+            state,
+            stage,
             meta_key: OnceLock::new(),
             conditional: false,
         })
@@ -289,13 +298,24 @@ impl S3Backend {
 
     /// A new, unnamed local file in the stage directory.
     fn local_temp(&self, shown: &str) -> Result<File> {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_TMPFILE)
-            .open(&self.stage_dir)
-            .ctx(shown)
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // Relative to the held directory itself ("."): no name to resolve.
+        // (openat2's RESOLVE_BENEATH answers EXDEV to O_TMPFILE.)
+        // SAFETY: a valid directory descriptor we hold and a NUL-terminated
+        // literal; the result is checked before it is owned.
+        let fd = unsafe {
+            libc::openat(
+                self.stage.fd().as_raw_fd(),
+                c".".as_ptr(),
+                libc::O_RDWR | libc::O_TMPFILE | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(Error::io(shown, std::io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` was just opened, is valid and owned by nothing else.
+        Ok(unsafe { File::from_raw_fd(fd) })
     }
 
     /// HEAD: the version and size of what is at `p`, with its metadata
@@ -414,7 +434,7 @@ impl S3Backend {
             self.check_cond(p, cond, shown)?;
             PutMode::Overwrite
         };
-        let oid = Self::header_oid(&s.file, shown)?;
+        let oid = Self::header_oid(&s.file, len, shown)?;
         let record = meta::encode(self.key()?, meta, oid.as_ref())?;
         self.upload(&s.file, p, &record, mode, shown)
             .map_err(|e| match e.code {
@@ -598,17 +618,24 @@ impl S3Backend {
         for b in self.shown.bytes() {
             h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
         }
-        let cache = self.stage_dir.with_file_name(format!("probe-{h:016x}"));
-        let fresh = std::fs::metadata(&cache)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age < Duration::from_secs(3600));
-        if fresh {
-            match std::fs::read_to_string(&cache).as_deref() {
-                Ok("etag") => return Ok(true),
-                Ok("lock") => return Ok(false),
-                _ => {}
+        let cache = format!("probe-{h:016x}");
+        let cache = std::path::Path::new(&cache);
+        let remembered = self
+            .state
+            .file(cache, libc::O_RDONLY | libc::O_CLOEXEC, 0)
+            .and_then(|mut f| {
+                let age = f.metadata()?.modified()?.elapsed().unwrap_or_default();
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut f, &mut text)?;
+                Ok((age, text))
+            });
+        if let Ok((age, text)) = remembered {
+            if age < Duration::from_secs(3600) {
+                match text.as_str() {
+                    "etag" => return Ok(true),
+                    "lock" => return Ok(false),
+                    _ => {}
+                }
             }
         }
         let answer = match self.probe() {
@@ -619,22 +646,55 @@ impl S3Backend {
             Err(e) => return Err(e),
         };
         // Only a hint: a lost write just means probing again.
-        let _ = std::fs::write(&cache, if answer { "etag" } else { "lock" });
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
+        let _ = self.state.file(cache, flags, 0o600).and_then(|mut f| {
+            std::io::Write::write_all(&mut f, if answer { b"etag" } else { b"lock" })
+        });
         Ok(answer)
     }
 
-    /// The object id of the header at the start of `file` (None if it is
-    /// empty: an object created empty, without a header yet).
-    fn header_oid(file: &File, shown: &str) -> Result<Option<[u8; 16]>> {
-        let len = file.metadata().ctx(shown)?.len();
+    /// The object id of the header at the start of an object's `len`
+    /// bytes (None if there are none: an object created empty, without a
+    /// header yet). On an arriving object, waits for the header.
+    pub(super) fn header_oid<F: SlotIo + ?Sized>(
+        bytes: &F,
+        len: u64,
+        shown: &str,
+    ) -> Result<Option<[u8; 16]>> {
         if len == 0 {
             return Ok(None);
         }
         let mut h = [0u8; HEADER_LEN];
-        file.read_exact_at(&mut h, 0).ctx(shown)?;
+        let mut got = 0;
+        while got < HEADER_LEN {
+            match bytes.read_slots(&mut h[got..], got as u64).ctx(shown)? {
+                0 => return Err(Error::integrity("object header truncated").resource(shown)),
+                n => got += n,
+            }
+        }
         Ok(Some(
             Header::parse(&h).map_err(|e| e.resource(shown))?.object_id,
         ))
+    }
+
+    /// The object at `at`, by HEAD, with its metadata record verified:
+    /// nothing of an object whose record does not verify is fetched.
+    fn head_verified(&self, at: Loc<'_>) -> Result<(StorePath, Version, u64, meta::Verified)> {
+        let shown = at.shown();
+        let p = self.object_path(at)?;
+        let Some((version, len, record)) = self.head_path(&p, &shown)? else {
+            self.need_bucket(at.bucket)?;
+            return Err(
+                Error::new(OssCode::NoSuchKey, "The specified key does not exist.").resource(shown),
+            );
+        };
+        let verified = meta::decode(self.key()?, record.as_deref(), &shown)?;
+        Ok((p, version, len, verified))
+    }
+
+    /// The client of the endpoint in use, to hand to a thread.
+    fn store_arc(&self) -> Arc<dyn ObjectStore> {
+        self.stores[self.current.load(Ordering::Relaxed) % self.stores.len().max(1)].clone()
     }
 }
 

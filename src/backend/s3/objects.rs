@@ -1,7 +1,6 @@
 //! Buckets and objects on a store: `Backend` for [`S3Backend`].
 
 use std::ffi::OsString;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -11,11 +10,10 @@ use object_store::{ObjectStoreExt, PutPayload};
 use super::{arriving, early, etag, meta, EarlyUpload, S3Backend, MARKER};
 use crate::backend::state::BUCKET_SETTINGS;
 use crate::backend::{
-    Backend, Caps, Claim, Cond, Fetched, Found, Loc, ObjMeta, Page, SlotIo, Staged, Version,
+    Backend, Caps, Claim, Cond, Fetched, Found, Loc, ObjMeta, Page, Staged, Version,
 };
 use crate::crypto::SecretKey;
 use crate::error::{Error, IoContext, OssCode, Result};
-use crate::format::{Header, HEADER_LEN};
 use crate::oss::{BucketName, SseConfig};
 
 impl Backend for S3Backend {
@@ -151,27 +149,18 @@ impl Backend for S3Backend {
 
     fn find(&self, at: Loc<'_>) -> Result<Found> {
         let shown = at.shown();
-        let p = self.object_path(at)?;
-        // An object replaced between the HEAD and the GETs fails them
+        // An object replaced between the HEAD and the GET fails it
         // (If-Match): look again, a few times, rather than mix versions.
         let mut tries = 0;
         loop {
             tries += 1;
-            let Some((version, len, record)) = self.head_path(&p, &shown)? else {
-                self.need_bucket(at.bucket)?;
-                return Err(
-                    Error::new(OssCode::NoSuchKey, "The specified key does not exist.")
-                        .resource(shown),
-                );
-            };
-            // Nothing of an object whose record does not verify is fetched.
-            let verified = meta::decode(self.key()?, record.as_deref(), &shown)?;
+            let (p, version, len, verified) = self.head_verified(at)?;
             let file = match self.download(&p, &version, len, &shown) {
                 Ok(f) => f,
                 Err(e) if e.code == OssCode::PreconditionFailed && tries < 4 => continue,
                 Err(e) => return Err(e),
             };
-            let oid = Self::header_oid(&file, &shown)?;
+            let oid = Self::header_oid(&file, len, &shown)?;
             meta::check_oid(&verified, oid.as_ref(), &shown)?;
             return Ok(Found::stored(
                 version,
@@ -185,37 +174,20 @@ impl Backend for S3Backend {
 
     fn fetch(&self, at: Loc<'_>) -> Result<Fetched> {
         let shown = at.shown();
-        let p = self.object_path(at)?;
-        let Some((version, len, record)) = self.head_path(&p, &shown)? else {
-            self.need_bucket(at.bucket)?;
-            return Err(
-                Error::new(OssCode::NoSuchKey, "The specified key does not exist.").resource(shown),
-            );
-        };
-        let verified = meta::decode(self.key()?, record.as_deref(), &shown)?;
+        let (p, version, len, verified) = self.head_verified(at)?;
         let Version::ETag(tag) = &version else {
             return Err(Error::new(OssCode::InternalError, "not a store version"));
         };
-        let store = self.stores[self.current.load(Ordering::Relaxed) % self.stores.len()].clone();
         let slots = arriving::Arriving::start(
             self.rt.handle().clone(),
-            store,
+            self.store_arc(),
             p,
             (tag.clone(), len),
             self.local_temp(&shown)?,
         )
         .ctx(&shown)?;
         // The record must name this header (waits for its 128 bytes).
-        let oid = if len == 0 {
-            None
-        } else {
-            let mut h = [0u8; HEADER_LEN];
-            let n = slots.read_slots(&mut h, 0).ctx(&shown)?;
-            if n < HEADER_LEN {
-                return Err(Error::integrity("object header truncated").resource(&shown));
-            }
-            Some(Header::parse(&h).map_err(|e| e.resource(&shown))?.object_id)
-        };
+        let oid = Self::header_oid(&slots, len, &shown)?;
         meta::check_oid(&verified, oid.as_ref(), &shown)?;
         Ok(Fetched {
             version,
@@ -309,7 +281,7 @@ impl Backend for S3Backend {
         let file = self.local_temp(&shown)?;
         let target = early::Target {
             rt: self.rt.handle().clone(),
-            store: self.stores[self.current.load(Ordering::Relaxed) % self.stores.len()].clone(),
+            store: self.store_arc(),
             path,
             meta: meta.clone(),
             key: self.key()?.clone(),
@@ -371,13 +343,14 @@ impl Backend for S3Backend {
     fn delete(&self, at: Loc<'_>, cond: Cond) -> Result<()> {
         let shown = at.shown();
         let p = self.object_path(at)?;
-        if self.head_path(&p, &shown)?.is_none() {
+        let Some((now, _, _)) = self.head_path(&p, &shown)? else {
             self.need_bucket(at.bucket)?;
             return Err(
                 Error::new(OssCode::NoSuchKey, "The specified key does not exist.").resource(shown),
             );
-        }
-        self.check_cond(&p, &cond, &shown)?;
+        };
+        // The HEAD that found it is the one the condition is checked on.
+        cond.check(Some(&now), &shown)?;
         self.call(&shown, |s| {
             let p = p.clone();
             async move { s.delete(&p).await }

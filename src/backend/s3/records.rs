@@ -84,9 +84,6 @@ impl StateStore for S3Backend {
     fn get_state(&self, s: State<'_>) -> Result<Option<(Vec<u8>, Version)>> {
         let p = self.state_path(s)?;
         let shown = self.state_shown(s);
-        if let State::BucketSettings(b) = s {
-            self.need_bucket(b)?;
-        }
         let r = self.call(&shown, |st| {
             let p = p.clone();
             async move {
@@ -97,7 +94,13 @@ impl StateStore for S3Backend {
         });
         match r {
             Ok(v) => Ok(Some(v)),
-            Err(e) if e.code == OssCode::NoSuchKey => Ok(None),
+            Err(e) if e.code == OssCode::NoSuchKey => {
+                // No settings, or no bucket: only then is the marker asked.
+                if let State::BucketSettings(b) = s {
+                    self.need_bucket(b)?;
+                }
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
