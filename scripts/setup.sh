@@ -28,6 +28,10 @@ needs=(
   "pkg-config pkg-config"         # Garage's build (scripts/garage.sh): the test store
   "/usr/include/sodium.h libsodium-dev"
   "/usr/include/zstd.h libzstd-dev"
+  "rsync rsync"                   # tools on a store mount (tests/integration/store_mount.rs)
+  "git git"
+  "tar tar"
+  "diff diffutils"
 )
 
 missing() {

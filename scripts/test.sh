@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property, tamper, CLI and mount tests, a smoke
 # run of the benchmarks, the Debian package, then pjdfstest and fsx on a real
-# mount, and the stress tests on a debug build. Runs as root; first installs
+# mount, pjdfstest on a mount of the test store, and the stress tests on a
+# debug build. Runs as root; first installs
 # what is missing on a fresh Debian machine (scripts/setup.sh; as another
 # user that step stops with one line saying what to install).
 # SSEFS_TEST_ONLY=setup stops after the set-up. Extra arguments go to the
@@ -50,10 +51,16 @@ cargo test --release --lib --bins --tests -- --test-threads=2 "$@"
 cargo test --release --benches
 ./scripts/package-test.sh
 ./scripts/conformance.sh target/release/ssefs
+# pjdfstest on a mount of the Garage cluster, its expected failures listed
+# and explained in scripts/pjdfstest-store.toml.
+./scripts/store-conformance.sh target/release/ssefs
 # Once more over io_uring, where the kernel has it (pjdfstest and fsx with
 # fewer operations: the transport, not the filesystem, is what differs).
 if [ -w "$URING_PARAM" ]; then
   SSEFS_MOUNT_OPTS=allow_other,io_uring FSX_OPS=20000 ./scripts/conformance.sh target/release/ssefs
+# pjdfstest on a mount of the Garage cluster, its expected failures listed
+# and explained in scripts/pjdfstest-store.toml.
+./scripts/store-conformance.sh target/release/ssefs
 fi
 # Last: the stress tests again, against a debug build of the daemon
 # (overflow checks and debug assertions on).

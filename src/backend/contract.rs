@@ -171,6 +171,7 @@ fn metadata_goes_with_the_commit_and_comes_back_with_meta() {
             kms_key_id: None,
             kms_data_sm4: false,
         }),
+        ctime: None,
     };
     f.put("k", b"x", &meta, Cond::Any).unwrap();
     let found = f.be.find(f.at("k")).unwrap();

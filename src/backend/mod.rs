@@ -138,6 +138,9 @@ pub struct ObjMeta {
     /// The object's encryption override (request headers that won over
     /// its bucket's rule), kept so that rewrites keep using it.
     pub sse_override: Option<SseConfig>,
+    /// When the object or its metadata last changed through a store mount
+    /// (the store's own time has whole seconds only); None elsewhere.
+    pub ctime: Option<(i64, i64)>,
 }
 
 /// An object found for reading: the version found, its stored length, and

@@ -772,6 +772,7 @@ pub fn posix_meta(f: &File) -> io::Result<ObjMeta> {
         times: Some([(m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec())]),
         xattrs,
         sse_override: None,
+        ctime: None,
     })
 }
 

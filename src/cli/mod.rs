@@ -230,6 +230,16 @@ impl GlobalArgs {
     /// The store named by --backend or the config file's [backend] table;
     /// None for a data directory.
     pub fn store(&self) -> Result<Option<std::sync::Arc<dyn crate::backend::Backend>>> {
+        Ok(self
+            .store_spec()?
+            .map(|spec| crate::backend::s3::S3Backend::open(&spec))
+            .transpose()?
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn crate::backend::Backend>))
+    }
+
+    /// The store named by --backend or [backend], resolved (nothing is
+    /// opened); None for a data directory.
+    pub fn store_spec(&self) -> Result<Option<crate::backend::s3::StoreSpec>> {
         if !self.is_store() {
             return Ok(None);
         }
@@ -239,13 +249,8 @@ impl GlobalArgs {
                 "--data-dir and --backend name two places: give one",
             ));
         }
-        let spec = crate::backend::s3::StoreSpec::resolve(
-            self.backend.as_deref(),
-            self.backend_table.as_ref(),
-        )?;
-        Ok(Some(std::sync::Arc::new(
-            crate::backend::s3::S3Backend::open(&spec)?,
-        )))
+        crate::backend::s3::StoreSpec::resolve(self.backend.as_deref(), self.backend_table.as_ref())
+            .map(Some)
     }
 
     /// The root key of a store: a passphrase, --root-key, the systemd
@@ -419,7 +424,6 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
             options,
             foreground,
         } => {
-            g.local_only("mount")?;
             let Some(mountpoint) = mountpoint.or_else(|| cfg.and_then(|c| c.mountpoint.clone()))
             else {
                 return Err(Error::new(
@@ -430,13 +434,16 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
             let base = cfg.map(ServiceConfig::mount_opts).unwrap_or_default();
             let opts = base.with(&options)?;
             preflight::check(&mountpoint, &opts)?;
-            let dir = g.data_dir();
             // Create a missing mount point (but leave a dead mount, which
             // stats as ENOTCONN, to the stale-mount cleanup).
             if matches!(std::fs::metadata(&mountpoint), Err(e) if e.kind() == io::ErrorKind::NotFound)
             {
                 std::fs::create_dir_all(&mountpoint).ctx(mountpoint.display())?;
             }
+            if let Some(spec) = g.store_spec()? {
+                return mount_store(g, spec, &mountpoint, &options, &opts, foreground);
+            }
+            let dir = g.data_dir();
             if foreground {
                 let root = g.root_source(&dir, false)?;
                 let id = crate::backend::StateDir::of_data_dir(&dir)
@@ -495,6 +502,61 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
             }
         }
     }
+}
+
+/// `ssefs mount` of a store: in the foreground, or a daemon started as
+/// for a data directory, logging to the host's state directory.
+fn mount_store(
+    g: &GlobalArgs,
+    spec: crate::backend::s3::StoreSpec,
+    mountpoint: &Path,
+    options: &[String],
+    opts: &crate::fuse::MountOpts,
+    foreground: bool,
+) -> Result<()> {
+    if foreground {
+        let store = std::sync::Arc::new(crate::backend::s3::S3Backend::open(&spec)?);
+        let root = g.store_root_source(false)?;
+        return crate::fuse::run_foreground_store(
+            store,
+            &root,
+            mountpoint,
+            opts,
+            || {
+                notify::ready(mountpoint);
+                notify::spawn_watchdog(mountpoint);
+            },
+            notify::stopping,
+        );
+    }
+    let mut args: Vec<OsString> = Vec::new();
+    if let Some(c) = &g.config {
+        args.extend(["--config".into(), c.into()]);
+    }
+    if let Some(b) = &g.backend {
+        args.extend(["--backend".into(), b.into()]);
+    }
+    if let Some(k) = &g.root_key {
+        args.extend(["--root-key".into(), k.into()]);
+    }
+    if let Some(f) = &g.passphrase_file {
+        args.extend(["--passphrase-file".into(), f.into()]);
+    }
+    args.extend(["mount".into(), mountpoint.into()]);
+    for o in options {
+        args.extend(["-o".into(), o.into()]);
+    }
+    let pass = match (&g.passphrase_file, harden::passphrase_from_env()) {
+        (None, Some(p)) => Some(p),
+        _ => None,
+    };
+    let env: Vec<(&str, &str)> = pass
+        .as_ref()
+        .map(|p| (harden::PASSPHRASE_ENV, p.as_str()))
+        .into_iter()
+        .collect();
+    crate::backend::strict::create_private_dir(&spec.state_dir).ctx(spec.state_dir.display())?;
+    crate::fuse::spawn_logged(&spec.state_dir.join("mount.log"), mountpoint, &args, &env)
 }
 
 /// `ssefs migrate SRC DST`.

@@ -182,6 +182,7 @@ impl Engine {
         let mut fill = |b: &mut [u8]| read_full(src, b).ctx(&name);
         let meta = ObjMeta {
             sse_override: over.cloned(),
+            ctime: None,
             ..ObjMeta::default()
         };
         let tmp = self.backend.stage_for(at, &meta)?;
@@ -263,6 +264,7 @@ impl Engine {
         // encryption is the destination's.
         let meta = ObjMeta {
             sse_override: over.cloned(),
+            ctime: None,
             ..self.backend.meta(&found)?
         };
         // An empty source without a header yet (created empty through the

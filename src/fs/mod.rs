@@ -27,12 +27,14 @@ mod io;
 #[cfg(test)]
 mod model_tests;
 mod namespace;
+mod ops;
 mod perms;
+pub mod store;
 mod sys;
 mod table;
 #[cfg(test)]
 mod tests;
-mod xattrs;
+pub(crate) mod xattrs;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -48,6 +50,7 @@ use crate::oss::{BucketName, RESERVED_PREFIX};
 pub use attr::{AttrChanges, SetTime};
 pub use inodes::DEFAULT_MAX_INODES;
 pub use io::OpenObject;
+pub use ops::FsOps;
 pub(crate) use perms::may;
 
 use inodes::{Backing, FdCache, FileHandle, Links, Node, Nodes, Opened};

@@ -32,26 +32,26 @@ pub const XA_SSE: &str = "user.oss.server-side-encryption";
 pub const XA_KEY: &str = "user.oss.server-side-encryption-key-id";
 pub const XA_DATA: &str = "user.oss.server-side-data-encryption";
 pub const XA_CHUNK: &str = "user.ssefs.chunk-size";
-const INTERNAL_PREFIX: &[u8] = b"user.ssefs.";
+pub(super) const INTERNAL_PREFIX: &[u8] = b"user.ssefs.";
 const USER_PREFIX: &[u8] = b"user.";
 
 /// Whether the name is in the only namespace ssefs stores.
-fn is_user_name(name: &[u8]) -> bool {
+pub(super) fn is_user_name(name: &[u8]) -> bool {
     name.starts_with(USER_PREFIX)
 }
 
-fn is_chunk_name(name: &OsStr) -> bool {
+pub(super) fn is_chunk_name(name: &OsStr) -> bool {
     name.as_bytes() == XA_CHUNK.as_bytes()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum OssName {
+pub(super) enum OssName {
     Sse,
     Key,
     Data,
 }
 
-fn oss_name(name: &OsStr) -> Option<OssName> {
+pub(super) fn oss_name(name: &OsStr) -> Option<OssName> {
     match name.as_bytes() {
         b if b == XA_SSE.as_bytes() => Some(OssName::Sse),
         b if b == XA_KEY.as_bytes() => Some(OssName::Key),
@@ -60,13 +60,13 @@ fn oss_name(name: &OsStr) -> Option<OssName> {
     }
 }
 
-fn value_str(v: &[u8]) -> Result<&str> {
+pub(super) fn value_str(v: &[u8]) -> Result<&str> {
     std::str::from_utf8(v)
         .map_err(|_| Error::new(OssCode::InvalidArgument, "the value is not valid UTF-8"))
 }
 
 /// Reads one field of a configuration as its xattr value.
-fn field(cfg: Option<&SseConfig>, n: OssName) -> Result<Vec<u8>> {
+pub(super) fn field(cfg: Option<&SseConfig>, n: OssName) -> Result<Vec<u8>> {
     let v = cfg.and_then(|c| match n {
         OssName::Sse => Some(c.algorithm.as_str().to_owned()),
         OssName::Key => c.kms_key_id.clone(),
@@ -78,7 +78,7 @@ fn field(cfg: Option<&SseConfig>, n: OssName) -> Result<Vec<u8>> {
 
 /// A configuration with one field set from an xattr value (the other two
 /// kept where they still apply), validated as OSS validates a rule.
-fn with_field(cur: Option<&SseConfig>, n: OssName, v: &str) -> Result<SseConfig> {
+pub(super) fn with_field(cur: Option<&SseConfig>, n: OssName, v: &str) -> Result<SseConfig> {
     let cur_kms = cur.filter(|c| c.algorithm == SseAlgorithm::Kms);
     let key = cur_kms.and_then(|c| c.kms_key_id.as_deref());
     let data = cur_kms.filter(|c| c.kms_data_sm4).map(|_| "SM4");
@@ -111,7 +111,7 @@ fn with_field(cur: Option<&SseConfig>, n: OssName, v: &str) -> Result<SseConfig>
 }
 
 /// The configuration without one field; `None` when removing the algorithm.
-fn without_field(cur: &SseConfig, n: OssName) -> Result<Option<SseConfig>> {
+pub(super) fn without_field(cur: &SseConfig, n: OssName) -> Result<Option<SseConfig>> {
     let mut c = cur.clone();
     match n {
         OssName::Sse => return Ok(None),
@@ -120,6 +120,27 @@ fn without_field(cur: &SseConfig, n: OssName) -> Result<Option<SseConfig>> {
         _ => return Err(errno(libc::ENODATA)),
     }
     Ok(Some(c))
+}
+
+/// How an object with header `h` is stored, as HeadObject reports it.
+pub(super) fn sse_of_header(h: &crate::format::Header) -> Option<SseConfig> {
+    match h.method {
+        Method::None => None,
+        Method::Oss => Some(SseConfig {
+            algorithm: if h.cipher == crate::crypto::Cipher::Sm4Gcm {
+                SseAlgorithm::Sm4
+            } else {
+                SseAlgorithm::Aes256
+            },
+            kms_key_id: None,
+            kms_data_sm4: false,
+        }),
+        Method::Kms => Some(SseConfig {
+            algorithm: SseAlgorithm::Kms,
+            kms_key_id: Some(Kms::key_id_string(&h.key_id)),
+            kms_data_sm4: h.cipher == crate::crypto::Cipher::Sm4Gcm,
+        }),
+    }
 }
 
 /// What the inode is, for xattr purposes.
@@ -165,23 +186,7 @@ impl Fs {
             return self.engine.bucket_rule(b);
         }
         let h = Engine::read_header(&f, &self.display_name(fd))?;
-        Ok(match h.method {
-            Method::None => None,
-            Method::Oss => Some(SseConfig {
-                algorithm: if h.cipher == crate::crypto::Cipher::Sm4Gcm {
-                    SseAlgorithm::Sm4
-                } else {
-                    SseAlgorithm::Aes256
-                },
-                kms_key_id: None,
-                kms_data_sm4: false,
-            }),
-            Method::Kms => Some(SseConfig {
-                algorithm: SseAlgorithm::Kms,
-                kms_key_id: Some(Kms::key_id_string(&h.key_id)),
-                kms_data_sm4: h.cipher == crate::crypto::Cipher::Sm4Gcm,
-            }),
-        })
+        Ok(sse_of_header(&h))
     }
 
     /// EOPNOTSUPP, without a backend call, for a name outside the `user.`

@@ -1,11 +1,11 @@
-//! The FUSE adapter: kernel requests in, `fs::Fs` calls, replies out.
+//! The FUSE adapter: kernel requests in, `fs::FsOps` calls, replies out.
 //! No filesystem logic lives here.
 
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -15,13 +15,8 @@ use fuser::{
 };
 
 use crate::error::{Error, OssCode};
-use crate::fs::{Attr, AttrChanges, Fs, Kind, SetTime};
+use crate::fs::{Attr, AttrChanges, Fs, FsOps, Kind, SetTime};
 use crate::principal::Principal;
-
-/// How long the kernel may cache entries and attributes. Every change goes
-/// through this daemon, which answers with fresh attributes, so a short TTL
-/// only bounds how stale a change made behind the mount (the CLI) looks.
-const TTL: Duration = Duration::from_secs(1);
 
 /// Open flags for file handles. KEEP_CACHE: every change to an object's
 /// bytes goes through this daemon (the CLI replaces objects by rename,
@@ -36,8 +31,8 @@ const FILE_OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE;
 /// reports their errors to close(2).
 const READ_ONLY_OPEN_FLAGS: FopenFlags = FILE_OPEN_FLAGS.union(FopenFlags::FOPEN_NOFLUSH);
 
-pub struct SsefsFuse {
-    pub fs: Arc<Fs>,
+pub struct SsefsFuse<F = Fs> {
+    pub fs: Arc<F>,
     /// Set when `-o io_uring` asked for FUSE over io_uring and its rings
     /// are ready: `init` asks the kernel for it and records here whether
     /// the kernel agreed (then the rings must be started).
@@ -117,7 +112,7 @@ fn set_time(t: TimeOrNow) -> SetTime {
     }
 }
 
-impl Filesystem for SsefsFuse {
+impl<F: FsOps> Filesystem for SsefsFuse<F> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_readahead(MAX_WRITE);
@@ -153,7 +148,7 @@ impl Filesystem for SsefsFuse {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&TTL, &attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&self.fs.ttl(), &attr(&a), Generation(0)),
             Err(e) => reply.error(errno("lookup", e)),
         }
     }
@@ -164,7 +159,7 @@ impl Filesystem for SsefsFuse {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&TTL, &attr(&a)),
+            Ok(a) => reply.attr(&self.fs.ttl(), &attr(&a)),
             Err(e) => reply.error(errno("getattr", e)),
         }
     }
@@ -200,7 +195,7 @@ impl Filesystem for SsefsFuse {
             .fs
             .setattr(ino.0, &changes, &principal(req), fh.map(|f| f.0))
         {
-            Ok(a) => reply.attr(&TTL, &attr(&a)),
+            Ok(a) => reply.attr(&self.fs.ttl(), &attr(&a)),
             Err(e) => reply.error(errno("setattr", e)),
         }
     }
@@ -224,7 +219,7 @@ impl Filesystem for SsefsFuse {
     ) {
         let p = principal(req);
         match self.fs.mknod(parent.0, name, mode & !umask, rdev, &p) {
-            Ok(a) => reply.entry(&TTL, &attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&self.fs.ttl(), &attr(&a), Generation(0)),
             Err(e) => reply.error(errno("mknod", e)),
         }
     }
@@ -242,7 +237,7 @@ impl Filesystem for SsefsFuse {
             .fs
             .mkdir(parent.0, name, mode & !umask, req.uid(), req.gid())
         {
-            Ok(a) => reply.entry(&TTL, &attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&self.fs.ttl(), &attr(&a), Generation(0)),
             Err(e) => reply.error(errno("mkdir", e)),
         }
     }
@@ -273,7 +268,7 @@ impl Filesystem for SsefsFuse {
             .fs
             .symlink(parent.0, link_name, target, req.uid(), req.gid())
         {
-            Ok(a) => reply.entry(&TTL, &attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&self.fs.ttl(), &attr(&a), Generation(0)),
             Err(e) => reply.error(errno("symlink", e)),
         }
     }
@@ -306,7 +301,7 @@ impl Filesystem for SsefsFuse {
         reply: ReplyEntry,
     ) {
         match self.fs.link(ino.0, newparent.0, newname) {
-            Ok(a) => reply.entry(&TTL, &attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&self.fs.ttl(), &attr(&a), Generation(0)),
             Err(e) => reply.error(errno("link", e)),
         }
     }
@@ -320,7 +315,8 @@ impl Filesystem for SsefsFuse {
             FILE_OPEN_FLAGS
         };
         match self.fs.open(ino.0, flags.0, &p) {
-            Ok(fh) => reply.opened(FileHandle(fh), how),
+            Ok(fh) if self.fs.keep_cache(fh) => reply.opened(FileHandle(fh), how),
+            Ok(fh) => reply.opened(FileHandle(fh), how.difference(FopenFlags::FOPEN_KEEP_CACHE)),
             Err(e) => reply.error(errno("open", e)),
         }
     }
@@ -371,14 +367,18 @@ impl Filesystem for SsefsFuse {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
+        ino: INodeNo,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Writes go to the backend as they arrive; nothing is buffered here.
-        // (Not sent for read-only handles: READ_ONLY_OPEN_FLAGS.)
-        reply.ok();
+        // Locally writes go to the backend as they arrive and this does
+        // nothing; on a store it uploads. (Not sent for read-only handles:
+        // READ_ONLY_OPEN_FLAGS.)
+        match self.fs.flush(ino.0, fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("flush", e)),
+        }
     }
 
     fn release(
@@ -442,7 +442,14 @@ impl Filesystem for SsefsFuse {
         mut reply: ReplyDirectoryPlus,
     ) {
         let r = self.fs.readdirplus(ino.0, fh.0, offset, |next, name, a| {
-            reply.add(INodeNo(a.ino), next, name, &TTL, &attr(a), Generation(0))
+            reply.add(
+                INodeNo(a.ino),
+                next,
+                name,
+                &self.fs.ttl(),
+                &attr(a),
+                Generation(0),
+            )
         });
         match r {
             Ok(()) => reply.ok(),
@@ -556,7 +563,7 @@ impl Filesystem for SsefsFuse {
             .create_object(parent.0, name, mode & !umask & 0o7777, flags, &p)
         {
             Ok((fh, a)) => reply.created(
-                &TTL,
+                &self.fs.ttl(),
                 &attr(&a),
                 Generation(0),
                 FileHandle(fh),

@@ -16,7 +16,8 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::engine::{Engine, STATE_DIR};
 use crate::error::{Error, IoContext, OssCode, Result};
-use crate::fs::{Fs, FsOptions};
+use crate::fs::store::{StoreFs, StoreOptions};
+use crate::fs::{Fs, FsOps, FsOptions};
 use crate::kms::{RootKeySource, KEYSTORE_FILE};
 use crate::mountinfo;
 
@@ -110,6 +111,97 @@ pub fn run_foreground(
     on_ready: impl FnOnce(),
     on_stopping: impl FnOnce() + Send + 'static,
 ) -> Result<()> {
+    let sigs = prepare(mp)?;
+    let engine = Arc::new(Engine::open_or_init(data_dir, root)?.with_cache(opts.cache_mb << 20));
+    let dev_cell = Arc::new(std::sync::OnceLock::new());
+    let fs = Arc::new(Fs::new(
+        engine,
+        FsOptions {
+            read_only: opts.read_only,
+            kernel_checks_permissions: opts.kernel_checks_permissions(),
+            mount_dev: dev_cell.clone(),
+            max_inodes: opts.max_inodes,
+            file_handles: true,
+        },
+    )?);
+    let source = data_dir.display().to_string();
+    let state_dir = data_dir.join(STATE_DIR);
+    let local = fs.clone();
+    serve(
+        fs,
+        Mounted {
+            sigs,
+            source: &source,
+            mp,
+            opts,
+            kernel_checks: opts.kernel_checks_permissions(),
+        },
+        on_ready,
+        on_stopping,
+        move |notifier| {
+            if let Some(dev) = mount_dev(mp) {
+                let _ = dev_cell.set(dev);
+                deepen_readahead(dev);
+            }
+            watch_key_states(&state_dir, local.clone(), notifier.clone());
+            trim_inodes(local, notifier);
+        },
+    )?;
+    // Everything was written through; make it durable before exiting.
+    if let Ok(d) = std::fs::File::open(data_dir) {
+        let _ = nix::unistd::syncfs(&d);
+    }
+    tracing::info!(mountpoint = %mp.display(), "unmounted");
+    Ok(())
+}
+
+/// Mounts buckets on an S3-compatible store in the foreground
+/// (`crate::fs::store`), as `run_foreground` mounts a data directory.
+/// The kernel always checks mode bits: the store's metadata is its own.
+pub fn run_foreground_store(
+    store: Arc<crate::backend::s3::S3Backend>,
+    root: &RootKeySource,
+    mp: &Path,
+    opts: &MountOpts,
+    on_ready: impl FnOnce(),
+    on_stopping: impl FnOnce() + Send + 'static,
+) -> Result<()> {
+    use crate::backend::Backend;
+    let sigs = prepare(mp)?;
+    // The keystore's and the settings' versions are asked on every open
+    // and create: trusted for the metadata TTL, as listings are.
+    store.trust_versions_for(Duration::from_millis(opts.meta_ttl_ms));
+    let backend: Arc<dyn Backend> = store.clone();
+    let engine = Arc::new(Engine::open_store(backend, root)?);
+    let source = store.describe();
+    let fs = Arc::new(StoreFs::new(
+        engine,
+        store,
+        StoreOptions {
+            meta_ttl: Duration::from_millis(opts.meta_ttl_ms),
+            read_only: opts.read_only,
+        },
+    ));
+    serve(
+        fs,
+        Mounted {
+            sigs,
+            source: &source,
+            mp,
+            opts,
+            kernel_checks: true,
+        },
+        on_ready,
+        on_stopping,
+        |_| {},
+    )?;
+    tracing::info!(mountpoint = %mp.display(), "unmounted");
+    Ok(())
+}
+
+/// Checks the mount point and sets the process up for serving: signals
+/// blocked (one thread takes them), no umask, malloc and descriptor limits.
+fn prepare(mp: &Path) -> Result<SigSet> {
     clear_dead_mount(mp)?;
     if is_mounted(mp) {
         return Err(Error::new(OssCode::InvalidArgument, "already mounted")
@@ -123,27 +215,43 @@ pub fn run_foreground(
     }
     sigs.thread_block()
         .map_err(|e| Error::new(OssCode::InternalError, format!("sigmask: {e}")))?;
-
     // Modes of new inodes arrive with the caller's umask already applied;
     // the daemon's own umask must not strip them again.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     limit_malloc_growth();
     raise_fd_limit();
-    let engine = Arc::new(Engine::open_or_init(data_dir, root)?.with_cache(opts.cache_mb << 20));
-    let dev_cell = Arc::new(std::sync::OnceLock::new());
-    let fs = Arc::new(Fs::new(
-        engine,
-        FsOptions {
-            read_only: opts.read_only,
-            kernel_checks_permissions: opts.kernel_checks_permissions(),
-            mount_dev: dev_cell.clone(),
-            max_inodes: opts.max_inodes,
-            file_handles: true,
-        },
-    )?);
+    Ok(sigs)
+}
+
+/// A mount about to be served.
+struct Mounted<'a> {
+    sigs: SigSet,
+    /// The source in /proc/mounts: the data directory or the store.
+    source: &'a str,
+    mp: &'a Path,
+    opts: &'a MountOpts,
+    kernel_checks: bool,
+}
+
+/// Mounts `fs` and serves it until unmounted or signalled. `after_mount`
+/// runs once the kernel answered INIT, with a notifier for the session.
+fn serve<F: FsOps>(
+    fs: Arc<F>,
+    m: Mounted<'_>,
+    on_ready: impl FnOnce(),
+    on_stopping: impl FnOnce() + Send + 'static,
+    after_mount: impl FnOnce(fuser::Notifier),
+) -> Result<()> {
+    let Mounted {
+        sigs,
+        source,
+        mp,
+        opts,
+        kernel_checks,
+    } = m;
     let mut mount_options = vec![
-        // The source in /proc/mounts and findmnt: the data directory.
-        MountOption::FSName(data_dir.display().to_string()),
+        // The source in /proc/mounts and findmnt.
+        MountOption::FSName(source.to_owned()),
         // The type "fuse.ssefs". fuser's own Subtype option only reaches
         // fusermount3; its direct mount(2), which root takes, hard-codes
         // type "fuse". As a kernel option ("subtype=", which the fuse module
@@ -153,7 +261,7 @@ pub fn run_foreground(
         MountOption::NoDev,
         MountOption::NoSuid,
     ];
-    if opts.kernel_checks_permissions() {
+    if kernel_checks {
         mount_options.push(MountOption::DefaultPermissions);
     }
     if opts.read_only {
@@ -209,12 +317,7 @@ pub fn run_foreground(
         }
         _ => None,
     };
-    if let Some(dev) = mount_dev(mp) {
-        let _ = dev_cell.set(dev);
-        deepen_readahead(dev);
-    }
-    watch_key_states(&data_dir.join(STATE_DIR), fs.clone(), session.notifier());
-    trim_inodes(fs, session.notifier());
+    after_mount(session.notifier());
     let mut unmounter = session.unmount_callable();
     let mp_owned = mp.to_path_buf();
     std::thread::spawn(move || {
@@ -226,19 +329,13 @@ pub fn run_foreground(
             }
         }
     });
-    tracing::info!(mountpoint = %mp.display(), data_dir = %data_dir.display(), "mounted");
+    tracing::info!(mountpoint = %mp.display(), source, "mounted");
     on_ready();
     let served = session.run().ctx("fuse session");
     if let Some(r) = running {
         r.stop();
     }
-    served?;
-    // Everything was written through; make it durable before exiting.
-    if let Ok(d) = std::fs::File::open(data_dir) {
-        let _ = nix::unistd::syncfs(&d);
-    }
-    tracing::info!(mountpoint = %mp.display(), "unmounted");
-    Ok(())
+    served
 }
 
 /// The io_uring queues for `-o io_uring`, or None (and one log line saying
@@ -382,10 +479,22 @@ pub fn spawn_background(
     }
     crate::backend::PosixBackend::check_private(data_dir)?;
     let log_path: PathBuf = data_dir.join(STATE_DIR).join("mount.log");
+    spawn_logged(&log_path, mp, args, env)
+}
+
+/// Starts `ssefs ARGS --foreground` as a daemon in its own session,
+/// logging to `log_path`, and returns once its mount answers at `mp`.
+pub fn spawn_logged(
+    log_path: &Path,
+    mp: &Path,
+    args: &[std::ffi::OsString],
+    env: &[(&str, &str)],
+) -> Result<()> {
+    clear_dead_mount(mp)?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&log_path)
+        .open(log_path)
         .ctx(log_path.display())?;
     let exe = std::env::current_exe().ctx("current_exe")?;
     let mut cmd = Command::new(exe);
@@ -420,7 +529,7 @@ pub fn spawn_background(
             return Ok(());
         }
         if let Some(status) = child.try_wait().ctx("daemon")? {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(5).collect();
             let msg = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
             return Err(Error::new(

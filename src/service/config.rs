@@ -117,6 +117,7 @@ impl ServiceConfig {
             cache_mb: self.cache_mb.unwrap_or(d.cache_mb),
             max_inodes: self.max_inodes.unwrap_or(d.max_inodes),
             io_uring: self.io_uring,
+            meta_ttl_ms: d.meta_ttl_ms,
         }
     }
 }
@@ -243,6 +244,7 @@ mod tests {
                 cache_mb: 0,
                 max_inodes: crate::fs::DEFAULT_MAX_INODES,
                 io_uring: false,
+                meta_ttl_ms: 1000,
             }
         );
     }

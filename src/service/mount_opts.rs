@@ -24,6 +24,9 @@ pub struct MountOpts {
     /// Serve FUSE requests over io_uring where the kernel allows it
     /// (`-o io_uring`; see `crate::fuse`).
     pub io_uring: bool,
+    /// On a store: how long listings and attributes are trusted before the
+    /// store is asked again (`-o meta_ttl_ms=N`; docs/SEMANTICS.md §12).
+    pub meta_ttl_ms: u64,
 }
 
 impl Default for MountOpts {
@@ -37,6 +40,7 @@ impl Default for MountOpts {
             cache_mb: 64,
             max_inodes: crate::fs::DEFAULT_MAX_INODES,
             io_uring: false,
+            meta_ttl_ms: 1000,
         }
     }
 }
@@ -86,6 +90,13 @@ impl MountOpts {
                         .ok()
                         .filter(|n| *n >= 64)
                         .ok_or_else(|| bad("a number of inodes, at least 64"))?
+                }
+                ("meta_ttl_ms", Some(n)) => {
+                    o.meta_ttl_ms = n
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= 3_600_000)
+                        .ok_or_else(|| bad("0 to 3600000 milliseconds"))?
                 }
                 ("threads", Some(n)) => {
                     o.threads = n

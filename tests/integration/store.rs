@@ -18,7 +18,7 @@ use object_store::{
 use crate::util::{bin, seeded_bytes, test_seed, Run};
 
 /// The cluster's env file (scripts/garage.sh start DIR writes DIR/env).
-fn garage_env() -> Vec<(String, String)> {
+pub(crate) fn garage_env() -> Vec<(String, String)> {
     let path = std::env::var("SSEFS_TEST_GARAGE").unwrap_or_else(|_| {
         panic!(
             "the store tests need a Garage cluster: run them through scripts/test.sh, or \
@@ -83,14 +83,14 @@ impl Drop for OwnCluster {
     }
 }
 
-struct Store {
-    tmp: tempfile::TempDir,
-    env: Vec<(String, String)>,
-    prefix: String,
+pub(crate) struct Store {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) prefix: String,
 }
 
 impl Store {
-    fn new(test: &str) -> Store {
+    pub(crate) fn new(test: &str) -> Store {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -109,7 +109,7 @@ impl Store {
         }
     }
 
-    fn var(&self, k: &str) -> String {
+    pub(crate) fn var(&self, k: &str) -> String {
         self.env
             .iter()
             .find(|(n, _)| n == k)
@@ -117,13 +117,13 @@ impl Store {
             .unwrap_or_else(|| panic!("{k} missing from the Garage env file"))
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("s3://{}/{}", self.var("SSEFS_TEST_S3_BUCKET"), self.prefix)
     }
 
     /// The CLI on this test's store, as a user would run it: the store in
     /// $SSEFS_BACKEND, endpoint and keys in the environment.
-    fn cmd(&self) -> Command {
+    pub(crate) fn cmd(&self) -> Command {
         let mut c = Command::new(bin());
         c.env_remove("SSEFS_PASSPHRASE")
             .env_remove("SSEFS_ROOT_KEY")
@@ -139,11 +139,11 @@ impl Store {
         c
     }
 
-    fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         Run::from(self.cmd().args(args).output().unwrap())
     }
 
-    fn file(&self, name: &str, data: &[u8]) -> String {
+    pub(crate) fn file(&self, name: &str, data: &[u8]) -> String {
         let p = self.tmp.path().join(name);
         std::fs::write(&p, data).unwrap();
         p.display().to_string()
@@ -151,7 +151,7 @@ impl Store {
 
     /// A plain S3 client on the same store, to look at (and tamper with)
     /// what ssefs wrote, as the store's operator could.
-    fn raw(&self) -> Raw {
+    pub(crate) fn raw(&self) -> Raw {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let endpoint = self.var("SSEFS_TEST_S3_ENDPOINTS");
         let endpoint = endpoint.split(',').next().unwrap().to_owned();
@@ -175,7 +175,7 @@ impl Store {
     }
 }
 
-struct Raw {
+pub(crate) struct Raw {
     store: Arc<dyn ObjectStore>,
     rt: tokio::runtime::Runtime,
     prefix: String,
@@ -187,7 +187,7 @@ impl Raw {
     }
 
     /// The bytes and the `x-amz-meta-ssefs` record of `rel`.
-    fn get(&self, rel: &str) -> (Vec<u8>, Option<String>) {
+    pub(crate) fn get(&self, rel: &str) -> (Vec<u8>, Option<String>) {
         self.rt.block_on(async {
             let g = self
                 .store
@@ -202,7 +202,7 @@ impl Raw {
         })
     }
 
-    fn put(&self, rel: &str, bytes: &[u8], record: Option<&str>) {
+    pub(crate) fn put(&self, rel: &str, bytes: &[u8], record: Option<&str>) {
         let mut attributes = Attributes::new();
         if let Some(r) = record {
             attributes.insert(

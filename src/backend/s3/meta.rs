@@ -40,10 +40,27 @@ struct Record {
     gid: Option<u32>,
     atime: Option<(i64, i64)>,
     mtime: Option<(i64, i64)>,
+    ctime: Option<(i64, i64)>,
     sse: Option<SseConfig>,
     /// base64url(name) = base64url(value).
     #[serde(default)]
     xattrs: BTreeMap<String, String>,
+    /// "dir" for a directory's record, "link" for a symlink; absent for
+    /// an object (records written before mounts on a store had none).
+    kind: Option<String>,
+    /// A symlink's target, base64url.
+    target: Option<String>,
+}
+
+/// What a record describes, besides its metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// An object whose header has this object id (None: no header).
+    Object(Option<[u8; 16]>),
+    /// A directory (`DIR/.ssefs-dir`, an empty store object).
+    Dir,
+    /// A symlink (an empty store object) and its target.
+    Link(Vec<u8>),
 }
 
 fn hex(b: &[u8]) -> String {
@@ -52,13 +69,26 @@ fn hex(b: &[u8]) -> String {
 
 /// The header value for `meta` on an object whose header has `oid`.
 pub fn encode(key: &SecretKey, meta: &ObjMeta, oid: Option<&[u8; 16]>) -> Result<String> {
+    encode_shape(key, meta, &Shape::Object(oid.copied()))
+}
+
+/// The header value for `meta` on a store object of `shape`.
+pub fn encode_shape(key: &SecretKey, meta: &ObjMeta, shape: &Shape) -> Result<String> {
+    let (oid, kind, target) = match shape {
+        Shape::Object(oid) => (oid.as_ref(), None, None),
+        Shape::Dir => (None, Some("dir".to_owned()), None),
+        Shape::Link(t) => (None, Some("link".to_owned()), Some(B64.encode(t))),
+    };
     let r = Record {
+        kind,
+        target,
         oid: oid.map(|o| hex(o)).unwrap_or_default(),
         mode: meta.mode,
         uid: meta.owner.map(|o| o.0),
         gid: meta.owner.map(|o| o.1),
         atime: meta.times.map(|t| t[0]),
         mtime: meta.times.map(|t| t[1]),
+        ctime: meta.ctime,
         sse: meta.sse_override.clone(),
         xattrs: meta
             .xattrs
@@ -81,6 +111,7 @@ pub fn encode(key: &SecretKey, meta: &ObjMeta, oid: Option<&[u8; 16]>) -> Result
 pub struct Verified {
     pub meta: ObjMeta,
     pub oid: Option<[u8; 16]>,
+    pub shape: Shape,
 }
 
 fn tampered(shown: &str, why: &str) -> Error {
@@ -146,13 +177,24 @@ pub fn decode(key: &SecretKey, value: Option<&str>, shown: &str) -> Result<Verif
             .map_err(|_| tampered(shown, "has a bad xattr"))?;
         xattrs.push((n, v));
     }
+    let shape = match (r.kind.as_deref(), &r.target) {
+        (None, None) => Shape::Object(oid),
+        (Some("dir"), None) if oid.is_none() => Shape::Dir,
+        (Some("link"), Some(t)) if oid.is_none() => Shape::Link(
+            B64.decode(t)
+                .map_err(|_| tampered(shown, "has a bad link target"))?,
+        ),
+        _ => return Err(tampered(shown, "has an unknown kind")),
+    };
     Ok(Verified {
+        shape,
         meta: ObjMeta {
             mode: r.mode,
             owner,
             times,
             xattrs,
             sse_override: r.sse,
+            ctime: r.ctime,
         },
         oid,
     })
@@ -189,6 +231,7 @@ mod tests {
                 kms_key_id: None,
                 kms_data_sm4: false,
             }),
+            ctime: Some((5, 6)),
         }
     }
 

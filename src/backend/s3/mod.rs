@@ -29,6 +29,7 @@ mod lock;
 pub mod meta;
 mod objects;
 mod records;
+mod tree;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -54,6 +55,7 @@ use crate::oss::BucketName;
 
 pub use config::{BackendTable, StoreSpec};
 pub use early::EarlyUpload;
+pub use tree::{Entry, EntryKind, Stat};
 
 /// The marker object that makes a prefix a bucket; its body records the
 /// owner's uid (`owner = N`).
@@ -84,6 +86,12 @@ pub struct S3Backend {
     /// The store honours If-Match / If-None-Match on PUT: records change
     /// by compare-and-swap, not under the ticket lock.
     conditional: bool,
+    /// How long a record's version (the keystore's, a bucket's settings')
+    /// is trusted before it is asked again: 0 for the CLI, the metadata TTL
+    /// for a mount (which asks on every open and create).
+    version_ttl: std::sync::Mutex<Duration>,
+    versions:
+        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Option<Version>)>>,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -185,6 +193,8 @@ impl S3Backend {
             stage,
             meta_key: OnceLock::new(),
             conditional: false,
+            version_ttl: std::sync::Mutex::new(Duration::ZERO),
+            versions: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -389,6 +399,32 @@ impl S3Backend {
         }
         let now = self.head_path(p, shown)?.map(|(v, _, _)| v);
         cond.check(now.as_ref(), shown)
+    }
+
+    /// Trusts a record's version for `ttl` after asking (a mount's
+    /// metadata TTL): what another host changes shows within it.
+    pub fn trust_versions_for(&self, ttl: Duration) {
+        *self.version_ttl.lock().unwrap_or_else(|p| p.into_inner()) = ttl;
+    }
+
+    /// A record's version asked within the TTL, if there is one.
+    fn known_version(&self, shown: &str) -> Option<Option<Version>> {
+        let ttl = *self.version_ttl.lock().unwrap_or_else(|p| p.into_inner());
+        if ttl.is_zero() {
+            return None;
+        }
+        let v = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        v.get(shown)
+            .filter(|(at, _)| at.elapsed() < ttl)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn remember_version(&self, shown: &str, v: Option<Option<Version>>) {
+        let mut m = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        match v {
+            Some(v) => m.insert(shown.to_owned(), (std::time::Instant::now(), v)),
+            None => m.remove(shown),
+        };
     }
 
     /// Uses conditional writes (true) or the ticket lock (false), whatever
@@ -689,6 +725,12 @@ impl S3Backend {
             );
         };
         let verified = meta::decode(self.key()?, record.as_deref(), &shown)?;
+        // A symlink made through a mount is not an object.
+        if !matches!(verified.shape, meta::Shape::Object(_)) {
+            return Err(
+                Error::new(OssCode::NoSuchKey, "The specified key does not exist.").resource(shown),
+            );
+        }
         Ok((p, version, len, verified))
     }
 

@@ -232,7 +232,7 @@ impl Backend for S3Backend {
                     Some(o) => s.list_with_offset(Some(&dir), o),
                     None => s.list(Some(&dir)),
                 };
-                let mut keys: Vec<String> = Vec::new();
+                let mut keys: Vec<(String, u64)> = Vec::new();
                 while let Some(m) = stream.try_next().await? {
                     let full = m.location.to_string();
                     let Some(key) = full.strip_prefix(&skip) else {
@@ -247,7 +247,7 @@ impl Backend for S3Backend {
                     if after.is_some_and(|a| key <= a) {
                         continue;
                     }
-                    keys.push(key.to_owned());
+                    keys.push((key.to_owned(), m.size));
                     // One more than asked: whether there is a next page.
                     if keys.len() > max {
                         break;
@@ -256,13 +256,27 @@ impl Backend for S3Backend {
                 Ok(keys)
             }
         })?;
-        let mut keys = listed;
-        let next = if keys.len() > max {
-            keys.truncate(max);
-            keys.last().cloned()
+        let mut listed = listed;
+        let next = if listed.len() > max {
+            listed.truncate(max);
+            listed.last().map(|(k, _)| k.clone())
         } else {
             None
         };
+        // Empty store objects are symlinks made through a mount, not
+        // objects (but for objects migrated without a header): their
+        // records say which.
+        let mut keys = Vec::with_capacity(listed.len());
+        for (key, size) in listed {
+            if size == 0 {
+                if let Some(st) = self.stat_key(bucket, &key)? {
+                    if !matches!(st.shape, meta::Shape::Object(_)) {
+                        continue;
+                    }
+                }
+            }
+            keys.push(key);
+        }
         Ok(Page { keys, next })
     }
 

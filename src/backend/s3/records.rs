@@ -1,6 +1,6 @@
 //! ssefs's own records on a store (the keystore, the grants, bucket
 //! settings): read, and changed by compare-and-swap or under the ticket
-//! lock (FORMAT.md §9.3).
+//! lock (FORMAT.md §9.4).
 
 use std::time::Duration;
 
@@ -108,13 +108,20 @@ impl StateStore for S3Backend {
     fn state_version(&self, s: State<'_>) -> Result<Option<Version>> {
         let p = self.state_path(s)?;
         let shown = self.state_shown(s);
-        Ok(self.head_path(&p, &shown)?.map(|(v, _, _)| v))
+        if let Some(v) = self.known_version(&shown) {
+            return Ok(v);
+        }
+        let v = self.head_path(&p, &shown)?.map(|(v, _, _)| v);
+        self.remember_version(&shown, Some(v.clone()));
+        Ok(v)
     }
 
     /// The keystore and the grants change under the ticket lock. A bucket's
     /// settings are written without one: their writers already serialise
     /// on the keystore, which records the MAC each may carry.
     fn update_state(&self, s: State<'_>, f: &mut Update<'_>) -> Result<Option<Version>> {
+        // Our own change shows at once.
+        self.remember_version(&self.state_shown(s), None);
         if self.conditional {
             return self.update_by_etag(s, f);
         }

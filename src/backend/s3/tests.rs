@@ -91,6 +91,7 @@ fn objects_round_trip_with_their_metadata_in_both_modes() {
             times: Some([(1, 2), (3, 4)]),
             xattrs: vec![(b"user.k".to_vec(), b"v".to_vec())],
             sse_override: None,
+            ctime: None,
         };
         let v = f.put("a/b", &bytes, &meta, Cond::Any).unwrap();
         assert_eq!(f.read("a/b"), bytes);
