@@ -43,6 +43,9 @@ use crate::principal::Principal;
 
 use files::OpenFile;
 
+/// Directory listings kept before those past their TTL are dropped.
+const LISTINGS_KEPT: usize = 256;
+
 /// How a store mount behaves.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -172,6 +175,17 @@ fn fits(path: &str) -> Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// The inode number a listing shows for a name without a node: FNV-1a
+/// of its path, with the top bit set so that it never meets the table's
+/// own numbers (counted up from 2).
+fn listed_ino(path: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h | 1 << 63
 }
 
 fn reserved(name: &str) -> bool {
@@ -355,9 +369,19 @@ impl StoreFs {
     /// listing at most `meta_ttl` old, with the files created here and not
     /// uploaded yet.
     fn entries(&self, path: &str) -> Result<Vec<Entry>> {
-        if let Some((at, l)) = lock(&self.tree).listings.get(path) {
-            if self.fresh(*at) {
-                return Ok(l.clone());
+        self.with_entries(path, |l| l.to_vec())
+    }
+
+    /// `f` of the entries of directory `path` (as `entries`), without a
+    /// copy of them: a lookup in a large directory costs a search, not
+    /// the listing.
+    fn with_entries<R>(&self, path: &str, f: impl FnOnce(&[Entry]) -> R) -> Result<R> {
+        {
+            let t = lock(&self.tree);
+            if let Some((at, l)) = t.listings.get(path) {
+                if self.fresh(*at) {
+                    return Ok(f(l));
+                }
             }
         }
         let mut l = if path.is_empty() {
@@ -385,35 +409,38 @@ impl StoreFs {
             let Some(rest) = n.path.strip_prefix(&prefix) else {
                 continue;
             };
-            if rest.is_empty() || rest.contains('/') || n.open.is_none() {
+            if rest.is_empty() || rest.contains('/') || !n.open.as_ref().is_some_and(|o| o.unsent())
+            {
                 continue;
             }
-            if let Some(o) = &n.open {
-                if o.unsent() {
-                    if let Err(i) = l.binary_search_by(|e: &Entry| e.name.as_str().cmp(rest)) {
-                        l.insert(
-                            i,
-                            Entry {
-                                name: rest.to_owned(),
-                                kind: EntryKind::File,
-                                len: 0,
-                            },
-                        );
-                    }
-                }
+            if let Err(i) = l.binary_search_by(|e: &Entry| e.name.as_str().cmp(rest)) {
+                l.insert(
+                    i,
+                    Entry {
+                        name: rest.to_owned(),
+                        kind: EntryKind::File,
+                        len: 0,
+                    },
+                );
             }
         }
-        t.listings
-            .insert(path.to_owned(), (Instant::now(), l.clone()));
-        Ok(l)
+        // Listings past their TTL are only a cost: dropped now and then.
+        if t.listings.len() >= LISTINGS_KEPT {
+            let ttl = self.opts.meta_ttl;
+            t.listings.retain(|_, (at, _)| at.elapsed() < ttl);
+        }
+        let r = f(&l);
+        t.listings.insert(path.to_owned(), (Instant::now(), l));
+        Ok(r)
     }
 
     /// The entry `name` in directory `dir`, if there is one.
     fn entry(&self, dir: &str, name: &str) -> Result<Option<Entry>> {
-        let l = self.entries(dir)?;
-        Ok(l.binary_search_by(|e| e.name.as_str().cmp(name))
-            .ok()
-            .map(|i| l[i].clone()))
+        self.with_entries(dir, |l| {
+            l.binary_search_by(|e| e.name.as_str().cmp(name))
+                .ok()
+                .map(|i| l[i].clone())
+        })
     }
 
     /// What a HEAD says of `path`, being of `kind` (None: no record).
@@ -880,8 +907,12 @@ impl FsOps for StoreFs {
                     None => continue,
                 },
             };
+            // A plain READDIR's inode numbers are only shown (d_ino), and
+            // the kernel never forgets them: names not known yet get a
+            // number from their path instead of a node that would stay
+            // in the table for good.
             let known = lock(&self.tree).inos.get(&child).copied();
-            let child_ino = known.unwrap_or_else(|| self.register(&child, kind, false));
+            let child_ino = known.unwrap_or_else(|| listed_ino(&child));
             entries.push((e.name, child_ino, kind));
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
