@@ -43,6 +43,10 @@ use crate::principal::Principal;
 
 use files::OpenFile;
 
+/// Names whose attributes `readdirplus` asks for together (a reply to it
+/// holds fewer).
+const PREFETCH: usize = 128;
+
 /// Directory listings kept before those past their TTL are dropped.
 const LISTINGS_KEPT: usize = 256;
 
@@ -455,11 +459,27 @@ impl StoreFs {
         }
     }
 
-    fn kind_of_entry(&self, path: &str, e: &Entry) -> Result<Option<(Kind, Option<Stat>)>> {
+    /// What a listed entry is, by a HEAD (or `pre`, a HEAD's answer
+    /// asked already with a batch of them).
+    fn kind_of_entry(
+        &self,
+        path: &str,
+        e: &Entry,
+        pre: Option<Result<Option<Stat>>>,
+    ) -> Result<Option<(Kind, Option<Stat>)>> {
         match e.kind {
-            EntryKind::Dir => Ok(Some((Kind::Dir, self.stat_of(path, Kind::Dir)?))),
+            EntryKind::Dir => {
+                let st = match pre {
+                    Some(st) => st?,
+                    None => self.stat_of(path, Kind::Dir)?,
+                };
+                Ok(Some((Kind::Dir, st)))
+            }
             EntryKind::File | EntryKind::Empty => {
-                let st = self.stat_of(path, Kind::File)?;
+                let st = match pre {
+                    Some(st) => st?,
+                    None => self.stat_of(path, Kind::File)?,
+                };
                 Ok(st.map(|s| {
                     let k = if matches!(s.shape, Shape::Link(_)) {
                         Kind::Symlink
@@ -569,6 +589,17 @@ impl StoreFs {
     }
 
     fn do_lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
+        self.lookup_with(parent, name, None)
+    }
+
+    /// LOOKUP, with `pre` the HEAD's answer for the name if it was asked
+    /// already (`readdirplus`).
+    fn lookup_with(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        pre: Option<Result<Option<Stat>>>,
+    ) -> Result<Attr> {
         let (ppath, pkind) = self.node(parent)?;
         if pkind != Kind::Dir {
             return Err(errno(libc::ENOTDIR));
@@ -596,7 +627,7 @@ impl StoreFs {
         let Some(e) = self.entry(&ppath, name)? else {
             return Err(errno(libc::ENOENT));
         };
-        let Some((kind, st)) = self.kind_of_entry(&path, &e)? else {
+        let Some((kind, st)) = self.kind_of_entry(&path, &e, pre)? else {
             // Listed, then gone.
             self.invalidate(&path);
             return Err(errno(libc::ENOENT));
@@ -902,7 +933,7 @@ impl FsOps for StoreFs {
                 EntryKind::Dir => Kind::Dir,
                 EntryKind::File => Kind::File,
                 // An empty store object: its record says what it is.
-                EntryKind::Empty => match self.kind_of_entry(&child, &e)? {
+                EntryKind::Empty => match self.kind_of_entry(&child, &e, None)? {
                     Some((k, _)) => k,
                     None => continue,
                 },
@@ -944,6 +975,24 @@ impl FsOps for StoreFs {
     ) -> Result<()> {
         let d = self.dir_handle(fh)?;
         let (dpath, _) = self.node(d.ino)?;
+        // The attributes of the next names, asked of the store together
+        // rather than one HEAD after another (`ls -l`).
+        let mut pre: HashMap<&str, Result<Option<Stat>>> = HashMap::new();
+        if !dpath.is_empty() {
+            let (b, key) = split(&dpath)?;
+            let window: Vec<(&str, (String, bool))> = d
+                .entries
+                .iter()
+                .skip(offset as usize)
+                .filter(|(n, _, _)| n != "." && n != "..")
+                .take(PREFETCH)
+                .map(|(n, _, k)| (n.as_str(), (join(key, n), *k == Kind::Dir)))
+                .collect();
+            let asks: Vec<(String, bool)> = window.iter().map(|(_, a)| a.clone()).collect();
+            for ((n, _), st) in window.iter().zip(self.store.stat_many(&b, &asks)) {
+                pre.insert(n, st);
+            }
+        }
         for (i, (name, _, _)) in d.entries.iter().enumerate().skip(offset as usize) {
             let a = if name == "." || name == ".." {
                 // The kernel takes no reference for these.
@@ -961,7 +1010,7 @@ impl FsOps for StoreFs {
                     Err(_) => continue,
                 }
             } else {
-                match self.do_lookup(d.ino, OsStr::new(name)) {
+                match self.lookup_with(d.ino, OsStr::new(name), pre.remove(name.as_str())) {
                     Ok(a) => a,
                     // Gone since opendir.
                     Err(e) if e.errno() == libc::ENOENT => continue,
