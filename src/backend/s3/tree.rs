@@ -424,6 +424,15 @@ impl S3Backend {
             .collect())
     }
 
+    /// This host's journal of files a mount changed and has not uploaded
+    /// yet (`fs::store::journal`): the directory `dirty` of the state
+    /// directory, made 0700 if missing.
+    pub fn journal_dir(&self) -> Result<crate::backend::Dir> {
+        self.state
+            .create_dirs(std::path::Path::new("dirty"), 0o700)
+            .map_err(|e| Error::io("the state directory's dirty/", e))
+    }
+
     /// The owner recorded for bucket `b` (its marker).
     pub fn owner_of(&self, b: &BucketName) -> Result<u32> {
         crate::backend::Backend::bucket_owner(self, b)

@@ -35,6 +35,8 @@ pub(super) struct OpenFile {
     removed: AtomicBool,
     /// The last open found the version the kernel's pages came from.
     keep: AtomicBool,
+    /// Its unsent changes are noted in the journal.
+    journaled: AtomicBool,
 }
 
 /// An open file held still (`OpenFile::hold`).
@@ -154,6 +156,34 @@ impl StoreFs {
             .track(ObjectFile::create(file, header, &key, name.to_owned())?))
     }
 
+    /// Notes in the journal that `o` has changes not on the store.
+    pub(super) fn note_dirty(&self, ino: u64, o: &OpenFile) {
+        if o.journaled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let (Some(j), Ok((path, _))) = (&self.journal, self.node(ino)) {
+            j.dirty(ino, &path);
+        }
+    }
+
+    /// Its changes are on the store (or will never be): out of the journal.
+    pub(super) fn note_clean(&self, ino: u64, o: &OpenFile) {
+        if o.journaled.swap(false, Ordering::AcqRel) {
+            if let Some(j) = &self.journal {
+                j.clean(ino);
+            }
+        }
+    }
+
+    /// A journaled file moved to `path` (a rename).
+    pub(super) fn note_moved(&self, ino: u64, o: &OpenFile, path: &str) {
+        if o.journaled.load(Ordering::Acquire) {
+            if let Some(j) = &self.journal {
+                j.dirty(ino, path);
+            }
+        }
+    }
+
     fn attach(&self, ino: u64, o: &Arc<OpenFile>) -> Result<u64> {
         {
             let mut t = lock(&self.tree);
@@ -232,8 +262,10 @@ impl StoreFs {
             unsent: AtomicBool::new(true),
             removed: AtomicBool::new(false),
             keep: AtomicBool::new(true),
+            journaled: AtomicBool::new(false),
         });
         let fh = self.attach(ino, &o)?;
+        self.note_dirty(ino, &o);
         self.listed(
             parent_of(&path),
             Entry {
@@ -266,6 +298,7 @@ impl StoreFs {
         if let Some(o) = existing {
             if truncating {
                 self.restart(&b, &o, p)?;
+                self.note_dirty(ino, &o);
             } else if let Some(h) = o.header() {
                 // This opener's right to the key.
                 self.engine
@@ -342,9 +375,14 @@ impl StoreFs {
             unsent: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             keep: AtomicBool::new(keep),
+            journaled: AtomicBool::new(false),
         });
         self.remember(ino, Some(st));
-        self.attach(ino, &o)
+        let fh = self.attach(ino, &o)?;
+        if truncating {
+            self.note_dirty(ino, &o);
+        }
+        Ok(fh)
     }
 
     /// A new upload over an open file (O_TRUNC, truncation to 0): a fresh
@@ -388,6 +426,8 @@ impl StoreFs {
         g.dirty = true;
         g.changed = SystemTime::now();
         touch(&mut g.meta);
+        drop(g);
+        self.note_dirty(ino, o);
         Ok(data.len() as u32)
     }
 
@@ -412,6 +452,7 @@ impl StoreFs {
             g.changed = SystemTime::now();
         }
         touch(&mut o.write().meta);
+        self.note_dirty(ino, o);
         Ok(())
     }
 
@@ -445,6 +486,8 @@ impl StoreFs {
         // path read below is the one it left, and a removed file stays so.
         let mut g = o.write();
         if !g.dirty || o.removed.load(Ordering::Acquire) {
+            drop(g);
+            self.note_clean(ino, o);
             return Ok(());
         }
         // Where the file is now (renames move open files).
@@ -461,6 +504,7 @@ impl StoreFs {
             .map_err(|e| e.resource(path.as_str()))?;
         g.dirty = false;
         o.unsent.store(false, Ordering::Release);
+        self.note_clean(ino, o);
         let len = g.file.metadata().ctx(&path)?.len();
         let st = Stat {
             version: version.clone(),

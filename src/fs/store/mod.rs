@@ -24,6 +24,7 @@
 //! attributes and listings.
 
 mod files;
+mod journal;
 mod names;
 mod xattrs;
 
@@ -120,6 +121,9 @@ pub struct StoreFs {
     opening: Mutex<()>,
     /// Bucket owners, from the buckets' markers.
     owners: Mutex<HashMap<String, u32>>,
+    /// Files changed here and not uploaded yet (None: no state directory
+    /// to note them in).
+    journal: Option<journal::Journal>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -249,6 +253,23 @@ impl StoreFs {
             },
         );
         tree.inos.insert(String::new(), ROOT_INO);
+        let journal = match store.journal_dir() {
+            Ok(d) => Some(journal::Journal::new(d)),
+            Err(e) => {
+                tracing::warn!("changes a crash loses will not be reported: {}", e.message);
+                None
+            }
+        };
+        // What a daemon of this host that died left unsent: said once.
+        for l in journal.iter().flat_map(|j| j.left_behind()) {
+            tracing::error!(
+                code = crate::error::OssCode::InternalError.as_str(),
+                path = l.path.as_str(),
+                pid = l.pid,
+                since = l.since,
+                "changes made to this file through a mount were not uploaded before its daemon stopped: they are lost; the store has the version from before them"
+            );
+        }
         StoreFs {
             engine,
             store,
@@ -259,6 +280,7 @@ impl StoreFs {
             next_fh: AtomicU64::new(1),
             opening: Mutex::new(()),
             owners: Mutex::new(HashMap::new()),
+            journal,
         }
     }
 
@@ -700,6 +722,7 @@ impl StoreFs {
             if let Some((fh, o)) = self.pin(ino) {
                 // Goes up with the bytes, at the last release.
                 o.edit_meta(|m| edit(m, &before));
+                self.note_dirty(ino, &o);
                 self.release_file(ino, fh);
             } else {
                 let (b, key) = split(&path)?;

@@ -178,14 +178,18 @@ impl StoreFs {
     /// The node at `path` is gone: it keeps its inode for the kernel (and
     /// its open state, never uploaded again), but the name is free.
     fn detach(&self, path: &str) {
-        let mut t = lock(&self.tree);
-        if let Some(ino) = t.inos.remove(path) {
-            if let Some(n) = t.nodes.get_mut(&ino) {
+        let removed = {
+            let mut t = lock(&self.tree);
+            let ino = t.inos.remove(path);
+            ino.and_then(|ino| {
+                let n = t.nodes.get_mut(&ino)?;
                 n.seen = None;
-                if let Some(o) = &n.open {
-                    o.mark_removed();
-                }
-            }
+                n.open.clone().map(|o| (ino, o))
+            })
+        };
+        if let Some((ino, o)) = removed {
+            o.mark_removed();
+            self.note_clean(ino, &o);
         }
     }
 
@@ -372,6 +376,9 @@ impl StoreFs {
                 if let Some(n) = t.nodes.get_mut(&ino) {
                     n.path = np.clone();
                     n.seen = None;
+                    if let Some(o) = &n.open {
+                        self.note_moved(ino, o, &np);
+                    }
                 }
                 t.inos.insert(np, ino);
             }

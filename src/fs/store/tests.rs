@@ -215,3 +215,53 @@ fn a_directory_rename_moves_everything_below_it() {
         libc::ENOENT
     );
 }
+
+#[test]
+fn unsent_changes_are_journaled_until_uploaded() {
+    let f = fx();
+    let p = root();
+    let b = f.ino("bkt");
+    let journal = f._dir.path().join("state/dirty");
+    let entries = || std::fs::read_dir(&journal).unwrap().count();
+    let (fh, a) = f
+        .fs
+        .create_object(b, OsStr::new("j"), 0o644, libc::O_RDWR, &p)
+        .unwrap();
+    f.fs.write(a.ino, fh, 0, b"unsent", false, &p).unwrap();
+    let name = format!("{}-{}", std::process::id(), a.ino);
+    let text = std::fs::read_to_string(journal.join(&name)).unwrap();
+    assert_eq!(text.lines().next(), Some("bkt/j"));
+    f.fs.flush(a.ino, fh).unwrap();
+    assert_eq!(entries(), 0, "uploaded: out of the journal");
+    // Dirty again, then renamed: the entry follows the name.
+    f.fs.write(a.ino, fh, 0, b"again", false, &p).unwrap();
+    f.fs.rename(b, OsStr::new("j"), b, OsStr::new("k"), 0)
+        .unwrap();
+    let text = std::fs::read_to_string(journal.join(&name)).unwrap();
+    assert_eq!(text.lines().next(), Some("bkt/k"));
+    f.fs.release(a.ino, fh);
+    assert_eq!(entries(), 0);
+    // "again" over "unsent": the sixth byte stays.
+    assert_eq!(f.read("bkt/k"), b"againt");
+}
+
+#[test]
+fn entries_of_a_dead_daemon_are_reported_once_and_removed() {
+    let f = fx();
+    let journal = f._dir.path().join("state/dirty");
+    // No process has pid 2^22 + 1 (above Linux's pid_max limit).
+    std::fs::write(journal.join("4194305-7"), "bkt/lost\n1700000000\n").unwrap();
+    // A live process's entry (ours) is left alone.
+    let mine = format!("{}-99", std::process::id());
+    std::fs::write(journal.join(&mine), "bkt/mine\n1\n").unwrap();
+    let j = journal::Journal::new(f.store.journal_dir().unwrap());
+    let left = j.left_behind();
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        (left[0].path.as_str(), left[0].since, left[0].pid),
+        ("bkt/lost", 1_700_000_000, 4_194_305)
+    );
+    assert!(!journal.join("4194305-7").exists());
+    assert!(journal.join(&mine).exists());
+    assert!(j.left_behind().is_empty(), "reported once");
+}

@@ -159,6 +159,7 @@ impl StoreFs {
             if r.is_ok() {
                 m.ctime = Some(super::now_pair());
                 o.edit_meta(|x| *x = m);
+                self.note_dirty(ino, &o);
             }
             self.release_file(ino, fh);
             return r;
