@@ -18,6 +18,7 @@ pub const MOUNT_KEYS: &[&str] = &[
     "cache_mb",
     "max_inodes",
     "io_uring",
+    "meta_ttl_ms",
     "log_level",
 ];
 

@@ -93,8 +93,9 @@ pub enum Command {
     /// The built-in KMS: master keys, customer master keys, aliases.
     #[command(subcommand)]
     Kms(kms::KmsCmd),
-    /// Mount the data directory: buckets appear as directories, objects as
-    /// files. Creates the data directory and root key on first use.
+    /// Mount the data directory (or, with --backend, a store): buckets
+    /// appear as directories, objects as files. Creates the data directory
+    /// and root key on first use.
     #[command(after_long_help = MOUNT_AFTER_HELP)]
     Mount {
         /// Where to mount [default: `mountpoint` in the --config file]
@@ -104,7 +105,9 @@ pub enum Command {
         /// chunk cache, default 64), max_inodes=N (inodes remembered before the
         /// kernel is asked to forget some, default 100000), io_uring (FUSE over
         /// io_uring where the kernel's fuse module has enable_uring=Y; else
-        /// /dev/fuse, with one log line); generic fstab options (defaults, _netdev,
+        /// /dev/fuse, with one log line), meta_ttl_ms=N (on a store: how long
+        /// listings and attributes are trusted, default 1000); generic fstab
+        /// options (defaults, _netdev,
         /// noauto, nofail, x-*, ...) are accepted and ignored
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,

@@ -47,6 +47,9 @@ pub struct ServiceConfig {
     pub max_inodes: Option<usize>,
     #[serde(default)]
     pub io_uring: bool,
+    /// On a store: how long listings and attributes are trusted (ms).
+    #[serde(default)]
+    pub meta_ttl_ms: Option<u64>,
     #[serde(default, deserialize_with = "log_level")]
     pub log_level: Option<String>,
     /// Buckets on an S3-compatible store instead of the data directory.
@@ -117,7 +120,7 @@ impl ServiceConfig {
             cache_mb: self.cache_mb.unwrap_or(d.cache_mb),
             max_inodes: self.max_inodes.unwrap_or(d.max_inodes),
             io_uring: self.io_uring,
-            meta_ttl_ms: d.meta_ttl_ms,
+            meta_ttl_ms: self.meta_ttl_ms.unwrap_or(d.meta_ttl_ms),
         }
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! Both become `ssefs --data-dir SOURCE mount DIR -o OPTIONS`, which returns
 //! once the mount answers, as mount(8) expects. SOURCE may instead be a
-//! config file (`*.toml`), and two options name files rather than mount
+//! config file (`*.toml`) or a store (`s3://BUCKET[/PREFIX]`, which becomes
+//! `--backend SOURCE`), and two options name files rather than mount
 //! flags: `root_key=PATH` and `config=PATH`. `rw` is dropped: mount(8) always
 //! adds it, so it cannot override a config file's `read_only`; `ro` can.
 
@@ -90,6 +91,10 @@ fn parse(argv: &[OsString]) -> Result<HelperCall> {
     }
     if Path::new(&source).extension() == Some(OsStr::new("toml")) {
         globals.extend(["--config".into(), source]);
+    } else if source.as_bytes().starts_with(b"s3://") {
+        // A store (credentials from a credentials file: mount(8) passes
+        // no environment worth the name).
+        globals.extend(["--backend".into(), source]);
     } else {
         globals.extend(["--data-dir".into(), source]);
     }
@@ -171,6 +176,30 @@ mod tests {
                 "/mnt",
                 "-o",
                 "allow_other,dev,suid"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_store_source_becomes_backend() {
+        assert_eq!(
+            run(&[
+                "mount.fuse.ssefs",
+                "s3://bkt/pre",
+                "/mnt",
+                "-o",
+                "rw,allow_other,root_key=/k"
+            ]),
+            vec![
+                "ssefs",
+                "--root-key",
+                "/k",
+                "--backend",
+                "s3://bkt/pre",
+                "mount",
+                "/mnt",
+                "-o",
+                "allow_other"
             ]
         );
     }

@@ -223,10 +223,9 @@ fn unsent_changes_are_journaled_until_uploaded() {
     let b = f.ino("bkt");
     let journal = f._dir.path().join("state/dirty");
     let entries = || std::fs::read_dir(&journal).unwrap().count();
-    let (fh, a) = f
-        .fs
-        .create_object(b, OsStr::new("j"), 0o644, libc::O_RDWR, &p)
-        .unwrap();
+    let (fh, a) =
+        f.fs.create_object(b, OsStr::new("j"), 0o644, libc::O_RDWR, &p)
+            .unwrap();
     f.fs.write(a.ino, fh, 0, b"unsent", false, &p).unwrap();
     let name = format!("{}-{}", std::process::id(), a.ino);
     let text = std::fs::read_to_string(journal.join(&name)).unwrap();
