@@ -59,6 +59,12 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// caches compare to see whether they are still current.
     fn state_version(&self, s: State<'_>) -> Result<Option<Version>>;
 
+    /// Forgets the versions trusted for a while (a store mount trusts them
+    /// for its metadata TTL), so that the next `state_version` asks again:
+    /// for a record that must agree with another one read just now.
+    /// Locally every `state_version` asks.
+    fn forget_versions(&self) {}
+
     /// Reads the record, applies `f` and stores what it returns, durably
     /// and atomically, with no other writer of the state directory in
     /// between (even in other processes). Returns the version now stored

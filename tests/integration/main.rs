@@ -20,6 +20,7 @@ mod rootkey;
 mod scale;
 mod service;
 mod store;
+mod store_hosts;
 mod store_mount;
 mod stress;
 mod tamper;

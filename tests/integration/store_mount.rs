@@ -22,8 +22,8 @@ use crate::store::Store;
 use crate::stress::{ensure_fsx, script};
 use crate::util::{env_count, errno_of, seeded_bytes, test_seed, Rng, Run};
 
-const SSE: &str = "user.oss.server-side-encryption";
-const KEY: &str = "user.oss.server-side-encryption-key-id";
+pub(crate) const SSE: &str = "user.oss.server-side-encryption";
+pub(crate) const KEY: &str = "user.oss.server-side-encryption-key-id";
 const DATA: &str = "user.oss.server-side-data-encryption";
 
 /// A bucket rule: xattrs set on the bucket directory, in this order.
@@ -31,13 +31,15 @@ type Rule<'a> = &'a [(&'a str, &'a str)];
 
 /// A store mounted by a `mount --foreground` child of the test. Unmounted
 /// (lazily) and the child killed on drop, if a test failed with it live.
-struct StoreMount {
-    s: Store,
+pub(crate) struct StoreMount {
+    pub(crate) s: Store,
     /// Canonical, so that it compares with /proc/self/mountinfo.
     mnt: PathBuf,
     child: Option<Child>,
     /// Mounts so far: each one logs to a file of its own.
     mounts: u32,
+    /// `-o` options of every mount (store_hosts.rs: a shorter meta_ttl).
+    opts: Vec<String>,
 }
 
 impl StoreMount {
@@ -50,6 +52,11 @@ impl StoreMount {
 
     /// Mounts `s` (initialised) on its tmp/mnt.
     fn on(s: Store) -> StoreMount {
+        StoreMount::on_with(s, &[])
+    }
+
+    /// Mounts `s` (initialised) on its tmp/mnt with `-o` options `opts`.
+    pub(crate) fn on_with(s: Store, opts: &[&str]) -> StoreMount {
         let mnt = s.tmp.path().join("mnt");
         fs::create_dir_all(&mnt).unwrap();
         let mnt = mnt.canonicalize().unwrap();
@@ -58,13 +65,14 @@ impl StoreMount {
             mnt,
             child: None,
             mounts: 0,
+            opts: opts.iter().map(|o| (*o).to_owned()).collect(),
         };
         m.mount();
         m
     }
 
     /// The root key file `init` wrote ($SSEFS_KEY_DIR/ID.key).
-    fn key_file(&self) -> PathBuf {
+    pub(crate) fn key_file(&self) -> PathBuf {
         let mut found = fs::read_dir(self.s.tmp.path().join("keys"))
             .unwrap()
             .flatten()
@@ -82,26 +90,28 @@ impl StoreMount {
     }
 
     /// What the current (or last) mount wrote to stderr.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    fn mount(&mut self) {
+    pub(crate) fn mount(&mut self) {
         assert!(self.child.is_none(), "mounted already");
         self.mounts += 1;
         // A file, not a pipe: nobody reads a pipe while the test runs, and
         // a daemon that logs much would block on a full one.
         let log = File::create(self.log_path()).unwrap();
-        let child = self
-            .s
-            .cmd()
-            .arg("--backend")
+        let mut c = self.s.cmd();
+        c.arg("--backend")
             .arg(self.s.url())
             .arg("--root-key")
             .arg(self.key_file())
             .arg("mount")
             .arg(&self.mnt)
-            .arg("--foreground")
+            .arg("--foreground");
+        for o in &self.opts {
+            c.arg("-o").arg(o);
+        }
+        let child = c
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -150,21 +160,32 @@ impl StoreMount {
         self.mount();
     }
 
-    fn p(&self, rel: &str) -> PathBuf {
+    /// kill -9 of the daemon, as a crash of its host would stop it, then a
+    /// lazy unmount of the dead mount point; `mount` may follow.
+    pub(crate) fn kill9(&mut self) {
+        let mut c = self.child.take().expect("not mounted");
+        // Child::kill sends SIGKILL.
+        c.kill().unwrap();
+        c.wait().unwrap();
+        run_ok(Command::new("fusermount3").arg("-uz").arg(&self.mnt));
+        assert!(!mounted(&self.mnt), "still mounted after fusermount3 -uz");
+    }
+
+    pub(crate) fn p(&self, rel: &str) -> PathBuf {
         self.mnt.join(rel)
     }
 
-    fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         self.s.run(args)
     }
 
     /// `object head KEY`'s output.
-    fn head(&self, key: &str) -> String {
+    pub(crate) fn head(&self, key: &str) -> String {
         self.run(&["object", "head", key]).ok().stdout
     }
 
     /// The object at `key` as `object get` reads it.
-    fn cli_get(&self, key: &str) -> Vec<u8> {
+    pub(crate) fn cli_get(&self, key: &str) -> Vec<u8> {
         let out = self.s.tmp.path().join("cli-get.out");
         self.run(&["object", "get", key, out.to_str().unwrap()])
             .ok();
@@ -174,7 +195,7 @@ impl StoreMount {
     /// Waits until `object get KEY` reads `want`. FUSE sends RELEASE after
     /// close(2) has returned, so an upload done there may land just after
     /// the writer's close; 10 s at most.
-    fn committed(&self, key: &str, want: &[u8]) {
+    pub(crate) fn committed(&self, key: &str, want: &[u8]) {
         let out = self.s.tmp.path().join("committed.out");
         let t = Instant::now();
         loop {
@@ -243,7 +264,7 @@ fn mounted(canon: &Path) -> bool {
 
 /// Where two byte strings first differ, for a message (never the bytes:
 /// some are 40 MiB).
-fn differs(got: &[u8], want: &[u8]) -> String {
+pub(crate) fn differs(got: &[u8], want: &[u8]) -> String {
     let at = got.iter().zip(want).position(|(a, b)| a != b);
     format!(
         "{} bytes, {} expected, first difference at {}",
@@ -254,11 +275,11 @@ fn differs(got: &[u8], want: &[u8]) -> String {
 }
 
 #[track_caller]
-fn assert_same(got: &[u8], want: &[u8], what: &str) {
+pub(crate) fn assert_same(got: &[u8], want: &[u8], what: &str) {
     assert!(got == want, "{what}: {}", differs(got, want));
 }
 
-fn errno_at<T>(r: std::io::Result<T>, what: &str) -> i32 {
+pub(crate) fn errno_at<T>(r: std::io::Result<T>, what: &str) -> i32 {
     match r {
         Ok(_) => panic!("{what}: succeeded, an error expected"),
         Err(e) => errno_of(&e),
@@ -305,7 +326,7 @@ fn run_ok(c: &mut Command) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn names(dir: &Path) -> BTreeSet<String> {
+pub(crate) fn names(dir: &Path) -> BTreeSet<String> {
     fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -948,6 +969,62 @@ fn symlinks_on_a_store_mount_read_through_and_lstat_as_links() {
     );
     assert_eq!(fs::read(m.p("bkt/d/target")).unwrap(), b"via the link");
     assert_eq!(names(&m.p("bkt")), set(&["d", "dir-ln", "abs-ln"]));
+}
+
+// ------------------------------------------------------------------ crash
+
+#[test]
+fn changes_a_killed_daemon_never_uploaded_are_reported_by_the_next_mount() {
+    let seed = test_seed("store-mount-crash");
+    let mut m = StoreMount::new("crash");
+    fs::create_dir(m.p("bkt")).unwrap();
+    let old = seeded_bytes(seed, 70_000);
+    fs::write(m.p("bkt/kept"), &old).unwrap();
+    m.committed("bkt/kept", &old);
+    // Written through a descriptor that stays open: not uploaded.
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(m.p("bkt/kept"))
+        .unwrap();
+    f.write_all(&seeded_bytes(seed + 1, 5_000)).unwrap();
+    let mut g = File::create(m.p("bkt/new-never-closed")).unwrap();
+    g.write_all(b"lost").unwrap();
+    // And a file written and closed: uploaded, nothing to report.
+    let done = seeded_bytes(seed + 2, 3_000);
+    fs::write(m.p("bkt/done"), &done).unwrap();
+    m.kill9();
+    drop((f, g));
+    m.mount();
+    // The report is made as the mount starts, before it answers.
+    let log = m.log();
+    let reported: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("were not uploaded before its daemon stopped"))
+        .collect();
+    let named = |p: &str| {
+        reported
+            .iter()
+            .any(|l| l.contains(&format!("path=\"{p}\"")) || l.contains(&format!("path={p} ")))
+    };
+    assert!(named("bkt/kept"), "no report of bkt/kept:\n{log}");
+    assert!(
+        named("bkt/new-never-closed"),
+        "no report of the new file:\n{log}"
+    );
+    assert_eq!(reported.len(), 2, "reported: {reported:#?}");
+    assert!(reported.iter().all(|l| l.contains("InternalError")));
+    // The store has what was there before the unsent changes.
+    assert_same(&fs::read(m.p("bkt/kept")).unwrap(), &old, "kept");
+    assert_same(&fs::read(m.p("bkt/done")).unwrap(), &done, "done");
+    assert!(!m.p("bkt/new-never-closed").exists());
+    // Reported once: a second mount says nothing more.
+    m.remount();
+    assert!(
+        !m.log()
+            .contains("were not uploaded before its daemon stopped"),
+        "{}",
+        m.log()
+    );
 }
 
 // ----------------------------------------------------------------- refused

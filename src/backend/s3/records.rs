@@ -116,6 +116,13 @@ impl StateStore for S3Backend {
         Ok(v)
     }
 
+    fn forget_versions(&self) {
+        self.versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// The keystore and the grants change under the ticket lock. A bucket's
     /// settings are written without one: their writers already serialise
     /// on the keystore, which records the MAC each may carry.

@@ -424,13 +424,19 @@ impl S3Backend {
             .collect())
     }
 
-    /// This host's journal of files a mount changed and has not uploaded
-    /// yet (`fs::store::journal`): the directory `dirty` of the state
-    /// directory, made 0700 if missing.
+    /// This host's journal of files a mount of this store changed and has
+    /// not uploaded yet (`fs::store::journal`): `dirty/STORE` in the state
+    /// directory (STORE a hash of the bucket and prefix, as several stores
+    /// may share a state directory), made 0700 if missing.
     pub fn journal_dir(&self) -> Result<crate::backend::Dir> {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in format!("{}/{}", self.bucket_url, self.prefix).bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        let rel = format!("dirty/{h:016x}");
         self.state
-            .create_dirs(std::path::Path::new("dirty"), 0o700)
-            .map_err(|e| Error::io("the state directory's dirty/", e))
+            .create_dirs(std::path::Path::new(&rel), 0o700)
+            .map_err(|e| Error::io(format!("the state directory's {rel}"), e))
     }
 
     /// The owner recorded for bucket `b` (its marker).

@@ -4,7 +4,7 @@
 //! once, in its log (docs/SEMANTICS.md §12). The changes themselves are
 //! lost with the daemon, as unflushed writes are on any filesystem.
 //!
-//! One small file per changed open file in `STATE_DIR/dirty/`, named
+//! One small file per changed open file in `STATE_DIR/dirty/STORE/`, named
 //! `PID-INO`, holding `PATH\nSINCE\n` (the mount path and the Unix time of
 //! the first unsent change). Written when a file becomes dirty, renamed
 //! along with it, and removed once it is uploaded, unlinked or closed

@@ -216,12 +216,19 @@ fn a_directory_rename_moves_everything_below_it() {
     );
 }
 
+/// The one directory in `d` (the journal of the one store used).
+fn only_dir(d: &std::path::Path) -> std::path::PathBuf {
+    let mut v: Vec<_> = std::fs::read_dir(d).unwrap().flatten().collect();
+    assert_eq!(v.len(), 1, "{d:?}");
+    v.remove(0).path()
+}
+
 #[test]
 fn unsent_changes_are_journaled_until_uploaded() {
     let f = fx();
     let p = root();
     let b = f.ino("bkt");
-    let journal = f._dir.path().join("state/dirty");
+    let journal = only_dir(&f._dir.path().join("state/dirty"));
     let entries = || std::fs::read_dir(&journal).unwrap().count();
     let (fh, a) =
         f.fs.create_object(b, OsStr::new("j"), 0o644, libc::O_RDWR, &p)
@@ -247,7 +254,7 @@ fn unsent_changes_are_journaled_until_uploaded() {
 #[test]
 fn entries_of_a_dead_daemon_are_reported_once_and_removed() {
     let f = fx();
-    let journal = f._dir.path().join("state/dirty");
+    let journal = only_dir(&f._dir.path().join("state/dirty"));
     // No process has pid 2^22 + 1 (above Linux's pid_max limit).
     std::fs::write(journal.join("4194305-7"), "bkt/lost\n1700000000\n").unwrap();
     // A live process's entry (ours) is left alone.
