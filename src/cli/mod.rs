@@ -469,42 +469,57 @@ fn run_with(cli: Cli, cfg: Option<&ServiceConfig>) -> Result<()> {
                     notify::stopping,
                 )
             } else {
-                // The daemon reads the same config file, then the same
-                // command-line overrides. Paths go as they are: a name that
-                // is not UTF-8 must not become another name.
-                let mut args: Vec<OsString> = Vec::new();
-                if let Some(c) = &g.config {
-                    args.extend(["--config".into(), c.into()]);
-                }
-                args.extend(["--data-dir".into(), dir.clone().into()]);
-                if let Some(k) = &g.root_key {
-                    args.extend(["--root-key".into(), k.into()]);
-                }
-                if let Some(f) = &g.passphrase_file {
-                    args.extend(["--passphrase-file".into(), f.into()]);
-                }
-                if g.insecure_root_key_in_data_dir {
-                    args.push("--insecure-root-key-in-data-dir".into());
-                }
-                args.extend(["mount".into(), mountpoint.clone().into()]);
-                for o in &options {
-                    args.extend(["-o".into(), o.into()]);
-                }
-                // The daemon gets the passphrase the way we did, and takes
-                // it out of its own environment in turn.
-                let pass = match (&g.passphrase_file, harden::passphrase_from_env()) {
-                    (None, Some(p)) => Some(p),
-                    _ => None,
-                };
-                let env: Vec<(&str, &str)> = pass
-                    .as_ref()
-                    .map(|p| (harden::PASSPHRASE_ENV, p.as_str()))
-                    .into_iter()
-                    .collect();
+                let place = ["--data-dir".into(), OsString::from(dir.clone())];
+                let (args, pass) = daemon_args(g, &place, &mountpoint, &options);
+                let env = pass_env(pass.as_ref());
                 crate::fuse::spawn_background(&dir, &mountpoint, &args, &env)
             }
         }
     }
+}
+
+/// The arguments of a mount daemon (`ssefs ... mount MP --foreground` is
+/// what `fuse::spawn_*` runs): the same config file, then the same
+/// command-line overrides, `place` (where the buckets are), and the
+/// passphrase to hand it through its environment if we took ours from
+/// there (it takes it out of its own in turn). Paths go as they are: a
+/// name that is not UTF-8 must not become another name.
+fn daemon_args(
+    g: &GlobalArgs,
+    place: &[OsString],
+    mountpoint: &Path,
+    options: &[String],
+) -> (Vec<OsString>, Option<zeroize::Zeroizing<String>>) {
+    let mut args: Vec<OsString> = Vec::new();
+    if let Some(c) = &g.config {
+        args.extend(["--config".into(), c.into()]);
+    }
+    args.extend(place.iter().cloned());
+    if let Some(k) = &g.root_key {
+        args.extend(["--root-key".into(), k.into()]);
+    }
+    if let Some(f) = &g.passphrase_file {
+        args.extend(["--passphrase-file".into(), f.into()]);
+    }
+    if g.insecure_root_key_in_data_dir {
+        args.push("--insecure-root-key-in-data-dir".into());
+    }
+    args.extend(["mount".into(), mountpoint.into()]);
+    for o in options {
+        args.extend(["-o".into(), o.into()]);
+    }
+    let pass = match (&g.passphrase_file, harden::passphrase_from_env()) {
+        (None, Some(p)) => Some(p),
+        _ => None,
+    };
+    (args, pass)
+}
+
+/// The daemon's environment: the passphrase, if `daemon_args` kept one.
+fn pass_env(pass: Option<&zeroize::Zeroizing<String>>) -> Vec<(&'static str, &str)> {
+    pass.map(|p| (harden::PASSPHRASE_ENV, p.as_str()))
+        .into_iter()
+        .collect()
 }
 
 /// `ssefs mount` of a store: in the foreground, or a daemon started as
@@ -532,32 +547,12 @@ fn mount_store(
             notify::stopping,
         );
     }
-    let mut args: Vec<OsString> = Vec::new();
-    if let Some(c) = &g.config {
-        args.extend(["--config".into(), c.into()]);
-    }
-    if let Some(b) = &g.backend {
-        args.extend(["--backend".into(), b.into()]);
-    }
-    if let Some(k) = &g.root_key {
-        args.extend(["--root-key".into(), k.into()]);
-    }
-    if let Some(f) = &g.passphrase_file {
-        args.extend(["--passphrase-file".into(), f.into()]);
-    }
-    args.extend(["mount".into(), mountpoint.into()]);
-    for o in options {
-        args.extend(["-o".into(), o.into()]);
-    }
-    let pass = match (&g.passphrase_file, harden::passphrase_from_env()) {
-        (None, Some(p)) => Some(p),
-        _ => None,
+    let place: Vec<OsString> = match &g.backend {
+        Some(b) => vec!["--backend".into(), b.into()],
+        None => Vec::new(),
     };
-    let env: Vec<(&str, &str)> = pass
-        .as_ref()
-        .map(|p| (harden::PASSPHRASE_ENV, p.as_str()))
-        .into_iter()
-        .collect();
+    let (args, pass) = daemon_args(g, &place, mountpoint, options);
+    let env = pass_env(pass.as_ref());
     crate::backend::strict::create_private_dir(&spec.state_dir).ctx(spec.state_dir.display())?;
     crate::fuse::spawn_logged(&spec.state_dir.join("mount.log"), mountpoint, &args, &env)
 }

@@ -25,7 +25,7 @@ use crate::engine::Engine;
 use crate::error::{Error, OssCode, Result};
 use crate::format::{ChunkSize, Method};
 use crate::kms::Kms;
-use crate::oss::{SseAlgorithm, SseConfig};
+use crate::oss::{BucketName, SseAlgorithm, SseConfig};
 use crate::principal::Principal;
 
 pub const XA_SSE: &str = "user.oss.server-side-encryption";
@@ -143,10 +143,105 @@ pub(super) fn sse_of_header(h: &crate::format::Header) -> Option<SseConfig> {
     }
 }
 
+/// The xattrs of a bucket's top directory, the same on every mount: its
+/// rule (the three OSS names) and its chunk size. `None`: `name` is not
+/// one of them.
+pub(super) fn bucket_get(
+    engine: &Engine,
+    b: &BucketName,
+    name: &OsStr,
+    p: &Principal,
+) -> Option<Result<Vec<u8>>> {
+    if is_chunk_name(name) {
+        return Some(
+            engine
+                .bucket_chunk_size(b)
+                .map(|c| c.to_string().into_bytes()),
+        );
+    }
+    let n = oss_name(name)?;
+    Some(match engine.get_bucket_encryption(p, b) {
+        Ok(rule) => field(Some(&rule), n),
+        Err(e) if e.code == OssCode::NoSuchServerSideEncryptionRule => Err(errno(libc::ENODATA)),
+        Err(e) => Err(e),
+    })
+}
+
+/// Sets a bucket's rule field or chunk size (`bucket_get`'s names).
+pub(super) fn bucket_set(
+    engine: &Engine,
+    b: &BucketName,
+    name: &OsStr,
+    value: &[u8],
+    p: &Principal,
+) -> Option<Result<()>> {
+    if is_chunk_name(name) {
+        return Some(
+            ChunkSize::parse(value)
+                .map_err(|e| e.resource(b.as_str()))
+                .and_then(|chunk| engine.put_bucket_chunk_size(p, b, chunk)),
+        );
+    }
+    let n = oss_name(name)?;
+    Some((|| {
+        let v = value_str(value).map_err(|e| e.resource(b.as_str()))?;
+        let cur = engine.bucket_rule(b)?;
+        let rule = with_field(cur.as_ref(), n, v).map_err(|e| e.resource(b.as_str()))?;
+        engine.put_bucket_encryption(p, b, &rule)
+    })())
+}
+
+/// Removes a bucket's rule field (the algorithm: the whole rule), or sets
+/// its chunk size back to the default.
+pub(super) fn bucket_remove(
+    engine: &Engine,
+    b: &BucketName,
+    name: &OsStr,
+    p: &Principal,
+) -> Option<Result<()>> {
+    if is_chunk_name(name) {
+        return Some(engine.put_bucket_chunk_size(p, b, ChunkSize::DEFAULT));
+    }
+    let n = oss_name(name)?;
+    Some((|| {
+        let cur = engine.bucket_rule(b)?.ok_or_else(|| errno(libc::ENODATA))?;
+        match without_field(&cur, n)? {
+            None => engine.delete_bucket_encryption(p, b),
+            Some(rule) => engine.put_bucket_encryption(p, b, &rule),
+        }
+    })())
+}
+
+/// The OSS names that `cfg` gives a value, as listxattr lists them.
+pub(super) fn list_oss_names(cfg: Option<&SseConfig>, out: &mut Vec<u8>) {
+    for (n, s) in [
+        (OssName::Sse, XA_SSE),
+        (OssName::Key, XA_KEY),
+        (OssName::Data, XA_DATA),
+    ] {
+        if field(cfg, n).is_ok() {
+            out.extend_from_slice(s.as_bytes());
+            out.push(0);
+        }
+    }
+}
+
+/// A bucket's own names (`bucket_get`'s) that have a value.
+pub(super) fn list_bucket_names(engine: &Engine, b: &BucketName, p: &Principal, out: &mut Vec<u8>) {
+    list_oss_names(engine.get_bucket_encryption(p, b).ok().as_ref(), out);
+    // Listed where it was set (as the rule's names are), so that copying
+    // a bucket's attributes carries it. (Any slot format: the attribute
+    // is the size alone.)
+    if engine.bucket_chunk_size(b).ok().map(|c| c.bytes()) != Some(ChunkSize::DEFAULT.bytes()) {
+        out.extend_from_slice(XA_CHUNK.as_bytes());
+        out.push(0);
+    }
+}
+
 /// What the inode is, for xattr purposes.
 enum Target {
     Root,
-    Bucket(Arc<crate::oss::BucketName>),
+    Bucket(Arc<BucketName>),
     Object,
     Dir,
     Other,
@@ -205,11 +300,13 @@ impl Fs {
     pub fn getxattr(&self, ino: u64, name: &OsStr, p: &Principal) -> Result<Vec<u8>> {
         self.user_namespace(ino, name)?;
         let (t, fd, _keep) = self.xattr_target(ino)?;
+        if let Target::Bucket(b) = &t {
+            if let Some(r) = bucket_get(&self.engine, b, name, p) {
+                return r;
+            }
+        }
         if is_chunk_name(name) {
             return match t {
-                Target::Bucket(b) => {
-                    Ok(self.engine.bucket_chunk_size(&b)?.to_string().into_bytes())
-                }
                 Target::Object => self
                     .stored_chunk(ino, fd)
                     .map(|c| c.to_string().into_bytes()),
@@ -218,13 +315,6 @@ impl Fs {
         }
         if let Some(n) = oss_name(name) {
             return match t {
-                Target::Bucket(b) => match self.engine.get_bucket_encryption(p, &b) {
-                    Ok(rule) => field(Some(&rule), n),
-                    Err(e) if e.code == OssCode::NoSuchServerSideEncryptionRule => {
-                        Err(errno(libc::ENODATA))
-                    }
-                    Err(e) => Err(e),
-                },
                 Target::Object => field(self.stored_sse(ino, fd)?.as_ref(), n),
                 _ => Err(errno(libc::ENOTSUP)),
             };
@@ -242,32 +332,13 @@ impl Fs {
 
     pub fn listxattr(&self, ino: u64, p: &Principal) -> Result<Vec<u8>> {
         let (t, fd, _keep) = self.xattr_target(ino)?;
-        let cfg = match &t {
-            Target::Bucket(b) => self.engine.get_bucket_encryption(p, b).ok(),
-            Target::Object => self.stored_sse(ino, fd).unwrap_or(None),
-            _ => None,
-        };
         let mut out = Vec::new();
-        for (n, s) in [
-            (OssName::Sse, XA_SSE),
-            (OssName::Key, XA_KEY),
-            (OssName::Data, XA_DATA),
-        ] {
-            if field(cfg.as_ref(), n).is_ok() {
-                out.extend_from_slice(s.as_bytes());
-                out.push(0);
+        match &t {
+            Target::Bucket(b) => list_bucket_names(&self.engine, b, p, &mut out),
+            Target::Object => {
+                list_oss_names(self.stored_sse(ino, fd).unwrap_or(None).as_ref(), &mut out)
             }
-        }
-        // Listed where it was set (as the rule's names are), so that
-        // copying a bucket's attributes carries it.
-        if let Target::Bucket(b) = &t {
-            // (Any slot format: the attribute is the size alone.)
-            if self.engine.bucket_chunk_size(b).ok().map(|c| c.bytes())
-                != Some(ChunkSize::DEFAULT.bytes())
-            {
-                out.extend_from_slice(XA_CHUNK.as_bytes());
-                out.push(0);
-            }
+            _ => {}
         }
         if matches!(t, Target::Other) {
             return Ok(out);
@@ -292,25 +363,17 @@ impl Fs {
         self.writable()?;
         self.user_namespace(ino, name)?;
         let (t, fd, _keep) = self.xattr_target(ino)?;
+        if let Target::Bucket(b) = &t {
+            if let Some(r) = bucket_set(&self.engine, b, name, value, p) {
+                return r;
+            }
+        }
         if is_chunk_name(name) {
-            return match t {
-                Target::Bucket(b) => {
-                    let chunk = ChunkSize::parse(value).map_err(|e| e.resource(b.as_str()))?;
-                    self.engine.put_bucket_chunk_size(p, &b, chunk)
-                }
-                // The chunk size is the bucket's: an object has its bucket's.
-                _ => Err(errno(libc::ENOTSUP)),
-            };
+            // The chunk size is the bucket's: an object has its bucket's.
+            return Err(errno(libc::ENOTSUP));
         }
         if let Some(n) = oss_name(name) {
             return match t {
-                Target::Bucket(b) => {
-                    let v = value_str(value).map_err(|e| e.resource(b.as_str()))?;
-                    let cur = self.engine.bucket_rule(&b)?;
-                    let rule =
-                        with_field(cur.as_ref(), n, v).map_err(|e| e.resource(b.as_str()))?;
-                    self.engine.put_bucket_encryption(p, &b, &rule)
-                }
                 Target::Object => {
                     let name = self.display_name(fd);
                     let v = value_str(value).map_err(|e| e.resource(&name))?;
@@ -334,25 +397,18 @@ impl Fs {
         self.writable()?;
         self.user_namespace(ino, name)?;
         let (t, fd, _keep) = self.xattr_target(ino)?;
+        if let Target::Bucket(b) = &t {
+            // The chunk size goes back to the default, under the same rule
+            // as setting it.
+            if let Some(r) = bucket_remove(&self.engine, b, name, p) {
+                return r;
+            }
+        }
         if is_chunk_name(name) {
-            // Back to the default, under the same rule as setting it.
-            return match t {
-                Target::Bucket(b) => self.engine.put_bucket_chunk_size(p, &b, ChunkSize::DEFAULT),
-                _ => Err(errno(libc::ENOTSUP)),
-            };
+            return Err(errno(libc::ENOTSUP));
         }
         if let Some(n) = oss_name(name) {
             return match t {
-                Target::Bucket(b) => {
-                    let cur = self
-                        .engine
-                        .bucket_rule(&b)?
-                        .ok_or_else(|| errno(libc::ENODATA))?;
-                    match without_field(&cur, n)? {
-                        None => self.engine.delete_bucket_encryption(p, &b),
-                        Some(rule) => self.engine.put_bucket_encryption(p, &b, &rule),
-                    }
-                }
                 Target::Object => {
                     let cur = self
                         .current_object_sse(ino, fd)?

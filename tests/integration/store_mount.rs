@@ -794,6 +794,11 @@ fn directories_on_a_store_mount_list_exactly_what_was_made_and_refuse_as_posix_d
     fs::remove_dir(m.p("made-by-cli")).unwrap();
     assert_eq!(names(&m.mnt), set(&["bkt"]));
     assert_eq!(m.run(&["bucket", "list"]).ok().stdout, "bkt\n");
+    // And a bucket made through the mount goes with the CLI's delete once
+    // it is empty (its top's directory record is the bucket's own).
+    fs::create_dir(m.p("made-by-mkdir")).unwrap();
+    m.run(&["bucket", "delete", "made-by-mkdir"]).ok();
+    assert_eq!(m.run(&["bucket", "list"]).ok().stdout, "bkt\n");
 }
 
 // ----------------------------------------------------------------- rename

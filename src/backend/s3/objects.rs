@@ -96,8 +96,9 @@ impl Backend for S3Backend {
                 .resource(b.as_str().to_owned()));
             }
             // Settings first: a bucket without them is still a bucket
-            // (with the defaults); one without its marker is gone.
-            for rel in [BUCKET_SETTINGS, MARKER] {
+            // (with the defaults); one without its marker is gone. The
+            // top's directory record (a mount's) goes with it.
+            for rel in [super::tree::DIR_RECORD, BUCKET_SETTINGS, MARKER] {
                 let p = self.path(&format!("{b}/{rel}"))?;
                 match self.call(b.as_str(), |s| {
                     let p = p.clone();
@@ -119,6 +120,7 @@ impl Backend for S3Backend {
         let own = [
             self.path(&format!("{b}/{MARKER}"))?,
             self.path(&format!("{b}/{BUCKET_SETTINGS}"))?,
+            self.path(&format!("{b}/{}", super::tree::DIR_RECORD))?,
         ];
         Ok(self
             .all_in_bucket(b)?

@@ -398,6 +398,22 @@ impl StoreFs {
         Ok(())
     }
 
+    /// The open object of a copy, given its header first if it has none
+    /// (an object migrated empty, written to for the first time).
+    fn begun<'g>(
+        &self,
+        b: &BucketName,
+        g: &'g mut FileState,
+        p: &Principal,
+    ) -> Result<&'g mut ObjectFile> {
+        if g.obj.is_none() {
+            let file = g.file.try_clone().ctx(&g.name)?;
+            let over = g.meta.sse_override.clone();
+            g.obj = Some(self.fresh_object(b, file, over.as_ref(), &g.name, p)?);
+        }
+        g.obj.as_mut().ok_or_else(|| errno(libc::EIO))
+    }
+
     pub(super) fn write_file(
         &self,
         ino: u64,
@@ -415,14 +431,7 @@ impl StoreFs {
                 g.meta.mode = Some(m & !(libc::S_ISUID | libc::S_ISGID));
             }
         }
-        if g.obj.is_none() {
-            let file = g.file.try_clone().ctx(&g.name)?;
-            let obj =
-                self.fresh_object(&b, file, g.meta.sse_override.clone().as_ref(), &g.name, p)?;
-            g.obj = Some(obj);
-        }
-        let obj = g.obj.as_mut().ok_or_else(|| errno(libc::EIO))?;
-        obj.write_at(off, data)?;
+        self.begun(&b, &mut g, p)?.write_at(off, data)?;
         g.dirty = true;
         g.changed = SystemTime::now();
         touch(&mut g.meta);
@@ -440,14 +449,7 @@ impl StoreFs {
             self.restart(&b, o, p)?;
         } else {
             let mut g = o.write();
-            if g.obj.is_none() {
-                let file = g.file.try_clone().ctx(&g.name)?;
-                let obj =
-                    self.fresh_object(&b, file, g.meta.sse_override.clone().as_ref(), &g.name, p)?;
-                g.obj = Some(obj);
-            }
-            let obj = g.obj.as_mut().ok_or_else(|| errno(libc::EIO))?;
-            obj.set_len(size)?;
+            self.begun(&b, &mut g, p)?.set_len(size)?;
             g.dirty = true;
             g.changed = SystemTime::now();
         }

@@ -210,7 +210,7 @@ impl StoreFs {
             if !self.dir_empty(&b_path)? {
                 return Err(errno(libc::ENOTEMPTY));
             }
-            self.store.remove_dir(&b, "")?;
+            // (Its top's record goes with it.)
             self.engine.delete_bucket(&b).map_err(|e| match e.code {
                 OssCode::BucketNotEmpty => errno(libc::ENOTEMPTY),
                 OssCode::NoSuchBucket => errno(libc::ENOENT),

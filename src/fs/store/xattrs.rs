@@ -12,11 +12,11 @@ use std::os::unix::ffi::OsStrExt;
 use super::{errno, lock, split, StoreFs};
 use crate::backend::s3::Stat;
 use crate::backend::ObjMeta;
-use crate::error::{OssCode, Result};
+use crate::error::Result;
 use crate::format::ChunkSize;
 use crate::fs::xattrs::{
-    field, is_chunk_name, is_user_name, oss_name, sse_of_header, value_str, with_field,
-    without_field, OssName, INTERNAL_PREFIX, XA_CHUNK, XA_DATA, XA_KEY, XA_SSE,
+    bucket_get, bucket_remove, bucket_set, field, is_chunk_name, is_user_name, list_bucket_names,
+    list_oss_names, oss_name, sse_of_header, value_str, with_field, without_field, INTERNAL_PREFIX,
 };
 use crate::fs::Kind;
 use crate::oss::{BucketName, SseConfig};
@@ -184,24 +184,19 @@ impl StoreFs {
         if !is_user_name(name.as_bytes()) {
             return Err(errno(libc::EOPNOTSUPP));
         }
+        if let Target::Bucket(b) = &t {
+            if let Some(r) = bucket_get(&self.engine, b, name, p) {
+                return r;
+            }
+        }
         if is_chunk_name(name) {
             return match t {
-                Target::Bucket(b) => {
-                    Ok(self.engine.bucket_chunk_size(&b)?.to_string().into_bytes())
-                }
                 Target::File => Ok(self.stored_chunk(ino, &path)?.to_string().into_bytes()),
                 _ => Err(errno(libc::ENOTSUP)),
             };
         }
         if let Some(n) = oss_name(name) {
             return match t {
-                Target::Bucket(b) => match self.engine.get_bucket_encryption(p, &b) {
-                    Ok(rule) => field(Some(&rule), n),
-                    Err(e) if e.code == OssCode::NoSuchServerSideEncryptionRule => {
-                        Err(errno(libc::ENODATA))
-                    }
-                    Err(e) => Err(e),
-                },
                 Target::File => field(self.stored_sse(ino, &path)?.as_ref(), n),
                 _ => Err(errno(libc::ENOTSUP)),
             };
@@ -219,29 +214,14 @@ impl StoreFs {
 
     pub(super) fn list_xattrs(&self, ino: u64, p: &Principal) -> Result<Vec<u8>> {
         let (t, path, _) = self.target(ino)?;
-        let cfg = match &t {
-            Target::Bucket(b) => self.engine.get_bucket_encryption(p, b).ok(),
-            Target::File => self.stored_sse(ino, &path).unwrap_or(None),
-            _ => None,
-        };
         let mut out = Vec::new();
-        for (n, s) in [
-            (OssName::Sse, XA_SSE),
-            (OssName::Key, XA_KEY),
-            (OssName::Data, XA_DATA),
-        ] {
-            if field(cfg.as_ref(), n).is_ok() {
-                out.extend_from_slice(s.as_bytes());
-                out.push(0);
-            }
-        }
-        if let Target::Bucket(b) = &t {
-            if self.engine.bucket_chunk_size(b).ok().map(|c| c.bytes())
-                != Some(ChunkSize::DEFAULT.bytes())
-            {
-                out.extend_from_slice(XA_CHUNK.as_bytes());
-                out.push(0);
-            }
+        match &t {
+            Target::Bucket(b) => list_bucket_names(&self.engine, b, p, &mut out),
+            Target::File => list_oss_names(
+                self.stored_sse(ino, &path).unwrap_or(None).as_ref(),
+                &mut out,
+            ),
+            _ => {}
         }
         if matches!(t, Target::Root) {
             return Ok(out);
@@ -265,24 +245,16 @@ impl StoreFs {
         if !is_user_name(name.as_bytes()) {
             return Err(errno(libc::EOPNOTSUPP));
         }
+        if let Target::Bucket(b) = &t {
+            if let Some(r) = bucket_set(&self.engine, b, name, value, p) {
+                return r;
+            }
+        }
         if is_chunk_name(name) {
-            return match t {
-                Target::Bucket(b) => {
-                    let chunk = ChunkSize::parse(value).map_err(|e| e.resource(b.as_str()))?;
-                    self.engine.put_bucket_chunk_size(p, &b, chunk)
-                }
-                _ => Err(errno(libc::ENOTSUP)),
-            };
+            return Err(errno(libc::ENOTSUP));
         }
         if let Some(n) = oss_name(name) {
             return match t {
-                Target::Bucket(b) => {
-                    let v = value_str(value).map_err(|e| e.resource(b.as_str()))?;
-                    let cur = self.engine.bucket_rule(&b)?;
-                    let rule =
-                        with_field(cur.as_ref(), n, v).map_err(|e| e.resource(b.as_str()))?;
-                    self.engine.put_bucket_encryption(p, &b, &rule)
-                }
                 Target::File => {
                     let v = value_str(value).map_err(|e| e.resource(path.as_str()))?;
                     let cur = self.current_object_sse(ino, &path)?;
@@ -322,24 +294,16 @@ impl StoreFs {
         if !is_user_name(name.as_bytes()) {
             return Err(errno(libc::EOPNOTSUPP));
         }
+        if let Target::Bucket(b) = &t {
+            if let Some(r) = bucket_remove(&self.engine, b, name, p) {
+                return r;
+            }
+        }
         if is_chunk_name(name) {
-            return match t {
-                Target::Bucket(b) => self.engine.put_bucket_chunk_size(p, &b, ChunkSize::DEFAULT),
-                _ => Err(errno(libc::ENOTSUP)),
-            };
+            return Err(errno(libc::ENOTSUP));
         }
         if let Some(n) = oss_name(name) {
             return match t {
-                Target::Bucket(b) => {
-                    let cur = self
-                        .engine
-                        .bucket_rule(&b)?
-                        .ok_or_else(|| errno(libc::ENODATA))?;
-                    match without_field(&cur, n)? {
-                        None => self.engine.delete_bucket_encryption(p, &b),
-                        Some(rule) => self.engine.put_bucket_encryption(p, &b, &rule),
-                    }
-                }
                 Target::File => {
                     let cur = self
                         .current_object_sse(ino, &path)?
