@@ -58,9 +58,6 @@ cargo test --release --benches
 # fewer operations: the transport, not the filesystem, is what differs).
 if [ -w "$URING_PARAM" ]; then
   SSEFS_MOUNT_OPTS=allow_other,io_uring FSX_OPS=20000 ./scripts/conformance.sh target/release/ssefs
-# pjdfstest on a mount of the Garage cluster, its expected failures listed
-# and explained in scripts/pjdfstest-store.toml.
-./scripts/store-conformance.sh target/release/ssefs
 fi
 # Last: the stress tests again, against a debug build of the daemon
 # (overflow checks and debug assertions on).
