@@ -248,7 +248,7 @@ impl StoreFs {
             ctime: Some(now),
             ..ObjMeta::default()
         };
-        let ino = self.register(&path, Kind::File, true);
+        let ino = self.register(&path, Kind::File);
         let o = Arc::new(OpenFile {
             ino,
             st: RwLock::new(FileState {

@@ -308,15 +308,14 @@ impl StoreFs {
         Ok((n.path.clone(), n.kind))
     }
 
-    /// The inode for `path`, made if new; counts a lookup if `looked_up`.
-    fn register(&self, path: &str, kind: Kind, looked_up: bool) -> u64 {
+    /// The inode for `path`, made if new, with one more lookup (the reply
+    /// that names it gives the kernel one).
+    fn register(&self, path: &str, kind: Kind) -> u64 {
         let mut t = lock(&self.tree);
         if let Some(&ino) = t.inos.get(path) {
             if let Some(n) = t.nodes.get_mut(&ino) {
                 if n.kind == kind {
-                    if looked_up {
-                        n.lookups += 1;
-                    }
+                    n.lookups += 1;
                     return ino;
                 }
                 // Replaced by something of another kind elsewhere: a new
@@ -333,7 +332,7 @@ impl StoreFs {
             Node {
                 path: path.to_owned(),
                 kind,
-                lookups: u64::from(looked_up),
+                lookups: 1,
                 seen: None,
                 open: None,
                 opens: 0,
@@ -654,7 +653,7 @@ impl StoreFs {
             self.invalidate(&path);
             return Err(errno(libc::ENOENT));
         };
-        let ino = self.register(&path, kind, true);
+        let ino = self.register(&path, kind);
         self.remember(ino, st.clone());
         self.attr_from(ino, &path, kind, st.as_ref())
     }

@@ -46,7 +46,7 @@ impl StoreFs {
 
     /// A node just made here, with what we wrote as its stat.
     fn made(&self, path: &str, kind: Kind, meta: ObjMeta, shape: Shape) -> Result<Attr> {
-        let ino = self.register(path, kind, true);
+        let ino = self.register(path, kind);
         let st = Stat {
             version: Version::ETag(String::new()),
             len: 0,
