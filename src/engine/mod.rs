@@ -37,6 +37,7 @@ pub use crate::backend::{open_regular, Staged, OVERRIDE_XATTR, REPLACES_XATTR, S
 pub use bucket::BucketSettings;
 pub use cache::ChunkCache;
 pub use object::{ObjectFile, SlotIo};
+pub(crate) use objects::object_source;
 pub use objects::ObjectInfo;
 
 /// A bucket's settings file.

@@ -129,30 +129,10 @@ impl Engine {
         name: &str,
         tmp: Staged,
     ) -> Result<(Staged, ObjectInfo)> {
-        let (header, key) = match self.new_header(p, sse, chunk) {
-            Ok(h) => h,
-            Err(e) => {
-                self.backend.discard(tmp);
-                return Err(e.resource(name));
-            }
-        };
-        let result = (|| {
-            let f = tmp.file.try_clone().ctx(name)?;
-            let mut obj = ObjectFile::create(f, header, &key, name.to_owned())?;
-            let mut buf = vec![0u8; IO_BUF];
-            loop {
-                let n = src(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                obj.write_at(obj.size(), &buf[..n])?;
-                let chunks = chunk.chunk_count(obj.size());
-                if chunks > 1 {
-                    tmp.settled(chunk.slot_offset(chunks - 1));
-                }
-            }
+        let result = tmp.file.try_clone().ctx(name).and_then(|f| {
+            let obj = self.encrypt_into(p, (sse, chunk), src, name, f, &|off| tmp.settled(off))?;
             Ok(ObjectInfo::from_header(obj.header(), obj.size()))
-        })();
+        });
         match result {
             Ok(info) => Ok((tmp, info)),
             Err(e) => {
@@ -160,6 +140,39 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// A new object in `file` (emptied first): a fresh data key and header
+    /// per `sse` (KMS permission and key state checked here), then what
+    /// `src` gives, encrypted in chunks of `chunk`. `settled(off)` hears
+    /// how far the bytes will not change again (all but the last chunk's
+    /// slot) as they are written.
+    pub(crate) fn encrypt_into(
+        &self,
+        p: &Principal,
+        (sse, chunk): (Option<&SseConfig>, ChunkSize),
+        src: &mut dyn FnMut(&mut [u8]) -> Result<usize>,
+        name: &str,
+        file: File,
+        settled: &dyn Fn(u64),
+    ) -> Result<ObjectFile> {
+        let (header, key) = self
+            .new_header(p, sse, chunk)
+            .map_err(|e| e.resource(name))?;
+        let mut obj = ObjectFile::create(file, header, &key, name.to_owned())?;
+        let mut buf = vec![0u8; IO_BUF];
+        loop {
+            let n = src(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            obj.write_at(obj.size(), &buf[..n])?;
+            let chunks = chunk.chunk_count(obj.size());
+            if chunks > 1 {
+                settled(chunk.slot_offset(chunks - 1));
+            }
+        }
+        Ok(obj)
     }
 
     /// PutObject: `over` is the request's encryption headers (they win over
@@ -334,7 +347,7 @@ impl Engine {
 }
 
 /// Reads an object's plaintext front to back, a buffer at a time.
-fn object_source(obj: &ObjectFile) -> impl FnMut(&mut [u8]) -> Result<usize> + '_ {
+pub(crate) fn object_source(obj: &ObjectFile) -> impl FnMut(&mut [u8]) -> Result<usize> + '_ {
     let mut off = 0u64;
     move |buf| {
         let n = obj.read_at(off, buf)?;

@@ -77,6 +77,21 @@ impl OpenObject {
     }
 }
 
+/// fallocate's request as both mounts take it: `Some(end)` for mode 0
+/// (grow to at least `end`), `None` for KEEP_SIZE alone (a no-op: chunks
+/// are sealed only when written), EOPNOTSUPP for anything else (no hole
+/// punching), EFBIG past the largest offset.
+pub(crate) fn fallocate_end(off: u64, len: u64, mode: i32) -> Result<Option<u64>> {
+    match mode {
+        libc::FALLOC_FL_KEEP_SIZE => Ok(None),
+        0 => off
+            .checked_add(len)
+            .map(Some)
+            .ok_or_else(|| errno(libc::EFBIG)),
+        _ => Err(errno(libc::EOPNOTSUPP)),
+    }
+}
+
 impl Fs {
     /// Starts a new upload in `st`: a fresh data key and header, encrypted
     /// per the object's override or else the bucket's current rule. On
@@ -481,18 +496,14 @@ impl Fs {
         p: &Principal,
     ) -> Result<()> {
         self.writable()?;
-        if mode == libc::FALLOC_FL_KEEP_SIZE {
+        let Some(end) = fallocate_end(off, len, mode)? else {
             return Ok(());
-        }
-        if mode != 0 {
-            return Err(errno(libc::EOPNOTSUPP));
-        }
+        };
         self.kill_setid(ino, p, false)?;
         let o = self.handle(fh)?;
         let mut g = o.write();
         self.begin(ino, &mut g, &o.name, p)?;
         let obj = g.obj.as_mut().ok_or_else(|| errno(libc::EIO))?;
-        let end = off.checked_add(len).ok_or_else(|| errno(libc::EFBIG))?;
         if end > obj.size() {
             obj.set_len(end)?;
         }

@@ -23,7 +23,7 @@ mod dirs;
 #[cfg(test)]
 mod fallback_tests;
 mod inodes;
-mod io;
+pub(crate) mod io;
 #[cfg(test)]
 mod model_tests;
 mod namespace;

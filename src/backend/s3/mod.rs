@@ -650,11 +650,7 @@ impl S3Backend {
             "lock" => return Ok(false),
             _ => {}
         }
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.shown.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-        let cache = format!("probe-{h:016x}");
+        let cache = format!("probe-{:016x}", name_hash(&self.shown));
         let cache = std::path::Path::new(&cache);
         let remembered = self
             .state
@@ -738,6 +734,14 @@ impl S3Backend {
     fn store_arc(&self) -> Arc<dyn ObjectStore> {
         self.stores[self.current.load(Ordering::Relaxed) % self.stores.len().max(1)].clone()
     }
+}
+
+/// FNV-1a of `s`: a short, stable name for a longer one (a store's, a
+/// path's) where a collision costs nothing but a shared name.
+pub(crate) fn name_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// A local failure inside a store operation, carried as the store's error.

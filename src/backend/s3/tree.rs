@@ -429,11 +429,8 @@ impl S3Backend {
     /// directory (STORE a hash of the bucket and prefix, as several stores
     /// may share a state directory), made 0700 if missing.
     pub fn journal_dir(&self) -> Result<crate::backend::Dir> {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in format!("{}/{}", self.bucket_url, self.prefix).bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-        let rel = format!("dirty/{h:016x}");
+        let store = super::name_hash(&format!("{}/{}", self.bucket_url, self.prefix));
+        let rel = format!("dirty/{store:016x}");
         self.state
             .create_dirs(std::path::Path::new(&rel), 0o700)
             .map_err(|e| Error::io(format!("the state directory's {rel}"), e))

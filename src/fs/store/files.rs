@@ -147,13 +147,15 @@ impl StoreFs {
             .engine
             .upload_settings(b, over)
             .map_err(|e| e.resource(name))?;
-        let (header, key) = self
-            .engine
-            .new_header(p, sse.as_ref(), chunk)
-            .map_err(|e| e.resource(name))?;
-        Ok(self
-            .engine
-            .track(ObjectFile::create(file, header, &key, name.to_owned())?))
+        let obj = self.engine.encrypt_into(
+            p,
+            (sse.as_ref(), chunk),
+            &mut |_| Ok(0),
+            name,
+            file,
+            &|_| {},
+        )?;
+        Ok(self.engine.track(obj))
     }
 
     /// Notes in the journal that `o` has changes not on the store.
@@ -617,29 +619,23 @@ impl StoreFs {
             let mut g = o.write();
             let file = self.store.staging_file(&path)?;
             let chunk = self.engine.bucket_chunk_size(&b)?;
-            let (header, key) = self
-                .engine
-                .new_header(p, sse, chunk)
-                .map_err(|e| e.resource(path.as_str()))?;
-            let mut new = self.engine.track(ObjectFile::create(
-                file.try_clone().ctx(&path)?,
-                header,
-                &key,
-                path.clone(),
-            )?);
-            if let Some(old) = &g.obj {
-                let size = old.size();
-                let mut off = 0u64;
-                while off < size {
-                    let n = (size - off).min(1 << 20) as usize;
-                    let data = old.read_with(off, n, |d| d.to_vec())?;
-                    if data.is_empty() {
-                        break;
-                    }
-                    new.write_at(off, &data)?;
-                    off += data.len() as u64;
+            let copy = file.try_clone().ctx(&path)?;
+            let new = match &g.obj {
+                Some(old) => {
+                    let mut src = crate::engine::object_source(old);
+                    self.engine
+                        .encrypt_into(p, (sse, chunk), &mut src, &path, copy, &|_| {})?
                 }
-            }
+                None => self.engine.encrypt_into(
+                    p,
+                    (sse, chunk),
+                    &mut |_| Ok(0),
+                    &path,
+                    copy,
+                    &|_| {},
+                )?,
+            };
+            let new = self.engine.track(new);
             g.file = file;
             g.obj = Some(new);
             g.meta.sse_override = over.cloned();

@@ -189,11 +189,7 @@ fn fits(path: &str) -> Result<()> {
 /// of its path, with the top bit set so that it never meets the table's
 /// own numbers (counted up from 2).
 fn listed_ino(path: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in path.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-    }
-    h | 1 << 63
+    crate::backend::s3::name_hash(path) | 1 << 63
 }
 
 fn reserved(name: &str) -> bool {
@@ -902,14 +898,10 @@ impl FsOps for StoreFs {
         p: &Principal,
     ) -> Result<()> {
         self.writable()?;
-        if mode == libc::FALLOC_FL_KEEP_SIZE {
+        let Some(end) = crate::fs::io::fallocate_end(off, len, mode)? else {
             return Ok(());
-        }
-        if mode != 0 {
-            return Err(errno(libc::EOPNOTSUPP));
-        }
+        };
         let o = self.file_handle(fh)?;
-        let end = off.checked_add(len).ok_or_else(|| errno(libc::EFBIG))?;
         if end > o.size() {
             self.set_size(ino, &o, end, p)?;
         }
